@@ -1,0 +1,38 @@
+"""streamjobs: background jobs on an Apache Kafka event log.
+
+The public API is what ``__all__`` lists; everything else is internal and may change.
+"""
+
+from streamjobs.errors import (
+    BadInput,
+    Discard,
+    Retry,
+    StreamJobsError,
+    SubmitError,
+    TaskFailed,
+    TaskTimeout,
+)
+from streamjobs.models import Task, TaskState
+from streamjobs.producer import Producer, TaskHandle
+from streamjobs.registry import TaskRegistry
+from streamjobs.settings import Settings
+from streamjobs.status import StatusView
+from streamjobs.worker import Worker
+
+__all__ = [
+    "BadInput",
+    "Discard",
+    "Producer",
+    "Retry",
+    "Settings",
+    "StatusView",
+    "StreamJobsError",
+    "SubmitError",
+    "Task",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskRegistry",
+    "TaskState",
+    "TaskTimeout",
+    "Worker",
+]

@@ -1,0 +1,265 @@
+"""The one home of confluent-kafka: builds clients and turns their errors into ours.
+
+Owns producer, consumer and admin construction from :class:`~streamjobs.settings.Settings`, the
+librdkafka keys our correctness depends on (idempotence, ``acks=all``, manual offset store and
+commit, cooperative-sticky assignment, the Java-compatible partitioner), topic administration
+calls and the translation of ``KafkaException`` into :mod:`streamjobs.errors`. Does not know
+about tasks, statuses or retries: it moves bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-exported in stubs
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
+
+from streamjobs.errors import KafkaUnavailable, SubmitError, TopicError
+from streamjobs.settings import Settings
+
+__all__ = [
+    "OFFSET_BEGINNING",
+    "OFFSET_END",
+    "OFFSET_INVALID",
+    "Consumer",
+    "KafkaError",
+    "KafkaException",
+    "Message",
+    "Producer",
+    "TopicPartition",
+]
+
+Config = dict[str, str | int | float | bool]
+Headers = list[tuple[str, bytes | None]]
+_log = logging.getLogger(__name__)
+
+
+def producer_config(settings: Settings, **overrides: str | int | float | bool) -> Config:
+    """Producer keys. Idempotence is off by default in librdkafka: we always turn it on."""
+    config: Config = {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 1,
+        "compression.type": "lz4",
+        "message.max.bytes": settings.max_message_bytes,
+        # the Java client's partitioner, so a Java producer and we agree on key -> partition
+        "partitioner": "murmur2_random",
+        "log_level": 3,
+    }
+    config.update(settings.client_config())
+    config.update(overrides)
+    return config
+
+
+def new_producer(settings: Settings, **overrides: str | int | float | bool) -> Producer:
+    return Producer(producer_config(settings, **overrides))
+
+
+def consumer_config(settings: Settings, group: str, **overrides: Any) -> Config:
+    """Consumer keys: nothing is stored or committed unless the worker says so."""
+    config: Config = {
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "isolation.level": "read_committed",
+        "enable.partition.eof": False,
+        "fetch.message.max.bytes": max(settings.max_message_bytes, 1_048_576),
+        "log_level": 3,
+    }
+    config.update(settings.client_config())
+    config.update(overrides)
+    return config
+
+
+def new_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group, **overrides))
+
+
+def new_reader(settings: Settings, **overrides: Any) -> Consumer:
+    """A consumer for reading by assignment (status lookups, replay, dlq): never commits."""
+    return new_consumer(settings, "streamjobs-reader", **overrides)
+
+
+def new_admin(settings: Settings) -> AdminClient:
+    return AdminClient({**settings.client_config(), "log_level": 3})
+
+
+def cluster_ready(bootstrap_servers: str, timeout: float = 2.0) -> bool:
+    """True when a broker at ``bootstrap_servers`` answers a metadata request with a broker."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    try:
+        metadata: Any = admin.list_topics(timeout=timeout)
+        return bool(metadata.brokers)
+    except KafkaException:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed Kafka record, in our types (confluent's Message has every field optional)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+def consume(consumer: Consumer, count: int, timeout: float) -> list[Record]:
+    """Up to ``count`` records. Raises KafkaUnavailable on a fatal error; logs the others."""
+    records = []
+    for message in consumer.consume(count, timeout=timeout):
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaUnavailable(f"consumer failed: {error.name()}: {error.str()}")
+            _log.warning("consumer: %s", error.str())
+            continue
+        raw = message.headers() or []
+        headers = raw.items() if isinstance(raw, dict) else raw
+        records.append(
+            Record(
+                topic=str(message.topic()),
+                partition=int(message.partition() or 0),
+                offset=int(message.offset() or 0),
+                timestamp_ms=int(message.timestamp()[1]),
+                key=_as_bytes(message.key()),
+                value=_as_bytes(message.value()),
+                headers=[(k, _as_bytes(v)) for k, v in headers],
+            )
+        )
+    return records
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def commit(consumer: Consumer, offsets: list[TopicPartition], *, asynchronous: bool) -> None:
+    if asynchronous:
+        consumer.commit(offsets=offsets, asynchronous=True)
+    else:
+        consumer.commit(offsets=offsets, asynchronous=False)
+
+
+def tp(topic: str, partition: int, offset: int = OFFSET_INVALID) -> TopicPartition:
+    return TopicPartition(topic, partition, offset)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str]
+
+
+def topic_partitions(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
+    """Partition count of every topic the cluster reports."""
+    try:
+        metadata: Any = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(exc) from exc
+    return {name: len(meta.partitions) for name, meta in metadata.topics.items() if not meta.error}
+
+
+def create_topics(admin: AdminClient, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
+    """Create the missing topics; an existing topic is left alone (verify checks it)."""
+    new = [
+        NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config)) for s in specs
+    ]
+    if not new:
+        return
+    futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TopicError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
+
+
+def topic_configs(
+    admin: AdminClient, names: Iterable[str], timeout: float = 10.0
+) -> dict[str, dict[str, str]]:
+    """Effective configuration of each named topic."""
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+    result: dict[str, dict[str, str]] = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        try:
+            entries = future.result()
+        except KafkaException as exc:
+            raise TopicError(f"cannot describe {resource.name}: {exc.args[0].str()}") from exc
+        result[resource.name] = {k: str(v.value) for k, v in entries.items()}
+    return result
+
+
+def delete_topics(admin: AdminClient, names: list[str], timeout: float = 30.0) -> None:
+    for future in admin.delete_topics(names, operation_timeout=timeout).values():
+        future.result()
+
+
+def unavailable(exc: KafkaException) -> KafkaUnavailable:
+    error: KafkaError = exc.args[0]
+    return KafkaUnavailable(f"Kafka request failed: {error.name()}: {error.str()}")
+
+
+def delivery_error(error: KafkaError, *, task_id: str | None = None) -> SubmitError:
+    return SubmitError(
+        f"record not confirmed by Kafka: {error.name()}: {error.str()}", task_id=task_id
+    )
+
+
+def is_fatal(error: KafkaError) -> bool:
+    return bool(error.fatal())
+
+
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """Java's default partitioner (murmur2, positive, modulo), as librdkafka's ``murmur2``."""
+    return (_murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _murmur2(data: bytes) -> int:
+    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    tail = length % 4
+    base = length - tail
+    if tail >= 3:
+        h ^= data[base + 2] << 16
+    if tail >= 2:
+        h ^= data[base + 1] << 8
+    if tail >= 1:
+        h ^= data[base]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h

@@ -1,0 +1,113 @@
+"""Avro on the wire: single-object framing, exact decoding, schema resolution. fastavro's home.
+
+Owns the encoding of every value streamjobs writes (task envelopes, payloads, statuses, dead
+letters, schema records) and the rules that make decoding safe: a value must start with the
+``C3 01`` marker and the fingerprint of a schema we know, must decode to exactly its length, and
+a payload is decoded with its writer schema resolved against the reader's. Does not choose
+schemas for task types (:mod:`streamjobs.schemas`) or know about Kafka.
+
+fastavro, tried with hostile input, returns garbage for a record of the same shape written with
+another schema and ignores trailing bytes; hence the fingerprint check and the length check.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint as _fastavro_fingerprint
+from fastavro.schema import to_parsing_canonical_form
+
+from streamjobs.errors import DecodeError, UnsafeSchema
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = len(MAGIC) + 8
+
+Record = dict[str, Any]
+
+
+def schema_fingerprint(schema: dict[str, Any] | str) -> bytes:
+    """CRC-64-AVRO of the parsing canonical form, little endian, as in single-object encoding."""
+    parsed = parse_schema(schema, _write_hint=False)
+    digest = _fastavro_fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
+    return int(digest, 16).to_bytes(8, "little")
+
+
+def parse(schema: dict[str, Any] | str) -> Any:
+    """Validate and parse an Avro schema (dict or JSON text); raises UnsafeSchema if invalid."""
+    try:
+        loaded = json.loads(schema) if isinstance(schema, str) else schema
+        return parse_schema(loaded, _write_hint=False)
+    except Exception as exc:  # fastavro raises several unrelated types for bad schemas
+        raise UnsafeSchema(f"invalid Avro schema: {exc}", reason="invalid_schema") from exc
+
+
+class SchemaCodec:
+    """Encode and decode records of one Avro schema, exactly and with resolution."""
+
+    __slots__ = ("fingerprint", "name", "parsed", "schema")
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self.parsed = parse(schema)
+        self.fingerprint = schema_fingerprint(schema)
+        self.name = str(schema.get("name", "?"))
+
+    def encode_body(self, record: Record) -> bytes:
+        """Avro binary without framing (task payloads: the envelope carries the fingerprint)."""
+        buffer = io.BytesIO()
+        try:
+            schemaless_writer(buffer, self.parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise DecodeError(f"cannot encode {self.name}: {exc}", reason="encode_error") from exc
+        return buffer.getvalue()
+
+    def encode(self, record: Record) -> bytes:
+        """Single-object encoding: ``C3 01``, the 8-byte fingerprint, then the Avro body."""
+        return MAGIC + self.fingerprint + self.encode_body(record)
+
+    def decode(self, data: bytes) -> Record:
+        """Decode a framed value of exactly this schema; anything else raises DecodeError."""
+        if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+            raise DecodeError(f"not a single-object Avro value ({len(data)} bytes)")
+        if data[2:HEADER_SIZE] != self.fingerprint:
+            raise DecodeError(
+                f"expected a {self.name} record, got fingerprint {data[2:HEADER_SIZE].hex()}",
+                reason="wrong_record_type",
+            )
+        return decode_body(self.parsed, data, HEADER_SIZE)
+
+    def decode_body(self, data: bytes, writer: Any = None) -> Record:
+        """Decode an unframed body written with ``writer`` (default: this schema)."""
+        return decode_body(writer if writer is not None else self.parsed, data, 0, self.parsed)
+
+
+def decode_body(writer: Any, data: bytes, start: int, reader: Any = None) -> Record:
+    """Decode ``data[start:]`` and insist that every byte was consumed."""
+    buffer = io.BytesIO(data)
+    buffer.seek(start)
+    try:
+        if reader is None or reader is writer:
+            record = schemaless_reader(buffer, writer, None)
+        else:
+            record = schemaless_reader(buffer, writer, reader)
+    except Exception as exc:  # truncated input surfaces as EOFError, StopIteration, ValueError...
+        raise DecodeError(f"undecodable Avro body: {type(exc).__name__}: {exc}") from exc
+    if buffer.tell() != len(data):
+        raise DecodeError(
+            f"{len(data) - buffer.tell()} trailing bytes after the record", reason="trailing_bytes"
+        )
+    if not isinstance(record, dict):
+        raise DecodeError("record body is not a record", reason="wrong_record_type")
+    return record
+
+
+@cache
+def builtin(name: str) -> SchemaCodec:
+    """The codec of a packaged schema: ``task_envelope``, ``task_status``, ``dead_letter``..."""
+    text = resources.files("streamjobs.schemas").joinpath(f"{name}.avsc").read_text("utf-8")
+    return SchemaCodec(json.loads(text))

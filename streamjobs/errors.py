@@ -1,0 +1,135 @@
+"""The streamjobs exception tree: every error the library raises on purpose.
+
+Owns the error classes and their stable ``reason`` codes. Does not log, retry or decide routing:
+that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker`.
+
+::
+
+    StreamJobsError                      root of everything raised on purpose
+    ├── ConfigError                      bad settings (bad value, unknown queue, bad tier list)
+    ├── KafkaUnavailable                 broker unreachable / request timed out
+    ├── TopicError                       a topic is missing or misconfigured (topics verify)
+    ├── SubmitError                      a submit could not be confirmed durable
+    ├── TaskFailed                       TaskHandle.wait(): the task ended dead-lettered
+    ├── TaskTimeout                      TaskHandle.wait(): no final state within the timeout
+    └── BadInput                         input that can never succeed; carries ``reason``
+        ├── DecodeError                  reason: decode_error, trailing_bytes, unknown_schema, ...
+        ├── UnknownTask                  reason: unknown_task
+        ├── InvalidArgs                  reason: invalid_args
+        ├── PayloadTooLarge              reason: payload_too_large
+        └── UnsafeSchema                 reason: unsafe_schema
+
+    TaskControl                          control flow a handler raises on purpose (never logged
+    ├── Retry(delay=None)                as an error): retry now-ish or after ``delay``
+    └── Discard(reason)                  dead-letter at once, with ``reason``
+
+``BadInput`` and ``TaskControl`` are separate branches: the first is the library refusing input,
+the second is a handler steering its own task. User exceptions raised by handlers are never
+wrapped; the retry policy sees them as they are.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class StreamJobsError(Exception):
+    """Root of every error streamjobs raises on purpose."""
+
+
+class ConfigError(StreamJobsError):
+    """Settings or arguments that cannot work."""
+
+
+class KafkaUnavailable(StreamJobsError):
+    """The broker could not be reached or did not answer in time."""
+
+
+class TopicError(StreamJobsError):
+    """A topic is missing or has the wrong configuration."""
+
+
+class SubmitError(StreamJobsError):
+    """A task could not be confirmed as durably written; it may or may not be in Kafka."""
+
+    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class TaskFailed(StreamJobsError):
+    """Raised by ``TaskHandle.wait`` when the task ended without success."""
+
+    def __init__(
+        self, task_id: str, *, reason: str | None, error_type: str | None, error: str | None
+    ) -> None:
+        super().__init__(f"task {task_id} failed ({reason}): {error_type}: {error}")
+        self.task_id = task_id
+        self.reason = reason
+        self.error_type = error_type
+        self.error = error
+
+
+class TaskTimeout(StreamJobsError):
+    """Raised by ``TaskHandle.wait`` when no final state arrived in time."""
+
+
+class BadInput(StreamJobsError):
+    """Input that can never succeed, whatever the retries: it is dead-lettered with ``reason``."""
+
+    reason = "bad_input"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class DecodeError(BadInput):
+    """Bytes that are not a valid record of a known schema."""
+
+    reason = "decode_error"
+
+
+class UnknownTask(BadInput):
+    """A task type with no registered handler."""
+
+    reason = "unknown_task"
+
+
+class InvalidArgs(BadInput):
+    """Task arguments that fail the task model's validation."""
+
+    reason = "invalid_args"
+
+
+class PayloadTooLarge(BadInput):
+    """An encoded record larger than the configured maximum."""
+
+    reason = "payload_too_large"
+
+
+class UnsafeSchema(BadInput):
+    """A task schema that could be a decoding bomb (recursion, arrays of empty items)."""
+
+    reason = "unsafe_schema"
+
+
+class TaskControl(Exception):
+    """Base of the exceptions a handler raises on purpose to steer its own task."""
+
+
+class Retry(TaskControl):
+    """Ask for another attempt, optionally after ``delay`` (else the policy's next tier)."""
+
+    def __init__(self, delay: timedelta | None = None, *, message: str = "") -> None:
+        super().__init__(message or "retry requested")
+        self.delay = delay
+
+
+class Discard(TaskControl):
+    """Dead-letter the task at once with ``reason``; no further attempts."""
+
+    def __init__(self, reason: str = "discarded") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,66 @@
+"""Per-key serial execution on a bounded thread pool.
+
+Owns running work items so that items with the same key run one at a time, in submission order,
+while different keys run in parallel on ``concurrency`` threads. Does not know about Kafka: the
+worker decides what a work item is and what its completion means.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+
+WorkItem = Callable[[], None]
+_log = logging.getLogger(__name__)
+
+
+class KeyedExecutor:
+    """Serial per key, parallel across keys. ``submit`` never blocks."""
+
+    def __init__(self, concurrency: int, *, name: str = "streamjobs-task") -> None:
+        self._ready: queue.SimpleQueue[tuple[Hashable, WorkItem] | None] = queue.SimpleQueue()
+        self._waiting: dict[Hashable, deque[WorkItem]] = {}
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, key: Hashable, item: WorkItem) -> None:
+        with self._lock:
+            waiting = self._waiting.get(key)
+            if waiting is not None:  # the key is busy: run after the items before it
+                waiting.append(item)
+                return
+            self._waiting[key] = deque()
+        self._ready.put((key, item))
+
+    def _loop(self) -> None:
+        while True:
+            entry = self._ready.get()
+            if entry is None:
+                return
+            key, item = entry
+            while True:
+                try:
+                    item()
+                except Exception:  # a work item must not kill the pool; the worker logs its own
+                    _log.exception("work item raised")
+                with self._lock:
+                    waiting = self._waiting[key]
+                    if not waiting:
+                        del self._waiting[key]
+                        break
+                    item = waiting.popleft()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the threads after the items already submitted; waits up to ``timeout``."""
+        for _ in self._threads:
+            self._ready.put(None)
+        for thread in self._threads:
+            thread.join(timeout)

@@ -1,0 +1,100 @@
+"""The task registry: which handler runs which task type, with what policy overrides.
+
+Owns handler registration (a decorator, by task type), payload decoding into the task model
+(resolving older writer schemas) and validation errors as ``InvalidArgs``. Does not run handlers
+or route failures (:mod:`streamjobs.worker`, :mod:`streamjobs.retry`). Nothing is looked up by
+importing names found in records: a task type unknown here is ``UnknownTask``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from streamjobs.errors import ConfigError, InvalidArgs, UnknownTask
+from streamjobs.models import Task
+from streamjobs.tasktypes import TaskType
+
+T = TypeVar("T", bound=Task)
+HandlerFunc = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A registered handler and its per-type overrides of the queue policy."""
+
+    task_type: TaskType
+    func: HandlerFunc
+    is_async: bool
+    max_attempts: int | None
+    timeout: timedelta | None
+    non_retryable: tuple[type[BaseException], ...]
+
+    @property
+    def name(self) -> str:
+        return self.task_type.name
+
+    def load(self, payload: bytes, writer: Any = None) -> Task:
+        """Decode and validate a payload into the task model."""
+        record = self.task_type.codec.decode_body(payload, writer)
+        try:
+            task = self.task_type.model.model_validate(record)
+        except ValidationError as exc:
+            raise InvalidArgs(f"{self.name}: {exc.error_count()} invalid field(s): {exc}") from exc
+        assert isinstance(task, Task)
+        return task
+
+
+class TaskRegistry:
+    """Handlers by task type name. Build one at import time of your worker module."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def handler(
+        self,
+        model: type[T],
+        *,
+        max_attempts: int | None = None,
+        timeout: timedelta | None = None,
+        non_retryable: tuple[type[BaseException], ...] = (),
+    ) -> Callable[[Callable[[T], Any]], Callable[[T], Any]]:
+        """Register the decorated function (sync or ``async def``) as ``model``'s handler."""
+        if not (isinstance(model, type) and issubclass(model, Task)):
+            raise ConfigError(f"handler() takes a Task subclass, got {model!r}")
+
+        def register(func: Callable[[T], Any]) -> Callable[[T], Any]:
+            name = model.task_name
+            if name in self._handlers:
+                raise ConfigError(f"task type {name!r} already has a handler")
+            self._handlers[name] = Handler(
+                task_type=TaskType(model, name),
+                func=func,
+                is_async=asyncio.iscoroutinefunction(func),
+                max_attempts=max_attempts,
+                timeout=timeout,
+                non_retryable=non_retryable,
+            )
+            return func
+
+        return register
+
+    def get(self, name: str) -> Handler:
+        try:
+            return self._handlers[name]
+        except KeyError:
+            raise UnknownTask(f"no handler registered for task type {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers.values())
+
+    def __len__(self) -> int:
+        return len(self._handlers)

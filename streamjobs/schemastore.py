@@ -1,0 +1,98 @@
+"""The Kafka-native schema registry: task payload schemas on a compacted topic.
+
+Owns publishing a task type's writer schema (keyed by its fingerprint) before the first task of
+that type is produced, and resolving a fingerprint a worker has not seen to that writer schema, so
+a reader with a newer model can decode tasks queued before the change. Needs no extra server.
+Does not decide compatibility (:func:`streamjobs.tasktypes.check_compatible`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from streamjobs import client
+from streamjobs.codec import builtin, parse
+from streamjobs.errors import BadInput, DecodeError
+from streamjobs.settings import Settings
+from streamjobs.tasktypes import TaskType, check_safe
+from streamjobs.topics import queue_topics
+
+_CODEC = builtin("task_schema")
+_REFRESH_INTERVAL_S = 1.0
+
+
+def schema_record(task_type: TaskType) -> tuple[bytes, bytes]:
+    """(key, value) of the schema record announcing ``task_type``'s writer schema."""
+    fingerprint = task_type.fingerprint.hex()
+    value = _CODEC.encode(
+        {
+            "task": task_type.name,
+            "fingerprint": fingerprint,
+            "schema": json.dumps(task_type.codec.schema, sort_keys=True),
+            "registered_at_ms": time.time_ns() // 1_000_000,
+        }
+    )
+    return fingerprint.encode(), value
+
+
+class SchemaStore:
+    """Writer schemas by fingerprint: the local task types first, then the schemas topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topic = queue_topics(settings).schemas
+        self._known: dict[bytes, Any] = {}
+        self._lock = threading.Lock()
+        self._last_refresh = 0.0
+
+    def add(self, task_type: TaskType) -> None:
+        self._known[task_type.fingerprint] = task_type.codec.parsed
+
+    def writer(self, fingerprint: bytes) -> Any:
+        """The parsed writer schema for ``fingerprint``; DecodeError(unknown_schema) if none."""
+        found = self._known.get(fingerprint)
+        if found is None:
+            with self._lock:
+                if time.monotonic() - self._last_refresh >= _REFRESH_INTERVAL_S:
+                    self._refresh()
+                found = self._known.get(fingerprint)
+        if found is None:
+            raise DecodeError(
+                f"unknown payload schema fingerprint {fingerprint.hex()}", reason="unknown_schema"
+            )
+        return found
+
+    def _refresh(self) -> None:
+        """Read the whole (small, compacted, one-partition) schemas topic."""
+        self._last_refresh = time.monotonic()
+        consumer = client.new_reader(self._settings)
+        try:
+            part = client.tp(self._topic, 0, client.OFFSET_BEGINNING)
+            low, high = consumer.get_watermark_offsets(part, timeout=10.0)
+            if high <= low:
+                return
+            consumer.assign([part])
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:
+                for message in consumer.consume(500, timeout=0.2):
+                    self._absorb(message)
+                if consumer.position([part])[0].offset >= high:
+                    break
+        finally:
+            consumer.close()
+
+    def _absorb(self, message: client.Message) -> None:
+        value = message.value()
+        if message.error() or value is None:
+            return
+        try:
+            record = _CODEC.decode(value)
+            loaded = json.loads(record["schema"])
+            check_safe(loaded)
+            parsed = parse(loaded)
+        except (BadInput, ValueError):  # a hostile or broken schema record is ignored
+            return
+        self._known[bytes.fromhex(record["fingerprint"])] = parsed

@@ -1,0 +1,157 @@
+"""Settings: the one frozen configuration object, built at the edge and passed down.
+
+Owns every knob (environment prefix ``STREAMJOBS_``) and its mapping to librdkafka keys.
+Does not read the environment anywhere else, hold a global instance, or talk to Kafka.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from streamjobs.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+Ordering = Literal["non_blocking", "key_ordered"]
+
+
+def parse_duration(text: str | float | int | timedelta) -> timedelta:
+    """Parse ``"250ms"``, ``"5s"``, ``"30m"``, ``"2h"``, ``"1d"`` or a number of seconds."""
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, int | float):
+        return timedelta(seconds=text)
+    match = _DURATION.match(text)
+    if match is None:
+        try:
+            return timedelta(seconds=float(text))
+        except ValueError:
+            raise ConfigError(f"not a duration: {text!r} (use e.g. 250ms, 5s, 30m, 2h)") from None
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def format_duration(delay: timedelta) -> str:
+    """The shortest exact spelling of ``delay`` used in topic names: ``5s``, ``30m``, ``250ms``."""
+    ms = round(delay.total_seconds() * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _duration_list(value: Any) -> list[timedelta]:
+    if isinstance(value, str):
+        value = [part for part in value.replace(";", ",").split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"expected a list of durations, got {value!r}")
+    tiers = sorted(parse_duration(v) for v in value)
+    if any(t <= timedelta(0) for t in tiers) or len(set(tiers)) != len(tiers):
+        raise ConfigError(f"tier delays must be positive and distinct: {value!r}")
+    return tiers
+
+
+class Settings(BaseSettings):
+    """Everything a producer or worker needs. Immutable; build once at startup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMJOBS_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "streamjobs"
+    queue: str = "default"
+    group_id: str | None = None
+    partitions: int = Field(default=6, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=-1)
+
+    max_attempts: int = Field(default=4, ge=1, le=1000)
+    retry_tiers: Annotated[list[timedelta], NoDecode] = Field(
+        default_factory=lambda: [timedelta(seconds=s) for s in (5, 30, 300, 1800)]
+    )
+    delay_tiers: Annotated[list[timedelta], NoDecode] = Field(
+        default_factory=lambda: [timedelta(seconds=s) for s in (1, 10, 60, 600, 3600)]
+    )
+    ordering: Ordering = "non_blocking"
+    max_future: timedelta = Field(default=timedelta(days=30))
+
+    concurrency: int = Field(default=1, ge=1, le=10_000)
+    max_in_flight: int = Field(default=1000, ge=1)
+    task_timeout: timedelta | None = None
+    commit_interval: timedelta = timedelta(milliseconds=200)
+    shutdown_grace: timedelta = timedelta(seconds=30)
+    crash_limit: int = Field(default=3, ge=1)
+    exactly_once: bool = False
+
+    max_message_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
+    dlq_max_bytes: int = Field(default=900_000, ge=1024)
+    status_retention: timedelta = Field(default=timedelta(days=7))
+
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    kafka: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    service_name: str = "streamjobs"
+    otlp_endpoint: str | None = None
+
+    @field_validator("retry_tiers", "delay_tiers", mode="before")
+    @classmethod
+    def _tiers(cls, value: Any) -> list[timedelta]:
+        return _duration_list(value)
+
+    @field_validator(
+        "max_future", "commit_interval", "shutdown_grace", "status_retention", mode="before"
+    )
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("task_timeout", mode="before")
+    @classmethod
+    def _optional_duration(cls, value: Any) -> timedelta | None:
+        return None if value in (None, "", "none") else parse_duration(value)
+
+    @field_validator("topic_prefix", "queue")
+    @classmethod
+    def _topic_part(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", value) or len(value) > 150:
+            raise ValueError(f"{value!r} is not usable in a topic name ([A-Za-z0-9._-])")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if not self.retry_tiers:
+            raise ValueError("retry_tiers must not be empty")
+        if not self.delay_tiers:
+            raise ValueError("delay_tiers must not be empty")
+        if self.dlq_max_bytes > self.max_message_bytes:
+            raise ValueError("dlq_max_bytes must not exceed max_message_bytes")
+        return self
+
+    @property
+    def group(self) -> str:
+        """The worker consumer group: ``group_id`` or ``<prefix>.<queue>.workers``."""
+        return self.group_id or f"{self.topic_prefix}.{self.queue}.workers"
+
+    def client_config(self) -> dict[str, str | int | float | bool]:
+        """librdkafka keys shared by every client; the passthrough ``kafka`` dict wins."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+        }
+        if self.security_protocol:
+            config["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        config.update(self.kafka)
+        return config

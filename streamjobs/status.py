@@ -1,0 +1,190 @@
+"""Task status records: building them, and reading the compacted status topic.
+
+Owns the status record layout (see ``schemas/task_status.avsc``), the ``StatusView`` users see,
+and point lookups (``latest``, ``wait``) that read only the partition a task id hashes to.
+Status records are always keyed by ``task_id``: a compacted topic rejects unkeyed records.
+Does not decide state transitions (the worker does) or keep a long-lived materialised view.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from streamjobs import client
+from streamjobs.codec import builtin
+from streamjobs.errors import DecodeError, TaskFailed, TaskTimeout
+from streamjobs.models import TaskState, status_version
+from streamjobs.settings import Settings
+from streamjobs.topics import queue_topics
+
+_CODEC = builtin("task_status")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    """The latest known state of one task, decoded from the status topic."""
+
+    task_id: str
+    task: str
+    queue: str
+    state: TaskState
+    version: int
+    attempt: int
+    generation: int
+    updated_at_ms: int
+    key: str | None
+    result_json: str | None
+    error_type: str | None
+    error: str | None
+    reason: str | None
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    worker_id: str | None
+    trace_id: str | None
+    not_before_ms: int | None
+    submitted_at_ms: int | None
+
+    @property
+    def result(self) -> Any:
+        """The handler's return value (decoded from JSON), or None."""
+        return None if self.result_json is None else json.loads(self.result_json)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["state"] = self.state.value
+        out["result"] = self.result
+        del out["result_json"]
+        return out
+
+
+def encode_status(envelope: dict[str, Any], state: TaskState, **fields: Any) -> bytes:
+    """A status record for the task in ``envelope``; ``fields`` fill the optional columns."""
+    record: dict[str, Any] = {
+        "task_id": envelope["task_id"],
+        "task": envelope["task"],
+        "queue": envelope["queue"],
+        "state": state.value,
+        "version": status_version(envelope["generation"], envelope["attempt"], state),
+        "attempt": envelope["attempt"],
+        "generation": envelope["generation"],
+        "updated_at_ms": now_ms(),
+        "key": envelope["key"],
+        "result": None,
+        "error_type": None,
+        "error": None,
+        "reason": None,
+        "topic": None,
+        "partition": None,
+        "offset": None,
+        "worker_id": None,
+        "trace_id": None,
+        "not_before_ms": envelope["not_before_ms"],
+        "submitted_at_ms": envelope["submitted_at_ms"],
+    }
+    record.update(fields)
+    return _CODEC.encode(record)
+
+
+def decode_status(value: bytes) -> StatusView:
+    record = _CODEC.decode(value)
+    try:
+        state = TaskState(record["state"])
+    except ValueError as exc:
+        raise DecodeError(f"unknown state {record['state']!r}") from exc
+    record["state"] = state
+    record["result_json"] = record.pop("result")
+    return StatusView(**record)
+
+
+def status_partition(settings: Settings, task_id: str) -> int:
+    return client.murmur2_partition(task_id.encode(), settings.partitions)
+
+
+def latest(settings: Settings, task_id: str, *, timeout: float = 10.0) -> StatusView | None:
+    """The newest status of ``task_id``, or None when the id is unknown."""
+    return _Follower(settings, task_id, None).read_to_end(timeout)
+
+
+def wait(
+    settings: Settings, task_id: str, timeout: float, *, since_ms: int | None = None
+) -> StatusView:
+    """Block until ``task_id`` reaches a final state; raise TaskTimeout when it does not."""
+    follower = _Follower(settings, task_id, since_ms)
+    try:
+        return follower.until_final(timeout)
+    finally:
+        follower.close()
+
+
+def raise_for_failure(view: StatusView) -> Any:
+    """The result of a succeeded task; TaskFailed for a dead-lettered one."""
+    if view.state is TaskState.SUCCEEDED:
+        return view.result
+    raise TaskFailed(view.task_id, reason=view.reason, error_type=view.error_type, error=view.error)
+
+
+class _Follower:
+    """Reads one status partition, keeping the highest version seen for one task id."""
+
+    def __init__(self, settings: Settings, task_id: str, since_ms: int | None) -> None:
+        self.task_id = task_id
+        self.key = task_id.encode()
+        self.best: StatusView | None = None
+        topic = queue_topics(settings).status
+        self.partition = client.tp(topic, status_partition(settings, task_id))
+        self.consumer = client.new_reader(settings)
+        start = client.OFFSET_BEGINNING
+        if since_ms is not None:
+            probe = client.tp(topic, self.partition.partition, max(0, since_ms - 5000))
+            found = self.consumer.offsets_for_times([probe], timeout=10.0)[0].offset
+            start = found if found >= 0 else client.OFFSET_END
+        self.partition.offset = start
+        self.consumer.assign([self.partition])
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def _absorb(self, messages: list[client.Message]) -> None:
+        for message in messages:
+            if message.error() or message.key() != self.key:
+                continue
+            value = message.value()
+            if value is None:  # tombstone: the result expired
+                self.best = None
+                continue
+            try:
+                view = decode_status(value)
+            except DecodeError:
+                continue
+            if self.best is None or view.version >= self.best.version:
+                self.best = view
+
+    def read_to_end(self, timeout: float) -> StatusView | None:
+        try:
+            low, high = self.consumer.get_watermark_offsets(self.partition, timeout=timeout)
+            deadline = time.monotonic() + timeout
+            while high > low and time.monotonic() < deadline:
+                self._absorb(self.consumer.consume(500, timeout=0.2))
+                # compaction leaves gaps, so compare the fetch position, not the last offset seen
+                if self.consumer.position([self.partition])[0].offset >= high:
+                    break
+            return self.best
+        finally:
+            self.close()
+
+    def until_final(self, timeout: float) -> StatusView:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._absorb(self.consumer.consume(500, timeout=min(0.2, timeout)))
+            if self.best is not None and self.best.state.final:
+                return self.best
+        state = self.best.state.value if self.best else "unknown"
+        raise TaskTimeout(f"task {self.task_id} not finished after {timeout}s (state: {state})")

@@ -1,0 +1,212 @@
+"""Avro schemas for task types, derived deterministically from their pydantic models.
+
+Owns the mapping from Python field types to Avro, the safety rules (no recursive types, no arrays
+or maps of empty items: decoding bombs) and the backward-compatibility check used by
+``streamjobs schemas check``. Does not encode values (:mod:`streamjobs.codec`).
+
+Values are carried in their JSON form (``model_dump(mode="json")``): datetimes, dates, UUIDs and
+decimals travel as strings, and the model parses them back, so no precision is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import json
+import types
+import uuid
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from streamjobs.codec import SchemaCodec, parse, schema_fingerprint
+from streamjobs.errors import UnsafeSchema
+
+_PRIMITIVES: dict[Any, str] = {
+    str: "string",
+    int: "long",
+    float: "double",
+    bool: "boolean",
+    bytes: "string",  # JSON mode carries bytes as text
+    dt.datetime: "string",
+    dt.date: "string",
+    dt.time: "string",
+    dt.timedelta: "string",
+    uuid.UUID: "string",
+    decimal.Decimal: "string",
+}
+
+_NAMESPACE = "io.streamjobs.tasks"
+
+
+class _Deriver:
+    """Walks a model's fields; tracks the records on the current path to reject recursion."""
+
+    def __init__(self) -> None:
+        self.path: list[type[BaseModel]] = []
+        self.defined: set[str] = set()
+
+    def record(self, model: type[BaseModel], name: str) -> Any:
+        if model in self.path:
+            raise UnsafeSchema(f"{model.__name__} is recursive; task schemas must be finite")
+        if name in self.defined:
+            return f"{_NAMESPACE}.{name}"
+        self.path.append(model)
+        fields = [self.field(fname, info) for fname, info in model.model_fields.items()]
+        self.path.pop()
+        self.defined.add(name)
+        return {"type": "record", "name": name, "namespace": _NAMESPACE, "fields": fields}
+
+    def field(self, name: str, info: Any) -> dict[str, Any]:
+        avro = self.type(info.annotation)
+        out: dict[str, Any] = {"name": name, "type": avro}
+        if info.default is not PydanticUndefined or info.default_factory is not None:
+            default = info.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            default = json.loads(json.dumps(default, default=str))
+            if isinstance(avro, list) and default is not None and avro[0] == "null":
+                out["type"] = [*avro[1:], "null"]  # a union's default must match its first branch
+            out["default"] = default
+        return out
+
+    def type(self, annotation: Any) -> Any:
+        origin = get_origin(annotation)
+        args = get_args(annotation)
+        if annotation in _PRIMITIVES:
+            return _PRIMITIVES[annotation]
+        if origin in (Union, types.UnionType):
+            return self.union(args)
+        if origin is Literal or (
+            isinstance(annotation, type) and issubclass(annotation, enum.Enum)
+        ):
+            return "string"
+        if origin in (list, tuple, set, frozenset):
+            return {"type": "array", "items": self.container_item(annotation, args)}
+        if origin is dict:
+            if args and args[0] is not str:
+                raise UnsafeSchema(f"map keys must be str, got {args[0]!r}")
+            return {"type": "map", "values": self.container_item(annotation, args[1:])}
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return self.record(annotation, annotation.__name__)
+        raise UnsafeSchema(f"no Avro mapping for field type {annotation!r}")
+
+    def union(self, args: tuple[Any, ...]) -> list[Any]:
+        branches = [self.type(a) for a in args if a is not type(None)]
+        if len(branches) != 1:
+            raise UnsafeSchema(f"only Optional[X] unions are supported, got {args!r}")
+        return ["null", branches[0]] if type(None) in args else branches
+
+    def container_item(self, annotation: Any, args: tuple[Any, ...]) -> Any:
+        if not args or (len(args) == 2 and args[1] is Ellipsis and args[0] is Any):
+            raise UnsafeSchema(f"container {annotation!r} needs an item type")
+        item = args[0]
+        if item is type(None):
+            raise UnsafeSchema("arrays of null are decoding bombs and are refused")
+        avro = self.type(item)
+        if isinstance(avro, dict) and avro.get("type") == "record" and not avro["fields"]:
+            raise UnsafeSchema("arrays of empty records are decoding bombs and are refused")
+        return avro
+
+
+def derive_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """The Avro record schema of ``model``, named ``name``; same model, same schema, always."""
+    schema: dict[str, Any] = _Deriver().record(model, _avro_name(name))
+    parse(schema)
+    return schema
+
+
+def check_safe(schema: Any, path: tuple[str, ...] = ()) -> None:
+    """Refuse schemas that are decoding bombs: recursion, arrays or maps of null/empty records.
+
+    Applied to every writer schema read from Kafka before fastavro sees it (a deeply recursive
+    schema can crash the process; a 5-byte ``array<null>`` expands to millions of items).
+    """
+    if isinstance(schema, str):
+        if schema.rsplit(".", 1)[-1] in path:
+            raise UnsafeSchema(f"recursive reference to {schema!r}")
+    elif isinstance(schema, list):
+        for branch in schema:
+            check_safe(branch, path)
+    elif isinstance(schema, dict):
+        _check_complex(schema, path)
+    else:
+        raise UnsafeSchema(f"not an Avro schema node: {schema!r}")
+
+
+def _check_complex(schema: dict[str, Any], path: tuple[str, ...]) -> None:
+    kind = schema.get("type")
+    if kind == "record":
+        inner = (*path, str(schema.get("name", "")).rsplit(".", 1)[-1])
+        for field in schema.get("fields", []):
+            check_safe(field.get("type"), inner)
+    elif kind in ("array", "map"):
+        items = schema.get("items" if kind == "array" else "values")
+        if _is_empty(items):
+            raise UnsafeSchema(f"{kind} of null or empty records is refused")
+        check_safe(items, path)
+    elif isinstance(kind, dict | list):
+        check_safe(kind, path)
+
+
+def _is_empty(node: Any) -> bool:
+    if node == "null" or node == ["null"]:
+        return True
+    return isinstance(node, dict) and node.get("type") == "record" and not node.get("fields")
+
+
+def _avro_name(task_name: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in task_name)
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"T_{cleaned}"
+
+
+class TaskType:
+    """A task class with its derived schema and codec, ready to encode and decode payloads."""
+
+    __slots__ = ("codec", "model", "name")
+
+    def __init__(self, model: type[BaseModel], name: str) -> None:
+        self.model = model
+        self.name = name
+        self.codec = SchemaCodec(derive_schema(model, name))
+
+    @property
+    def fingerprint(self) -> bytes:
+        return self.codec.fingerprint
+
+    def encode(self, task: BaseModel) -> bytes:
+        return self.codec.encode_body(task.model_dump(mode="json"))
+
+
+def check_compatible(reader: dict[str, Any], writer: dict[str, Any]) -> list[str]:
+    """Problems that stop ``reader`` from decoding data written with ``writer`` (empty = OK).
+
+    Checks the rule that matters for queued tasks: every reader field missing from the writer
+    needs a default, and fields present in both keep a compatible type.
+    """
+    problems: list[str] = []
+    writer_fields = {f["name"]: f for f in writer.get("fields", [])}
+    for field in reader.get("fields", []):
+        old = writer_fields.get(field["name"])
+        if old is None:
+            if "default" not in field:
+                problems.append(f"new field {field['name']!r} has no default")
+        elif _shape(field["type"]) != _shape(old["type"]):
+            problems.append(
+                f"field {field['name']!r} changed type {_shape(old['type'])} -> "
+                f"{_shape(field['type'])}"
+            )
+    return problems
+
+
+def _shape(avro: Any) -> str:
+    if isinstance(avro, list):
+        return "|".join(sorted(_shape(a) for a in avro))
+    if isinstance(avro, dict):
+        return str(avro.get("type"))
+    return str(avro)
+
+
+__all__ = ["TaskType", "check_compatible", "check_safe", "derive_schema", "schema_fingerprint"]

@@ -1,0 +1,118 @@
+"""Topic policy: names, partition counts and configs of every topic of a queue, in one place.
+
+Owns the naming scheme (``<prefix>.<queue>``, ``.retry.<delay>``, ``.delay.<delay>``, ``.dlq``,
+``<prefix>.status``, ``<prefix>.schemas``), the configuration each topic needs, and
+``ensure``/``verify``. streamjobs never relies on broker auto-creation. Does not produce or
+consume records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from streamjobs import client
+from streamjobs.errors import TopicError
+from streamjobs.settings import Settings, format_duration
+
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class QueueTopics:
+    """The topic names of one queue, derived from settings."""
+
+    main: str
+    retry: dict[timedelta, str]
+    delay: dict[timedelta, str]
+    dlq: str
+    status: str
+    schemas: str
+
+    @property
+    def task_topics(self) -> list[str]:
+        """Every topic that carries task envelopes and is consumed by the queue's workers."""
+        return [self.main, *self.retry.values(), *self.delay.values()]
+
+    def tier_delay(self, topic: str) -> timedelta | None:
+        """The fixed delay of a tier topic, or None for the main topic."""
+        for tiers in (self.retry, self.delay):
+            for delay, name in tiers.items():
+                if name == topic:
+                    return delay
+        return None
+
+
+def queue_topics(settings: Settings) -> QueueTopics:
+    base = f"{settings.topic_prefix}.{settings.queue}"
+    return QueueTopics(
+        main=base,
+        retry={d: f"{base}.retry.{format_duration(d)}" for d in settings.retry_tiers},
+        delay={d: f"{base}.delay.{format_duration(d)}" for d in settings.delay_tiers},
+        dlq=f"{base}.dlq",
+        status=f"{settings.topic_prefix}.status",
+        schemas=f"{settings.topic_prefix}.schemas",
+    )
+
+
+def topic_specs(settings: Settings) -> list[client.TopicSpec]:
+    """What ``ensure`` creates. Tiers share the main topic's partition count so a key keeps
+    its partition number on every hop."""
+    names = queue_topics(settings)
+    parts, rf = settings.partitions, settings.replication_factor
+    max_bytes = str(settings.max_message_bytes + 1024)
+    plain = {"max.message.bytes": max_bytes}
+    status_retention = str(int(settings.status_retention.total_seconds() * 1000))
+    specs = [client.TopicSpec(names.main, parts, rf, plain)]
+    specs += [client.TopicSpec(t, parts, rf, plain) for t in names.retry.values()]
+    specs += [client.TopicSpec(t, parts, rf, plain) for t in names.delay.values()]
+    specs.append(
+        client.TopicSpec(names.dlq, parts, rf, {**plain, "retention.ms": str(365 * _DAY_MS)})
+    )
+    specs.append(client.TopicSpec(names.status, parts, rf, status_config(status_retention)))
+    specs.append(
+        client.TopicSpec(names.schemas, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"})
+    )
+    return specs
+
+
+def status_config(delete_retention_ms: str) -> dict[str, str]:
+    """A compacted topic: the latest status per task id survives; tombstones expire results."""
+    return {
+        "cleanup.policy": "compact",
+        "delete.retention.ms": delete_retention_ms,
+        "min.cleanable.dirty.ratio": "0.1",
+        "segment.ms": str(3_600_000),
+    }
+
+
+def ensure(settings: Settings) -> list[str]:
+    """Create the queue's missing topics, then verify them all. Returns the created names."""
+    admin = client.new_admin(settings)
+    existing = client.topic_partitions(admin)
+    missing = [s for s in topic_specs(settings) if s.name not in existing]
+    client.create_topics(admin, missing)
+    verify(settings)
+    return [s.name for s in missing]
+
+
+def verify(settings: Settings) -> None:
+    """Raise TopicError naming every topic that is missing or misconfigured."""
+    admin = client.new_admin(settings)
+    specs = topic_specs(settings)
+    existing = client.topic_partitions(admin)
+    problems = [f"{s.name}: missing" for s in specs if s.name not in existing]
+    problems += [
+        f"{s.name}: {existing[s.name]} partitions, expected {s.partitions}"
+        for s in specs
+        if s.name in existing and existing[s.name] != s.partitions
+    ]
+    present = [s for s in specs if s.name in existing]
+    configs = client.topic_configs(admin, [s.name for s in present]) if present else {}
+    for spec in present:
+        policy = spec.config.get("cleanup.policy")
+        actual = configs.get(spec.name, {}).get("cleanup.policy")
+        if policy and actual != policy:
+            problems.append(f"{spec.name}: cleanup.policy={actual}, expected {policy}")
+    if problems:
+        raise TopicError("topics not as expected:\n  " + "\n  ".join(problems))

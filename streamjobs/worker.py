@@ -505,7 +505,7 @@ class Worker:
             outcome,
             error_type=type(exc).__name__,
             error=str(exc)[:2000],
-            **{**where, "topic": self._topics.retry[decision.tier]},
+            **_moved(where, self._topics.retry[decision.tier]),
             not_before_ms=decision.not_before_ms,
         )
         self.stats.retried += 1
@@ -543,8 +543,7 @@ class Worker:
         key = envelope["task_id"].encode() if envelope else message.key
         self._produce(self._topics.dlq, key, value, message.headers, outcome)
         if envelope is not None:
-            fields = dict(where or {"worker_id": self.worker_id})
-            fields["topic"] = self._topics.dlq
+            fields = _moved(where or {"worker_id": self.worker_id}, self._topics.dlq)
             self._write_status(
                 envelope,
                 TaskState.DEAD_LETTERED,
@@ -594,6 +593,11 @@ class Worker:
 
 def _keys(partitions: list[client.TopicPartition]) -> list[TopicKey]:
     return [(p.topic, p.partition) for p in partitions]
+
+
+def _moved(where: dict[str, Any], topic: str) -> dict[str, Any]:
+    """Status fields for a task that now sits on ``topic`` (offset unknown until delivered)."""
+    return {**where, "topic": topic, "partition": None, "offset": None}
 
 
 def _origin_of(message: client.Record) -> dict[str, Any]:

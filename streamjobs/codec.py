@@ -41,7 +41,8 @@ def parse(schema: dict[str, Any] | str) -> Any:
     """Validate and parse an Avro schema (dict or JSON text); raises UnsafeSchema if invalid."""
     try:
         loaded = json.loads(schema) if isinstance(schema, str) else schema
-        return parse_schema(loaded, _write_hint=False)
+        # keep fastavro's "already parsed" marker, or every write parses the schema again
+        return parse_schema(loaded)
     except Exception as exc:  # fastavro raises several unrelated types for bad schemas
         raise UnsafeSchema(f"invalid Avro schema: {exc}", reason="invalid_schema") from exc
 

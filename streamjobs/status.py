@@ -15,7 +15,7 @@ from typing import Any
 
 from streamjobs import client
 from streamjobs.codec import builtin
-from streamjobs.errors import DecodeError, TaskFailed, TaskTimeout
+from streamjobs.errors import DecodeError, TaskFailed, TaskTimeout, TopicError
 from streamjobs.models import TaskState, status_version
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
@@ -104,8 +104,21 @@ def decode_status(value: bytes) -> StatusView:
     return StatusView(**record)
 
 
-def status_partition(settings: Settings, task_id: str) -> int:
-    return client.murmur2_partition(task_id.encode(), settings.partitions)
+def status_partition(partitions: int, task_id: str) -> int:
+    """The status partition of ``task_id``: every writer uses the murmur2 partitioner."""
+    return client.murmur2_partition(task_id.encode(), partitions)
+
+
+def _partition_count(consumer: client.Consumer, topic: str, timeout: float) -> int:
+    """The status topic's real partition count (it is shared by queues of one prefix)."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+    except client.KafkaException as exc:
+        raise client.unavailable(exc) from exc
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise TopicError(f"status topic {topic} is missing (run `streamjobs topics ensure`)")
+    return len(found.partitions)
 
 
 def latest(settings: Settings, task_id: str, *, timeout: float = 10.0) -> StatusView | None:
@@ -139,8 +152,9 @@ class _Follower:
         self.key = task_id.encode()
         self.best: StatusView | None = None
         topic = queue_topics(settings).status
-        self.partition = client.tp(topic, status_partition(settings, task_id))
         self.consumer = client.new_reader(settings)
+        partitions = _partition_count(self.consumer, topic, 10.0)
+        self.partition = client.tp(topic, status_partition(partitions, task_id))
         start = client.OFFSET_BEGINNING
         if since_ms is not None:
             probe = client.tp(topic, self.partition.partition, max(0, since_ms - 5000))
@@ -188,3 +202,51 @@ class _Follower:
                 return self.best
         state = self.best.state.value if self.best else "unknown"
         raise TaskTimeout(f"task {self.task_id} not finished after {timeout}s (state: {state})")
+
+
+def snapshot(settings: Settings, *, timeout: float = 30.0) -> dict[str, StatusView]:
+    """Every task's latest status: reads all status partitions to their current end.
+
+    Tombstoned (expired) ids are absent. Cost is one pass over the compacted topic.
+    """
+    topic = queue_topics(settings).status
+    consumer = client.new_reader(settings)
+    views: dict[str, StatusView] = {}
+    try:
+        ends: dict[int, int] = {}
+        parts = []
+        for partition in range(_partition_count(consumer, topic, timeout)):
+            probe = client.tp(topic, partition)
+            low, high = consumer.get_watermark_offsets(probe, timeout=timeout)
+            if high > low:
+                ends[partition] = high
+                parts.append(client.tp(topic, partition, client.OFFSET_BEGINNING))
+        if not parts:
+            return views
+        consumer.assign(parts)
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for record in client.consume(consumer, 1000, 0.2):
+                _merge(views, record)
+            for position in consumer.position([client.tp(topic, p) for p in list(ends)]):
+                if position.offset >= ends[position.partition]:
+                    del ends[position.partition]
+        return views
+    finally:
+        consumer.close()
+
+
+def _merge(views: dict[str, StatusView], record: client.Record) -> None:
+    if record.key is None:
+        return
+    task_id = record.key.decode(errors="replace")
+    if record.value is None:
+        views.pop(task_id, None)
+        return
+    try:
+        view = decode_status(record.value)
+    except DecodeError:
+        return
+    current = views.get(task_id)
+    if current is None or view.version >= current.version:
+        views[task_id] = view

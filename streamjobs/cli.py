@@ -1,0 +1,240 @@
+"""The ``streamjobs`` command line: parses arguments, builds Settings, delegates. typer's home.
+
+Owns argument parsing, the signal handlers of ``consume`` (SIGTERM/SIGINT → graceful stop),
+exit codes and human-readable output. Does not implement behaviour: every command calls into
+the library module that owns it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from streamjobs import broker, status, topics
+from streamjobs.errors import ConfigError, StreamJobsError
+from streamjobs.registry import TaskRegistry
+from streamjobs.settings import Settings
+
+app = typer.Typer(
+    help="Background jobs on an Apache Kafka event log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Create and check the topics of a queue.", no_args_is_help=True)
+broker_app = typer.Typer(help="A local single-node Kafka for development.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(broker_app, name="dev-broker")
+
+Bootstrap = Annotated[
+    str | None, typer.Option("--bootstrap-servers", "-b", help="Kafka bootstrap servers.")
+]
+Prefix = Annotated[str | None, typer.Option("--topic-prefix", help="Topic name prefix.")]
+Queue = Annotated[str | None, typer.Option("--queue", "-q", help="Queue name.")]
+
+
+def build_settings(**overrides: Any) -> Settings:
+    """Settings from STREAMJOBS_* variables, with the command-line values that were given."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except (ValueError, ConfigError) as exc:
+        raise _fail(f"bad settings: {exc}") from exc
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def load_registry(spec: str) -> TaskRegistry:
+    """Import ``module:attribute`` named on the command line (never from record data)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise _fail(f"expected MODULE:REGISTRY, got {spec!r}")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        registry = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise _fail(f"cannot load {spec}: {exc}") from exc
+    if not isinstance(registry, TaskRegistry):
+        raise _fail(f"{spec} is a {type(registry).__name__}, not a TaskRegistry")
+    return registry
+
+
+@app.command()
+def consume(
+    registry: Annotated[str, typer.Argument(help="MODULE:REGISTRY holding your handlers.")],
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    queue: Queue = None,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="Consumer group.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Tasks run in parallel.")] = None,
+    otlp_endpoint: Annotated[str | None, typer.Option(help="OTLP/HTTP endpoint.")] = None,
+    service_name: Annotated[str | None, typer.Option(help="Service name in traces.")] = None,
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
+) -> None:
+    """Run a worker in the queue's consumer group until SIGTERM/SIGINT."""
+    from streamjobs import tracing
+    from streamjobs.worker import Worker
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    settings = build_settings(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=topic_prefix,
+        queue=queue,
+        group_id=group,
+        concurrency=concurrency,
+        otlp_endpoint=otlp_endpoint,
+        service_name=service_name,
+    )
+    handlers = load_registry(registry)
+    provider = tracing.configure(settings.service_name, settings.otlp_endpoint)
+    worker = Worker(settings, handlers)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger("streamjobs").info("signal %d: stopping after current tasks", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    typer.echo(
+        f"worker {worker.worker_id}: queue {settings.queue}, group {settings.group}, "
+        f"{len(handlers)} task types, concurrency {settings.concurrency}",
+        err=True,
+    )
+    try:
+        topics.verify(settings)
+        worker.run()
+    except StreamJobsError as exc:
+        raise _fail(str(exc), code=1) from exc
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flushes the last spans to the exporter
+
+
+@topics_app.command("ensure")
+def topics_ensure(
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    queue: Queue = None,
+    partitions: Annotated[int | None, typer.Option(help="Partitions of new topics.")] = None,
+) -> None:
+    """Create the queue's missing topics and verify all of them."""
+    settings = build_settings(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=topic_prefix,
+        queue=queue,
+        partitions=partitions,
+    )
+    try:
+        created = topics.ensure(settings)
+    except StreamJobsError as exc:
+        raise _fail(str(exc), code=1) from exc
+    for name in created:
+        typer.echo(f"created {name}")
+    typer.echo(f"ok: {len(topics.topic_specs(settings))} topics verified")
+
+
+@topics_app.command("verify")
+def topics_verify(
+    bootstrap_servers: Bootstrap = None, topic_prefix: Prefix = None, queue: Queue = None
+) -> None:
+    """Fail (exit 1) if a topic is missing or misconfigured, e.g. a status topic not compacted."""
+    settings = build_settings(
+        bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix, queue=queue
+    )
+    try:
+        topics.verify(settings)
+    except StreamJobsError as exc:
+        raise _fail(str(exc), code=1) from exc
+    typer.echo("ok")
+
+
+@app.command("status")
+def status_command(
+    task_id: str,
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Block until the task is final.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print a task's latest state and result. Exit 1 (and say so) for an unknown id."""
+    settings = build_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
+    try:
+        view = status.wait(settings, task_id, timeout) if wait else status.latest(settings, task_id)
+    except StreamJobsError as exc:
+        raise _fail(str(exc), code=1) from exc
+    if view is None:
+        typer.echo(
+            json.dumps({"task_id": task_id, "state": "unknown"})
+            if as_json
+            else f"{task_id}: unknown (no status record for this id)"
+        )
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(view.as_dict(), default=str))
+        return
+    for name, value in view.as_dict().items():
+        if value is not None:
+            typer.echo(f"{name:>16}: {value}")
+
+
+@broker_app.command("up")
+def broker_up(
+    port: Annotated[int, typer.Option(help="Client port on 127.0.0.1.")] = 9092,
+    cache_dir: Annotated[Path | None, typer.Option(help="Jar and data cache.")] = None,
+) -> None:
+    """Start (or reuse) a local KRaft broker and print its bootstrap address."""
+    try:
+        typer.echo(broker.up(port, cache_dir))
+    except StreamJobsError as exc:
+        raise _fail(str(exc), code=1) from exc
+
+
+@broker_app.command("down")
+def broker_down(
+    port: Annotated[int, typer.Option(help="Client port on 127.0.0.1.")] = 9092,
+    cache_dir: Annotated[Path | None, typer.Option(help="Jar and data cache.")] = None,
+) -> None:
+    """Stop the local broker started by `dev-broker up` (by its PID)."""
+    typer.echo("stopped" if broker.down(port, cache_dir) else "not running")
+
+
+@app.command()
+def demo(
+    bootstrap_servers: Bootstrap = None,
+    tasks: Annotated[int, typer.Option(help="How many tasks to submit.")] = 3000,
+    keys: Annotated[int, typer.Option(help="How many distinct ordering keys.")] = 200,
+) -> None:
+    """Submit a few thousand tasks across many keys to a worker and report the outcome."""
+    from streamjobs import demo as demo_module
+
+    settings = build_settings(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix="demo",
+        retry_tiers="1s,3s",
+        concurrency=8,
+    )
+    try:
+        ok = demo_module.run(settings, tasks=tasks, keys=keys)
+    except StreamJobsError as exc:
+        raise _fail(str(exc), code=1) from exc
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings (secrets masked)."""
+    typer.echo(build_settings().model_dump_json(indent=2))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -41,6 +41,7 @@ _log = logging.getLogger(__name__)
 _ENVELOPE = builtin("task_envelope")
 _BATCH = 500
 _POLL_TIMEOUT_S = 0.05
+_PAUSE_AFTER_S = 1.0
 
 TopicKey = tuple[str, int]
 
@@ -138,6 +139,11 @@ class Worker:
         self._last_commit = 0.0
         self._backpressure = False
         self._poll_thread: int | None = None
+        # tasks handed to the executor and not finished yet (started or waiting for their key);
+        # tasks whose outcome awaits its ack are bounded by the producer queue instead
+        self._queued = 0
+        self._queued_lock = threading.Condition()
+        self._full_since: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -177,13 +183,20 @@ class Worker:
             raise self._failure
 
     def _poll_once(self, consumer: client.Consumer) -> None:
-        try:
-            records = client.consume(consumer, _BATCH, _POLL_TIMEOUT_S)
-        except KafkaUnavailable as exc:
-            self.fail(exc)
-            return
-        for record in records:
-            self._on_message(record)
+        room = self.settings.max_in_flight - self._queued
+        if room > 0 or self._backpressure:
+            try:
+                records = client.consume(consumer, max(1, min(_BATCH, room)), _POLL_TIMEOUT_S)
+            except KafkaUnavailable as exc:
+                self.fail(exc)
+                return
+            for record in records:
+                self._on_message(record)
+        else:
+            # the executor is full: give it a moment rather than pausing (a pause makes
+            # librdkafka drop and re-fetch its prefetched records)
+            with self._queued_lock:
+                self._queued_lock.wait(_POLL_TIMEOUT_S)
         self._producer.poll(0)
         now = time.monotonic()
         if now - self._last_commit >= self.settings.commit_interval.total_seconds():
@@ -295,10 +308,20 @@ class Worker:
             self._consumer.seek(client.tp(part.key[0], part.key[1], offset))
 
     def _apply_backpressure(self) -> None:
-        """Pause every partition while too many tasks are in flight; the loop keeps polling."""
-        in_flight = sum(len(p.tracker) for p in self._parts.values())
+        """Pause every partition while the executor stays full; the loop keeps polling.
+
+        Long tasks must not stop the poll loop (the group would evict us after
+        ``max.poll.interval.ms``), so after a short grace the partitions are paused and
+        ``consume`` keeps being called; it returns nothing until they are resumed.
+        """
+        in_flight = self._queued
         limit = self.settings.max_in_flight
-        if not self._backpressure and in_flight >= limit:
+        now = time.monotonic()
+        if in_flight < limit:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = now
+        if not self._backpressure and self._full_since and now - self._full_since > _PAUSE_AFTER_S:
             self._backpressure = True
             for part in self._parts.values():
                 if part.held_until_ms is None and not part.paused:
@@ -336,6 +359,8 @@ class Worker:
             self._dead_letter(message, part, envelope, exc.reason, exc)
             return
         assert self._executor is not None
+        with self._queued_lock:
+            self._queued += 1
         self._executor.submit(
             envelope["key"] or envelope["task_id"],
             _bind(self._execute, message, envelope, handler, part),
@@ -394,15 +419,20 @@ class Worker:
     def _execute(
         self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
     ) -> None:
-        with part.lock:
-            if part.revoked:
-                return  # never start a task for a partition we no longer own
-            part.running += 1
         try:
-            self._run_task(message, envelope, handler, part)
-        finally:
             with part.lock:
-                part.running -= 1
+                if part.revoked:
+                    return  # never start a task for a partition we no longer own
+                part.running += 1
+            try:
+                self._run_task(message, envelope, handler, part)
+            finally:
+                with part.lock:
+                    part.running -= 1
+        finally:
+            with self._queued_lock:
+                self._queued -= 1
+                self._queued_lock.notify()
 
     def _run_task(
         self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition

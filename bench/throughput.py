@@ -1,0 +1,258 @@
+"""Throughput and latency of streamjobs against raw confluent-kafka, in one run, same broker.
+
+    python bench/throughput.py [--tasks 20000] [--paced 1000] [--rate 100]
+
+Prints, for N no-op tasks with one worker process:
+  * raw confluent-kafka: produce N records (the same encoded envelopes) while one consumer
+    process reads and commits them; records/s end to end and draining a full topic;
+  * streamjobs: submit_many N tasks while one `Worker` process runs them (status writes,
+    commit after outcome); tasks/s end to end and draining a full queue; ratios to raw;
+  * submit-to-start latency p50/p99 at a paced rate (one `submit()` per task).
+Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker (streamjobs.broker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamjobs import Producer, Settings, Task, TaskRegistry, Worker, topics  # noqa: E402
+
+
+class Noop(Task):
+    n: int = 0
+    sent_ns: int = 0
+
+
+registry = TaskRegistry()
+_state: dict[str, object] = {}
+
+
+@registry.handler(Noop)
+def noop(task: Noop) -> None:
+    if task.sent_ns:
+        lat = _state.setdefault("latencies", [])
+        assert isinstance(lat, list)
+        lat.append((time.time_ns() - task.sent_ns) / 1e6)
+    count = _state.get("count", 0)
+    assert isinstance(count, int)
+    if count == 0:
+        _state["first"] = time.time()
+    _state["count"] = count + 1
+    _state["last"] = time.time()
+
+
+def _settings(bootstrap: str, prefix: str, **extra: object) -> Settings:
+    return Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=6, **extra)
+
+
+def worker_process(bootstrap: str, prefix: str, expect: int, out: mp.Queue) -> None:
+    """One streamjobs worker; reports when it has finished ``expect`` tasks."""
+    worker = Worker(_settings(bootstrap, prefix), registry)
+    import threading
+
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    worker.assigned.wait(30)
+    out.put("ready")
+    deadline = time.time() + 600
+    while _state.get("count", 0) < expect and time.time() < deadline:
+        time.sleep(0.005)  # benchmark bookkeeping, not synchronisation of the system under test
+    worker.stop()
+    thread.join()
+    out.put(json.dumps({k: v for k, v in _state.items()}))
+
+
+def raw_consumer_process(bootstrap: str, topic: str, expect: int, out: mp.Queue) -> None:
+    """The baseline: one confluent-kafka consumer, manual async commits every 200 ms."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+        "enable.auto.commit": False, "auto.offset.reset": "earliest",
+    })
+    consumer.subscribe([topic])
+    count, first, last, last_commit = 0, 0.0, 0.0, time.time()
+    ready_sent = False
+    while count < expect:
+        messages = consumer.consume(1000, timeout=0.05)
+        if not ready_sent and consumer.assignment():
+            out.put("ready")
+            ready_sent = True
+        for message in messages:
+            if message.error():
+                continue
+            if count == 0:
+                first = time.time()
+            count += 1
+        if messages:
+            last = time.time()
+        if time.time() - last_commit > 0.2:
+            consumer.commit(asynchronous=True)
+            last_commit = time.time()
+    consumer.commit(asynchronous=False)
+    consumer.close()
+    out.put(json.dumps({"count": count, "first": first, "last": last}))
+
+
+def _await_ready(out: mp.Queue) -> None:
+    if out.get(timeout=60) != "ready":
+        raise RuntimeError("consumer did not start")
+
+
+def bench_raw(bootstrap: str, n: int, value: bytes, drain: bool) -> float:
+    from confluent_kafka import Producer as RawProducer
+
+    prefix = f"raw{uuid.uuid4().hex[:6]}"
+    settings = _settings(bootstrap, prefix)
+    topics.ensure(settings)
+    topic = topics.queue_topics(settings).main
+    producer = RawProducer({
+        "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+        "linger.ms": 1, "compression.type": "lz4",
+    })
+
+    def produce_all() -> None:
+        for i in range(n):
+            while True:
+                try:
+                    producer.produce(topic, value, f"k{i % 500}".encode())
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            if i % 1000 == 0:
+                producer.poll(0)
+        producer.flush()
+
+    out: mp.Queue = mp.Queue()
+    if drain:
+        produce_all()
+    proc = mp.Process(target=raw_consumer_process, args=(bootstrap, topic, n, out))
+    proc.start()
+    _await_ready(out)
+    start = time.time()
+    if not drain:
+        produce_all()
+    result = json.loads(out.get(timeout=600))
+    proc.join()
+    begin = result["first"] if drain else start
+    return n / (result["last"] - begin)
+
+
+def bench_streamjobs(bootstrap: str, n: int, drain: bool) -> float:
+    prefix = f"sj{uuid.uuid4().hex[:6]}"
+    settings = _settings(bootstrap, prefix)
+    topics.ensure(settings)
+    out: mp.Queue = mp.Queue()
+
+    def submit_all(producer: Producer) -> None:
+        for chunk in range(0, n, 2000):
+            size = min(2000, n - chunk)
+            producer.submit_many(
+                [Noop(n=i) for i in range(chunk, chunk + size)],
+                keys=[f"k{i % 500}" for i in range(chunk, chunk + size)],
+            )
+
+    with Producer(settings) as producer:
+        if drain:
+            submit_all(producer)
+        proc = mp.Process(target=worker_process, args=(bootstrap, prefix, n, out))
+        proc.start()
+        _await_ready(out)
+        start = time.time()
+        if not drain:
+            submit_all(producer)
+        result = json.loads(out.get(timeout=600))
+    proc.join()
+    begin = result["first"] if drain else start
+    return n / (result["last"] - begin)
+
+
+def bench_latency(bootstrap: str, count: int, rate: float) -> list[float]:
+    prefix = f"lat{uuid.uuid4().hex[:6]}"
+    settings = _settings(bootstrap, prefix)
+    topics.ensure(settings)
+    out: mp.Queue = mp.Queue()
+    proc = mp.Process(target=worker_process, args=(bootstrap, prefix, count, out))
+    proc.start()
+    _await_ready(out)
+    with Producer(settings) as producer:
+        producer.submit(Noop(n=-1), key="warmup")  # announces the schema once
+        interval = 1.0 / rate
+        next_at = time.perf_counter()
+        for i in range(count - 1):
+            next_at += interval
+            while time.perf_counter() < next_at:
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+            producer.submit(Noop(n=i, sent_ns=time.time_ns()), key=f"k{i % 50}")
+    result = json.loads(out.get(timeout=600))
+    proc.join()
+    return sorted(result["latencies"])
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, int(round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=20000)
+    parser.add_argument("--paced", type=int, default=1000, help="tasks for the latency run")
+    parser.add_argument("--rate", type=float, default=100.0, help="paced submits per second")
+    args = parser.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None
+    if not bootstrap:
+        from streamjobs.broker import LocalBroker
+
+        broker = LocalBroker(Path(tempfile.mkdtemp(prefix="bench-kafka-")))
+        broker.start()
+        bootstrap = broker.bootstrap
+    try:
+        from streamjobs.producer import _ENVELOPE  # same bytes as a real task record
+
+        task_type = Producer.__new__(Producer)  # only to reuse the encoding path below
+        del task_type
+        from streamjobs.tasktypes import TaskType
+
+        tt = TaskType(Noop, "Noop")
+        value = _ENVELOPE.encode({
+            "task_id": uuid.uuid4().hex, "task": "Noop", "queue": "default", "key": "k1",
+            "payload": tt.encode(Noop(n=1)), "payload_schema": tt.fingerprint, "attempt": 1,
+            "max_attempts": None, "generation": 0, "not_before_ms": None,
+            "submitted_at_ms": int(time.time() * 1000), "origin": None,
+        })
+        n = args.tasks
+        print(f"broker {bootstrap}; {n} no-op tasks, 6 partitions, 500 keys, 1 worker process")
+        raw_e2e = bench_raw(bootstrap, n, value, drain=False)
+        raw_drain = bench_raw(bootstrap, n, value, drain=True)
+        sj_e2e = bench_streamjobs(bootstrap, n, drain=False)
+        sj_drain = bench_streamjobs(bootstrap, n, drain=True)
+        print(f"{'':28}{'end to end':>14}{'drain':>14}")
+        print(f"{'raw confluent-kafka rec/s':28}{raw_e2e:>14,.0f}{raw_drain:>14,.0f}")
+        print(f"{'streamjobs tasks/s':28}{sj_e2e:>14,.0f}{sj_drain:>14,.0f}")
+        print(f"{'ratio streamjobs/raw':28}{sj_e2e / raw_e2e:>14.2f}{sj_drain / raw_drain:>14.2f}")
+        lat = bench_latency(bootstrap, args.paced, args.rate)
+        print(
+            f"submit-to-start latency at {args.rate:.0f} tasks/s ({len(lat)} tasks): "
+            f"p50 {statistics.median(lat):.2f} ms, p99 {_percentile(lat, 0.99):.2f} ms, "
+            f"max {lat[-1]:.2f} ms"
+        )
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

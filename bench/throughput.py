@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamjobs import Producer, Settings, Task, TaskRegistry, Worker, topics  # noqa: E402
+from streamjobs import Producer, Settings, Task, TaskRegistry, Worker, topics
 
 
 class Noop(Task):
@@ -77,10 +77,14 @@ def raw_consumer_process(bootstrap: str, topic: str, expect: int, out: mp.Queue)
     """The baseline: one confluent-kafka consumer, manual async commits every 200 ms."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
-        "enable.auto.commit": False, "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     count, first, last, last_commit = 0, 0.0, 0.0, time.time()
     ready_sent = False
@@ -117,10 +121,15 @@ def bench_raw(bootstrap: str, n: int, value: bytes, drain: bool) -> float:
     settings = _settings(bootstrap, prefix)
     topics.ensure(settings)
     topic = topics.queue_topics(settings).main
-    producer = RawProducer({
-        "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-        "linger.ms": 1, "compression.type": "lz4",
-    })
+    producer = RawProducer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 1,
+            "compression.type": "lz4",
+        }
+    )
 
     def produce_all() -> None:
         for i in range(n):
@@ -201,7 +210,7 @@ def bench_latency(bootstrap: str, count: int, rate: float) -> list[float]:
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
-    index = min(len(sorted_values) - 1, int(round(q * (len(sorted_values) - 1))))
+    index = min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))
     return sorted_values[index]
 
 
@@ -221,18 +230,25 @@ def main() -> None:
         bootstrap = broker.bootstrap
     try:
         from streamjobs.producer import _ENVELOPE  # same bytes as a real task record
-
-        task_type = Producer.__new__(Producer)  # only to reuse the encoding path below
-        del task_type
         from streamjobs.tasktypes import TaskType
 
         tt = TaskType(Noop, "Noop")
-        value = _ENVELOPE.encode({
-            "task_id": uuid.uuid4().hex, "task": "Noop", "queue": "default", "key": "k1",
-            "payload": tt.encode(Noop(n=1)), "payload_schema": tt.fingerprint, "attempt": 1,
-            "max_attempts": None, "generation": 0, "not_before_ms": None,
-            "submitted_at_ms": int(time.time() * 1000), "origin": None,
-        })
+        value = _ENVELOPE.encode(
+            {
+                "task_id": uuid.uuid4().hex,
+                "task": "Noop",
+                "queue": "default",
+                "key": "k1",
+                "payload": tt.encode(Noop(n=1)),
+                "payload_schema": tt.fingerprint,
+                "attempt": 1,
+                "max_attempts": None,
+                "generation": 0,
+                "not_before_ms": None,
+                "submitted_at_ms": int(time.time() * 1000),
+                "origin": None,
+            }
+        )
         n = args.tasks
         print(f"broker {bootstrap}; {n} no-op tasks, 6 partitions, 500 keys, 1 worker process")
         raw_e2e = bench_raw(bootstrap, n, value, drain=False)

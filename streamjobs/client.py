@@ -38,6 +38,7 @@ __all__ = [
     "OFFSET_BEGINNING",
     "OFFSET_END",
     "OFFSET_INVALID",
+    "AdminClient",
     "Consumer",
     "KafkaError",
     "KafkaException",

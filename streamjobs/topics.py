@@ -8,6 +8,7 @@ consume records.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -92,8 +93,21 @@ def ensure(settings: Settings) -> list[str]:
     existing = client.topic_partitions(admin)
     missing = [s for s in topic_specs(settings) if s.name not in existing]
     client.create_topics(admin, missing)
+    _await_visible(admin, [s.name for s in missing])
     verify(settings)
     return [s.name for s in missing]
+
+
+def _await_visible(admin: client.AdminClient, names: list[str], timeout: float = 30.0) -> None:
+    """Created topics reach the metadata cache a moment after CreateTopics returns."""
+    deadline = time.monotonic() + timeout
+    while names:
+        existing = client.topic_partitions(admin)
+        names = [n for n in names if n not in existing]
+        if names and time.monotonic() > deadline:
+            raise TopicError(f"created topics not visible after {timeout}s: {names}")
+        if names:
+            time.sleep(0.1)  # metadata propagation has no event to wait on
 
 
 def verify(settings: Settings) -> None:

@@ -44,32 +44,34 @@ def encode_dead_letter(
     value = origin.value
     size = len(value) if value is not None else 0
     headers = [{"key": k, "value": v} for k, v in origin.headers]
-    budget = max_bytes - 2048 - sum(len(k) + len(v or b"") for k, v in origin.headers)
-    truncated = value is not None and size > budget
-    if truncated and value is not None:
-        value = value[: max(0, budget)]
-    return CODEC.encode(
-        {
-            "reason": reason,
-            "error_type": type(error).__name__ if error is not None else None,
-            "error": str(error)[:_ERROR_CHARS] if error is not None else None,
-            "task_id": envelope["task_id"] if envelope else None,
-            "task": envelope["task"] if envelope else None,
-            "queue": queue,
-            "attempts": envelope["attempt"] if envelope else 0,
-            "worker_id": worker_id,
-            "failed_at_ms": now_ms,
-            "origin_topic": origin.topic,
-            "origin_partition": origin.partition,
-            "origin_offset": origin.offset,
-            "origin_timestamp_ms": origin.timestamp_ms,
-            "origin_key": origin.key,
-            "original_value": value,
-            "original_size": size,
-            "truncated": truncated,
-            "original_headers": headers,
-        }
-    )
+    record: dict[str, Any] = {
+        "reason": reason,
+        "error_type": type(error).__name__ if error is not None else None,
+        "error": str(error)[:_ERROR_CHARS] if error is not None else None,
+        "task_id": envelope["task_id"] if envelope else None,
+        "task": envelope["task"] if envelope else None,
+        "queue": queue,
+        "attempts": envelope["attempt"] if envelope else 0,
+        "generation": envelope["generation"] if envelope else 0,
+        "worker_id": worker_id,
+        "failed_at_ms": now_ms,
+        "origin_topic": origin.topic,
+        "origin_partition": origin.partition,
+        "origin_offset": origin.offset,
+        "origin_timestamp_ms": origin.timestamp_ms,
+        "origin_key": origin.key,
+        "original_value": value,
+        "original_size": size,
+        "truncated": False,
+        "original_headers": headers,
+    }
+    encoded = CODEC.encode(record)
+    if value is None or len(encoded) <= max_bytes:
+        return encoded
+    # Measured, not estimated: the error text, key and headers vary. Everything but the value's
+    # bytes stays; a shorter value never needs a longer length prefix, so the result fits.
+    keep = max(0, max_bytes - (len(encoded) - size))
+    return CODEC.encode({**record, "original_value": value[:keep], "truncated": True})
 
 
 def decode_dead_letter(value: bytes) -> dict[str, Any]:

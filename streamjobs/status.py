@@ -51,6 +51,7 @@ class StatusView:
     trace_id: str | None
     not_before_ms: int | None
     submitted_at_ms: int | None
+    note: str | None = None
 
     @property
     def result(self) -> Any:
@@ -88,6 +89,7 @@ def encode_status(envelope: dict[str, Any], state: TaskState, **fields: Any) -> 
         "trace_id": None,
         "not_before_ms": envelope["not_before_ms"],
         "submitted_at_ms": envelope["submitted_at_ms"],
+        "note": None,
     }
     record.update(fields)
     return _CODEC.encode(record)

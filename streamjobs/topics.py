@@ -27,6 +27,7 @@ class QueueTopics:
     retry: dict[timedelta, str]
     delay: dict[timedelta, str]
     dlq: str
+    redriven: str
     status: str
     schemas: str
 
@@ -51,6 +52,7 @@ def queue_topics(settings: Settings) -> QueueTopics:
         retry={d: f"{base}.retry.{format_duration(d)}" for d in settings.retry_tiers},
         delay={d: f"{base}.delay.{format_duration(d)}" for d in settings.delay_tiers},
         dlq=f"{base}.dlq",
+        redriven=f"{base}.dlq.redriven",
         status=f"{settings.topic_prefix}.status",
         schemas=f"{settings.topic_prefix}.schemas",
     )
@@ -69,6 +71,10 @@ def topic_specs(settings: Settings) -> list[client.TopicSpec]:
     specs += [client.TopicSpec(t, parts, rf, plain) for t in names.delay.values()]
     specs.append(
         client.TopicSpec(names.dlq, parts, rf, {**plain, "retention.ms": str(365 * _DAY_MS)})
+    )
+    # the redrive ledger: one record per re-driven dead letter, so none is re-driven twice
+    specs.append(
+        client.TopicSpec(names.redriven, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"})
     )
     specs.append(client.TopicSpec(names.status, parts, rf, status_config(status_retention)))
     specs.append(

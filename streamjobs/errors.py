@@ -12,6 +12,7 @@ that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker`.
     ├── SubmitError                      a submit could not be confirmed durable
     ├── TaskFailed                       TaskHandle.wait(): the task ended dead-lettered
     ├── TaskTimeout                      TaskHandle.wait(): no final state within the timeout
+    ├── HandlerTimeout                   a handler ran past its timeout (retried by policy)
     └── BadInput                         input that can never succeed; carries ``reason``
         ├── DecodeError                  reason: decode_error, trailing_bytes, unknown_schema, ...
         ├── UnknownTask                  reason: unknown_task
@@ -72,6 +73,10 @@ class TaskFailed(StreamJobsError):
 
 class TaskTimeout(StreamJobsError):
     """Raised by ``TaskHandle.wait`` when no final state arrived in time."""
+
+
+class HandlerTimeout(StreamJobsError):
+    """A handler exceeded its timeout; the attempt counts as failed and follows the policy."""
 
 
 class BadInput(StreamJobsError):

@@ -28,12 +28,12 @@ def parse_duration(text: str | float | int | timedelta) -> timedelta:
     if isinstance(text, int | float):
         return timedelta(seconds=text)
     match = _DURATION.match(text)
-    if match is None:
-        try:
+    try:
+        if match is None:
             return timedelta(seconds=float(text))
-        except ValueError:
-            raise ConfigError(f"not a duration: {text!r} (use e.g. 250ms, 5s, 30m, 2h)") from None
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except (ValueError, OverflowError):  # "abc", "nan", "inf", "99999999999d"
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 250ms, 5s, 30m, 2h)") from None
 
 
 def format_duration(delay: timedelta) -> str:
@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     topic_prefix: str = "streamjobs"
     queue: str = "default"
     group_id: str | None = None
+    group_instance_id: str | None = None
     partitions: int = Field(default=6, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=-1)
 
@@ -139,6 +140,10 @@ class Settings(BaseSettings):
     def group(self) -> str:
         """The worker consumer group: ``group_id`` or ``<prefix>.<queue>.workers``."""
         return self.group_id or f"{self.topic_prefix}.{self.queue}.workers"
+
+    def consumer_overrides(self) -> dict[str, str | int | float | bool]:
+        """Worker consumer keys derived from settings (static membership when an id is set)."""
+        return {"group.instance.id": self.group_instance_id} if self.group_instance_id else {}
 
     def client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka keys shared by every client; the passthrough ``kafka`` dict wins."""

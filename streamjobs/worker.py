@@ -20,6 +20,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,7 +29,13 @@ from typing import Any
 from streamjobs import client, status, tracing
 from streamjobs.codec import builtin
 from streamjobs.deadletter import Origin, encode_dead_letter
-from streamjobs.errors import BadInput, DecodeError, KafkaUnavailable, StreamJobsError
+from streamjobs.errors import (
+    BadInput,
+    DecodeError,
+    HandlerTimeout,
+    KafkaUnavailable,
+    StreamJobsError,
+)
 from streamjobs.executor import KeyedExecutor
 from streamjobs.models import TaskState
 from streamjobs.offsets import OffsetTracker
@@ -134,6 +142,7 @@ class Worker:
         self._consumer: client.Consumer | None = None
         self._producer = client.new_producer(settings)
         self._executor: KeyedExecutor | None = None
+        self._timed: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
         self._last_commit = 0.0
@@ -164,7 +173,10 @@ class Worker:
         if any(h.is_async for h in self.registry):
             self._start_event_loop()
         consumer = client.new_consumer(
-            self.settings, self.settings.group, on_commit=self._on_commit
+            self.settings,
+            self.settings.group,
+            on_commit=self._on_commit,
+            **self.settings.consumer_overrides(),
         )
         self._consumer = consumer
         self._poll_thread = threading.get_ident()
@@ -218,6 +230,8 @@ class Worker:
             self._executor.shutdown(timeout=1.0)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._timed is not None:
+            self._timed.shutdown(wait=False, cancel_futures=True)
         self._producer.flush(10.0)
 
     def _start_event_loop(self) -> None:
@@ -477,11 +491,34 @@ class Worker:
             assert self._loop is not None
             coro = handler.func(task)
             seconds = timeout.total_seconds() if timeout else None
-            future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, seconds), self._loop)
+            future = asyncio.run_coroutine_threadsafe(
+                _with_deadline(coro, seconds, handler.name), self._loop
+            )
             result = future.result()
+        elif timeout is not None:
+            result = self._call_with_timeout(handler, task, timeout)
         else:
             result = handler.func(task)
         return _result_json(result)
+
+    def _call_with_timeout(self, handler: Handler, task: Any, timeout: timedelta) -> Any:
+        """Run a sync handler with a deadline. CPython cannot interrupt a thread blocked in C
+        (a socket read, ``time.sleep``), so at the deadline the attempt fails with
+        HandlerTimeout and the partition moves on; the abandoned call finishes in the
+        background and its result is discarded."""
+        if self._timed is None:
+            self._timed = ThreadPoolExecutor(
+                max_workers=max(4, self.settings.concurrency * 2),
+                thread_name_prefix="streamjobs-timed",
+            )
+        future = self._timed.submit(handler.func, task)
+        try:
+            return future.result(timeout.total_seconds())
+        except FutureTimeout:
+            future.cancel()
+            raise HandlerTimeout(
+                f"{handler.name} exceeded its timeout of {timeout.total_seconds():g}s"
+            ) from None
 
     def _failed(
         self,
@@ -650,6 +687,20 @@ def _result_json(result: Any) -> str | None:
         raise BadInput(
             f"handler result is not JSON-serialisable: {exc}", reason="bad_result"
         ) from exc
+
+
+async def _with_deadline(coro: Any, seconds: float | None, name: str) -> Any:
+    """Await an async handler; past ``seconds`` it is cancelled and HandlerTimeout raised."""
+    if seconds is None:
+        return await coro
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            return await coro
+    except TimeoutError:
+        if deadline.expired():  # ours, not a TimeoutError raised by the handler itself
+            raise HandlerTimeout(f"{name} exceeded its timeout of {seconds:g}s") from None
+        raise
 
 
 def _bind(func: Callable[..., None], *args: Any) -> Callable[[], None]:

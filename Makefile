@@ -1,0 +1,75 @@
+# streamjobs developer tasks. `make test` and `make demo` need no Docker: Kafka runs from
+# Maven Central artifacts on the machine's Java 17 (streamjobs/broker.py).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 9092
+PYTEST_ARGS ?=
+# Re-run `pip install` only when the dependency list changes.
+VENV_STAMP := $(VENV)/.installed-from-pyproject
+
+.PHONY: help venv system-deps kafka-up kafka-down kafka-status demo test lint clean
+
+help:
+	@echo "make venv          create .venv and install streamjobs[dev] (re-runs when pyproject.toml changes)"
+	@echo "make system-deps   apt-get install docker-compose (and java/mvn) if missing; needs root"
+	@echo "make kafka-up      start (or reuse) a local Kafka on 127.0.0.1:\$$PORT (default 9092)"
+	@echo "make kafka-down    stop that broker (data kept under ~/.cache/streamjobs/broker-\$$PORT)"
+	@echo "make demo          kafka-up, then run \`streamjobs demo\` against it"
+	@echo "make test          the whole test suite against a real broker (PYTEST_ARGS=... to narrow)"
+	@echo "make lint          ruff check, ruff format --check, mypy"
+	@echo "make clean         remove .venv and caches"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# Debian packages the tests need: docker-compose (tests/unit/test_compose.py runs
+# `docker-compose config`), and Java 17 + Maven for the local broker if a machine lacks them.
+system-deps:
+	@missing=(); \
+	command -v docker-compose >/dev/null || missing+=(docker-compose); \
+	command -v java >/dev/null || missing+=(openjdk-17-jre-headless); \
+	command -v mvn >/dev/null || missing+=(maven); \
+	if (( $${#missing[@]} == 0 )); then exit 0; fi; \
+	if [[ $$(id -u) -ne 0 ]]; then \
+	  echo "missing $${missing[*]}: run \`sudo make system-deps\` (needs apt-get as root)" >&2; \
+	  exit 1; \
+	fi; \
+	echo "apt-get install $${missing[*]}"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -q; \
+	apt-get install -y -q --no-install-recommends "$${missing[@]}"
+
+kafka-up: venv
+	$(BIN)/python -m streamjobs.broker up --port $(PORT)
+
+kafka-down: venv
+	$(BIN)/python -m streamjobs.broker down --port $(PORT)
+
+kafka-status: venv
+	$(BIN)/python -m streamjobs.broker status --port $(PORT)
+
+demo: venv kafka-up
+	$(BIN)/streamjobs demo --bootstrap-servers 127.0.0.1:$(PORT)
+
+# pytest's exit status fails the target (make then exits 2); no pipes that could hide it.
+test: venv system-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -17,34 +17,41 @@ in), or signal a process it cannot prove it started: processes are found by PID 
 against their command line, never by name. This is a development broker: one node, plaintext,
 replication factor 1, Linux only (it reads ``/proc`` and uses ``flock``).
 
-The files under ``deploy/kafka/`` in the repository are the readable copies of the three
-constants below; from a checkout they are used directly, an installed package uses the
-constants, and a unit test keeps both identical.
+The Kafka version, its configuration files and the classpath live in :mod:`streamjobs.kafkadist`.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import fcntl
-import hashlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
 
 from streamjobs.client import cluster_ready
 from streamjobs.errors import ConfigError, KafkaUnavailable, StreamJobsError
+from streamjobs.kafkadist import (
+    KAFKA_VERSION,
+    LOG4J2_PROPERTIES,
+    SERVER_PROPERTIES,
+    default_cache_dir,
+    deploy_text,
+    ensure_classpath,
+    locked,
+    require_tool,
+    tail,
+)
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "KAFKA_VERSION",
@@ -56,149 +63,7 @@ __all__ = [
     "up",
 ]
 
-KAFKA_VERSION = "4.3.1"
-
-logger = logging.getLogger(__name__)
-
-#: ``deploy/kafka/pom.xml``: Kafka's broker plus the log4j2 backend its POMs leave out.
-#: (The backslash-newline only keeps a long line under the line limit; it is not in the value.)
-POM_XML = """<?xml version="1.0" encoding="UTF-8"?>
-<!-- Resolves the runtime classpath of an Apache Kafka broker from Maven Central.
-     No sources: `mvn dependency:copy-dependencies` gathers the jars into a cache directory
-     (see streamjobs/broker.py), from which the broker runs as `java -cp ... kafka.Kafka`. -->
-<project xmlns="http://maven.apache.org/POM/4.0.0"
-         xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-         xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 \
-http://maven.apache.org/xsd/maven-4.0.0.xsd">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>io.streamjobs.deploy</groupId>
-  <artifactId>kafka-broker-runtime</artifactId>
-  <version>0</version>
-  <packaging>pom</packaging>
-
-  <properties>
-    <kafka.version>4.3.1</kafka.version>
-    <log4j2.version>2.25.5</log4j2.version>
-    <project.build.sourceEncoding>UTF-8</project.build.sourceEncoding>
-  </properties>
-
-  <dependencyManagement>
-    <dependencies>
-      <!-- one version for every log4j2 artifact, including the log4j-core kafka-server pulls in -->
-      <dependency>
-        <groupId>org.apache.logging.log4j</groupId>
-        <artifactId>log4j-bom</artifactId>
-        <version>${log4j2.version}</version>
-        <type>pom</type>
-        <scope>import</scope>
-      </dependency>
-    </dependencies>
-  </dependencyManagement>
-
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_2.13</artifactId>
-      <version>${kafka.version}</version>
-    </dependency>
-    <!-- Kafka 4.x publishes no logging backend in its POMs and is on SLF4J 1.7 -->
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-api</artifactId>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-core</artifactId>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-    </dependency>
-  </dependencies>
-
-  <build>
-    <pluginManagement>
-      <plugins>
-        <plugin>
-          <groupId>org.apache.maven.plugins</groupId>
-          <artifactId>maven-dependency-plugin</artifactId>
-          <version>3.8.1</version>
-        </plugin>
-      </plugins>
-    </pluginManagement>
-  </build>
-</project>
-"""
-
-#: ``deploy/kafka/server.properties``: settings shared by every local broker; the per-instance
-#: lines (listeners, quorum voters, log.dirs) are appended by :meth:`LocalBroker._properties`.
-SERVER_PROPERTIES = """\
-# Single-node Apache Kafka (KRaft, combined broker + controller) for development and tests.
-# streamjobs/broker.py appends the per-instance lines: listeners, advertised.listeners,
-# controller.quorum.voters and log.dirs. Everything binds and advertises 127.0.0.1, not
-# localhost: librdkafka may resolve localhost to ::1 first.
-process.roles=broker,controller
-node.id=1
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-
-# streamjobs creates and verifies its own topics; a typo must fail, not create a topic.
-auto.create.topics.enable=false
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-
-# One node: internal topics can only have one replica, or group joins and
-# init_transactions wait forever. One partition each keeps the first join fast.
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-share.coordinator.state.topic.num.partitions=1
-
-# Tests join and leave groups constantly; the default 3 s delay would slow every one.
-group.initial.rebalance.delay.ms=0
-
-# Small machine: fewer threads, and a dedupe buffer sized for a small heap (default 128 MiB).
-num.network.threads=2
-num.io.threads=4
-num.recovery.threads.per.data.dir=1
-log.cleaner.threads=1
-log.cleaner.dedupe.buffer.size=8388608
-# Check for compactable logs every second so the status topic compacts observably in tests.
-log.cleaner.backoff.ms=1000
-"""
-
-#: ``deploy/kafka/log4j2.properties``: console logging, redirected to ``<workdir>/broker.log``.
-LOG4J2_PROPERTIES = """\
-# Logging for the streamjobs development broker: everything to the console, which
-# streamjobs/broker.py redirects to <workdir>/broker.log.
-status = warn
-name = streamjobs-broker
-
-appender.console.type = Console
-appender.console.name = STDOUT
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = [%d] %p %m (%c)%n
-
-rootLogger.level = INFO
-rootLogger.appenderRefs = stdout
-rootLogger.appenderRef.stdout.ref = STDOUT
-
-# Per-request logging is very chatty at INFO/DEBUG.
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-logger.requestchannel.name = kafka.network.RequestChannel$
-logger.requestchannel.level = WARN
-"""
-
 _HOST = "127.0.0.1"
-_DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
-_MAVEN_TIMEOUT_S = 900.0
 _FORMAT_TIMEOUT_S = 120.0
 _UP_TIMEOUT_S = 90.0
 _STOP_TIMEOUT_S = 30.0
@@ -225,99 +90,6 @@ with open(sys.argv[1], "ab") as log:
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 print(child.pid)
 """
-
-
-def default_cache_dir() -> Path:
-    """Where the classpath and the :func:`up` brokers live: ``~/.cache/streamjobs``."""
-    return Path.home() / ".cache" / "streamjobs"
-
-
-def ensure_classpath(cache_dir: Path) -> Path:
-    """Return the absolute ``<cache_dir>/kafka-<version>/libs``, filled by Maven the first time.
-
-    Idempotent and safe to call concurrently: a lock file makes one caller download while the
-    others wait, and the jars only appear under ``libs`` once complete. Re-resolves when the POM
-    changes. Raises :class:`ConfigError` if ``java`` or ``mvn`` is missing or Maven fails.
-    """
-    home = cache_dir.resolve() / f"kafka-{KAFKA_VERSION}"
-    libs = home / "libs"
-    if _classpath_complete(home):
-        return libs
-    with _locked(home / ".lock"):
-        if not _classpath_complete(home):
-            _resolve_classpath(home)
-    return libs
-
-
-def _deploy_text(name: str, packaged: str) -> str:
-    path = _DEPLOY_DIR / name
-    return path.read_text(encoding="utf-8") if path.is_file() else packaged
-
-
-def _pom_digest() -> str:
-    return hashlib.sha256(_deploy_text("pom.xml", POM_XML).encode()).hexdigest()
-
-
-def _classpath_complete(home: Path) -> bool:
-    stamp = home / "libs.sha256"
-    return stamp.is_file() and stamp.read_text(encoding="ascii").strip() == _pom_digest()
-
-
-def _resolve_classpath(home: Path) -> None:
-    mvn = _require_tool("mvn", "Maven, to fetch Kafka's jars from Maven Central")
-    _require_tool("java", "a Java 17+ runtime")
-    pom = _DEPLOY_DIR / "pom.xml"
-    if not pom.is_file():
-        pom = home / "pom.xml"
-        pom.write_text(POM_XML, encoding="utf-8")
-    staging = home / "libs.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    command = [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies"]
-    command += ["-DincludeScope=runtime", f"-DoutputDirectory={staging}"]
-    logger.info("resolving Kafka %s's classpath with Maven into %s", KAFKA_VERSION, home)
-    try:
-        done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=_MAVEN_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"mvn took over {_MAVEN_TIMEOUT_S:.0f}s: {' '.join(command)}") from None
-    if done.returncode != 0 or not (staging / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
-        raise ConfigError(
-            f"mvn could not resolve Kafka {KAFKA_VERSION}'s classpath (exit {done.returncode};"
-            f" it needs Maven Central or a filled ~/.m2): {' '.join(command)}\n"
-            + _tail(done.stdout + done.stderr)
-        )
-    shutil.rmtree(home / "libs", ignore_errors=True)
-    staging.rename(home / "libs")
-    (home / "libs.sha256").write_text(_pom_digest() + "\n", encoding="ascii")
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _require_tool(name: str, purpose: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise ConfigError(f"`{name}` is not on PATH; the local Kafka broker needs {purpose}")
-    return found
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def _log_excerpt(path: Path) -> str:
@@ -535,7 +307,7 @@ class LocalBroker:
             check=False,
         )
         if done.returncode != 0:
-            raise ConfigError(f"could not launch the broker: {_tail(done.stderr)}")
+            raise ConfigError(f"could not launch the broker: {tail(done.stderr)}")
         pid = int(done.stdout)
         (self.workdir / "broker.pid").write_text(f"{pid}\n", encoding="ascii")
         if not _await(_serving(self.port), lambda: _alive(pid), timeout):
@@ -561,10 +333,10 @@ class LocalBroker:
     def _prepare(self) -> list[str]:
         """Classpath, config files and formatted storage; returns the broker's command line."""
         libs = ensure_classpath(self.cache_dir)
-        java = _require_tool("java", "a Java 17+ runtime")
+        java = require_tool("java", "a Java 17+ runtime")
         self.workdir.mkdir(parents=True, exist_ok=True)
         log4j = self.workdir / "log4j2.properties"
-        log4j.write_text(_deploy_text("log4j2.properties", LOG4J2_PROPERTIES), encoding="utf-8")
+        log4j.write_text(deploy_text("log4j2.properties", LOG4J2_PROPERTIES), encoding="utf-8")
         self.props_path.write_text(self._properties(), encoding="utf-8")
         if self.log_path.exists():
             self.log_path.replace(self.workdir / "broker.log.1")
@@ -600,7 +372,7 @@ class LocalBroker:
         if done.returncode != 0:
             raise ConfigError(
                 f"formatting Kafka storage in {self.workdir / 'data'} failed"
-                f" (exit {done.returncode}):\n{_tail(done.stdout + done.stderr)}"
+                f" (exit {done.returncode}):\n{tail(done.stdout + done.stderr)}"
             )
         logger.debug("formatted storage in %.1fs", time.monotonic() - began)
 
@@ -608,7 +380,7 @@ class LocalBroker:
         listeners = f"PLAINTEXT://{_HOST}:{self.port},CONTROLLER://{_HOST}:{self.controller_port}"
         data = str(self.workdir / "data").replace("\\", "\\\\")
         return (
-            _deploy_text("server.properties", SERVER_PROPERTIES)
+            deploy_text("server.properties", SERVER_PROPERTIES)
             + "\n# Written by streamjobs.broker for this instance\n"
             + f"listeners={listeners}\n"
             + f"advertised.listeners={listeners}\n"
@@ -658,7 +430,7 @@ def up(port: int = 9092, cache_dir: Path | None = None) -> str:
     """
     state = _state_dir(port, cache_dir)
     bootstrap = f"{_HOST}:{port}"
-    with _locked(state / "broker.lock"):
+    with locked(state / "broker.lock"):
         pid = _recorded_broker(state)
         if pid is not None:
             if _await(_serving(port), lambda: _alive(pid), _UP_TIMEOUT_S / 3):
@@ -687,7 +459,7 @@ def down(port: int = 9092, cache_dir: Path | None = None) -> bool:
     state = _state_dir(port, cache_dir)
     if not state.is_dir():
         return False
-    with _locked(state / "broker.lock"):
+    with locked(state / "broker.lock"):
         pid = _recorded_broker(state)
         if pid is not None:
             _terminate(pid, _STOP_TIMEOUT_S)

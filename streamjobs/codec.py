@@ -180,7 +180,7 @@ def _compile_flat_writer(schema: dict[str, Any]) -> Any:
     """A writer for a record of primitives and ``["null", primitive]`` fields, else None."""
     if schema.get("type") != "record":
         return None
-    plan: list[tuple[str, Any, bool]] = []
+    plan: list[tuple[str, Any, bool, Any]] = []
     for field in schema.get("fields", []):
         kind = field["type"]
         nullable = isinstance(kind, list)
@@ -190,13 +190,13 @@ def _compile_flat_writer(schema: dict[str, Any]) -> Any:
             kind = kind[1]
         if not isinstance(kind, str) or kind not in _PRIMITIVE_WRITERS:
             return None
-        plan.append((field["name"], _PRIMITIVE_WRITERS[kind], nullable))
+        plan.append((field["name"], _PRIMITIVE_WRITERS[kind], nullable, field.get("default")))
 
     def write(record: Record) -> bytes:
         out: list[bytes] = []
         append = out.append
-        for name, writer, nullable in plan:
-            value = record[name]
+        for name, writer, nullable, default in plan:
+            value = record.get(name, default)  # as fastavro: a missing field takes its default
             if nullable:
                 if value is None:
                     append(b"\x00")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamjobs.codec import builtin
+from streamjobs.errors import error_text
 
 CODEC = builtin("dead_letter")
 _ERROR_CHARS = 8000
@@ -47,7 +48,7 @@ def encode_dead_letter(
     record: dict[str, Any] = {
         "reason": reason,
         "error_type": type(error).__name__ if error is not None else None,
-        "error": str(error)[:_ERROR_CHARS] if error is not None else None,
+        "error": error_text(error, _ERROR_CHARS) if error is not None else None,
         "task_id": envelope["task_id"] if envelope else None,
         "task": envelope["task"] if envelope else None,
         "queue": queue,

@@ -138,3 +138,13 @@ class Discard(TaskControl):
     def __init__(self, reason: str = "discarded") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def error_text(error: BaseException, limit: int = 8000) -> str:
+    """``str(error)`` safe to put on the wire: bounded, valid UTF-8, never raising."""
+    try:
+        text = str(error)
+    except Exception:  # a handler's exception with a broken __str__ must still be recorded
+        text = f"<unprintable {type(error).__name__}>"
+    # lone surrogates (e.g. from undecodable file names) are not UTF-8: the encode would fail
+    return text[:limit].encode("utf-8", "replace").decode("utf-8")

@@ -28,8 +28,11 @@ class OffsetTracker:
         heapq.heappush(self._in_flight, offset)
 
     def completed(self, offset: int) -> None:
-        self._done.add(offset)
+        """Mark ``offset`` done; completing an offset twice (or one never dispatched) is a no-op."""
         heap = self._in_flight
+        if offset in self._done or not heap or offset < heap[0]:
+            return
+        self._done.add(offset)
         while heap and heap[0] in self._done:
             head = heapq.heappop(heap)
             self._done.discard(head)

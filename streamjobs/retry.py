@@ -67,7 +67,8 @@ def decide(policy: RetryPolicy, attempt: int, exc: BaseException, now_ms: int) -
     else:
         tier = policy.tiers[min(attempt - 1, len(policy.tiers) - 1)]
         delay = tier
-    return RetryAt(attempt + 1, tier, now_ms + int(delay.total_seconds() * 1000))
+    # exact ceiling, never early: total_seconds() * 1000 turned 1001 ms into 1000
+    return RetryAt(attempt + 1, tier, now_ms - (-delay // timedelta(milliseconds=1)))
 
 
 def clamp_attempt(attempt: int) -> int | None:

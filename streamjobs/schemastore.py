@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from streamjobs import client
-from streamjobs.codec import builtin, parse
+from streamjobs.codec import builtin, parse, schema_fingerprint
 from streamjobs.errors import BadInput, DecodeError
 from streamjobs.settings import Settings
 from streamjobs.tasktypes import TaskType, check_safe
@@ -93,6 +93,9 @@ class SchemaStore:
             loaded = json.loads(record["schema"])
             check_safe(loaded)
             parsed = parse(loaded)
-        except (BadInput, ValueError):  # a hostile or broken schema record is ignored
+            fingerprint = schema_fingerprint(loaded)
+        except (BadInput, ValueError, RecursionError):  # a hostile or broken record is ignored
             return
-        self._known[bytes.fromhex(record["fingerprint"])] = parsed
+        if fingerprint.hex() != record["fingerprint"]:
+            return  # a record may not claim another schema's fingerprint
+        self._known[fingerprint] = parsed

@@ -51,8 +51,10 @@ def _duration_list(value: Any) -> list[timedelta]:
     if not isinstance(value, list | tuple):
         raise ConfigError(f"expected a list of durations, got {value!r}")
     tiers = sorted(parse_duration(v) for v in value)
-    if any(t <= timedelta(0) for t in tiers) or len(set(tiers)) != len(tiers):
-        raise ConfigError(f"tier delays must be positive and distinct: {value!r}")
+    # each tier is a topic named by format_duration: 1.0001s and 1s (or 0.4ms) would collide
+    names = {format_duration(t) for t in tiers}
+    if any(t < timedelta(milliseconds=1) for t in tiers) or len(names) != len(tiers):
+        raise ConfigError(f"tier delays must be positive and distinct to the ms: {value!r}")
     return tiers
 
 

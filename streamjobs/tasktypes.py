@@ -13,12 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
-import json
 import types
 import uuid
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
 
 from streamjobs.codec import SchemaCodec, parse, schema_fingerprint
@@ -64,9 +63,9 @@ class _Deriver:
         out: dict[str, Any] = {"name": name, "type": avro}
         if info.default is not PydanticUndefined or info.default_factory is not None:
             default = info.get_default(call_default_factory=True)
-            if isinstance(default, BaseModel):
-                default = default.model_dump(mode="json")
-            default = json.loads(json.dumps(default, default=str))
+            # the JSON form model_dump(mode="json") gives the value (str() of an Enum, timedelta or
+            # set default is not it, and the model would refuse it when filled in on decode)
+            default = TypeAdapter(info.annotation).dump_python(default, mode="json")
             if isinstance(avro, list) and default is not None and avro[0] == "null":
                 out["type"] = [*avro[1:], "null"]  # a union's default must match its first branch
             out["default"] = default
@@ -103,7 +102,7 @@ class _Deriver:
         if not args or (len(args) == 2 and args[1] is Ellipsis and args[0] is Any):
             raise UnsafeSchema(f"container {annotation!r} needs an item type")
         item = args[0]
-        if item is type(None):
+        if item is None or item is type(None):  # get_args(list[None]) == (None,)
             raise UnsafeSchema("arrays of null are decoding bombs and are refused")
         avro = self.type(item)
         if isinstance(avro, dict) and avro.get("type") == "record" and not avro["fields"]:
@@ -114,47 +113,113 @@ class _Deriver:
 def derive_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
     """The Avro record schema of ``model``, named ``name``; same model, same schema, always."""
     schema: dict[str, Any] = _Deriver().record(model, _avro_name(name))
+    check_safe(schema)  # also sees bombs through named references: list[Empty] after Empty
     parse(schema)
     return schema
 
 
-def check_safe(schema: Any, path: tuple[str, ...] = ()) -> None:
-    """Refuse schemas that are decoding bombs: recursion, arrays or maps of null/empty records.
+_MAX_DEPTH = 100  # schema nodes deep; far beyond any task model, far below a stack overflow
+
+
+def check_safe(schema: Any) -> None:
+    """Refuse schemas that are decoding bombs: recursion, deep nesting, and arrays or maps whose
+    items can take zero bytes (null, records of only such fields, ``fixed`` of size 0).
 
     Applied to every writer schema read from Kafka before fastavro sees it (a deeply recursive
     schema can crash the process; a 5-byte ``array<null>`` expands to millions of items).
     """
-    if isinstance(schema, str):
-        if schema.rsplit(".", 1)[-1] in path:
-            raise UnsafeSchema(f"recursive reference to {schema!r}")
-    elif isinstance(schema, list):
-        for branch in schema:
-            check_safe(branch, path)
-    elif isinstance(schema, dict):
-        _check_complex(schema, path)
-    else:
-        raise UnsafeSchema(f"not an Avro schema node: {schema!r}")
+    named: dict[str, list[dict[str, Any]]] = {}
+    _collect_named(schema, named, 0)
+    _SafetyCheck(named).node(schema, (), 0)
 
 
-def _check_complex(schema: dict[str, Any], path: tuple[str, ...]) -> None:
-    kind = schema.get("type")
-    if kind == "record":
-        inner = (*path, str(schema.get("name", "")).rsplit(".", 1)[-1])
-        for field in schema.get("fields", []):
-            check_safe(field.get("type"), inner)
-    elif kind in ("array", "map"):
-        items = schema.get("items" if kind == "array" else "values")
-        if _is_empty(items):
-            raise UnsafeSchema(f"{kind} of null or empty records is refused")
-        check_safe(items, path)
-    elif isinstance(kind, dict | list):
-        check_safe(kind, path)
+def _too_deep(depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise UnsafeSchema(f"schema nested deeper than {_MAX_DEPTH} levels")
 
 
-def _is_empty(node: Any) -> bool:
-    if node == "null" or node == ["null"]:
-        return True
-    return isinstance(node, dict) and node.get("type") == "record" and not node.get("fields")
+def _collect_named(node: Any, named: dict[str, list[dict[str, Any]]], depth: int) -> None:
+    """Every named type definition by short name (references may use either spelling)."""
+    _too_deep(depth)
+    if isinstance(node, list):
+        for branch in node:
+            _collect_named(branch, named, depth + 1)
+    elif isinstance(node, dict):
+        if node.get("type") in ("record", "error", "enum", "fixed") and "name" in node:
+            named.setdefault(str(node["name"]).rsplit(".", 1)[-1], []).append(node)
+        fields = node.get("fields")
+        children = [node.get("type"), node.get("items"), node.get("values")]
+        if isinstance(fields, list):
+            children += [f.get("type") for f in fields if isinstance(f, dict)]
+        for child in children:
+            if isinstance(child, dict | list):
+                _collect_named(child, named, depth + 1)
+
+
+class _SafetyCheck:
+    """One walk of a schema; ``path`` holds the records enclosing the current node."""
+
+    def __init__(self, named: dict[str, list[dict[str, Any]]]) -> None:
+        self.named = named
+
+    def node(self, schema: Any, path: tuple[str, ...], depth: int) -> None:
+        _too_deep(depth)
+        if isinstance(schema, str):
+            if schema.rsplit(".", 1)[-1] in path:
+                raise UnsafeSchema(f"recursive reference to {schema!r}")
+        elif isinstance(schema, list):
+            for branch in schema:
+                self.node(branch, path, depth + 1)
+        elif isinstance(schema, dict):
+            self.complex(schema, path, depth)
+        else:
+            raise UnsafeSchema(f"not an Avro schema node: {schema!r}")
+
+    def complex(self, schema: dict[str, Any], path: tuple[str, ...], depth: int) -> None:
+        kind = schema.get("type")
+        if kind in ("record", "error"):
+            inner = (*path, str(schema.get("name", "")).rsplit(".", 1)[-1])
+            fields = schema.get("fields", [])
+            if not isinstance(fields, list) or not all(isinstance(f, dict) for f in fields):
+                raise UnsafeSchema(f"record {schema.get('name')!r} has malformed fields")
+            for field in fields:
+                self.node(field.get("type"), inner, depth + 1)
+        elif kind in ("array", "map"):
+            items = schema.get("items" if kind == "array" else "values")
+            self.node(items, path, depth + 1)
+            if self.zero_width(items, frozenset(), depth + 1):
+                raise UnsafeSchema(f"{kind} of null or empty records is refused")
+        elif isinstance(kind, dict | list):
+            self.node(kind, path, depth + 1)
+
+    def zero_width(self, node: Any, seen: frozenset[str], depth: int) -> bool:
+        """Whether a value of ``node`` can be encoded in zero bytes (an array of it is a bomb)."""
+        _too_deep(depth)
+        if isinstance(node, str):
+            short = node.rsplit(".", 1)[-1]
+            if node == "null":
+                return True
+            if short in seen:  # recursion is refused by the walk itself
+                return False
+            found = self.named.get(short, [])
+            return any(self.zero_width(d, seen | {short}, depth + 1) for d in found)
+        if isinstance(node, list):  # a union writes its branch index, but refuse ["null"] anyway
+            return all(self.zero_width(b, seen, depth + 1) for b in node)
+        if not isinstance(node, dict):
+            return False
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            fields = node.get("fields")
+            fields = fields if isinstance(fields, list) else []  # malformed: the walk refuses it
+            return all(
+                isinstance(f, dict) and self.zero_width(f.get("type"), seen, depth + 1)
+                for f in fields
+            )
+        if kind == "fixed":
+            return node.get("size") == 0
+        if kind in ("array", "map", "enum"):
+            return False
+        return self.zero_width(kind, seen, depth + 1)  # {"type": "null"}, {"type": {...}}
 
 
 def _avro_name(task_name: str) -> str:

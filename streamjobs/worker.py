@@ -35,6 +35,7 @@ from streamjobs.errors import (
     HandlerTimeout,
     KafkaUnavailable,
     StreamJobsError,
+    error_text,
 )
 from streamjobs.executor import KeyedExecutor
 from streamjobs.models import TaskState
@@ -571,7 +572,7 @@ class Worker:
             TaskState.RETRY_SCHEDULED,
             outcome,
             error_type=type(exc).__name__,
-            error=str(exc)[:2000],
+            error=error_text(exc, 2000),
             **_moved(where, self._topics.retry[decision.tier]),
             not_before_ms=decision.not_before_ms,
         )
@@ -617,7 +618,7 @@ class Worker:
                 outcome,
                 reason=reason,
                 error_type=type(exc).__name__ if exc else None,
-                error=str(exc)[:2000] if exc else None,
+                error=error_text(exc, 2000) if exc else None,
                 **fields,
             )
         self.stats.dead_lettered += 1

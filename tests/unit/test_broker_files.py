@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs import broker
+from streamjobs import broker, kafkadist
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 
@@ -18,9 +18,9 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 @pytest.mark.parametrize(
     ("name", "packaged"),
     [
-        ("pom.xml", broker.POM_XML),
-        ("server.properties", broker.SERVER_PROPERTIES),
-        ("log4j2.properties", broker.LOG4J2_PROPERTIES),
+        ("pom.xml", kafkadist.POM_XML),
+        ("server.properties", kafkadist.SERVER_PROPERTIES),
+        ("log4j2.properties", kafkadist.LOG4J2_PROPERTIES),
     ],
 )
 def test_packaged_copy_matches_deploy_file(name: str, packaged: str) -> None:
@@ -28,13 +28,13 @@ def test_packaged_copy_matches_deploy_file(name: str, packaged: str) -> None:
 
 
 def test_pom_resolves_the_broker_version_the_module_runs() -> None:
-    assert f"<kafka.version>{broker.KAFKA_VERSION}</kafka.version>" in broker.POM_XML
+    assert f"<kafka.version>{kafkadist.KAFKA_VERSION}</kafka.version>" in kafkadist.POM_XML
 
 
 def test_broker_config_is_single_node_and_never_auto_creates_topics() -> None:
     settings = dict(
         line.split("=", 1)
-        for line in broker.SERVER_PROPERTIES.splitlines()
+        for line in kafkadist.SERVER_PROPERTIES.splitlines()
         if line and not line.startswith("#")
     )
     assert settings["process.roles"] == "broker,controller"

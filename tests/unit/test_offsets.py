@@ -1,0 +1,103 @@
+"""streamjobs.offsets: the highest contiguous completed offset of a partition."""
+
+from __future__ import annotations
+
+import random
+
+from streamjobs.offsets import OffsetTracker
+
+
+def _tracker(*offsets: int) -> OffsetTracker:
+    tracker = OffsetTracker()
+    for offset in offsets:
+        tracker.dispatched(offset)
+    return tracker
+
+
+def test_nothing_to_commit_before_any_progress() -> None:
+    assert OffsetTracker().commit_offset() is None
+    tracker = _tracker(0, 1, 2)
+    assert tracker.commit_offset() is None
+
+
+def test_commit_offset_is_the_next_offset_to_read() -> None:
+    tracker = _tracker(7)
+    tracker.completed(7)
+    assert tracker.commit_offset() == 8
+
+
+def test_out_of_order_completion_commits_only_the_contiguous_prefix() -> None:
+    tracker = _tracker(1, 2, 3)
+    tracker.completed(3)
+    assert tracker.commit_offset() is None
+    tracker.completed(1)
+    assert tracker.commit_offset() == 2
+    tracker.completed(2)
+    assert tracker.commit_offset() == 4
+
+
+def test_gaps_between_dispatched_offsets_do_not_block_the_commit() -> None:
+    # compaction, transaction markers and filtered records leave holes in a partition
+    tracker = _tracker(5, 7)
+    tracker.completed(7)
+    assert tracker.commit_offset() is None
+    tracker.completed(5)
+    assert tracker.commit_offset() == 8
+
+
+def test_commit_offset_is_none_again_once_marked_committed() -> None:
+    tracker = _tracker(0, 1)
+    tracker.completed(0)
+    tracker.mark_committed(1)
+    assert tracker.committed == 1
+    assert tracker.commit_offset() is None
+    tracker.completed(1)
+    assert tracker.commit_offset() == 2
+
+
+def test_commit_offset_offers_newer_progress_after_an_older_commit() -> None:
+    tracker = _tracker(0, 1, 2)
+    tracker.completed(0)
+    tracker.mark_committed(1)  # e.g. an asynchronous commit of the earlier position
+    tracker.completed(1)
+    tracker.completed(2)
+    assert tracker.commit_offset() == 3
+
+
+def test_len_counts_dispatched_offsets_not_yet_completed() -> None:
+    tracker = _tracker(1, 2, 3)
+    assert len(tracker) == 3
+    tracker.completed(3)
+    assert len(tracker) == 2
+    tracker.completed(1)
+    assert len(tracker) == 1
+    tracker.completed(2)
+    assert len(tracker) == 0
+
+
+def test_idle_only_when_every_dispatched_offset_is_completed() -> None:
+    tracker = OffsetTracker()
+    assert tracker.idle
+    tracker.dispatched(4)
+    tracker.dispatched(5)
+    assert not tracker.idle
+    tracker.completed(5)
+    assert not tracker.idle
+    tracker.completed(4)
+    assert tracker.idle
+
+
+def test_random_completion_order_always_commits_the_contiguous_prefix() -> None:
+    rng = random.Random(20240229)
+    offsets = sorted(rng.sample(range(10_000), 300))
+    tracker = _tracker(*offsets)
+    done: set[int] = set()
+    for offset in rng.sample(offsets, len(offsets)):
+        tracker.completed(offset)
+        done.add(offset)
+        prefix = 0
+        while prefix < len(offsets) and offsets[prefix] in done:
+            prefix += 1
+        expected = offsets[prefix - 1] + 1 if prefix else None
+        assert tracker.commit_offset() == expected
+        assert len(tracker) == len(offsets) - len(done)

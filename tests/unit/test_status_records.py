@@ -1,0 +1,199 @@
+"""Status records (streamjobs.status encode/decode, StatusView) and their ordering (models)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from streamjobs.codec import builtin
+from streamjobs.errors import DecodeError
+from streamjobs.models import Task, TaskState, status_version
+from streamjobs.status import StatusView, decode_status, encode_status
+
+
+def _envelope(**changes: Any) -> dict[str, Any]:
+    envelope: dict[str, Any] = {
+        "task_id": "3f0c9a",
+        "task": "SendEmail",
+        "queue": "emails",
+        "key": "customer-7",
+        "attempt": 1,
+        "generation": 0,
+        "not_before_ms": None,
+        "submitted_at_ms": 1_700_000_000_000,
+    }
+    envelope.update(changes)
+    return envelope
+
+
+# --- status versions (models) ------------------------------------------------------------------
+
+
+def test_status_version_strictly_increases_through_a_retried_task_and_its_redrive() -> None:
+    lifecycle = [
+        (0, 1, TaskState.QUEUED),
+        (0, 1, TaskState.RUNNING),
+        (0, 1, TaskState.RETRY_SCHEDULED),
+        (0, 2, TaskState.RUNNING),
+        (0, 2, TaskState.RETRY_SCHEDULED),
+        (0, 3, TaskState.RUNNING),
+        (0, 3, TaskState.DEAD_LETTERED),
+        (1, 1, TaskState.QUEUED),  # re-driven: a new generation starts again at attempt 1
+        (1, 1, TaskState.RUNNING),
+        (1, 1, TaskState.SUCCEEDED),
+    ]
+    versions = [status_version(*step) for step in lifecycle]
+    assert all(a < b for a, b in itertools.pairwise(versions)), versions
+
+
+def test_scheduled_and_queued_share_a_rank_below_running() -> None:
+    assert status_version(0, 1, TaskState.SCHEDULED) == status_version(0, 1, TaskState.QUEUED)
+    assert status_version(0, 1, TaskState.SCHEDULED) < status_version(0, 1, TaskState.RUNNING)
+
+
+def test_a_late_write_of_an_older_attempt_never_outranks_a_newer_attempt() -> None:
+    newest = status_version(0, 2, TaskState.RUNNING)
+    for state in TaskState:
+        assert status_version(0, 1, state) < newest
+
+
+def test_huge_attempt_numbers_never_spill_into_the_generation() -> None:
+    assert status_version(0, 10**9, TaskState.SUCCEEDED) < status_version(1, 1, TaskState.QUEUED)
+    assert status_version(0, -5, TaskState.RUNNING) == status_version(0, 0, TaskState.RUNNING)
+
+
+def test_only_succeeded_and_dead_lettered_are_final() -> None:
+    assert {s for s in TaskState if s.final} == {TaskState.SUCCEEDED, TaskState.DEAD_LETTERED}
+
+
+def test_task_states_are_lowercase_strings_on_the_wire() -> None:
+    assert [s.value for s in TaskState] == [
+        "queued",
+        "scheduled",
+        "running",
+        "retry_scheduled",
+        "succeeded",
+        "dead_lettered",
+    ]
+    assert TaskState("running") is TaskState.RUNNING
+    assert f"{TaskState.SUCCEEDED}" == "succeeded"
+
+
+def test_task_name_defaults_to_the_class_name_and_can_be_overridden() -> None:
+    class Resize(Task):
+        width: int
+
+    class Legacy(Task):
+        task_name = "images.resize.v0"
+
+    assert Resize.task_name == "Resize"
+    assert Legacy.task_name == "images.resize.v0"
+    assert "task_name" not in Resize.model_fields
+
+
+def test_tasks_are_frozen_and_refuse_unknown_arguments() -> None:
+    class Resize(Task):
+        width: int
+
+    task = Resize(width=3)
+    with pytest.raises(ValidationError):
+        task.width = 4  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="height"):
+        Resize(width=3, height=4)  # type: ignore[call-arg]
+
+
+# --- status records ----------------------------------------------------------------------------
+
+
+def test_status_record_round_trips_with_its_version_and_optional_columns() -> None:
+    envelope = _envelope(attempt=2, generation=1, not_before_ms=1_700_000_005_000)
+    value = encode_status(
+        envelope,
+        TaskState.SUCCEEDED,
+        result='{"sent": 3}',
+        topic="sj.emails.retry.5s",
+        partition=4,
+        offset=99,
+        worker_id="w-1",
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        note="re-driven by ops from sj.emails.dlq 0@17",
+    )
+    view = decode_status(value)
+    assert isinstance(view, StatusView)
+    assert (view.task_id, view.task, view.queue, view.key) == (
+        "3f0c9a",
+        "SendEmail",
+        "emails",
+        "customer-7",
+    )
+    assert view.state is TaskState.SUCCEEDED
+    assert view.version == status_version(1, 2, TaskState.SUCCEEDED)
+    assert (view.attempt, view.generation) == (2, 1)
+    assert (view.topic, view.partition, view.offset) == ("sj.emails.retry.5s", 4, 99)
+    assert (view.worker_id, view.trace_id) == ("w-1", "0af7651916cd43dd8448eb211c80319c")
+    assert (view.not_before_ms, view.submitted_at_ms) == (1_700_000_005_000, 1_700_000_000_000)
+    assert view.updated_at_ms > 1_600_000_000_000
+    assert view.result_json == '{"sent": 3}'
+    assert view.note == "re-driven by ops from sj.emails.dlq 0@17"
+
+
+def test_status_value_is_a_framed_task_status_record() -> None:
+    value = encode_status(_envelope(), TaskState.QUEUED)
+    assert value[:2] == b"\xc3\x01"
+    assert value[2:10] == builtin("task_status").fingerprint
+
+
+def test_result_decodes_the_json_of_the_handler_return_value() -> None:
+    value = encode_status(_envelope(), TaskState.SUCCEEDED, result='{"ids": [1, 2], "ok": true}')
+    assert decode_status(value).result == {"ids": [1, 2], "ok": True}
+
+
+def test_result_is_none_when_no_result_was_written() -> None:
+    assert decode_status(encode_status(_envelope(), TaskState.RUNNING)).result is None
+
+
+def test_dead_lettered_status_carries_reason_and_error() -> None:
+    value = encode_status(
+        _envelope(),
+        TaskState.DEAD_LETTERED,
+        reason="max_attempts",
+        error_type="TimeoutError",
+        error="smtp timed out",
+    )
+    view = decode_status(value)
+    assert (view.reason, view.error_type, view.error) == (
+        "max_attempts",
+        "TimeoutError",
+        "smtp timed out",
+    )
+    assert view.state.final
+
+
+def test_as_dict_has_the_state_string_and_the_decoded_result_instead_of_its_json() -> None:
+    view = decode_status(encode_status(_envelope(), TaskState.SUCCEEDED, result="[1, 2]"))
+    out = view.as_dict()
+    assert out["state"] == "succeeded"
+    assert out["result"] == [1, 2]
+    assert "result_json" not in out
+    assert out["task_id"] == "3f0c9a"
+    assert set(out) == (set(StatusView.__dataclass_fields__) - {"result_json"}) | {"result"}
+
+
+def test_unknown_state_string_is_rejected_as_a_decode_error() -> None:
+    record = builtin("task_status").decode(encode_status(_envelope(), TaskState.QUEUED))
+    record["state"] = "pending"
+    with pytest.raises(DecodeError, match="unknown state 'pending'") as excinfo:
+        decode_status(builtin("task_status").encode(record))
+    assert excinfo.value.reason == "decode_error"
+
+
+def test_a_record_of_another_type_is_not_read_as_a_status() -> None:
+    other = builtin("task_schema").encode(
+        {"task": "t", "fingerprint": "00" * 8, "schema": "{}", "registered_at_ms": 1}
+    )
+    with pytest.raises(DecodeError) as excinfo:
+        decode_status(other)
+    assert excinfo.value.reason == "wrong_record_type"

@@ -1,0 +1,135 @@
+"""streamjobs.topics: topic names and configs of a queue, derived from settings alone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from streamjobs.settings import Settings
+from streamjobs.topics import queue_topics, topic_specs
+
+MS250, S5, M30, H1 = (
+    timedelta(milliseconds=250),
+    timedelta(seconds=5),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(
+        topic_prefix="acme",
+        queue="emails",
+        partitions=12,
+        replication_factor=3,
+        retry_tiers="30m,5s",
+        delay_tiers="250ms,1h",
+        max_message_bytes=2_000_000,
+        status_retention="2d",
+    )
+
+
+def test_names_follow_prefix_queue_and_tier_delays(settings: Settings) -> None:
+    names = queue_topics(settings)
+    assert names.main == "acme.emails"
+    assert names.retry == {S5: "acme.emails.retry.5s", M30: "acme.emails.retry.30m"}
+    assert names.delay == {MS250: "acme.emails.delay.250ms", H1: "acme.emails.delay.1h"}
+    assert names.dlq == "acme.emails.dlq"
+    assert names.redriven == "acme.emails.dlq.redriven"
+    assert names.status == "acme.status"
+    assert names.schemas == "acme.schemas"
+
+
+def test_task_topics_are_main_then_retry_then_delay_tiers(settings: Settings) -> None:
+    assert queue_topics(settings).task_topics == [
+        "acme.emails",
+        "acme.emails.retry.5s",
+        "acme.emails.retry.30m",
+        "acme.emails.delay.250ms",
+        "acme.emails.delay.1h",
+    ]
+
+
+def test_tier_delay_is_the_fixed_delay_of_a_tier_topic(settings: Settings) -> None:
+    names = queue_topics(settings)
+    assert names.tier_delay("acme.emails.retry.5s") == S5
+    assert names.tier_delay("acme.emails.retry.30m") == M30
+    assert names.tier_delay("acme.emails.delay.250ms") == MS250
+    assert names.tier_delay("acme.emails.delay.1h") == H1
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "acme.emails",
+        "acme.emails.dlq",
+        "acme.emails.dlq.redriven",
+        "acme.status",
+        "acme.emails.retry.7s",
+        "other",
+    ],
+)
+def test_tier_delay_is_none_for_topics_that_are_not_tiers(settings: Settings, topic: str) -> None:
+    assert queue_topics(settings).tier_delay(topic) is None
+
+
+def test_queues_with_one_prefix_share_status_and_schemas_but_not_task_topics() -> None:
+    emails = queue_topics(Settings(topic_prefix="acme", queue="emails"))
+    images = queue_topics(Settings(topic_prefix="acme", queue="images"))
+    assert (emails.status, emails.schemas) == (images.status, images.schemas)
+    assert not set(emails.task_topics) & set(images.task_topics)
+    assert emails.dlq != images.dlq
+
+
+def test_specs_cover_every_topic_of_the_queue_exactly_once(settings: Settings) -> None:
+    names = queue_topics(settings)
+    spec_names = [spec.name for spec in topic_specs(settings)]
+    assert len(spec_names) == len(set(spec_names))
+    assert set(spec_names) == {
+        *names.task_topics,
+        names.dlq,
+        names.redriven,
+        names.status,
+        names.schemas,
+    }
+
+
+def test_tiers_dlq_and_status_share_the_main_partition_count(settings: Settings) -> None:
+    specs = {spec.name: spec for spec in topic_specs(settings)}
+    names = queue_topics(settings)
+    for name in [*names.task_topics, names.dlq, names.status]:
+        assert specs[name].partitions == 12, name
+    assert specs[names.schemas].partitions == 1
+    assert {spec.replication_factor for spec in specs.values()} == {3}
+
+
+def test_status_topic_is_compacted(settings: Settings) -> None:
+    spec = next(s for s in topic_specs(settings) if s.name == "acme.status")
+    assert spec.config["cleanup.policy"] == "compact"
+    assert spec.config["delete.retention.ms"] == str(2 * 86_400_000)
+
+
+def test_schemas_topic_is_compacted_and_kept_forever(settings: Settings) -> None:
+    spec = next(s for s in topic_specs(settings) if s.name == "acme.schemas")
+    assert spec.config == {"cleanup.policy": "compact", "retention.ms": "-1"}
+
+
+def test_task_topics_and_dlq_accept_the_largest_allowed_record(settings: Settings) -> None:
+    specs = {spec.name: spec for spec in topic_specs(settings)}
+    names = queue_topics(settings)
+    for name in [*names.task_topics, names.dlq]:
+        assert int(specs[name].config["max.message.bytes"]) > settings.max_message_bytes, name
+        assert "cleanup.policy" not in specs[name].config
+
+
+def test_redrive_ledger_is_one_compacted_partition_kept_forever(settings: Settings) -> None:
+    spec = next(s for s in topic_specs(settings) if s.name == "acme.emails.dlq.redriven")
+    assert spec.partitions == 1
+    assert spec.config == {"cleanup.policy": "compact", "retention.ms": "-1"}
+
+
+def test_dlq_keeps_dead_letters_for_a_year(settings: Settings) -> None:
+    spec = next(s for s in topic_specs(settings) if s.name == "acme.emails.dlq")
+    assert spec.config["retention.ms"] == str(365 * 86_400_000)

@@ -11,43 +11,38 @@ signal handlers (the CLI does), so a Worker runs fine in a test thread.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from streamjobs import client, status, tracing
-from streamjobs.codec import builtin
-from streamjobs.deadletter import Origin, encode_dead_letter
-from streamjobs.errors import (
-    BadInput,
-    DecodeError,
-    HandlerTimeout,
-    KafkaUnavailable,
-    StreamJobsError,
-    error_text,
-)
+from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
 from streamjobs.executor import KeyedExecutor
 from streamjobs.models import TaskState
 from streamjobs.offsets import OffsetTracker
+from streamjobs.outcomes import (
+    ENVELOPE,
+    Builder,
+    OutcomeWriter,
+    OutRecord,
+    TransactionAborted,
+    TransactionalWriter,
+)
 from streamjobs.registry import Handler, TaskRegistry
-from streamjobs.retry import DeadLetter, RetryAt, RetryPolicy, clamp_attempt, decide, pick_tier
+from streamjobs.retry import DeadLetter, RetryPolicy, clamp_attempt, decide, pick_tier
+from streamjobs.runner import HandlerRunner
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
 
 _log = logging.getLogger(__name__)
-_ENVELOPE = builtin("task_envelope")
 _BATCH = 500
 _POLL_TIMEOUT_S = 0.05
 _PAUSE_AFTER_S = 1.0
@@ -92,30 +87,19 @@ class _Partition:
         self.hold_offset = 0
         self.paused = False
 
+    def alive(self) -> bool:
+        return not self.revoked
 
-class _Outcome:
-    """Completes an offset once every record of its outcome is acknowledged.
+    def completer(self, offset: int) -> Callable[[], bool]:
+        """The ``done`` of an outcome: completes ``offset`` unless the partition was given up."""
 
-    Delivery callbacks run on the poll thread (only it serves the producer), like every other
-    tracker update, so no lock is needed.
-    """
+        def done() -> bool:
+            if self.revoked:
+                return False
+            self.tracker.completed(offset)
+            return True
 
-    __slots__ = ("offset", "part", "remaining", "worker")
-
-    def __init__(self, worker: Worker, part: _Partition, offset: int, records: int) -> None:
-        self.worker = worker
-        self.part = part
-        self.offset = offset
-        self.remaining = records
-
-    def delivered(self, error: Any, _message: Any) -> None:
-        if error is not None:
-            # the outcome is not durable: never complete this offset; stop and let a restart redo it
-            self.worker.fail(KafkaUnavailable(f"outcome write failed: {error}"))
-            return
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.part.tracker.completed(self.offset)
+        return done
 
 
 class Worker:
@@ -141,14 +125,13 @@ class Worker:
         self._failure: StreamJobsError | None = None
         self._parts: dict[TopicKey, _Partition] = {}
         self._consumer: client.Consumer | None = None
-        self._producer = client.new_producer(settings)
+        self._build = Builder(settings, self._topics, self.worker_id)
+        self._writer: OutcomeWriter | None = None
+        self._runner: HandlerRunner | None = None
         self._executor: KeyedExecutor | None = None
-        self._timed: ThreadPoolExecutor | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
         self._last_commit = 0.0
         self._backpressure = False
-        self._poll_thread: int | None = None
         # tasks handed to the executor and not finished yet (started or waiting for their key);
         # tasks whose outcome awaits its ack are bounded by the producer queue instead
         self._queued = 0
@@ -170,9 +153,11 @@ class Worker:
 
     def run(self) -> None:
         """Consume until stopped. Raises KafkaUnavailable if outcomes could not be written."""
+        self._writer = self._new_writer()
+        self._runner = HandlerRunner(
+            self.settings, self._schemas, needs_loop=any(h.is_async for h in self.registry)
+        )
         self._executor = KeyedExecutor(self.settings.concurrency)
-        if any(h.is_async for h in self.registry):
-            self._start_event_loop()
         consumer = client.new_consumer(
             self.settings,
             self.settings.group,
@@ -180,7 +165,6 @@ class Worker:
             **self.settings.consumer_overrides(),
         )
         self._consumer = consumer
-        self._poll_thread = threading.get_ident()
         consumer.subscribe(
             self._topics.task_topics,
             on_assign=self._on_assign,
@@ -194,6 +178,19 @@ class Worker:
             self._shutdown(consumer)
         if self._failure is not None:
             raise self._failure
+
+    def _new_writer(self) -> OutcomeWriter:
+        if self.settings.exactly_once:
+            # one transactional producer per worker; KIP-447 fencing uses the group generation
+            return TransactionalWriter(
+                self.settings, self.fail, f"{self.settings.group}.{self.worker_id}"
+            )
+        return OutcomeWriter(self.settings, self.fail)
+
+    @property
+    def writer(self) -> OutcomeWriter:
+        assert self._writer is not None, "the worker is not running"
+        return self._writer
 
     def _poll_once(self, consumer: client.Consumer) -> None:
         room = self.settings.max_in_flight - self._queued
@@ -210,7 +207,7 @@ class Worker:
             # librdkafka drop and re-fetch its prefetched records)
             with self._queued_lock:
                 self._queued_lock.wait(_POLL_TIMEOUT_S)
-        self._producer.poll(0)
+        self.writer.serve(0)
         now = time.monotonic()
         if now - self._last_commit >= self.settings.commit_interval.total_seconds():
             self._last_commit = now
@@ -229,16 +226,9 @@ class Worker:
         consumer.close()  # leaves the group at once instead of waiting for the session timeout
         if self._executor is not None:
             self._executor.shutdown(timeout=1.0)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._timed is not None:
-            self._timed.shutdown(wait=False, cancel_futures=True)
-        self._producer.flush(10.0)
-
-    def _start_event_loop(self) -> None:
-        loop = asyncio.new_event_loop()
-        threading.Thread(target=loop.run_forever, name="streamjobs-asyncio", daemon=True).start()
-        self._loop = loop
+        if self._runner is not None:
+            self._runner.close()
+        self.writer.close(10.0)
 
     # -- rebalances ------------------------------------------------------------------------
 
@@ -265,13 +255,16 @@ class Worker:
             if part is not None:
                 with part.lock:
                     part.revoked = True
+        if isinstance(self._writer, TransactionalWriter):
+            self._writer.drop(_keys(partitions))
 
     def _settle(self, parts: list[_Partition], grace_s: float) -> None:
         """Wait (bounded) for started tasks of ``parts`` and their outcome acknowledgements."""
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and any(p.running for p in parts):
-            self._producer.poll(0.02)
-        self._producer.flush(max(0.0, deadline - time.monotonic()))
+            self.writer.serve(0.02)
+        self.writer.serve(0)
+        self.writer.flush(max(0.0, deadline - time.monotonic()))
 
     # -- commits ---------------------------------------------------------------------------
 
@@ -284,10 +277,29 @@ class Worker:
                 part.tracker.mark_committed(offset)
         if offsets and self._consumer is not None:
             try:
-                client.commit(self._consumer, offsets, asynchronous=asynchronous)
+                self.writer.commit(self._consumer, offsets, asynchronous=asynchronous)
             except client.KafkaException as exc:
                 _log.warning("commit failed (will retry): %s", exc)
                 self._forget_commits(offsets)
+            except TransactionAborted as exc:
+                _log.warning("%s: re-reading uncommitted records", exc)
+                self._rewind(self._consumer)
+
+    def _rewind(self, consumer: client.Consumer) -> None:
+        """After an aborted transaction: forget uncommitted progress and re-read from the
+        committed offsets. Tasks already queued for the old state are never started."""
+        old = list(self._parts.values())
+        for part in old:
+            with part.lock:
+                part.revoked = True
+        positions = consumer.committed([client.tp(*p.key) for p in old], timeout=30.0)
+        for position in positions:
+            key = (position.topic, position.partition)
+            self._parts[key] = _Partition(key)
+            offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
+            consumer.seek(client.tp(key[0], key[1], offset))
+        consumer.resume([client.tp(*p.key) for p in old if p.paused or p.held_until_ms is not None])
+        self._backpressure = False
 
     def _on_commit(self, error: Any, partitions: list[client.TopicPartition]) -> None:
         if error is not None:
@@ -389,7 +401,7 @@ class Worker:
         value = message.value
         if not value:
             raise BadInput("empty or tombstone value on a task topic", reason="empty_value")
-        envelope = _ENVELOPE.decode(value)
+        envelope = ENVELOPE.decode(value)
         if clamp_attempt(envelope["attempt"]) is None:
             raise BadInput(f"attempt {envelope['attempt']} out of range", reason="bad_attempt")
         due = envelope["not_before_ms"]
@@ -410,24 +422,43 @@ class Worker:
             return True
         if due > now:
             self._begin(part, message.offset)
-            self._hop(message, part, envelope, timedelta(milliseconds=due - now))
+            self._hop(message, part, timedelta(milliseconds=due - now))
             return True
         return False
 
-    def _hop(
-        self,
-        message: client.Record,
-        part: _Partition,
-        envelope: dict[str, Any],
-        remaining: timedelta,
-    ) -> None:
+    def _hop(self, message: client.Record, part: _Partition, remaining: timedelta) -> None:
         """Move a released-but-not-due record to the tier that fits the rest of its wait."""
         topic = message.topic
         family = self._topics.retry if topic in self._topics.retry.values() else self._topics.delay
         target = family[pick_tier(list(family), remaining)]
-        outcome = _Outcome(self, part, message.offset, 1)
-        self._produce(target, message.key, message.value, message.headers, outcome)
+        self._settle_with(
+            part, message, [OutRecord(target, message.key, message.value, message.headers)]
+        )
         self.stats.hopped += 1
+
+    def _settle_with(
+        self, part: _Partition, message: client.Record, records: list[OutRecord]
+    ) -> None:
+        """Write the records that settle ``message``; its offset completes once they are durable."""
+        origin = (message.topic, message.partition, message.offset)
+        self.writer.write(records, origin, part.completer(message.offset))
+
+    def _dead_letter(
+        self,
+        message: client.Record,
+        part: _Partition,
+        envelope: dict[str, Any] | None,
+        reason: str,
+        exc: BaseException | None,
+        where: dict[str, Any] | None = None,
+    ) -> None:
+        self._settle_with(
+            part, message, self._build.dead_letter(message, envelope, reason, exc, where)
+        )
+        self.stats.dead_lettered += 1
+        _log.warning(
+            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+        )
 
     # -- execution (executor threads) ------------------------------------------------------
 
@@ -453,12 +484,13 @@ class Worker:
         self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
     ) -> None:
         self.stats.started += 1
-        where = {
+        where: dict[str, Any] = {
             "topic": message.topic,
             "partition": message.partition,
             "offset": message.offset,
             "worker_id": self.worker_id,
         }
+        assert self._runner is not None
         with tracing.process_span(
             message.headers,
             task=envelope["task"],
@@ -470,56 +502,19 @@ class Worker:
             group=self.settings.group,
         ) as span:
             where["trace_id"] = tracing.trace_id_of(span)
-            self._write_status(envelope, TaskState.RUNNING, None, **where)
+            running = self._build.status(envelope, TaskState.RUNNING, **where)
+            origin = (message.topic, message.partition, message.offset)
+            # at least once: fire and forget; exactly once: staged, dropped if the partition goes
+            self.writer.write([running], origin, part.alive if self.writer.exactly_once else None)
             try:
-                result_json = self._call(handler, envelope)
+                result = self._runner.call(handler, envelope)
             except Exception as exc:
                 tracing.record_failure(span, exc)
                 self._failed(message, part, envelope, handler, exc, where)
                 return
-        outcome = _Outcome(self, part, message.offset, 1)
-        self._write_status(envelope, TaskState.SUCCEEDED, outcome, result=result_json, **where)
+        done = self._build.status(envelope, TaskState.SUCCEEDED, result=result, **where)
+        self._settle_with(part, message, [done])
         self.stats.succeeded += 1
-
-    def _call(self, handler: Handler, envelope: dict[str, Any]) -> str | None:
-        fingerprint = envelope["payload_schema"]
-        writer = None
-        if fingerprint != handler.task_type.fingerprint:
-            writer = self._schemas.writer(fingerprint)
-        task = handler.load(envelope["payload"], writer)
-        timeout = handler.timeout or self.settings.task_timeout
-        if handler.is_async:
-            assert self._loop is not None
-            coro = handler.func(task)
-            seconds = timeout.total_seconds() if timeout else None
-            future = asyncio.run_coroutine_threadsafe(
-                _with_deadline(coro, seconds, handler.name), self._loop
-            )
-            result = future.result()
-        elif timeout is not None:
-            result = self._call_with_timeout(handler, task, timeout)
-        else:
-            result = handler.func(task)
-        return _result_json(result)
-
-    def _call_with_timeout(self, handler: Handler, task: Any, timeout: timedelta) -> Any:
-        """Run a sync handler with a deadline. CPython cannot interrupt a thread blocked in C
-        (a socket read, ``time.sleep``), so at the deadline the attempt fails with
-        HandlerTimeout and the partition moves on; the abandoned call finishes in the
-        background and its result is discarded."""
-        if self._timed is None:
-            self._timed = ThreadPoolExecutor(
-                max_workers=max(4, self.settings.concurrency * 2),
-                thread_name_prefix="streamjobs-timed",
-            )
-        future = self._timed.submit(handler.func, task)
-        try:
-            return future.result(timeout.total_seconds())
-        except FutureTimeout:
-            future.cancel()
-            raise HandlerTimeout(
-                f"{handler.name} exceeded its timeout of {timeout.total_seconds():g}s"
-            ) from None
 
     def _failed(
         self,
@@ -541,167 +536,14 @@ class Worker:
         if isinstance(decision, DeadLetter):
             self._dead_letter(message, part, envelope, decision.reason, exc, where)
             return
-        self._retry(message, part, envelope, decision, exc, where)
-
-    def _retry(
-        self,
-        message: client.Record,
-        part: _Partition,
-        envelope: dict[str, Any],
-        decision: RetryAt,
-        exc: BaseException,
-        where: dict[str, Any],
-    ) -> None:
-        retried = {
-            **envelope,
-            "attempt": decision.attempt,
-            "not_before_ms": decision.not_before_ms,
-            "origin": _origin_of(message),
-        }
-        outcome = _Outcome(self, part, message.offset, 2)
         # the retry record continues the trace: the next attempt is a child of this one
-        self._produce(
-            self._topics.retry[decision.tier],
-            message.key,
-            _ENVELOPE.encode(retried),
-            tracing.inject(),
-            outcome,
-        )
-        self._write_status(
-            envelope,
-            TaskState.RETRY_SCHEDULED,
-            outcome,
-            error_type=type(exc).__name__,
-            error=error_text(exc, 2000),
-            **_moved(where, self._topics.retry[decision.tier]),
-            not_before_ms=decision.not_before_ms,
-        )
+        records = self._build.retry(message, envelope, decision, exc, where, tracing.inject())
+        self._settle_with(part, message, records)
         self.stats.retried += 1
 
-    def _dead_letter(
-        self,
-        message: client.Record,
-        part: _Partition,
-        envelope: dict[str, Any] | None,
-        reason: str,
-        exc: BaseException | None,
-        where: dict[str, Any] | None = None,
-    ) -> None:
-        origin = Origin(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            timestamp_ms=message.timestamp_ms,
-            key=message.key,
-            value=message.value,
-            headers=message.headers,
-        )
-        value = encode_dead_letter(
-            origin,
-            reason=reason,
-            queue=self.settings.queue,
-            worker_id=self.worker_id,
-            now_ms=status.now_ms(),
-            max_bytes=self.settings.dlq_max_bytes,
-            envelope=envelope,
-            error=exc,
-        )
-        # an undecodable record has no task id, hence no status (a compacted topic needs a key)
-        outcome = _Outcome(self, part, message.offset, 2 if envelope else 1)
-        key = envelope["task_id"].encode() if envelope else message.key
-        self._produce(self._topics.dlq, key, value, message.headers, outcome)
-        if envelope is not None:
-            fields = _moved(where or {"worker_id": self.worker_id}, self._topics.dlq)
-            self._write_status(
-                envelope,
-                TaskState.DEAD_LETTERED,
-                outcome,
-                reason=reason,
-                error_type=type(exc).__name__ if exc else None,
-                error=error_text(exc, 2000) if exc else None,
-                **fields,
-            )
-        self.stats.dead_lettered += 1
-        _log.warning(
-            "dead-lettered %s[%d]@%d: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            reason,
-        )
 
-    def _write_status(
-        self, envelope: dict[str, Any], state: TaskState, outcome: _Outcome | None, **fields: Any
-    ) -> None:
-        value = status.encode_status(envelope, state, **fields)
-        self._produce(self._topics.status, envelope["task_id"].encode(), value, None, outcome)
-
-    def _produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any,
-        outcome: _Outcome | None,
-    ) -> None:
-        callback = outcome.delivered if outcome is not None else None
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value, key, headers=headers or None, on_delivery=callback
-                )
-                return
-            except BufferError:
-                # the local queue is full: the poll thread serves deliveries, others wait for it
-                if threading.get_ident() == self._poll_thread:
-                    self._producer.poll(0.01)
-                else:
-                    time.sleep(0.001)
-
-
-def _keys(partitions: list[client.TopicPartition]) -> list[TopicKey]:
+def _keys(partitions: Sequence[client.TopicPartition]) -> list[TopicKey]:
     return [(p.topic, p.partition) for p in partitions]
-
-
-def _moved(where: dict[str, Any], topic: str) -> dict[str, Any]:
-    """Status fields for a task that now sits on ``topic`` (offset unknown until delivered)."""
-    return {**where, "topic": topic, "partition": None, "offset": None}
-
-
-def _origin_of(message: client.Record) -> dict[str, Any]:
-    return {
-        "topic": message.topic,
-        "partition": message.partition,
-        "offset": message.offset,
-        "timestamp_ms": message.timestamp_ms,
-    }
-
-
-def _result_json(result: Any) -> str | None:
-    if result is None:
-        return None
-    if hasattr(result, "model_dump_json"):
-        return str(result.model_dump_json())
-    try:
-        return json.dumps(result)
-    except (TypeError, ValueError) as exc:
-        raise BadInput(
-            f"handler result is not JSON-serialisable: {exc}", reason="bad_result"
-        ) from exc
-
-
-async def _with_deadline(coro: Any, seconds: float | None, name: str) -> Any:
-    """Await an async handler; past ``seconds`` it is cancelled and HandlerTimeout raised."""
-    if seconds is None:
-        return await coro
-    deadline = asyncio.timeout(seconds)
-    try:
-        async with deadline:
-            return await coro
-    except TimeoutError:
-        if deadline.expired():  # ours, not a TimeoutError raised by the handler itself
-            raise HandlerTimeout(f"{name} exceeded its timeout of {seconds:g}s") from None
-        raise
 
 
 def _bind(func: Callable[..., None], *args: Any) -> Callable[[], None]:
@@ -711,4 +553,4 @@ def _bind(func: Callable[..., None], *args: Any) -> Callable[[], None]:
     return item
 
 
-__all__ = ["DecodeError", "Worker", "WorkerStats"]
+__all__ = ["Worker", "WorkerStats"]

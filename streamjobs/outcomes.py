@@ -1,0 +1,310 @@
+"""Durable outcomes: the records that settle a task, and knowing when Kafka has them.
+
+Owns how a task's outcome reaches Kafka (its status records, the retry, hop or dead-letter
+record) and the signal that lets the worker count its offset as complete, in two modes:
+
+* ``OutcomeWriter`` (at least once, the default): records are produced at once and ``done`` runs
+  when every record of the outcome is acknowledged; offsets are committed to the group as usual.
+* ``TransactionalWriter`` (``exactly_once``): records are staged per source offset and written,
+  together with the consumed offsets (``send_offsets_to_transaction``), in one Kafka transaction
+  per commit. Readers using ``read_committed`` see each outcome exactly once. A handler's own side
+  effects (an e-mail, an HTTP call) can still happen twice: only the Kafka bookkeeping is exact.
+
+``done`` callbacks and commits always run on the worker's poll thread, so the offset trackers they
+update need no locks. Does not decide outcomes (:mod:`streamjobs.retry`) or consume records.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamjobs import client
+from streamjobs.codec import builtin
+from streamjobs.deadletter import Origin as DeadOrigin
+from streamjobs.deadletter import encode_dead_letter
+from streamjobs.errors import KafkaUnavailable, StreamJobsError, error_text
+from streamjobs.models import TaskState
+from streamjobs.retry import RetryAt
+from streamjobs.settings import Settings
+from streamjobs.status import encode_status, now_ms
+from streamjobs.topics import QueueTopics
+
+ENVELOPE = builtin("task_envelope")
+
+Done = Callable[[], bool]  # False: the outcome is stale (its partition was given up): drop it
+Origin = tuple[str, int, int]  # topic, partition, offset of the record being settled
+OnError = Callable[[StreamJobsError], None]
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] | None = None
+
+
+class TransactionAborted(StreamJobsError):
+    """The open transaction was aborted; uncommitted work must be read and run again."""
+
+
+class _Acks:
+    """Counts the acknowledgements one outcome still needs."""
+
+    __slots__ = ("done", "on_error", "remaining")
+
+    def __init__(self, records: int, done: Done, on_error: OnError) -> None:
+        self.remaining = records
+        self.done = done
+        self.on_error = on_error
+
+    def delivered(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            # not durable: the offset must never complete; the worker stops and a restart redoes it
+            self.on_error(KafkaUnavailable(f"outcome write failed: {error}"))
+            return
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done()
+
+
+class OutcomeWriter:
+    """At least once: produce now, complete the offset when Kafka acknowledged every record."""
+
+    exactly_once = False
+
+    def __init__(self, settings: Settings, on_error: OnError) -> None:
+        self._producer = client.new_producer(settings)
+        self._on_error = on_error
+        self._poll_thread = threading.get_ident()
+
+    def bind_poll_thread(self) -> None:
+        """Delivery callbacks are served only by the thread that calls this (the poll loop)."""
+        self._poll_thread = threading.get_ident()
+
+    def write(self, records: Sequence[OutRecord], origin: Origin, done: Done | None) -> None:
+        """Produce ``records`` in order; ``done`` runs on the poll thread once all are acked."""
+        del origin  # produced at once: nothing to stage
+        callback = _Acks(len(records), done, self._on_error).delivered if done else None
+        for record in records:
+            self._produce(record, callback)
+
+    def serve(self, timeout: float = 0.0) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> None:
+        self._producer.flush(timeout)
+
+    def commit(
+        self, consumer: client.Consumer, offsets: list[client.TopicPartition], *, asynchronous: bool
+    ) -> None:
+        client.commit(consumer, offsets, asynchronous=asynchronous)
+
+    def close(self, timeout: float) -> None:
+        self._producer.flush(timeout)
+
+    def _produce(self, record: OutRecord, callback: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    record.topic,
+                    record.value,
+                    record.key,
+                    headers=list(record.headers) if record.headers else None,
+                    on_delivery=callback,
+                )
+                return
+            except BufferError:
+                # the local queue is full: the poll thread serves deliveries, others wait for it
+                if threading.get_ident() == self._poll_thread:
+                    self._producer.poll(0.01)
+                else:
+                    time.sleep(0.001)
+
+
+class TransactionalWriter(OutcomeWriter):
+    """Exactly once: stage outcomes by source offset; each commit is one Kafka transaction.
+
+    Only the poll thread touches the transactional producer. Executor threads hand their
+    records over through a queue; at commit, the outcomes of every offset below the committed
+    position are produced into the transaction with those offsets, and the rest wait.
+    """
+
+    exactly_once = True
+
+    def __init__(self, settings: Settings, on_error: OnError, transactional_id: str) -> None:
+        self._settings = settings
+        self._on_error = on_error
+        self._poll_thread = threading.get_ident()
+        self._transactional_id = transactional_id
+        self._handover: deque[tuple[Sequence[OutRecord], Origin, Done | None]] = deque()
+        self._staged: dict[tuple[str, int], dict[int, list[OutRecord]]] = defaultdict(dict)
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> client.Producer:
+        producer = client.new_producer(
+            self._settings, **{"transactional.id": self._transactional_id}
+        )
+        producer.init_transactions(30.0)
+        return producer
+
+    def write(self, records: Sequence[OutRecord], origin: Origin, done: Done | None) -> None:
+        self._handover.append((records, origin, done))  # deque.append is thread-safe
+
+    def serve(self, timeout: float = 0.0) -> None:
+        """Move handed-over outcomes into the stage and complete their offsets (poll thread)."""
+        while self._handover:
+            records, (topic, partition, offset), done = self._handover.popleft()
+            if done is not None and not done():
+                continue  # a task of a partition given up (revoked, lost, rewound): never write
+            self._staged[(topic, partition)].setdefault(offset, []).extend(records)
+        self._producer.poll(timeout)
+
+    def commit(
+        self, consumer: client.Consumer, offsets: list[client.TopicPartition], *, asynchronous: bool
+    ) -> None:
+        """One transaction: the staged outcomes below each committed offset, then the offsets."""
+        del asynchronous  # a transaction commit is always synchronous
+        self.serve()
+        if not offsets:
+            return
+        try:
+            self._producer.begin_transaction()
+            for position in offsets:
+                stage = self._staged.get((position.topic, position.partition), {})
+                for offset in sorted(o for o in stage if o < position.offset):
+                    for record in stage.pop(offset):
+                        self._produce(record, None)
+            self._producer.send_offsets_to_transaction(
+                offsets, consumer.consumer_group_metadata(), 30.0
+            )
+            self._producer.commit_transaction(30.0)
+        except client.KafkaException as exc:
+            self._recover(exc)
+
+    def _recover(self, exc: client.KafkaException) -> None:
+        error = exc.args[0]
+        self._staged.clear()
+        if error.txn_requires_abort():
+            self._producer.abort_transaction(30.0)
+            raise TransactionAborted(f"transaction aborted: {error.str()}") from exc
+        if error.fatal():
+            # fenced or broken: a new producer instance fences this one's leftovers
+            self._producer = self._new_producer()
+            raise TransactionAborted(f"transactional producer replaced: {error.str()}") from exc
+        raise KafkaUnavailable(f"transaction commit failed: {error.str()}") from exc
+
+    def drop(self, keys: Sequence[tuple[str, int]]) -> None:
+        """Forget staged outcomes of partitions this worker lost (never written)."""
+        for key in keys:
+            self._staged.pop(key, None)
+
+    def close(self, timeout: float) -> None:
+        self._producer.flush(timeout)
+
+
+# -- the records of each outcome ---------------------------------------------------------------
+
+
+class Builder:
+    """Builds the records that settle a task, for one queue and worker."""
+
+    def __init__(self, settings: Settings, topics: QueueTopics, worker_id: str) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._worker_id = worker_id
+
+    def status(self, envelope: dict[str, Any], state: TaskState, **fields: Any) -> OutRecord:
+        """A status record; always keyed by task id (a compacted topic rejects unkeyed ones)."""
+        value = encode_status(envelope, state, **fields)
+        return OutRecord(self._topics.status, envelope["task_id"].encode(), value)
+
+    def retry(
+        self,
+        record: client.Record,
+        envelope: dict[str, Any],
+        decision: RetryAt,
+        exc: BaseException,
+        where: dict[str, Any],
+        headers: Sequence[tuple[str, bytes | None]],
+    ) -> list[OutRecord]:
+        """The next attempt on its tier (same key, so the same partition number) + its status."""
+        tier_topic = self._topics.retry[decision.tier]
+        retried = {
+            **envelope,
+            "attempt": decision.attempt,
+            "not_before_ms": decision.not_before_ms,
+            "origin": origin_of(record),
+        }
+        return [
+            OutRecord(tier_topic, record.key, ENVELOPE.encode(retried), headers),
+            self.status(
+                envelope,
+                TaskState.RETRY_SCHEDULED,
+                error_type=type(exc).__name__,
+                error=error_text(exc, 2000),
+                **moved(where, tier_topic),
+                not_before_ms=decision.not_before_ms,
+            ),
+        ]
+
+    def dead_letter(
+        self,
+        record: client.Record,
+        envelope: dict[str, Any] | None,
+        reason: str,
+        exc: BaseException | None,
+        where: dict[str, Any] | None,
+    ) -> list[OutRecord]:
+        """The dead letter (original bytes, reason) and, when the task id is known, its status."""
+        value = encode_dead_letter(
+            DeadOrigin(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                timestamp_ms=record.timestamp_ms,
+                key=record.key,
+                value=record.value,
+                headers=record.headers,
+            ),
+            reason=reason,
+            queue=self._settings.queue,
+            worker_id=self._worker_id,
+            now_ms=now_ms(),
+            max_bytes=self._settings.dlq_max_bytes,
+            envelope=envelope,
+            error=exc,
+        )
+        if envelope is None:  # undecodable: no task id, so no status record
+            return [OutRecord(self._topics.dlq, record.key, value, record.headers)]
+        fields = moved(where or {"worker_id": self._worker_id}, self._topics.dlq)
+        return [
+            OutRecord(self._topics.dlq, envelope["task_id"].encode(), value, record.headers),
+            self.status(
+                envelope,
+                TaskState.DEAD_LETTERED,
+                reason=reason,
+                error_type=type(exc).__name__ if exc else None,
+                error=error_text(exc, 2000) if exc else None,
+                **fields,
+            ),
+        ]
+
+
+def moved(where: dict[str, Any], topic: str) -> dict[str, Any]:
+    """Status fields for a task that now sits on ``topic`` (offset unknown until delivered)."""
+    return {**where, "topic": topic, "partition": None, "offset": None}
+
+
+def origin_of(record: client.Record) -> dict[str, Any]:
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp_ms": record.timestamp_ms,
+    }

@@ -1,0 +1,109 @@
+"""Running one handler call: payload decoding, sync or async, with a deadline, result to JSON.
+
+Owns turning an envelope into the handler's call (resolving the payload's writer schema when
+it was written by an older model), the per-task timeout (a sync handler blocked in C cannot be
+interrupted in CPython, so at the deadline the attempt fails with HandlerTimeout and the call is
+abandoned; an async handler is cancelled), and encoding the result. Does not decide what a
+failure means (:mod:`streamjobs.retry`) or write anything to Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import timedelta
+from typing import Any
+
+from streamjobs.errors import BadInput, HandlerTimeout
+from streamjobs.registry import Handler
+from streamjobs.schemastore import SchemaStore
+from streamjobs.settings import Settings
+
+
+class HandlerRunner:
+    """Calls handlers for a worker; owns the event loop and the pool for timed sync calls."""
+
+    def __init__(self, settings: Settings, schemas: SchemaStore, *, needs_loop: bool) -> None:
+        self._settings = settings
+        self._schemas = schemas
+        self._timed: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if needs_loop:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=self._loop.run_forever, name="streamjobs-asyncio", daemon=True
+            ).start()
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._timed is not None:
+            self._timed.shutdown(wait=False, cancel_futures=True)
+
+    def call(self, handler: Handler, envelope: dict[str, Any]) -> str | None:
+        """Decode the payload, run the handler, return its result as JSON (None for None)."""
+        fingerprint = envelope["payload_schema"]
+        writer = None
+        if fingerprint != handler.task_type.fingerprint:
+            writer = self._schemas.writer(fingerprint)
+        task = handler.load(envelope["payload"], writer)
+        timeout = handler.timeout or self._settings.task_timeout
+        if handler.is_async:
+            result = self._call_async(handler, task, timeout)
+        elif timeout is not None:
+            result = self._call_with_timeout(handler, task, timeout)
+        else:
+            result = handler.func(task)
+        return result_json(result)
+
+    def _call_async(self, handler: Handler, task: Any, timeout: timedelta | None) -> Any:
+        assert self._loop is not None, "registry changed after the worker started"
+        seconds = timeout.total_seconds() if timeout else None
+        future = asyncio.run_coroutine_threadsafe(
+            _with_deadline(handler.func(task), seconds, handler.name), self._loop
+        )
+        return future.result()
+
+    def _call_with_timeout(self, handler: Handler, task: Any, timeout: timedelta) -> Any:
+        if self._timed is None:
+            self._timed = ThreadPoolExecutor(
+                max_workers=max(4, self._settings.concurrency * 2),
+                thread_name_prefix="streamjobs-timed",
+            )
+        future = self._timed.submit(handler.func, task)
+        try:
+            return future.result(timeout.total_seconds())
+        except FutureTimeout:
+            future.cancel()
+            raise HandlerTimeout(
+                f"{handler.name} exceeded its timeout of {timeout.total_seconds():g}s"
+            ) from None
+
+
+async def _with_deadline(coro: Any, seconds: float | None, name: str) -> Any:
+    """Await an async handler; past ``seconds`` it is cancelled and HandlerTimeout raised."""
+    if seconds is None:
+        return await coro
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            return await coro
+    except TimeoutError:
+        if deadline.expired():  # ours, not a TimeoutError raised by the handler itself
+            raise HandlerTimeout(f"{name} exceeded its timeout of {seconds:g}s") from None
+        raise
+
+
+def result_json(result: Any) -> str | None:
+    """A handler's return value as JSON text; a value JSON cannot hold is ``bad_result``."""
+    if result is None:
+        return None
+    if hasattr(result, "model_dump_json"):
+        return str(result.model_dump_json())
+    try:
+        return json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"handler result is not JSON: {exc}", reason="bad_result") from exc

@@ -28,6 +28,7 @@ class QueueTopics:
     delay: dict[timedelta, str]
     dlq: str
     redriven: str
+    starts: str
     status: str
     schemas: str
 
@@ -53,6 +54,7 @@ def queue_topics(settings: Settings) -> QueueTopics:
         delay={d: f"{base}.delay.{format_duration(d)}" for d in settings.delay_tiers},
         dlq=f"{base}.dlq",
         redriven=f"{base}.dlq.redriven",
+        starts=f"{base}.starts",
         status=f"{settings.topic_prefix}.status",
         schemas=f"{settings.topic_prefix}.schemas",
     )
@@ -76,6 +78,8 @@ def topic_specs(settings: Settings) -> list[client.TopicSpec]:
     specs.append(
         client.TopicSpec(names.redriven, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"})
     )
+    # the crash ledger: start counts of tasks that may have killed a worker (quarantine.py)
+    specs.append(client.TopicSpec(names.starts, 1, rf, {"cleanup.policy": "compact"}))
     specs.append(client.TopicSpec(names.status, parts, rf, status_config(status_retention)))
     specs.append(
         client.TopicSpec(names.schemas, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"})
@@ -122,10 +126,14 @@ def verify(settings: Settings) -> None:
     specs = topic_specs(settings)
     existing = client.topic_partitions(admin)
     problems = [f"{s.name}: missing" for s in specs if s.name not in existing]
+    # settings.partitions only sizes new topics; what must hold is that every tier has the main
+    # topic's partition count, so a key keeps its partition number on every hop
+    names = queue_topics(settings)
+    main_count = existing.get(names.main)
     problems += [
-        f"{s.name}: {existing[s.name]} partitions, expected {s.partitions}"
-        for s in specs
-        if s.name in existing and existing[s.name] != s.partitions
+        f"{t}: {existing[t]} partitions, but {names.main} has {main_count}"
+        for t in names.task_topics
+        if main_count is not None and t in existing and existing[t] != main_count
     ]
     present = [s for s in specs if s.name in existing]
     configs = client.topic_configs(admin, [s.name for s in present]) if present else {}

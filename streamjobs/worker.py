@@ -35,6 +35,7 @@ from streamjobs.outcomes import (
     TransactionAborted,
     TransactionalWriter,
 )
+from streamjobs.quarantine import StartLedger
 from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import DeadLetter, RetryPolicy, clamp_attempt, decide, pick_tier
 from streamjobs.runner import HandlerRunner
@@ -73,6 +74,7 @@ class _Partition:
         "paused",
         "revoked",
         "running",
+        "suspect",
         "tracker",
     )
 
@@ -86,6 +88,7 @@ class _Partition:
         self.held_until_ms: int | None = None
         self.hold_offset = 0
         self.paused = False
+        self.suspect = range(0)  # offsets a dead previous owner may have been running
 
     def alive(self) -> bool:
         return not self.revoked
@@ -127,6 +130,7 @@ class Worker:
         self._consumer: client.Consumer | None = None
         self._build = Builder(settings, self._topics, self.worker_id)
         self._writer: OutcomeWriter | None = None
+        self._ledger: StartLedger | None = None
         self._runner: HandlerRunner | None = None
         self._executor: KeyedExecutor | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
@@ -154,6 +158,7 @@ class Worker:
     def run(self) -> None:
         """Consume until stopped. Raises KafkaUnavailable if outcomes could not be written."""
         self._writer = self._new_writer()
+        self._ledger = StartLedger(self.settings, self._topics.starts)
         self._runner = HandlerRunner(
             self.settings, self._schemas, needs_loop=any(h.is_async for h in self.registry)
         )
@@ -186,6 +191,11 @@ class Worker:
                 self.settings, self.fail, f"{self.settings.group}.{self.worker_id}"
             )
         return OutcomeWriter(self.settings, self.fail)
+
+    @property
+    def ledger(self) -> StartLedger:
+        assert self._ledger is not None, "the worker is not running"
+        return self._ledger
 
     @property
     def writer(self) -> OutcomeWriter:
@@ -222,6 +232,8 @@ class Worker:
                 part.revoked = True  # queued tasks are not started; started ones finish
         self._settle(parts, self.settings.shutdown_grace.total_seconds())
         self._commit(parts, asynchronous=False)
+        if not any(p.running for p in parts):  # a task still running is not a clean handover
+            self._release(parts)
         self._parts.clear()
         consumer.close()  # leaves the group at once instead of waiting for the session timeout
         if self._executor is not None:
@@ -229,13 +241,30 @@ class Worker:
         if self._runner is not None:
             self._runner.close()
         self.writer.close(10.0)
+        self.ledger.close()
 
     # -- rebalances ------------------------------------------------------------------------
 
-    def _on_assign(self, _consumer: Any, partitions: list[client.TopicPartition]) -> None:
-        for p in partitions:
-            self._parts[(p.topic, p.partition)] = _Partition((p.topic, p.partition))
+    def _on_assign(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
+        keys = _keys(partitions)
+        for key in keys:
+            self._parts[key] = _Partition(key)
+        if keys:
+            self._find_suspects(consumer, partitions)
+            self.ledger.mark(keys, active=True)
         self.assigned.set()
+
+    def _find_suspects(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
+        """Records a crashed previous owner may have been running get their starts counted."""
+        self.ledger.load()
+        crashed = [p for p in partitions if self.ledger.crashed_owner(p.topic, p.partition)]
+        if not crashed:
+            return
+        window = 2 * self.settings.max_in_flight
+        for position in consumer.committed(crashed, timeout=30.0):
+            start = max(0, position.offset)
+            self._parts[(position.topic, position.partition)].suspect = range(start, start + window)
+        _log.warning("%d partitions lost their owner abruptly: counting task starts", len(crashed))
 
     def _on_revoke(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
         """Stop starting tasks for these partitions, let started ones finish, commit, release."""
@@ -245,8 +274,16 @@ class Worker:
                 part.revoked = True
         self._settle(parts, self.settings.shutdown_grace.total_seconds())
         self._commit(parts, asynchronous=False)
+        self._release(parts)
         for part in parts:
             del self._parts[part.key]
+
+    def _release(self, parts: list[_Partition]) -> None:
+        """A clean handover: the next owner need not suspect a crash."""
+        try:
+            self.ledger.mark([p.key for p in parts], active=False)
+        except KafkaUnavailable as exc:
+            _log.warning("%s (the next owner will count task starts)", exc)
 
     def _on_lost(self, _consumer: Any, partitions: list[client.TopicPartition]) -> None:
         """Another member may own these already: commit nothing, start nothing."""
@@ -483,6 +520,14 @@ class Worker:
     def _run_task(
         self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
     ) -> None:
+        suspect = message.offset in part.suspect
+        if suspect:
+            starts = self.ledger.begin(message.topic, message.partition, message.offset)
+            if starts > self.settings.crash_limit:
+                exc = BadInput(f"started {starts} times, its worker died each time")
+                self._dead_letter(message, part, envelope, "crash_loop", exc)
+                self.ledger.end(message.topic, message.partition, message.offset)
+                return
         self.stats.started += 1
         where: dict[str, Any] = {
             "topic": message.topic,
@@ -511,10 +556,14 @@ class Worker:
             except Exception as exc:
                 tracing.record_failure(span, exc)
                 self._failed(message, part, envelope, handler, exc, where)
+                if suspect:
+                    self.ledger.end(message.topic, message.partition, message.offset)
                 return
         done = self._build.status(envelope, TaskState.SUCCEEDED, result=result, **where)
         self._settle_with(part, message, [done])
         self.stats.succeeded += 1
+        if suspect:
+            self.ledger.end(message.topic, message.partition, message.offset)
 
     def _failed(
         self,

@@ -1,0 +1,125 @@
+"""Crash-loop quarantine: counting the starts of tasks that may have killed a worker.
+
+A task that kills its worker process (``os._exit``, the OOM killer, a segfault in a C extension)
+is redelivered to the next worker, which dies too: a crash loop that stalls its partition for
+the whole group. This module owns a small compacted ledger topic (``<prefix>.<queue>.starts``)
+keyed by ``topic:partition:offset`` that counts how often such a task was started, and the
+decision to quarantine it (dead-letter with reason ``crash_loop``) after ``crash_limit`` starts.
+
+Recording every start would add two writes to every task, so only *suspect* records are counted.
+Each owner marks a partition ``active`` in the ledger when it gets it and ``released`` after its
+last commit when it gives it up; a new owner that finds ``active`` knows the previous one died
+without handing over, and treats the records it may have been running (from the committed offset
+up to twice ``max_in_flight`` beyond it) as suspect. The first crash is therefore not counted: a
+poison task runs at most ``crash_limit + 1`` times, and ordinary rebalances cost nothing.
+Does not run tasks or write dead letters (the worker does).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from streamjobs import client
+from streamjobs.errors import KafkaUnavailable
+from streamjobs.settings import Settings
+
+_SYNC_TIMEOUT_S = 10.0
+
+
+def ledger_key(topic: str, partition: int, offset: int) -> bytes:
+    return f"{topic}:{partition}:{offset}".encode()
+
+
+def owner_key(topic: str, partition: int) -> bytes:
+    return f"owner:{topic}:{partition}".encode()
+
+
+_ACTIVE = b"active"
+_RELEASED = b"released"
+
+
+class StartLedger:
+    """Start counts of suspect records, read once per assignment, written before each start."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._counts: dict[bytes, int] = {}
+        self._owners: dict[bytes, bytes] = {}
+        self._lock = threading.Lock()
+        self._producer = client.new_producer(settings, **{"linger.ms": 0})
+
+    def load(self) -> None:
+        """Read the whole (compacted, one-partition) ledger: called when partitions arrive."""
+        counts: dict[bytes, int] = {}
+        owners: dict[bytes, bytes] = {}
+        consumer = client.new_reader(self._settings)
+        try:
+            part = client.tp(self._topic, 0, client.OFFSET_BEGINNING)
+            low, high = consumer.get_watermark_offsets(part, timeout=_SYNC_TIMEOUT_S)
+            if high > low:
+                consumer.assign([part])
+                deadline = time.monotonic() + _SYNC_TIMEOUT_S
+                while time.monotonic() < deadline:
+                    for record in client.consume(consumer, 1000, 0.2):
+                        _apply(counts, owners, record)
+                    if consumer.position([part])[0].offset >= high:
+                        break
+        finally:
+            consumer.close()
+        with self._lock:
+            self._counts = counts
+            self._owners = owners
+
+    def crashed_owner(self, topic: str, partition: int) -> bool:
+        """True when the partition's last owner took it and never released it (it died)."""
+        return self._owners.get(owner_key(topic, partition)) == _ACTIVE
+
+    def mark(self, partitions: list[tuple[str, int]], *, active: bool) -> None:
+        """Record that this worker took (``active``) or cleanly released these partitions."""
+        value = _ACTIVE if active else _RELEASED
+        for topic, partition in partitions:
+            self._owners[owner_key(topic, partition)] = value
+            self._producer.produce(self._topic, value, owner_key(topic, partition))
+        if partitions and self._producer.flush(_SYNC_TIMEOUT_S):
+            raise KafkaUnavailable("could not record partition ownership in the crash ledger")
+
+    def begin(self, topic: str, partition: int, offset: int) -> int:
+        """Count one more start of this record, durably, before it runs; returns the count."""
+        key = ledger_key(topic, partition, offset)
+        with self._lock:
+            starts = self._counts.get(key, 0) + 1
+            self._counts[key] = starts
+        self._producer.produce(self._topic, str(starts).encode(), key)
+        # flushed before the handler runs: a crash during it must find this count
+        if self._producer.flush(_SYNC_TIMEOUT_S):
+            raise KafkaUnavailable("could not record a task start in the crash ledger")
+        return starts
+
+    def end(self, topic: str, partition: int, offset: int) -> None:
+        """The record's outcome is durable: forget it (a tombstone, compacted away)."""
+        key = ledger_key(topic, partition, offset)
+        with self._lock:
+            self._counts.pop(key, None)
+        self._producer.produce(self._topic, None, key)
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        self._producer.flush(_SYNC_TIMEOUT_S)
+
+
+def _apply(counts: dict[bytes, int], owners: dict[bytes, bytes], record: client.Record) -> None:
+    if record.key is None:
+        return
+    if record.key.startswith(b"owner:"):
+        if record.value is not None:
+            owners[record.key] = record.value
+        return
+    if record.value is None:
+        counts.pop(record.key, None)
+        return
+    try:
+        counts[record.key] = max(1, min(int(record.value), 1_000_000))
+    except ValueError:
+        return  # garbage in the ledger never blocks a task

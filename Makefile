@@ -12,7 +12,10 @@ PYTEST_ARGS ?=
 # Re-run `pip install` only when the dependency list changes.
 VENV_STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: help venv system-deps kafka-up kafka-down kafka-status demo test lint clean
+JAEGER_QUERY_PORT ?= 16686
+
+.PHONY: help venv system-deps kafka-up kafka-down kafka-status demo test lint clean \
+	jaeger-build jaeger-up jaeger-down jaeger-status
 
 help:
 	@echo "make venv          create .venv and install streamjobs[dev] (re-runs when pyproject.toml changes)"
@@ -20,6 +23,8 @@ help:
 	@echo "make kafka-up      start (or reuse) a local Kafka on 127.0.0.1:\$$PORT (default 9092)"
 	@echo "make kafka-down    stop that broker (data kept under ~/.cache/streamjobs/broker-\$$PORT)"
 	@echo "make demo          kafka-up, then run \`streamjobs demo\` against it"
+	@echo "make jaeger-up     build (once, ~6 min cold) and start a local Jaeger on 127.0.0.1"
+	@echo "make jaeger-down   stop it"
 	@echo "make test          the whole test suite against a real broker (PYTEST_ARGS=... to narrow)"
 	@echo "make lint          ruff check, ruff format --check, mypy"
 	@echo "make clean         remove .venv and caches"
@@ -39,6 +44,7 @@ system-deps:
 	command -v docker-compose >/dev/null || missing+=(docker-compose); \
 	command -v java >/dev/null || missing+=(openjdk-17-jre-headless); \
 	command -v mvn >/dev/null || missing+=(maven); \
+	command -v go >/dev/null || missing+=(golang-go); \
 	if (( $${#missing[@]} == 0 )); then exit 0; fi; \
 	if [[ $$(id -u) -ne 0 ]]; then \
 	  echo "missing $${missing[*]}: run \`sudo make system-deps\` (needs apt-get as root)" >&2; \
@@ -61,8 +67,21 @@ kafka-status: venv
 demo: venv kafka-up
 	$(BIN)/streamjobs demo --bootstrap-servers 127.0.0.1:$(PORT)
 
+jaeger-build: venv
+	$(BIN)/python -m streamjobs.jaeger build
+
+jaeger-up: venv
+	$(BIN)/python -m streamjobs.jaeger up --query-port $(JAEGER_QUERY_PORT)
+
+jaeger-down: venv
+	$(BIN)/python -m streamjobs.jaeger down --query-port $(JAEGER_QUERY_PORT)
+
+jaeger-status: venv
+	$(BIN)/python -m streamjobs.jaeger status --query-port $(JAEGER_QUERY_PORT)
+
 # pytest's exit status fails the target (make then exits 2); no pipes that could hide it.
-test: venv system-deps
+# Jaeger is built first: a cold build (~6 min) is longer than a test's timeout.
+test: venv system-deps jaeger-build
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv

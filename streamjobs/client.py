@@ -10,7 +10,8 @@ about tasks, statuses or retries: it moves bytes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ def consumer_config(settings: Settings, group: str, **overrides: Any) -> Config:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
+        **_group_protocol(settings),
         "isolation.level": "read_committed",
         "enable.partition.eof": False,
         "fetch.message.max.bytes": max(settings.max_message_bytes, 1_048_576),
@@ -88,7 +89,26 @@ def consumer_config(settings: Settings, group: str, **overrides: Any) -> Config:
     }
     config.update(settings.client_config())
     config.update(overrides)
+    if settings.group_protocol == "consumer":
+        for key in _BROKER_SIDE_KEYS & config.keys():
+            _log.warning("%s is set on the broker with group.protocol=consumer; ignored", key)
+            del config[key]
     return config
+
+
+# KIP-848 moved these to the broker (group.consumer.session.timeout.ms, ...)
+_BROKER_SIDE_KEYS = {"session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"}
+
+
+def _group_protocol(settings: Settings) -> Config:
+    """The group protocol. ``consumer`` (KIP-848, Kafka 4+): incremental rebalances decided by
+    the broker's ``range`` assignor, which balances every topic on its own and gives a worker the
+    same partition numbers of the main and tier topics. ``classic``: cooperative-sticky, which
+    balances partition counts over all topics, so one worker may get every main-topic partition
+    and another only tiers."""
+    if settings.group_protocol == "consumer":
+        return {"group.protocol": "consumer", "group.remote.assignor": "range"}
+    return {"partition.assignment.strategy": "cooperative-sticky"}
 
 
 def new_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
@@ -166,6 +186,86 @@ def commit(consumer: Consumer, offsets: list[TopicPartition], *, asynchronous: b
 
 def tp(topic: str, partition: int, offset: int = OFFSET_INVALID) -> TopicPartition:
     return TopicPartition(topic, partition, offset)
+
+
+# -- reading by position: replay, dead letters, inspection ---------------------------------------
+
+
+def partition_ids(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
+    """The partition numbers of ``topic``; TopicError when the cluster does not have it."""
+    try:
+        metadata: Any = consumer.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(exc) from exc
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise TopicError(f"topic {topic} does not exist (run `streamjobs topics ensure`)")
+    return sorted(found.partitions)
+
+
+def watermarks(
+    consumer: Consumer, topic: str, partition: int, timeout: float = 10.0
+) -> tuple[int, int]:
+    """(low, high): the first offset still kept and the offset the next record will get."""
+    try:
+        low, high = consumer.get_watermark_offsets(tp(topic, partition), timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(exc) from exc
+    return int(low), int(high)
+
+
+def offsets_for_times(
+    consumer: Consumer, topic: str, times_ms: Mapping[int, int], timeout: float = 10.0
+) -> dict[int, int]:
+    """Per partition, the first offset whose timestamp is at or after the given Unix ms.
+
+    A partition with no such record maps to ``OFFSET_END`` (-1): callers clamp it to the high
+    watermark.
+    """
+    wanted = [TopicPartition(topic, p, t) for p, t in times_ms.items()]
+    if not wanted:
+        return {}
+    try:
+        found = consumer.offsets_for_times(wanted, timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(exc) from exc
+    for item in found:
+        if item.error is not None:
+            raise KafkaUnavailable(f"offsets_for_times {topic}[{item.partition}]: {item.error}")
+    return {int(item.partition): int(item.offset) for item in found}
+
+
+def committed_offsets(
+    settings: Settings, group: str, partitions: Iterable[tuple[str, int]], timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """``group``'s committed offset (the next to read) per partition; -1 where none is.
+
+    Asks the group coordinator without joining the group: the consumer never subscribes, so a
+    running worker group is not rebalanced.
+    """
+    wanted = [TopicPartition(t, p) for t, p in partitions]
+    if not wanted:
+        return {}
+    consumer = new_consumer(settings, group)
+    try:
+        found = consumer.committed(wanted, timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(exc) from exc
+    finally:
+        consumer.close()
+    return {
+        (str(item.topic), int(item.partition)): int(item.offset) if item.offset >= 0 else -1
+        for item in found
+    }
+
+
+def positions(consumer: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The fetch position (next offset to be returned) of each assigned partition."""
+    try:
+        found = consumer.position([TopicPartition(topic, p) for p in partitions])
+    except KafkaException as exc:
+        raise unavailable(exc) from exc
+    return {int(item.partition): int(item.offset) for item in found}
 
 
 @dataclass(frozen=True)
@@ -264,3 +364,62 @@ def _murmur2(data: bytes) -> int:
     h = (h * m) & mask
     h ^= h >> 15
     return h
+
+
+def produce_confirmed(
+    producer: Producer,
+    topic: str,
+    records: Sequence[tuple[bytes, bytes | None]],
+    timeout: float = 30.0,
+) -> None:
+    """Produce ``(key, value)`` records (None is a tombstone) and wait for every acknowledgement.
+
+    Raises KafkaUnavailable naming the first failure, or when acknowledgements do not arrive in
+    ``timeout`` seconds: the caller must not act as if the records were durable.
+    """
+    errors: list[KafkaError] = []
+
+    def on_delivery(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            errors.append(error)
+
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: serve acknowledgements, then try again
+                producer.poll(0.05)
+            except KafkaException as exc:
+                raise unavailable(exc) from exc
+    remaining = producer.flush(timeout)
+    if errors:
+        raise KafkaUnavailable(f"write to {topic} failed: {errors[0].name()}: {errors[0].str()}")
+    if remaining:
+        raise KafkaUnavailable(f"{remaining} records to {topic} not acknowledged in {timeout}s")
+
+
+def watermarks_when_ready(
+    consumer: Consumer, partition: TopicPartition, timeout: float
+) -> tuple[int, int]:
+    """(low, high) offsets, retrying the transient errors of a just-created topic (no leader
+    elected yet) until ``timeout``; raises KafkaUnavailable after that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if (
+                not error.retriable() and error.code() not in _NOT_READY
+            ) or time.monotonic() > deadline:
+                raise unavailable(exc) from exc
+            time.sleep(0.1)  # leader election has no event to wait on
+
+
+_NOT_READY = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)

@@ -1,8 +1,9 @@
 """Per-key serial execution on a bounded thread pool.
 
 Owns running work items so that items with the same key run one at a time, in submission order,
-while different keys run in parallel on ``concurrency`` threads. Does not know about Kafka: the
-worker decides what a work item is and what its completion means.
+while different keys run in parallel on ``concurrency`` threads and take turns: after each item,
+a key's next item queues behind the other keys' items, so a busy key cannot starve the rest.
+Does not know about Kafka: the worker decides what a work item is and what its completion means.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 
@@ -24,6 +26,7 @@ class KeyedExecutor:
         self._ready: queue.SimpleQueue[tuple[Hashable, WorkItem] | None] = queue.SimpleQueue()
         self._waiting: dict[Hashable, deque[WorkItem]] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when no key has work left
         self._threads = [
             threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
             for i in range(concurrency)
@@ -46,21 +49,31 @@ class KeyedExecutor:
             if entry is None:
                 return
             key, item = entry
-            while True:
-                try:
-                    item()
-                except Exception:  # a work item must not kill the pool; the worker logs its own
-                    _log.exception("work item raised")
-                with self._lock:
-                    waiting = self._waiting[key]
-                    if not waiting:
-                        del self._waiting[key]
-                        break
-                    item = waiting.popleft()
+            try:
+                item()
+            except Exception:  # a work item must not kill the pool; the worker logs its own
+                _log.exception("work item raised")
+            with self._lock:
+                waiting = self._waiting[key]
+                if not waiting:
+                    del self._waiting[key]
+                    if not self._waiting:
+                        self._idle.notify_all()
+                    continue
+                following = waiting.popleft()
+            # back of the line, not run at once: a key with a backlog must not starve the others
+            self._ready.put((key, following))
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop the threads after the items already submitted; waits up to ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._waiting:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._idle.wait(remaining)
         for _ in self._threads:
             self._ready.put(None)
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

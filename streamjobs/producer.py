@@ -13,10 +13,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from streamjobs import client, status, tracing
 from streamjobs.codec import builtin
@@ -29,6 +30,7 @@ from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 
 _ENVELOPE = builtin("task_envelope")
+RecordHeaders = Sequence[tuple[str, bytes | None]]
 # bytes a record needs beyond key, value and headers (record batch framing, generous)
 _RECORD_OVERHEAD = 512
 
@@ -54,6 +56,8 @@ class _Prepared:
     headers: list[tuple[str, bytes]]
     submitted_at_ms: int
     handle: TaskHandle | None = field(default=None)
+    # a replay or redrive: (operation, headers of the original record) for a linked span
+    replay_of: tuple[Literal["replay", "redrive"], RecordHeaders] | None = None
 
 
 class TaskHandle:
@@ -150,6 +154,60 @@ class Producer:
         ]
         self._write(prepared)
         return [p.handle for p in prepared if p.handle is not None]
+
+    def resubmit(
+        self,
+        envelope: dict[str, Any],
+        *,
+        note: str,
+        origin: dict[str, Any] | None,
+        headers: RecordHeaders | None = None,
+        operation: Literal["replay", "redrive"] = "replay",
+    ) -> TaskHandle:
+        """Queue an already-encoded task again under its own ``task_id`` and key.
+
+        For replays and dead-letter redrives: the caller chooses ``envelope["generation"]``
+        (higher than any earlier one, so the new statuses outrank the old); the attempt count
+        starts again at 1 and the task runs now. ``note`` (who, from where) lands on the
+        ``queued`` status, ``origin`` (topic, partition, offset, timestamp_ms) on the envelope,
+        and the record's PRODUCER span is linked to the trace in ``headers``. Same confirmed
+        two-phase write as :meth:`submit`.
+        """
+        if self._closed:
+            raise StreamJobsError("producer is closed")
+        if envelope["queue"] != self.settings.queue:
+            raise ConfigError(
+                f"task {envelope['task_id']} belongs to queue {envelope['queue']!r}, "
+                f"this producer to {self.settings.queue!r}"
+            )
+        submitted = status.now_ms()
+        again = {
+            **envelope,
+            "attempt": 1,
+            "not_before_ms": None,
+            "submitted_at_ms": submitted,
+            "origin": origin,
+        }
+        value = _ENVELOPE.encode(again)
+        key = again["key"]
+        size = len(value) + len(key or again["task_id"]) + _RECORD_OVERHEAD
+        if size > self.settings.max_message_bytes:
+            raise PayloadTooLarge(f"task {again['task_id']} encodes to {size} bytes")
+        topic = self._topics.main
+        prepared = _Prepared(
+            task=again["task"],
+            task_id=again["task_id"],
+            key=key,
+            topic=topic,
+            value=value,
+            status_value=status.encode_status(again, TaskState.QUEUED, topic=topic, note=note),
+            headers=[],
+            submitted_at_ms=submitted,
+            replay_of=(operation, list(headers or [])),
+        )
+        self._write([prepared])
+        assert prepared.handle is not None
+        return prepared.handle
 
     def status(self, task_id: str, timeout: float = 10.0) -> status.StatusView | None:
         return status.latest(self.settings, task_id, timeout=timeout)
@@ -248,7 +306,7 @@ class Producer:
         self._await(statuses, "queued status")
         records = [_Pending() for _ in batch]
         for item, pending in zip(batch, records, strict=True):
-            with tracing.submit_span(item.task, item.task_id, item.topic, item.key) as headers:
+            with _span(item) as headers:
                 self._produce(
                     item.topic, (item.key or item.task_id).encode(), item.value, headers, pending
                 )
@@ -305,6 +363,21 @@ class Producer:
                 self._producer.poll(0.01)
             if pending.error is not None:
                 raise client.delivery_error(pending.error)
+
+
+def _span(item: _Prepared) -> AbstractContextManager[list[tuple[str, bytes]]]:
+    """The PRODUCER span of a task record: a new trace, or one linked to a replayed record."""
+    if item.replay_of is None:
+        return tracing.submit_span(item.task, item.task_id, item.topic, item.key)
+    operation, original = item.replay_of
+    return tracing.replay_span(
+        original,
+        operation=operation,
+        task=item.task,
+        task_id=item.task_id,
+        topic=item.topic,
+        key=item.key,
+    )
 
 
 def _due_ms(delay: timedelta | None, eta: datetime | None) -> int | None:

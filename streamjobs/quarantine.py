@@ -57,7 +57,7 @@ class StartLedger:
         consumer = client.new_reader(self._settings)
         try:
             part = client.tp(self._topic, 0, client.OFFSET_BEGINNING)
-            low, high = consumer.get_watermark_offsets(part, timeout=_SYNC_TIMEOUT_S)
+            low, high = client.watermarks_when_ready(consumer, part, _SYNC_TIMEOUT_S)
             if high > low:
                 consumer.assign([part])
                 deadline = time.monotonic() + _SYNC_TIMEOUT_S

@@ -31,15 +31,20 @@ class HandlerRunner:
         self._schemas = schemas
         self._timed: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         if needs_loop:
             self._loop = asyncio.new_event_loop()
-            threading.Thread(
+            self._loop_thread = threading.Thread(
                 target=self._loop.run_forever, name="streamjobs-asyncio", daemon=True
-            ).start()
+            )
+            self._loop_thread.start()
 
     def close(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and self._loop_thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(5.0)
+            if not self._loop.is_running():
+                self._loop.close()  # an unclosed loop warns (ResourceWarning) when collected
         if self._timed is not None:
             self._timed.shutdown(wait=False, cancel_futures=True)
 

@@ -71,7 +71,7 @@ class SchemaStore:
         consumer = client.new_reader(self._settings)
         try:
             part = client.tp(self._topic, 0, client.OFFSET_BEGINNING)
-            low, high = consumer.get_watermark_offsets(part, timeout=10.0)
+            low, high = client.watermarks_when_ready(consumer, part, 10.0)
             if high <= low:
                 return
             consumer.assign([part])

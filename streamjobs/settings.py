@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamjobs.errors import ConfigError
@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     queue: str = "default"
     group_id: str | None = None
     group_instance_id: str | None = None
+    group_protocol: Literal["consumer", "classic"] = "consumer"
     partitions: int = Field(default=6, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=-1)
 
@@ -103,6 +104,15 @@ class Settings(BaseSettings):
 
     service_name: str = "streamjobs"
     otlp_endpoint: str | None = None
+    # the standard OpenTelemetry variables also switch tracing on at the edge
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        exclude=True,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
+    jaeger_query_url: str = "http://127.0.0.1:16686"
 
     @field_validator("retry_tiers", "delay_tiers", mode="before")
     @classmethod
@@ -137,6 +147,11 @@ class Settings(BaseSettings):
         if self.dlq_max_bytes > self.max_message_bytes:
             raise ValueError("dlq_max_bytes must not exceed max_message_bytes")
         return self
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Whether ``streamjobs consume`` should install an SDK and export spans."""
+        return bool(self.otlp_endpoint or self.otel_exporter_otlp_endpoint)
 
     @property
     def group(self) -> str:

@@ -185,7 +185,7 @@ class _Follower:
 
     def read_to_end(self, timeout: float) -> StatusView | None:
         try:
-            low, high = self.consumer.get_watermark_offsets(self.partition, timeout=timeout)
+            low, high = client.watermarks_when_ready(self.consumer, self.partition, timeout)
             deadline = time.monotonic() + timeout
             while high > low and time.monotonic() < deadline:
                 self._absorb(self.consumer.consume(500, timeout=0.2))
@@ -219,7 +219,7 @@ def snapshot(settings: Settings, *, timeout: float = 30.0) -> dict[str, StatusVi
         parts = []
         for partition in range(_partition_count(consumer, topic, timeout)):
             probe = client.tp(topic, partition)
-            low, high = consumer.get_watermark_offsets(probe, timeout=timeout)
+            low, high = client.watermarks_when_ready(consumer, probe, timeout)
             if high > low:
                 ends[partition] = high
                 parts.append(client.tp(topic, partition, client.OFFSET_BEGINNING))

@@ -1,79 +1,195 @@
-"""OpenTelemetry for streamjobs, through the API only: span names, attributes and propagation.
+"""OpenTelemetry for streamjobs: span names, attributes and trace propagation through Kafka.
 
-Owns every span name and attribute constant, the PRODUCER span of ``submit``, the CONSUMER span
-a handler runs in, and W3C ``traceparent``/``tracestate`` record headers. Does not configure an
-SDK or exporter: the application (or ``streamjobs consume``) owns that; without a provider every
-call here is a no-op.
+Owns every span name and attribute key streamjobs emits, the PRODUCER span of ``submit``, the
+CONSUMER span a handler runs in, the linked span of a replay or dead-letter redrive, and trace
+context in record headers (W3C ``traceparent``/``tracestate`` through the global propagator).
+The library path uses the OpenTelemetry *API* only: without an installed provider every call
+here is a cheap no-op that still passes an incoming trace context through to retry records.
+
+:func:`configure` is for the edge alone (``streamjobs consume``, the demo): it imports the SDK
+and the OTLP/HTTP exporter and installs a global provider. An application that submits tasks
+keeps its own provider and never calls it.
+
+Deliberately does not: read the environment (the OTel SDK reads its standard ``OTEL_*``
+variables itself), decide retries or statuses, or let a broken trace header fail a task (it
+starts a fresh trace instead).
+
+Spans, per the OpenTelemetry messaging semantic conventions for Kafka::
+
+    send <topic>       PRODUCER  Producer.submit
+    └─ process <topic> CONSUMER  attempt 1, the handler's own spans nest under it
+       └─ process <retry topic>  attempt 2 (the retry record re-injects the context)
+    replay|redrive <topic> PRODUCER, a new span *linked* to the record's original context
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+
+from streamjobs.errors import Retry
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+__all__ = [
+    "ATTR_ATTEMPT",
+    "ATTR_CONSUMER_GROUP",
+    "ATTR_DESTINATION",
+    "ATTR_ERROR_TYPE",
+    "ATTR_MESSAGE_KEY",
+    "ATTR_OFFSET",
+    "ATTR_OPERATION_NAME",
+    "ATTR_OPERATION_TYPE",
+    "ATTR_PARTITION",
+    "ATTR_RETRY_REASON",
+    "ATTR_SYSTEM",
+    "ATTR_TASK",
+    "ATTR_TASK_ID",
+    "EVENT_RETRY_REQUESTED",
+    "OP_PROCESS",
+    "OP_REDRIVE",
+    "OP_REPLAY",
+    "OP_SEND",
+    "SCHEMA_URL",
+    "SYSTEM_KAFKA",
+    "TRACER_NAME",
+    "TRACE_HEADERS",
+    "Headers",
+    "configure",
+    "extract",
+    "inject",
+    "otlp_traces_url",
+    "process_span",
+    "record_failure",
+    "replay_span",
+    "span_name",
+    "submit_span",
+    "trace_id_of",
+]
 
 TRACER_NAME = "streamjobs"
+#: The semantic-conventions release the attribute keys below follow.
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.27.0"
+
+# -- span names: "<operation> <destination>", as the messaging conventions name them ----------
+OP_SEND = "send"
+OP_PROCESS = "process"
+OP_REPLAY = "replay"
+OP_REDRIVE = "redrive"
+
+# -- attribute keys: OpenTelemetry messaging conventions (Kafka) -------------------------------
+ATTR_SYSTEM = "messaging.system"
+SYSTEM_KAFKA = "kafka"
+ATTR_DESTINATION = "messaging.destination.name"
+ATTR_PARTITION = "messaging.destination.partition.id"
+ATTR_OFFSET = "messaging.kafka.offset"
+ATTR_MESSAGE_KEY = "messaging.kafka.message.key"
+ATTR_CONSUMER_GROUP = "messaging.consumer.group.name"
+ATTR_OPERATION_TYPE = "messaging.operation.type"
+ATTR_OPERATION_NAME = "messaging.operation.name"
+ATTR_ERROR_TYPE = "error.type"
+# messaging.operation.type values
+_TYPE_SEND = "send"
+_TYPE_PROCESS = "process"
+
+# -- attribute keys: streamjobs' own (same words as models, headers and status records) --------
+ATTR_TASK_ID = "streamjobs.task_id"
+ATTR_TASK = "streamjobs.task"
+ATTR_ATTEMPT = "streamjobs.attempt"
+ATTR_RETRY_REASON = "streamjobs.retry.reason"
+EVENT_RETRY_REQUESTED = "streamjobs.retry_requested"
+
+#: The default (W3C) propagator's record headers; the global propagator decides the real set.
 TRACE_HEADERS = ("traceparent", "tracestate")
+# A trace header longer than this is not a trace header (W3C baggage allows 8 KiB, the rest far
+# less); it is dropped before any parser sees it.
+_MAX_HEADER_BYTES = 8192
 
 Headers = list[tuple[str, bytes]]
+RecordHeaders = Sequence[tuple[str, bytes | str | None]] | None
+
+
+def span_name(operation: str, topic: str) -> str:
+    """``"<operation> <topic>"``, e.g. ``"process orders.default"``."""
+    return f"{operation} {topic}"
 
 
 def _tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    # Looked up per call, not cached: the application may install its provider after import.
+    return trace.get_tracer(TRACER_NAME, schema_url=SCHEMA_URL)
 
 
-def _task_attributes(task: str, task_id: str, attempt: int, topic: str) -> dict[str, Any]:
+def _task_attributes(
+    operation: str, task: str, task_id: str, attempt: int, topic: str
+) -> dict[str, Any]:
     return {
-        "messaging.system": "kafka",
-        "messaging.destination.name": topic,
-        "streamjobs.task": task,
-        "streamjobs.task_id": task_id,
-        "streamjobs.attempt": attempt,
+        ATTR_SYSTEM: SYSTEM_KAFKA,
+        ATTR_DESTINATION: topic,
+        ATTR_OPERATION_NAME: operation,
+        ATTR_OPERATION_TYPE: _TYPE_PROCESS if operation == OP_PROCESS else _TYPE_SEND,
+        ATTR_TASK: task,
+        ATTR_TASK_ID: task_id,
+        ATTR_ATTEMPT: attempt,
     }
 
 
-@contextmanager
-def submit_span(task: str, task_id: str, topic: str, key: str | None) -> Iterator[Headers]:
-    """A PRODUCER span around a submit; yields the trace headers to put on the record."""
-    attributes = _task_attributes(task, task_id, 1, topic)
-    attributes["messaging.operation.type"] = "send"
-    if key is not None:
-        attributes["messaging.kafka.message.key"] = key
-    with _tracer().start_as_current_span(
-        f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes
-    ):
-        yield inject()
+def _propagated_fields() -> set[str]:
+    return {name.lower() for name in propagate.get_global_textmap().fields}
 
 
 def inject() -> Headers:
-    """The current context as W3C record headers (empty when no span is recording)."""
+    """The current context as record headers (none when no span context is active)."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    return [(k, v.encode()) for k, v in carrier.items() if k in TRACE_HEADERS]
+    fields = _propagated_fields()
+    return [(name, value.encode()) for name, value in carrier.items() if name.lower() in fields]
 
 
-def extract(headers: Sequence[tuple[str, bytes | None]] | None) -> otel_context.Context:
-    """Context from record headers; garbage is ignored and yields a fresh (root) context."""
+def extract(headers: RecordHeaders) -> otel_context.Context:
+    """The context carried by record headers; absent or garbage headers give an empty context.
+
+    Never raises: a record from a foreign or broken producer still runs, in a fresh trace.
+    """
+    fields = _propagated_fields()
     carrier: dict[str, str] = {}
     for name, value in headers or ():
-        if name in TRACE_HEADERS and value is not None:
+        if value is None or name.lower() not in fields or len(value) > _MAX_HEADER_BYTES:
+            continue
+        if isinstance(value, bytes):
             try:
-                carrier[name] = value.decode("ascii")
+                value = value.decode("ascii")
             except UnicodeDecodeError:
                 continue
+        carrier[name.lower()] = value
+    if not carrier:
+        return otel_context.Context()
     try:
-        return propagate.extract(carrier)
+        return propagate.extract(carrier, context=otel_context.Context())
     except Exception:  # a propagator must never fail a task
         return otel_context.Context()
 
 
 @contextmanager
+def submit_span(task: str, task_id: str, topic: str, key: str | None) -> Iterator[Headers]:
+    """A PRODUCER span around producing a task record; yields the headers to put on it."""
+    attributes = _task_attributes(OP_SEND, task, task_id, 1, topic)
+    if key is not None:
+        attributes[ATTR_MESSAGE_KEY] = key
+    with _tracer().start_as_current_span(
+        span_name(OP_SEND, topic), kind=SpanKind.PRODUCER, attributes=attributes
+    ):
+        yield inject()
+
+
+@contextmanager
 def process_span(
-    headers: Sequence[tuple[str, bytes | None]] | None,
+    headers: RecordHeaders,
     *,
     task: str,
     task_id: str,
@@ -83,32 +199,116 @@ def process_span(
     offset: int,
     group: str,
 ) -> Iterator[Span]:
-    """The CONSUMER span a handler runs in, a child of the submit (or previous hop) span."""
-    attributes = _task_attributes(task, task_id, attempt, topic)
-    attributes.update(
-        {
-            "messaging.operation.type": "process",
-            "messaging.destination.partition.id": str(partition),
-            "messaging.kafka.offset": offset,
-            "messaging.consumer.group.name": group,
-        }
-    )
+    """The CONSUMER span a handler runs in: a child of the context in ``headers``.
+
+    The record's context (with its baggage) is made current first, so the handler's own spans
+    nest under this one and see the submitter's baggage. Exceptions are recorded by the caller
+    through :func:`record_failure`, which knows whether they are failures or control flow.
+    """
+    attributes = _task_attributes(OP_PROCESS, task, task_id, attempt, topic)
+    attributes[ATTR_PARTITION] = str(partition)
+    attributes[ATTR_OFFSET] = offset
+    attributes[ATTR_CONSUMER_GROUP] = group
+    token = otel_context.attach(extract(headers))
+    try:
+        with _tracer().start_as_current_span(
+            span_name(OP_PROCESS, topic),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            yield span
+    finally:
+        otel_context.detach(token)
+
+
+@contextmanager
+def replay_span(
+    original_headers: RecordHeaders,
+    *,
+    operation: Literal["replay", "redrive"],
+    task: str,
+    task_id: str,
+    topic: str,
+    key: str | None = None,
+) -> Iterator[Headers]:
+    """A PRODUCER span for writing an old record again (a dead-letter redrive or a replay).
+
+    The span is *linked* to the context in ``original_headers`` rather than parented by it: the
+    re-run is a new piece of work caused by an operator, not a step of the original attempt
+    chain. Its parent is whatever is current (usually nothing, so a new trace starts). Yields
+    the headers for the re-produced record, so its attempts form a trace under this span.
+    """
+    attributes = _task_attributes(operation, task, task_id, 1, topic)
+    if key is not None:
+        attributes[ATTR_MESSAGE_KEY] = key
+    original = trace.get_current_span(extract(original_headers)).get_span_context()
+    links = [Link(original)] if original.is_valid else []
     with _tracer().start_as_current_span(
-        f"process {topic}",
-        context=extract(headers),
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        yield span
+        span_name(operation, topic), kind=SpanKind.PRODUCER, attributes=attributes, links=links
+    ):
+        yield inject()
 
 
 def record_failure(span: Span, exc: BaseException) -> None:
+    """Mark ``span`` failed by ``exc``: an exception event, ``error.type`` and ERROR status.
+
+    A handler raising :class:`~streamjobs.errors.Retry` asked for another attempt on purpose:
+    that is recorded as an event, not as an error.
+    """
+    if isinstance(exc, Retry):
+        span.add_event(EVENT_RETRY_REQUESTED, {ATTR_RETRY_REASON: str(exc)[:1000]})
+        return
     span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    span.set_attribute(ATTR_ERROR_TYPE, _qualified_name(type(exc)))
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1000]))
 
 
 def trace_id_of(span: Span) -> str | None:
+    """The span's trace id as 32 lowercase hex digits (as Jaeger shows it), if it has one."""
     ctx = span.get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def _qualified_name(cls: type[BaseException]) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+# -- the edge ---------------------------------------------------------------------------------
+
+
+def otlp_traces_url(endpoint: str) -> str:
+    """The OTLP/HTTP traces URL for an endpoint given like ``OTEL_EXPORTER_OTLP_ENDPOINT``.
+
+    ``http://jaeger:4318`` becomes ``http://jaeger:4318/v1/traces``; a URL already ending in
+    ``/v1/traces`` is kept.
+    """
+    base = endpoint.strip().rstrip("/")
+    return base if base.endswith("/v1/traces") else f"{base}/v1/traces"
+
+
+def configure(service_name: str, otlp_endpoint: str | None = None) -> SdkTracerProvider | None:
+    """Install a global SDK provider exporting spans over OTLP/HTTP in batches. Edge use only.
+
+    ``otlp_endpoint`` is a base URL (``http://127.0.0.1:4318``); when None the exporter follows
+    the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    variables (default ``http://localhost:4318``), and the SDK also honours ``OTEL_BSP_*``,
+    ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SDK_DISABLED``. Returns the provider, whose
+    ``shutdown()`` flushes the last spans; returns None and changes nothing if a provider is
+    already installed (OpenTelemetry allows one per process, and the application's wins).
+    Needs the ``streamjobs[otlp]`` extra.
+    """
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return None
+    endpoint = otlp_traces_url(otlp_endpoint) if otlp_endpoint else None
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
+    return provider

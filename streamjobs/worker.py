@@ -250,8 +250,12 @@ class Worker:
         for key in keys:
             self._parts[key] = _Partition(key)
         if keys:
-            self._find_suspects(consumer, partitions)
-            self.ledger.mark(keys, active=True)
+            try:
+                self._find_suspects(consumer, partitions)
+                self.ledger.mark(keys, active=True)
+            except (client.KafkaException, StreamJobsError) as exc:
+                # quarantine is a safety net: without the ledger, tasks still run
+                _log.warning("crash ledger unavailable, starts not counted: %s", exc)
         self.assigned.set()
 
     def _find_suspects(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
@@ -522,7 +526,7 @@ class Worker:
     ) -> None:
         suspect = message.offset in part.suspect
         if suspect:
-            starts = self.ledger.begin(message.topic, message.partition, message.offset)
+            starts = self._count_start(message)
             if starts > self.settings.crash_limit:
                 exc = BadInput(f"started {starts} times, its worker died each time")
                 self._dead_letter(message, part, envelope, "crash_loop", exc)
@@ -564,6 +568,13 @@ class Worker:
         self.stats.succeeded += 1
         if suspect:
             self.ledger.end(message.topic, message.partition, message.offset)
+
+    def _count_start(self, message: client.Record) -> int:
+        try:
+            return self.ledger.begin(message.topic, message.partition, message.offset)
+        except StreamJobsError as exc:
+            _log.warning("crash ledger unavailable, start not counted: %s", exc)
+            return 1
 
     def _failed(
         self,

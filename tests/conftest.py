@@ -23,6 +23,9 @@ import pytest
 
 from tests.support import wait_for as _wait_for
 
+# one OpenTelemetry provider for the session, routing spans per test (tests/tracing_support.py)
+pytest_plugins = ("tests.tracing_support",)
+
 # The Confluent image testcontainers drives; its KRaft mode needs a cp-kafka tag >= 7.0.
 _CONTAINER_IMAGE = "confluentinc/cp-kafka:7.6.0"
 

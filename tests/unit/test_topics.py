@@ -91,6 +91,7 @@ def test_specs_cover_every_topic_of_the_queue_exactly_once(settings: Settings) -
         *names.task_topics,
         names.dlq,
         names.redriven,
+        names.starts,
         names.status,
         names.schemas,
     }

@@ -1,0 +1,284 @@
+"""Inspect a queue: lag, task states, throughput, tier backlog and dead letters, read from Kafka.
+
+Owns the :class:`Report` of one queue at one moment and its two presentations: ``as_dict`` for
+scripts (``--json``) and :func:`render`, rich tables for people. Every figure is read from the
+cluster, nothing from a worker's memory: end offsets (high watermarks), the worker group's
+committed offsets (asked without joining the group), the status topic (counts by state; tasks
+per second = ``succeeded`` statuses updated in the last minute), the head of each retry/delay
+tier partition (tier records are ordered by due time, so the head is the oldest due) and the
+dead-letter topic (count by reason, how many are re-driven).
+
+Does not change anything, watch continuously, or serve metrics (a worker exposes those).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from streamjobs import client, status
+from streamjobs.errors import BadInput
+from streamjobs.redrive import DeadLetterInfo, list_dead_letters
+from streamjobs.replay import ENVELOPE, OffsetRange, read_range
+from streamjobs.settings import Settings, format_duration
+from streamjobs.topics import QueueTopics, queue_topics
+
+TierKind = Literal["retry", "delay"]
+# records read past a tier partition's committed offset to find its head (markers leave gaps)
+_HEAD_PROBE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """One partition of a task topic: where it ends, where the group is, what is left."""
+
+    topic: str
+    partition: int
+    low: int
+    end: int
+    committed: int | None
+    lag: int
+
+
+@dataclass(frozen=True, slots=True)
+class TierBacklog:
+    """A retry or delay tier: records not yet committed and the earliest due time among them."""
+
+    topic: str
+    kind: TierKind
+    delay: timedelta
+    lag: int
+    oldest_due_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A queue at one moment. ``states`` counts the latest status of the queue's tasks."""
+
+    queue: str
+    group: str
+    taken_at_ms: int
+    partitions: list[PartitionLag]
+    states: dict[str, int]
+    succeeded_last_minute: int
+    tiers: list[TierBacklog]
+    dead_letters: dict[str, int]
+    redriven: int
+
+    @property
+    def tasks_per_second(self) -> float:
+        """Tasks that succeeded per second, averaged over the last minute."""
+        return self.succeeded_last_minute / 60.0
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+    def lag_of(self, topic: str) -> int:
+        return sum(p.lag for p in self.partitions if p.topic == topic)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tasks_per_second"] = round(self.tasks_per_second, 3)
+        out["lag"] = self.lag
+        for tier in out["tiers"]:
+            tier["delay"] = format_duration(tier["delay"])
+        return out
+
+
+def inspect(settings: Settings, *, timeout: float = 30.0) -> Report:
+    """Read the queue's figures from Kafka (a few reads; cost grows with the status and DLQ)."""
+    names = queue_topics(settings)
+    taken = status.now_ms()
+    partitions = _lags(settings, names.task_topics)
+    views = [v for v in status.snapshot(settings, timeout=timeout).values()]
+    mine = [v for v in views if v.queue == settings.queue]
+    states = Counter(v.state.value for v in mine)
+    recent = sum(
+        1 for v in mine if v.state.value == "succeeded" and v.updated_at_ms >= taken - 60_000
+    )
+    letters = list_dead_letters(settings)
+    return Report(
+        queue=settings.queue,
+        group=settings.group,
+        taken_at_ms=taken,
+        partitions=partitions,
+        states=dict(sorted(states.items())),
+        succeeded_last_minute=recent,
+        tiers=_tiers(settings, names, partitions),
+        dead_letters=dict(sorted(Counter(d.reason for d in letters).items())),
+        redriven=sum(1 for d in letters if d.redriven),
+    )
+
+
+def _lags(settings: Settings, topics: list[str]) -> list[PartitionLag]:
+    consumer = client.new_reader(settings)
+    try:
+        marks = {
+            (topic, p): client.watermarks(consumer, topic, p)
+            for topic in topics
+            for p in client.partition_ids(consumer, topic)
+        }
+    finally:
+        consumer.close()
+    committed = client.committed_offsets(settings, settings.group, marks)
+    lags = []
+    for (topic, p), (low, end) in marks.items():
+        done = committed.get((topic, p), -1)
+        # no commit yet: the group starts at the earliest record (auto.offset.reset=earliest)
+        position = max(done, low) if done >= 0 else low
+        lags.append(PartitionLag(topic, p, low, end, done if done >= 0 else None, end - position))
+    return lags
+
+
+def _tiers(settings: Settings, names: QueueTopics, lags: list[PartitionLag]) -> list[TierBacklog]:
+    families: list[tuple[TierKind, dict[timedelta, str]]] = [
+        ("retry", names.retry),
+        ("delay", names.delay),
+    ]
+    tiers = []
+    for kind, family in families:
+        for delay, topic in family.items():
+            pending = [p for p in lags if p.topic == topic and p.lag > 0]
+            tiers.append(
+                TierBacklog(
+                    topic=topic,
+                    kind=kind,
+                    delay=delay,
+                    lag=sum(p.lag for p in pending),
+                    oldest_due_ms=_oldest_due(settings, topic, delay, pending),
+                )
+            )
+    return tiers
+
+
+def _oldest_due(
+    settings: Settings, topic: str, delay: timedelta, pending: list[PartitionLag]
+) -> int | None:
+    """The earliest due time among the head records of ``pending`` tier partitions."""
+    ranges = [
+        OffsetRange(p.partition, p.end - p.lag, min(p.end, p.end - p.lag + _HEAD_PROBE))
+        for p in pending
+    ]
+    heads: dict[int, int] = {}
+    with contextlib.closing(read_range(settings, topic, ranges)) as records:
+        for record in records:
+            if record.partition in heads or not record.value:
+                continue
+            try:
+                envelope = ENVELOPE.decode(record.value)
+            except BadInput:
+                continue  # the worker dead-letters it; it is due at once
+            released = record.timestamp_ms + delay // timedelta(milliseconds=1)
+            heads[record.partition] = envelope["not_before_ms"] or released
+    return min(heads.values(), default=None)
+
+
+# -- presentation ----------------------------------------------------------------------------
+
+
+def _time(ms: int | None, now_ms: int) -> str:
+    if ms is None:
+        return "-"
+    moment = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    seconds = (ms - now_ms) / 1000
+    relative = f"in {seconds:.0f}s" if seconds >= 0 else f"{-seconds:.0f}s overdue"
+    return f"{moment} ({relative})"
+
+
+def _partition_table(report: Report) -> Table:
+    table = Table(title=f"queue {report.queue} · group {report.group}", title_justify="left")
+    for name in ("topic", "partition", "end offset", "committed", "lag"):
+        table.add_column(name, justify="left" if name == "topic" else "right")
+    main = report.partitions[0].topic if report.partitions else None
+    # tier partitions that never held a record say nothing: hidden here, kept in as_dict()
+    shown = [p for p in report.partitions if p.topic == main or p.end > 0]
+    for p in shown:
+        committed = "-" if p.committed is None else str(p.committed)
+        table.add_row(p.topic, str(p.partition), str(p.end), committed, str(p.lag))
+    table.add_row("total", "", "", "", str(report.lag), style="bold")
+    if len(shown) < len(report.partitions):
+        table.caption = f"{len(report.partitions) - len(shown)} empty tier partitions not shown"
+    return table
+
+
+def _state_table(report: Report) -> Table:
+    table = Table(title="tasks by state", title_justify="left")
+    table.add_column("state")
+    table.add_column("tasks", justify="right")
+    for state, count in report.states.items():
+        table.add_row(state, str(count))
+    return table
+
+
+def _tier_table(report: Report) -> Table:
+    table = Table(title="retry and delay tiers", title_justify="left")
+    for name in ("tier", "topic", "backlog", "oldest due"):
+        table.add_column(name, justify="right" if name == "backlog" else "left")
+    for tier in report.tiers:
+        table.add_row(
+            f"{tier.kind} {format_duration(tier.delay)}",
+            tier.topic,
+            str(tier.lag),
+            _time(tier.oldest_due_ms, report.taken_at_ms),
+        )
+    return table
+
+
+def _dead_letter_table(report: Report) -> Table:
+    table = Table(title="dead letters by reason", title_justify="left")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    for reason, count in report.dead_letters.items():
+        table.add_row(reason, str(count))
+    return table
+
+
+def render(report: Report) -> RenderableType:
+    """The report as rich tables: partitions, states and throughput, tiers, dead letters."""
+    throughput = (
+        f"{report.tasks_per_second:.2f} tasks/s over the last minute "
+        f"({report.succeeded_last_minute} succeeded)"
+    )
+    return Group(
+        _partition_table(report),
+        _state_table(report),
+        Text(throughput),
+        _tier_table(report),
+        _dead_letter_table(report),
+        Text(f"{report.redriven} dead letters already re-driven"),
+    )
+
+
+def render_text(report: Report, width: int = 120) -> str:
+    """The rendered tables as plain text (no colour codes), e.g. for logs and tests."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None, force_terminal=False).print(render(report))
+    return buffer.getvalue()
+
+
+def render_dead_letters(letters: list[DeadLetterInfo]) -> Table:
+    """Dead letters as a table: reference, reason, task, attempts, error, whether re-driven."""
+    table = Table(title=f"{len(letters)} dead letters", title_justify="left")
+    # short columns never wrap; the id and the error fold when the terminal is narrow
+    for column in ("ref", "reason", "task"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("task id", overflow="fold")
+    table.add_column("tries", no_wrap=True, justify="right")
+    table.add_column("redriven", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for d in letters:
+        error = f"{d.error_type or ''}: {d.error or ''}"[:120]
+        flag = "yes" if d.redriven else ""
+        table.add_row(
+            d.ref, d.reason, d.task or "-", d.task_id or "-", str(d.attempts), flag, error
+        )
+    return table

@@ -1,0 +1,240 @@
+"""End to end with a real Jaeger: one trace per task across the submitting and consuming process.
+
+Jaeger v2 is built from the Go module proxy into ``~/.cache/streamjobs/jaeger/`` when missing
+(minutes, once; see :mod:`streamjobs.jaeger`) and runs in memory on free 127.0.0.1 ports. The
+worker is a real ``streamjobs consume`` process exporting over OTLP/HTTP under its own service
+name; the test process submits under ``streamjobs-tests`` through the session's test provider,
+routed to the same Jaeger for the test's duration. Everything is read back from Jaeger's HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from streamjobs import Producer, Settings, TaskState
+from streamjobs.jaeger import JaegerPorts, LocalJaeger, default_cache_dir, down, running_pid, up
+from streamjobs.topics import queue_topics
+from streamjobs.traceview import fetch_trace, find_trace_by_task, render
+from streamjobs.tracing import otlp_traces_url
+from tests.integration.conftest import REPO_ROOT, latest, worker_env
+from tests.integration.jaeger_tasks import Flaky
+from tests.support import wait_for
+from tests.tracing_support import TEST_SERVICE_NAME, SpanRelay
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REGISTRY = "tests.integration.jaeger_tasks:registry"
+
+
+@pytest.fixture(scope="module")
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalJaeger]:
+    """A Jaeger of this module's own, stopped by PID at the end."""
+    instance = LocalJaeger(tmp_path_factory.mktemp("jaeger"))
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def traced_worker(tmp_path: Path) -> Iterator[Callable[[Settings, LocalJaeger, str], Path]]:
+    """Start ``streamjobs consume`` exporting to a Jaeger; stopped by PID at teardown.
+
+    Unlike the ``worker_process`` fixture this leaves the OpenTelemetry SDK enabled, and makes
+    its batch processor export every 100 ms instead of every 5 s.
+    """
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings, jaeger: LocalJaeger, service: str) -> Path:
+        env = worker_env(settings)
+        env.pop("OTEL_SDK_DISABLED", None)
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "100"
+        command = [sys.executable, "-m", "streamjobs.cli", "consume", REGISTRY]
+        command += ["--bootstrap-servers", settings.bootstrap_servers]
+        command += ["--topic-prefix", settings.topic_prefix]
+        command += ["--otlp-endpoint", jaeger.otlp_http_endpoint, "--service-name", service]
+        log = tmp_path / "worker.log"
+        with log.open("ab") as out:
+            started.append(
+                subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=out)
+            )
+        return log
+
+    yield start
+    for proc in started:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10.0)
+        assert proc.returncode == 0, f"consume exited with {proc.returncode}"
+
+
+def _log_of(tmp_path: Path) -> str:
+    log = tmp_path / "worker.log"
+    return log.read_text(errors="replace") if log.exists() else "(no worker log)"
+
+
+def _jaeger_state(jaeger: LocalJaeger) -> str:
+    """What Jaeger holds, for a failure message: services and their traces' span names."""
+    with urllib.request.urlopen(f"{jaeger.query_url}/api/services", timeout=5) as response:
+        services = json.loads(response.read())["data"] or []
+    lines = [f"Jaeger services: {services}"]
+    for service in services:
+        query = urllib.parse.urlencode({"service": service, "limit": 20})
+        with urllib.request.urlopen(f"{jaeger.query_url}/api/traces?{query}", timeout=5) as resp:
+            for found in json.loads(resp.read())["data"] or []:
+                names = sorted(s["operationName"] for s in found["spans"])
+                lines.append(f"  {service}: trace {found['traceID']}: {names}")
+    return "\n".join(lines)
+
+
+def _span_by(trace: dict[str, Any], **tags: Any) -> list[dict[str, Any]]:
+    def tag_map(span: dict[str, Any]) -> dict[str, Any]:
+        return {t["key"]: t["value"] for t in span["tags"]}
+
+    return [s for s in trace["spans"] if all(tag_map(s).get(k) == v for k, v in tags.items())]
+
+
+def _service_of(trace: dict[str, Any], span: dict[str, Any]) -> str:
+    return str(trace["processes"][span["processID"]]["serviceName"])
+
+
+def _parent_of(span: dict[str, Any]) -> str | None:
+    refs = [r["spanID"] for r in span["references"] if r["refType"] == "CHILD_OF"]
+    return refs[0] if refs else None
+
+
+def test_task_from_one_process_and_its_attempts_in_another_form_one_jaeger_trace(
+    jaeger: LocalJaeger,
+    settings: Settings,
+    traced_worker: Callable[[Settings, LocalJaeger, str], Path],
+    span_relay: SpanRelay,
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    worker_service = f"streamjobs-worker-{unique_prefix}"
+    traced_worker(settings, jaeger, worker_service)
+    exporter = OTLPSpanExporter(endpoint=otlp_traces_url(jaeger.otlp_http_endpoint))
+    with span_relay.routing(BatchSpanProcessor(exporter)), Producer(settings) as producer:
+        handle = producer.submit(Flaky(token=unique_prefix, failures=1), key="k")
+        assert handle.wait(60.0) == "ok after 2 runs", _log_of(tmp_path)
+
+    def complete_trace() -> dict[str, Any] | None:
+        found = find_trace_by_task(jaeger.query_url, worker_service, handle.task_id)
+        # send + two attempts + a handler span in each
+        return found if found is not None and len(found["spans"]) >= 5 else None
+
+    try:
+        trace = wait_for(complete_trace, 30.0, interval=0.25, message="the task's trace in Jaeger")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_jaeger_state(jaeger)}\n{_log_of(tmp_path)}") from None
+    assert trace is not None
+    (tmp_path / "trace.json").write_text(json.dumps(trace, indent=1))  # for a look by hand
+
+    (send,) = _span_by(trace, **{"span.kind": "producer"})
+    attempt_1, attempt_2 = sorted(
+        _span_by(trace, **{"span.kind": "consumer", "streamjobs.task_id": handle.task_id}),
+        key=lambda s: s["startTime"],
+    )
+    handler_spans = [s for s in trace["spans"] if s["operationName"] == "call backend"]
+    topics = queue_topics(settings)
+    assert _service_of(trace, send) == TEST_SERVICE_NAME
+    assert {_service_of(trace, s) for s in (attempt_1, attempt_2, *handler_spans)} == {
+        worker_service
+    }
+    assert send["operationName"] == f"send {topics.main}"
+    assert attempt_1["operationName"] == f"process {topics.main}"
+    assert attempt_2["operationName"] == f"process {topics.retry[settings.retry_tiers[0]]}"
+    assert _parent_of(send) is None
+    assert _parent_of(attempt_1) == send["spanID"]
+    assert _parent_of(attempt_2) == attempt_1["spanID"]
+    assert sorted(_parent_of(s) or "" for s in handler_spans) == sorted(
+        [attempt_1["spanID"], attempt_2["spanID"]]
+    )
+    assert {s["traceID"] for s in trace["spans"]} == {trace["traceID"]}
+    view = latest(settings, handle.task_id)
+    assert view is not None
+    assert view.state is TaskState.SUCCEEDED
+    assert view.trace_id == trace["traceID"]
+
+    fetched = fetch_trace(jaeger.query_url, trace["traceID"])
+    assert fetched is not None
+    assert {s["spanID"] for s in fetched["spans"]} >= {s["spanID"] for s in trace["spans"]}
+    drawn = render(fetched)
+    assert f"task {handle.task_id} ({Flaky.task_name})" in drawn.splitlines()[0]
+    assert "ConnectionError" in drawn
+
+
+def test_unknown_trace_and_unknown_task_are_none(jaeger: LocalJaeger) -> None:
+    assert fetch_trace(jaeger.query_url, "0" * 31 + "1") is None
+    assert find_trace_by_task(jaeger.query_url, "no-such-service", "no-such-task") is None
+
+
+def _accepting(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
+def test_local_jaeger_binds_loopback_and_stops_by_pid(tmp_path: Path) -> None:
+    instance = LocalJaeger(tmp_path / "jaeger")
+    instance.start()
+    try:
+        pid = instance.pid
+        assert pid is not None
+        ports = instance.ports
+        assert all(_accepting(int(p)) for p in ports.env().values())
+        listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        ours = {f"{int(p):04X}" for p in ports.env().values()}
+        local = [line.split()[1] for line in listening if line.split()[3] == "0A"]
+        assert {addr.split(":")[1] for addr in local if addr.split(":")[0] == "0100007F"} >= ours
+        assert not [a for a in local if a.split(":")[1] in ours and a.split(":")[0] != "0100007F"]
+    finally:
+        instance.stop()
+
+    assert instance.pid is None
+    assert _gone(pid)
+    assert not _accepting(ports.query_http)
+
+
+def test_up_reuses_one_detached_jaeger_and_down_stops_it() -> None:
+    ports = JaegerPorts.free()
+    try:
+        assert up(ports) == ports
+        pid = running_pid(ports.query_http)
+        assert pid is not None
+        assert up(ports) == ports
+        assert running_pid(ports.query_http) == pid
+
+        assert down(ports.query_http)
+        assert _gone(pid)
+        assert running_pid(ports.query_http) is None
+        assert not down(ports.query_http)
+    finally:
+        down(ports.query_http)
+        shutil.rmtree(default_cache_dir() / "jaeger" / f"run-{ports.query_http}")

@@ -1,0 +1,246 @@
+"""Replay against a real broker: ranges by offset and by time, the succeeded rule, dry runs."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, client, status
+from streamjobs.cli import app
+from streamjobs.replay import replay
+from streamjobs.topics import queue_topics
+from tests.integration.conftest import (
+    RawProducer,
+    ThreadWorker,
+    envelopes,
+    key_for_partition,
+    worker_env,
+)
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class Job(Task):
+    n: int
+
+
+def counting_registry(calls: Counter[int], *, fail_first: Iterable[int] = ()) -> TaskRegistry:
+    """Counts runs per ``n``; the tasks in ``fail_first`` fail their first run (no retries)."""
+    registry = TaskRegistry()
+    failing = set(fail_first)
+    lock = threading.Lock()
+
+    @registry.handler(Job, max_attempts=1)
+    def run(task: Job) -> int:
+        with lock:
+            calls[task.n] += 1
+            first = calls[task.n] == 1
+        if first and task.n in failing:
+            raise RuntimeError(f"first run of {task.n} fails")
+        return task.n
+
+    return registry
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = client.new_reader(settings)
+    try:
+        return {
+            p: client.watermarks(consumer, topic, p)[1]
+            for p in client.partition_ids(consumer, topic)
+        }
+    finally:
+        consumer.close()
+
+
+def finished(settings: Settings, ids: Iterable[str], generation: int) -> bool:
+    views = status.snapshot(settings)
+    return all(
+        (view := views.get(i)) is not None
+        and view.generation >= generation
+        and view.state is TaskState.SUCCEEDED
+        for i in ids
+    )
+
+
+def test_replay_by_offset_reruns_exactly_the_selected_tasks_under_their_own_ids(
+    settings: Settings, producer: Producer, worker: Callable[..., ThreadWorker]
+) -> None:
+    calls: Counter[int] = Counter()
+    worker(counting_registry(calls))
+    handles = [producer.submit(Job(n=n), key="one-key") for n in range(6)]
+    for handle in handles:
+        handle.wait(30.0)
+    main = queue_topics(settings).main
+    partition = handles[0].partition
+    before = end_offsets(settings, main)
+
+    summary = replay(
+        settings,
+        topic=main,
+        partition=partition,
+        from_offset=handles[2].offset,
+        to_offset=handles[4].offset,
+        force=True,
+    )
+
+    chosen = [h.task_id for h in handles[2:5]]
+    assert [i.task_id for i in summary.items if i.outcome == "replayed"] == chosen
+    assert (summary.replayed, summary.skipped, summary.failed) == (3, 0, 0)
+    wait_for(lambda: finished(settings, chosen, 1), 30.0, message="replayed tasks to succeed")
+    assert calls == {0: 1, 1: 1, 2: 2, 3: 2, 4: 2, 5: 1}
+    after = end_offsets(settings, main)
+    assert after == {**before, partition: before[partition] + 3}
+    view = status.latest(settings, handles[3].task_id)
+    assert view is not None
+    assert view.key == "one-key"
+    assert view.attempt == 1
+    assert view.generation == 1
+    replayed = {env["task_id"]: (rec, env) for rec, env in envelopes(settings, main)[6:]}
+    record, envelope = replayed[handles[3].task_id]
+    assert record.key == b"one-key"
+    assert envelope["origin"]["offset"] == handles[3].offset
+    assert envelope["generation"] == 1
+
+
+def test_replay_by_time_reruns_only_the_tasks_submitted_in_the_window(
+    settings: Settings, producer: Producer, worker: Callable[..., ThreadWorker]
+) -> None:
+    calls: Counter[int] = Counter()
+    worker(counting_registry(calls))
+
+    def batch(numbers: range) -> list[str]:
+        handles = producer.submit_many([Job(n=n) for n in numbers])
+        for handle in handles:
+            handle.wait(30.0)
+        return [h.task_id for h in handles]
+
+    def a_new_millisecond() -> datetime:
+        # record timestamps have millisecond resolution: the window edges must fall between
+        start = status.now_ms()
+        wait_for(lambda: status.now_ms() > start + 1, 5.0, interval=0.001)
+        return datetime.now(UTC)
+
+    batch(range(0, 4))
+    window_start = a_new_millisecond()
+    inside = batch(range(4, 8))
+    window_end = a_new_millisecond()
+    batch(range(8, 12))
+
+    summary = replay(
+        settings,
+        topic=queue_topics(settings).main,
+        from_time=window_start,
+        to_time=window_end,
+        force=True,
+    )
+
+    assert sorted(i.task_id or "" for i in summary.items) == sorted(inside)
+    assert summary.replayed == 4
+    wait_for(lambda: finished(settings, inside, 1), 30.0, message="replayed tasks to succeed")
+    assert calls == {n: 2 if 4 <= n < 8 else 1 for n in range(12)}
+
+
+def test_replay_skips_succeeded_tasks_unless_forced(
+    settings: Settings, producer: Producer, worker: Callable[..., ThreadWorker]
+) -> None:
+    calls: Counter[int] = Counter()
+    worker(counting_registry(calls, fail_first={1, 3}))
+    handles = [producer.submit(Job(n=n)) for n in range(4)]
+    ids = [h.task_id for h in handles]
+    wait_for(
+        lambda: (
+            Counter(v.state for v in status.snapshot(settings).values())
+            == {TaskState.SUCCEEDED: 2, TaskState.DEAD_LETTERED: 2}
+        ),
+        30.0,
+        message="two tasks to succeed and two to be dead-lettered",
+    )
+    main = queue_topics(settings).main
+    original_end = end_offsets(settings, main)
+
+    first = replay(settings, topic=main, from_offset=0)
+
+    assert sorted(i.task_id or "" for i in first.items if i.outcome == "replayed") == sorted(
+        [ids[1], ids[3]]
+    )
+    skipped = {i.task_id: i.reason for i in first.items if i.outcome == "skipped"}
+    assert set(skipped) == {ids[0], ids[2]}
+    assert all("succeeded" in (reason or "") for reason in skipped.values())
+    wait_for(lambda: finished(settings, [ids[1], ids[3]], 1), 30.0, message="reruns to succeed")
+    assert calls == {0: 1, 1: 2, 2: 1, 3: 2}
+
+    # the range of the original submits only: the reruns above are on the topic too
+    forced = [
+        replay(settings, topic=main, partition=p, from_offset=0, to_offset=end - 1, force=True)
+        for p, end in original_end.items()
+        if end > 0
+    ]
+
+    assert sum(s.replayed for s in forced) == 4
+    assert sum(s.skipped for s in forced) == 0
+    wait_for(
+        lambda: finished(settings, [ids[0], ids[2]], 1) and finished(settings, [ids[1], ids[3]], 2),
+        30.0,
+        message="forced reruns to succeed, each one generation up",
+    )
+    assert calls == {0: 2, 1: 3, 2: 2, 3: 3}
+
+
+def test_dry_run_replay_reports_what_it_would_do_and_writes_nothing(
+    settings: Settings, producer: Producer
+) -> None:
+    handles = [producer.submit(Job(n=n)) for n in range(3)]
+    names = queue_topics(settings)
+    before = {t: end_offsets(settings, t) for t in (names.main, names.status, names.redriven)}
+
+    summary = replay(settings, topic=names.main, from_offset=0, dry_run=True)
+    result = CliRunner().invoke(
+        app,
+        [
+            *("replay", "--topic", names.main, "--from-offset", "0", "--dry-run"),
+            *("--bootstrap-servers", settings.bootstrap_servers),
+            *("--topic-prefix", settings.topic_prefix),
+        ],
+        env=worker_env(settings),
+    )
+
+    assert summary.dry_run
+    assert sorted(i.task_id or "" for i in summary.items) == sorted(h.task_id for h in handles)
+    assert {i.outcome for i in summary.items} == {"would_replay"}
+    assert result.exit_code == 0, result.output
+    assert "would replay 3, skipped 0, failed 0" in result.output
+    assert {t: end_offsets(settings, t) for t in before} == before
+    for handle in handles:
+        view = status.latest(settings, handle.task_id)
+        assert view is not None
+        assert (view.state, view.generation) == (TaskState.QUEUED, 0)
+
+
+def test_undecodable_records_are_counted_as_failed_and_the_rest_is_replayed(
+    settings: Settings, producer: Producer, raw_producer: RawProducer
+) -> None:
+    main = queue_topics(settings).main
+    key = key_for_partition(0, settings.partitions)
+    garbage = raw_producer.produce(main, b"\x00not an envelope", key=key.encode(), partition=0)
+    tombstone = raw_producer.produce(main, None, key=key.encode(), partition=0)
+    handle = producer.submit(Job(n=1), key=key)
+    assert handle.partition == 0
+
+    summary = replay(settings, topic=main, partition=0, from_offset=0)
+
+    failed = {i.offset: i.reason or "" for i in summary.items if i.outcome == "failed"}
+    assert set(failed) == {garbage.offset, tombstone.offset}
+    assert failed[garbage.offset].startswith("decode_error")
+    assert failed[tombstone.offset].startswith("empty_value")
+    assert [i.task_id for i in summary.items if i.outcome == "replayed"] == [handle.task_id]
+    view = status.latest(settings, handle.task_id)
+    assert view is not None
+    assert view.generation == 1
+    assert (view.note or "").startswith(f"replayed from {main}[0]@{handle.offset} by ")

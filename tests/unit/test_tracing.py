@@ -1,0 +1,493 @@
+"""Trace propagation without a broker: span kinds, parents, attributes, garbage headers, edge setup.
+
+Spans go to the SDK's in-memory exporter through the test provider (``spans`` fixture). What
+needs a process without that provider (no SDK at all, or ``configure``) runs in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from streamjobs import tracing
+from streamjobs.errors import Discard, Retry
+from tests.tracing_support import SpanRelay
+
+REPO = Path(__file__).resolve().parents[2]
+TOPIC = "sj.default"
+VALID_PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+VALID_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def _process(headers: tracing.RecordHeaders, attempt: int = 1, topic: str = TOPIC) -> ReadableSpan:
+    """Run an empty handler under ``process_span`` and return the span it ran in."""
+    holder: list[trace.Span] = []
+    with tracing.process_span(
+        headers,
+        task="add",
+        task_id="t-1",
+        attempt=attempt,
+        topic=topic,
+        partition=2,
+        offset=41,
+        group="sj.default.workers",
+    ) as span:
+        holder.append(span)
+    finished = holder[0]
+    assert isinstance(finished, ReadableSpan)
+    return finished
+
+
+def _submit(key: str | None = "k") -> tuple[ReadableSpan, tracing.Headers]:
+    with tracing.submit_span("add", "t-1", TOPIC, key) as headers:
+        current = trace.get_current_span()
+    assert isinstance(current, ReadableSpan)
+    return current, headers
+
+
+def _hex(trace_id: int) -> str:
+    return format(trace_id, "032x")
+
+
+def test_submit_span_is_a_producer_span_with_messaging_attributes(
+    spans: InMemorySpanExporter,
+) -> None:
+    send, _ = _submit(key="customer-7")
+
+    assert send.name == f"send {TOPIC}"
+    assert send.kind is SpanKind.PRODUCER
+    assert send.parent is None
+    assert dict(send.attributes or {}) == {
+        "messaging.system": "kafka",
+        "messaging.destination.name": TOPIC,
+        "messaging.operation.name": "send",
+        "messaging.operation.type": "send",
+        "messaging.kafka.message.key": "customer-7",
+        "streamjobs.task": "add",
+        "streamjobs.task_id": "t-1",
+        "streamjobs.attempt": 1,
+    }
+    assert [s.context.span_id for s in spans.get_finished_spans()] == [send.context.span_id]
+
+
+def test_submit_span_without_key_has_no_message_key(spans: InMemorySpanExporter) -> None:
+    send, _ = _submit(key=None)
+    assert "messaging.kafka.message.key" not in (send.attributes or {})
+
+
+def test_submit_headers_carry_the_producer_span_context(spans: InMemorySpanExporter) -> None:
+    send, headers = _submit()
+
+    names = [name for name, _ in headers]
+    assert "traceparent" in names
+    traceparent = dict(headers)["traceparent"].decode()
+    ids = f"{_hex(send.context.trace_id)}-{send.context.span_id:016x}"
+    assert traceparent == f"00-{ids}-{send.context.trace_flags:02x}"
+
+
+def test_process_span_is_a_consumer_child_of_the_submit_span(spans: InMemorySpanExporter) -> None:
+    send, headers = _submit()
+    process = _process(headers)
+
+    assert process.name == f"process {TOPIC}"
+    assert process.kind is SpanKind.CONSUMER
+    assert process.context.trace_id == send.context.trace_id
+    assert process.parent is not None
+    assert process.parent.span_id == send.context.span_id
+    assert process.parent.is_remote
+
+
+def test_process_span_carries_kafka_coordinates_and_task_attributes(
+    spans: InMemorySpanExporter,
+) -> None:
+    process = _process([("traceparent", VALID_PARENT.encode())], attempt=3)
+
+    assert dict(process.attributes or {}) == {
+        "messaging.system": "kafka",
+        "messaging.destination.name": TOPIC,
+        "messaging.destination.partition.id": "2",
+        "messaging.kafka.offset": 41,
+        "messaging.consumer.group.name": "sj.default.workers",
+        "messaging.operation.name": "process",
+        "messaging.operation.type": "process",
+        "streamjobs.task": "add",
+        "streamjobs.task_id": "t-1",
+        "streamjobs.attempt": 3,
+    }
+
+
+def test_spans_a_handler_starts_nest_under_its_process_span(spans: InMemorySpanExporter) -> None:
+    with (
+        tracing.process_span(
+            [("traceparent", VALID_PARENT.encode())],
+            task="add",
+            task_id="t-1",
+            attempt=1,
+            topic=TOPIC,
+            partition=0,
+            offset=0,
+            group="g",
+        ) as process,
+        trace.get_tracer("handler").start_as_current_span("GET /prices") as child,
+    ):
+        pass
+
+    assert isinstance(child, ReadableSpan)
+    assert child.parent is not None
+    assert child.parent.span_id == process.get_span_context().span_id
+    assert _hex(child.context.trace_id) == VALID_TRACE_ID
+
+
+def test_handler_sees_the_baggage_the_submitter_sent(spans: InMemorySpanExporter) -> None:
+    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        _, headers = _submit()
+    finally:
+        otel_context.detach(token)
+    assert baggage.get_baggage("tenant") is None
+
+    with tracing.process_span(
+        headers, task="add", task_id="t-1", attempt=1, topic=TOPIC, partition=0, offset=0, group="g"
+    ):
+        seen = baggage.get_baggage("tenant")
+
+    assert seen == "acme"
+
+
+def test_headers_injected_during_an_attempt_chain_every_attempt_into_one_trace(
+    spans: InMemorySpanExporter,
+) -> None:
+    send, headers = _submit()
+    attempts: list[ReadableSpan] = []
+    for attempt in (1, 2, 3):
+        with tracing.process_span(
+            headers,
+            task="add",
+            task_id="t-1",
+            attempt=attempt,
+            topic=TOPIC if attempt == 1 else f"{TOPIC}.retry.1s",
+            partition=0,
+            offset=attempt,
+            group="g",
+        ) as span:
+            headers = tracing.inject()  # what the worker puts on the retry record
+        assert isinstance(span, ReadableSpan)
+        attempts.append(span)
+
+    assert {s.context.trace_id for s in attempts} == {send.context.trace_id}
+    parents = [s.parent.span_id if s.parent else None for s in attempts]
+    assert parents == [
+        send.context.span_id,
+        attempts[0].context.span_id,
+        attempts[1].context.span_id,
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([("traceparent", b"garbage")], id="not-a-traceparent"),
+        pytest.param([("traceparent", b"\xff\xfe\x00\x81")], id="not-ascii"),
+        pytest.param([("traceparent", VALID_PARENT.upper().encode())], id="uppercase-hex"),
+        pytest.param([("traceparent", b"00-" + b"0" * 32 + b"-00f067aa0ba902b7-01")], id="zero-id"),
+        pytest.param([("traceparent", b"ff" + VALID_PARENT[2:].encode())], id="version-ff"),
+        pytest.param([("traceparent", VALID_PARENT.encode()[:-3])], id="truncated"),
+        pytest.param([("traceparent", b"00-" + b"a" * 20_000)], id="oversized"),
+        pytest.param([("traceparent", None)], id="null-value"),
+        pytest.param([("traceparent", b"")], id="empty"),
+        pytest.param([], id="no-headers"),
+        pytest.param(None, id="headers-none"),
+    ],
+)
+def test_garbage_trace_headers_start_a_fresh_trace(
+    spans: InMemorySpanExporter, headers: tracing.RecordHeaders
+) -> None:
+    process = _process(headers)
+
+    assert process.parent is None
+    assert process.context.is_valid
+    assert _hex(process.context.trace_id) != VALID_TRACE_ID
+
+
+def test_garbage_tracestate_keeps_a_valid_traceparent(spans: InMemorySpanExporter) -> None:
+    headers = [("traceparent", VALID_PARENT.encode()), ("tracestate", b"\x00=={{,,bad")]
+    process = _process(headers)
+
+    assert process.parent is not None
+    assert _hex(process.context.trace_id) == VALID_TRACE_ID
+
+
+def test_headers_the_propagator_does_not_own_are_ignored(spans: InMemorySpanExporter) -> None:
+    process = _process([("x-trace", VALID_PARENT.encode()), ("task", b"\xff")])
+    assert process.parent is None
+
+
+def test_extract_never_raises_when_the_propagator_does(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> otel_context.Context:
+        raise ValueError("propagator bug")
+
+    monkeypatch.setattr("opentelemetry.propagate.extract", broken)
+
+    assert tracing.extract([("traceparent", VALID_PARENT.encode())]) == otel_context.Context()
+    assert _process([("traceparent", VALID_PARENT.encode())]).parent is None
+
+
+def test_inject_outside_any_span_writes_no_trace_headers(spans: InMemorySpanExporter) -> None:
+    assert tracing.inject() == []
+
+
+def test_replay_span_starts_a_new_trace_linked_to_the_original(
+    spans: InMemorySpanExporter,
+) -> None:
+    original = [("traceparent", VALID_PARENT.encode())]
+    with tracing.replay_span(
+        original, operation="redrive", task="add", task_id="t-1", topic=TOPIC, key="k"
+    ) as headers:
+        redrive = trace.get_current_span()
+    process = _process(headers)
+
+    assert isinstance(redrive, ReadableSpan)
+    assert redrive.name == f"redrive {TOPIC}"
+    assert redrive.kind is SpanKind.PRODUCER
+    assert redrive.parent is None
+    assert _hex(redrive.context.trace_id) != VALID_TRACE_ID
+    assert [(_hex(link.context.trace_id), link.context.span_id) for link in redrive.links] == [
+        (VALID_TRACE_ID, 0x00F067AA0BA902B7)
+    ]
+    assert (redrive.attributes or {})["messaging.operation.name"] == "redrive"
+    assert process.parent is not None
+    assert process.parent.span_id == redrive.context.span_id
+
+
+def test_replay_span_of_a_record_without_context_has_no_link(
+    spans: InMemorySpanExporter,
+) -> None:
+    with tracing.replay_span(
+        [("traceparent", b"garbage")], operation="replay", task="add", task_id="t-1", topic=TOPIC
+    ):
+        replay = trace.get_current_span()
+
+    assert isinstance(replay, ReadableSpan)
+    assert replay.name == f"replay {TOPIC}"
+    assert list(replay.links) == []
+
+
+def test_record_failure_marks_the_span_failed_with_the_exception_type(
+    spans: InMemorySpanExporter,
+) -> None:
+    with tracing.process_span(
+        None, task="add", task_id="t-1", attempt=1, topic=TOPIC, partition=0, offset=0, group="g"
+    ) as span:
+        tracing.record_failure(span, ValueError("three is bad"))
+    assert isinstance(span, ReadableSpan)
+
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "ValueError: three is bad"
+    assert (span.attributes or {})["error.type"] == "ValueError"
+    assert [event.name for event in span.events] == ["exception"]
+
+
+def test_a_discard_is_a_failure_but_a_retry_request_is_not(spans: InMemorySpanExporter) -> None:
+    for exc in (Discard("stale"), Retry(message="rate limited")):
+        with tracing.process_span(
+            None, task="a", task_id="t", attempt=1, topic=TOPIC, partition=0, offset=0, group="g"
+        ) as span:
+            tracing.record_failure(span, exc)
+    discarded, retried = spans.get_finished_spans()
+
+    assert discarded.status.status_code is StatusCode.ERROR
+    assert (discarded.attributes or {})["error.type"] == "streamjobs.errors.Discard"
+    assert retried.status.status_code is StatusCode.UNSET
+    assert [(e.name, dict(e.attributes or {})) for e in retried.events] == [
+        ("streamjobs.retry_requested", {"streamjobs.retry.reason": "rate limited"})
+    ]
+
+
+def test_trace_id_of_is_the_32_hex_digit_id_jaeger_shows(spans: InMemorySpanExporter) -> None:
+    with tracing.process_span(
+        [("traceparent", VALID_PARENT.encode())],
+        task="a",
+        task_id="t",
+        attempt=1,
+        topic=TOPIC,
+        partition=0,
+        offset=0,
+        group="g",
+    ) as span:
+        assert tracing.trace_id_of(span) == VALID_TRACE_ID
+    assert tracing.trace_id_of(trace.INVALID_SPAN) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+        ("http://jaeger:4318/", "http://jaeger:4318/v1/traces"),
+        ("https://otel.example/v1/traces", "https://otel.example/v1/traces"),
+        (" http://collector:4318/otlp ", "http://collector:4318/otlp/v1/traces"),
+    ],
+)
+def test_otlp_endpoint_is_a_base_url_like_otel_exporter_otlp_endpoint(
+    given: str, expected: str
+) -> None:
+    assert tracing.otlp_traces_url(given) == expected
+
+
+def test_configure_leaves_an_installed_provider_alone(span_relay: SpanRelay) -> None:
+    before = trace.get_tracer_provider()
+    assert tracing.configure("not-used", "http://127.0.0.1:9") is None
+    assert trace.get_tracer_provider() is before
+
+
+# -- processes without the test provider --------------------------------------------------------
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> str:
+    """Run ``code`` in a fresh interpreter (no test provider installed); return its stdout."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_library_path_never_imports_the_sdk() -> None:
+    out = _python(
+        """
+        import sys
+        import streamjobs, streamjobs.producer, streamjobs.worker, streamjobs.tracing
+        print(sorted(m for m in sys.modules if m.startswith("opentelemetry.sdk")))
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_without_a_provider_an_incoming_trace_passes_through_to_retry_records() -> None:
+    out = _python(
+        f"""
+        from streamjobs import tracing
+        with tracing.process_span(
+            [("traceparent", b"{VALID_PARENT}")],
+            task="a", task_id="t", attempt=1, topic="q", partition=0, offset=0, group="g",
+        ) as span:
+            print(tracing.trace_id_of(span), dict(tracing.inject())["traceparent"].decode())
+        with tracing.submit_span("a", "t", "q", None) as headers:
+            print(headers)
+        """
+    )
+    assert out.splitlines() == [f"{VALID_TRACE_ID} {VALID_PARENT}", "[]"]
+
+
+class _OtlpSink:
+    """A stand-in OTLP/HTTP receiver on 127.0.0.1 that records every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                sink.requests.put((self.path, self.headers.get("Content-Type", ""), body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def otlp_sink() -> Iterator[_OtlpSink]:
+    sink = _OtlpSink()
+    yield sink
+    sink.close()
+
+
+_EXPORT_ONE_SPAN = """
+    import sys
+    from streamjobs import tracing
+    provider = tracing.configure("svc-under-test", sys.argv[1] if len(sys.argv) > 1 else None)
+    assert provider is not None
+    assert tracing.configure("again", None) is None
+    with tracing.submit_span("add", "t-42", "q", None):
+        pass
+    provider.shutdown()
+"""
+
+
+def test_configure_exports_batches_over_otlp_http_to_the_given_endpoint(
+    otlp_sink: _OtlpSink,
+) -> None:
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_EXPORT_ONE_SPAN), otlp_sink.url],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+        timeout=60,
+    )
+
+    path, content_type, body = otlp_sink.requests.get(timeout=10)
+    assert path == "/v1/traces"
+    assert content_type == "application/x-protobuf"
+    assert b"svc-under-test" in body
+    assert b"t-42" in body
+
+
+def test_configure_without_an_endpoint_follows_the_standard_otel_variables(
+    otlp_sink: _OtlpSink,
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_sink.url}
+    env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_EXPORT_ONE_SPAN)],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+
+    path, _, body = otlp_sink.requests.get(timeout=10)
+    assert path == "/v1/traces"
+    assert b"svc-under-test" in body
+
+
+def test_every_span_name_and_attribute_key_is_a_constant_of_the_tracing_module() -> None:
+    keys = {v for k, v in vars(tracing).items() if k.startswith(("ATTR_", "EVENT_"))}
+    ops = {v for k, v in vars(tracing).items() if k.startswith("OP_")}
+    assert ops == {"send", "process", "replay", "redrive"}
+    assert all(key.startswith(("messaging.", "streamjobs.", "error.")) for key in keys)

@@ -196,7 +196,8 @@ def bench_latency(bootstrap: str, count: int, rate: float) -> list[float]:
     proc.start()
     _await_ready(out)
     with Producer(settings) as producer:
-        producer.submit(Noop(n=-1), key="warmup")  # announces the schema once
+        # announces the schema and lets the worker finish joining before anything is timed
+        producer.submit(Noop(n=-1), key="warmup").wait(60)
         interval = 1.0 / rate
         next_at = time.perf_counter()
         for i in range(count - 1):

@@ -58,7 +58,7 @@ def producer_config(settings: Settings, **overrides: str | int | float | bool) -
     config: Config = {
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 1,
+        "linger.ms": 0,  # a confirmed submit waits for its ack: lingering only adds latency
         "compression.type": "lz4",
         "message.max.bytes": settings.max_message_bytes,
         # the Java client's partitioner, so a Java producer and we agree on key -> partition
@@ -84,6 +84,8 @@ def consumer_config(settings: Settings, group: str, **overrides: Any) -> Config:
         **_group_protocol(settings),
         "isolation.level": "read_committed",
         "enable.partition.eof": False,
+        # a resumed tier partition joins the next fetch: a 500 ms long-poll made retries late
+        "fetch.wait.max.ms": 100,
         "fetch.message.max.bytes": max(settings.max_message_bytes, 1_048_576),
         "log_level": 3,
     }
@@ -149,8 +151,14 @@ class Record:
 
 def consume(consumer: Consumer, count: int, timeout: float) -> list[Record]:
     """Up to ``count`` records. Raises KafkaUnavailable on a fatal error; logs the others."""
+    # librdkafka's batch consume waits for a *full* batch or the timeout: an idle worker would
+    # sit on a fresh task for the whole timeout. Block for the first record only, then take
+    # what is already buffered without waiting.
+    messages = consumer.consume(1, timeout=timeout)
+    if messages and count > 1:
+        messages += consumer.consume(count - 1, timeout=0)
     records = []
-    for message in consumer.consume(count, timeout=timeout):
+    for message in messages:
         error = message.error()
         if error is not None:
             if error.fatal():

@@ -86,9 +86,16 @@ class SchemaCodec:
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise DecodeError(f"not a single-object Avro value ({len(data)} bytes)")
         if data[2:HEADER_SIZE] != self.fingerprint:
+            found = data[2:HEADER_SIZE]
+            other = next((c.name for c in _builtins() if c.fingerprint == found), None)
+            if other is not None:
+                raise DecodeError(
+                    f"expected a {self.name} record, got a {other} record",
+                    reason="wrong_record_type",
+                )
             raise DecodeError(
-                f"expected a {self.name} record, got fingerprint {data[2:HEADER_SIZE].hex()}",
-                reason="wrong_record_type",
+                f"expected a {self.name} record, got unknown fingerprint {found.hex()}",
+                reason="unknown_schema",
             )
         return decode_body(self.parsed, data, HEADER_SIZE)
 
@@ -206,6 +213,11 @@ def _compile_flat_writer(schema: dict[str, Any]) -> Any:
         return b"".join(out)
 
     return write
+
+
+def _builtins() -> list[SchemaCodec]:
+    names = ("task_envelope", "task_status", "dead_letter", "task_schema")
+    return [builtin(name) for name in names]
 
 
 @cache

@@ -79,7 +79,8 @@ class OutcomeWriter:
     exactly_once = False
 
     def __init__(self, settings: Settings, on_error: OnError) -> None:
-        self._producer = client.new_producer(settings)
+        # outcomes are not waited on by anyone: a short linger batches them at high rates
+        self._producer = client.new_producer(settings, **{"linger.ms": 2})
         self._on_error = on_error
         self._poll_thread = threading.get_ident()
 

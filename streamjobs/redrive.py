@@ -251,7 +251,9 @@ def show(settings: Settings, ref: str) -> DeadLetterDetail:
 def _decoded_args(settings: Settings, envelope: dict[str, Any]) -> dict[str, Any] | None:
     """The task's arguments, decoded with its writer schema from the schemas topic, if there."""
     try:
-        writer = SchemaStore(settings).writer(envelope["payload_schema"])
+        writer = SchemaStore(settings).writer(
+            envelope["payload_schema"], envelope["submitted_at_ms"]
+        )
         args = decode_body(writer, envelope["payload"], 0)
     except BadInput:
         return None

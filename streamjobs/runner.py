@@ -48,12 +48,12 @@ class HandlerRunner:
         if self._timed is not None:
             self._timed.shutdown(wait=False, cancel_futures=True)
 
-    def call(self, handler: Handler, envelope: dict[str, Any]) -> str | None:
+    def call(self, handler: Handler, envelope: dict[str, Any], written_at_ms: int) -> str | None:
         """Decode the payload, run the handler, return its result as JSON (None for None)."""
         fingerprint = envelope["payload_schema"]
         writer = None
         if fingerprint != handler.task_type.fingerprint:
-            writer = self._schemas.writer(fingerprint)
+            writer = self._schemas.writer(fingerprint, written_at_ms)
         task = handler.load(envelope["payload"], writer)
         timeout = handler.timeout or self._settings.task_timeout
         if handler.is_async:

@@ -21,7 +21,6 @@ from streamjobs.tasktypes import TaskType, check_safe
 from streamjobs.topics import queue_topics
 
 _CODEC = builtin("task_schema")
-_REFRESH_INTERVAL_S = 1.0
 
 
 def schema_record(task_type: TaskType) -> tuple[bytes, bytes]:
@@ -47,18 +46,26 @@ class SchemaStore:
         self._known: dict[bytes, Any] = {}
         self._lock = threading.Lock()
         self._last_refresh = 0.0
+        self._refreshed_at_ms = 0  # wall clock when the last refresh began
 
     def add(self, task_type: TaskType) -> None:
         self._known[task_type.fingerprint] = task_type.codec.parsed
 
-    def writer(self, fingerprint: bytes) -> Any:
-        """The parsed writer schema for ``fingerprint``; DecodeError(unknown_schema) if none."""
+    def writer(self, fingerprint: bytes, written_at_ms: int) -> Any:
+        """The parsed writer schema for ``fingerprint`` of a record written at ``written_at_ms``;
+        DecodeError(unknown_schema) only when a refresh begun after that moment lacks it.
+
+        A producer announces (and confirms) a schema before its first task, so a refresh that
+        starts after the task was written must see it; a miss before that is only a stale view.
+        """
         found = self._known.get(fingerprint)
         if found is None:
             with self._lock:
-                if time.monotonic() - self._last_refresh >= _REFRESH_INTERVAL_S:
-                    self._refresh()
                 found = self._known.get(fingerprint)
+                stale = self._refreshed_at_ms <= written_at_ms
+                if found is None and (stale or time.monotonic() - self._last_refresh >= 1.0):
+                    self._refresh()
+                    found = self._known.get(fingerprint)
         if found is None:
             raise DecodeError(
                 f"unknown payload schema fingerprint {fingerprint.hex()}", reason="unknown_schema"
@@ -68,6 +75,7 @@ class SchemaStore:
     def _refresh(self) -> None:
         """Read the whole (small, compacted, one-partition) schemas topic."""
         self._last_refresh = time.monotonic()
+        self._refreshed_at_ms = time.time_ns() // 1_000_000
         consumer = client.new_reader(self._settings)
         try:
             part = client.tp(self._topic, 0, client.OFFSET_BEGINNING)

@@ -120,6 +120,14 @@ def span_name(operation: str, topic: str) -> str:
     return f"{operation} {topic}"
 
 
+_CONTEXT_HEADERS = frozenset(("traceparent", "tracestate", "baggage"))
+
+
+def _recording() -> bool:
+    """Whether an SDK (or any real provider) is installed; the API's default is a proxy."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def _tracer() -> trace.Tracer:
     # Looked up per call, not cached: the application may install its provider after import.
     return trace.get_tracer(TRACER_NAME, schema_url=SCHEMA_URL)
@@ -178,6 +186,9 @@ def extract(headers: RecordHeaders) -> otel_context.Context:
 @contextmanager
 def submit_span(task: str, task_id: str, topic: str, key: str | None) -> Iterator[Headers]:
     """A PRODUCER span around producing a task record; yields the headers to put on it."""
+    if not _recording() and not trace.get_current_span().get_span_context().is_valid:
+        yield []  # no SDK and no trace to continue: nothing to record or propagate
+        return
     attributes = _task_attributes(OP_SEND, task, task_id, 1, topic)
     if key is not None:
         attributes[ATTR_MESSAGE_KEY] = key
@@ -205,6 +216,9 @@ def process_span(
     nest under this one and see the submitter's baggage. Exceptions are recorded by the caller
     through :func:`record_failure`, which knows whether they are failures or control flow.
     """
+    if not _recording() and not any(name in _CONTEXT_HEADERS for name, _ in headers or ()):
+        yield trace.INVALID_SPAN  # no SDK and nothing to pass on: a no-op span costs ~10 us
+        return
     attributes = _task_attributes(OP_PROCESS, task, task_id, attempt, topic)
     attributes[ATTR_PARTITION] = str(partition)
     attributes[ATTR_OFFSET] = offset

@@ -70,6 +70,7 @@ class _Partition:
         "hold_offset",
         "key",
         "lock",
+        "lost",
         "next_offset",
         "paused",
         "revoked",
@@ -83,7 +84,8 @@ class _Partition:
         self.tracker = OffsetTracker()
         self.lock = threading.Lock()
         self.running = 0
-        self.revoked = False
+        self.revoked = False  # no new task starts; started ones still settle and commit
+        self.lost = False  # given up without a handover: outcomes no longer count
         self.next_offset: int | None = None
         self.held_until_ms: int | None = None
         self.hold_offset = 0
@@ -91,13 +93,13 @@ class _Partition:
         self.suspect = range(0)  # offsets a dead previous owner may have been running
 
     def alive(self) -> bool:
-        return not self.revoked
+        return not self.lost
 
     def completer(self, offset: int) -> Callable[[], bool]:
         """The ``done`` of an outcome: completes ``offset`` unless the partition was given up."""
 
         def done() -> bool:
-            if self.revoked:
+            if self.lost:
                 return False
             self.tracker.completed(offset)
             return True
@@ -295,7 +297,7 @@ class Worker:
             part = self._parts.pop(key, None)
             if part is not None:
                 with part.lock:
-                    part.revoked = True
+                    part.revoked = part.lost = True
         if isinstance(self._writer, TransactionalWriter):
             self._writer.drop(_keys(partitions))
 
@@ -332,7 +334,7 @@ class Worker:
         old = list(self._parts.values())
         for part in old:
             with part.lock:
-                part.revoked = True
+                part.revoked = part.lost = True
         positions = consumer.committed([client.tp(*p.key) for p in old], timeout=30.0)
         for position in positions:
             key = (position.topic, position.partition)
@@ -556,7 +558,7 @@ class Worker:
             # at least once: fire and forget; exactly once: staged, dropped if the partition goes
             self.writer.write([running], origin, part.alive if self.writer.exactly_once else None)
             try:
-                result = self._runner.call(handler, envelope)
+                result = self._runner.call(handler, envelope, message.timestamp_ms)
             except Exception as exc:
                 tracing.record_failure(span, exc)
                 self._failed(message, part, envelope, handler, exc, where)

@@ -127,11 +127,20 @@ def test_encoded_value_starts_with_c3_01_and_the_8_byte_fingerprint(
     assert value[10:] == transfer.encode_body(record)
 
 
-def test_value_of_another_schema_is_rejected_with_reason_wrong_record_type(
+def test_value_of_an_unknown_schema_is_rejected_with_reason_unknown_schema(
     transfer: SchemaCodec, login: SchemaCodec
 ) -> None:
     with pytest.raises(DecodeError, match="expected a Transfer record") as excinfo:
         transfer.decode(login.encode({"user": "eve", "ip": "10.0.0.1", "at_ms": 7}))
+    assert _reason(excinfo) == "unknown_schema"
+
+
+def test_a_known_record_of_the_wrong_type_is_rejected_with_reason_wrong_record_type() -> None:
+    status_value = builtin("task_schema").encode(
+        {"task": "t", "fingerprint": "00" * 8, "schema": "{}", "registered_at_ms": 1}
+    )
+    with pytest.raises(DecodeError, match="got a TaskSchema record") as excinfo:
+        builtin("task_envelope").decode(status_value)
     assert _reason(excinfo) == "wrong_record_type"
 
 
@@ -144,7 +153,7 @@ def test_same_shape_record_of_another_schema_is_refused_not_decoded_as_garbage(
     assert garbage == {"source": "eve", "target": "10.0.0.1", "amount": 7}
     with pytest.raises(DecodeError) as excinfo:
         transfer.decode(value)
-    assert _reason(excinfo) == "wrong_record_type"
+    assert _reason(excinfo) == "unknown_schema"
 
 
 @pytest.mark.parametrize(

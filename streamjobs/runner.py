@@ -10,10 +10,9 @@ failure means (:mod:`streamjobs.retry`) or write anything to Kafka.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +28,6 @@ class HandlerRunner:
     def __init__(self, settings: Settings, schemas: SchemaStore, *, needs_loop: bool) -> None:
         self._settings = settings
         self._schemas = schemas
-        self._timed: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         if needs_loop:
@@ -45,8 +43,6 @@ class HandlerRunner:
             self._loop_thread.join(5.0)
             if not self._loop.is_running():
                 self._loop.close()  # an unclosed loop warns (ResourceWarning) when collected
-        if self._timed is not None:
-            self._timed.shutdown(wait=False, cancel_futures=True)
 
     def call(self, handler: Handler, envelope: dict[str, Any], written_at_ms: int) -> str | None:
         """Decode the payload, run the handler, return its result as JSON (None for None)."""
@@ -73,19 +69,29 @@ class HandlerRunner:
         return future.result()
 
     def _call_with_timeout(self, handler: Handler, task: Any, timeout: timedelta) -> Any:
-        if self._timed is None:
-            self._timed = ThreadPoolExecutor(
-                max_workers=max(4, self._settings.concurrency * 2),
-                thread_name_prefix="streamjobs-timed",
-            )
-        future = self._timed.submit(handler.func, task)
-        try:
-            return future.result(timeout.total_seconds())
-        except FutureTimeout:
-            future.cancel()
+        """One daemon thread per timed call: an abandoned (hung) call keeps only its own
+        thread, never a slot other tasks need, and does not block interpreter exit."""
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = handler.func(task)
+            except BaseException as exc:  # re-raised in the caller's thread, as it was
+                outcome["error"] = exc
+
+        context = contextvars.copy_context()  # the process span stays current in the handler
+        thread = threading.Thread(
+            target=context.run, args=(run,), name=f"streamjobs-timed-{handler.name}", daemon=True
+        )
+        thread.start()
+        thread.join(timeout.total_seconds())
+        if thread.is_alive():
             raise HandlerTimeout(
                 f"{handler.name} exceeded its timeout of {timeout.total_seconds():g}s"
-            ) from None
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("result")
 
 
 async def _with_deadline(coro: Any, seconds: float | None, name: str) -> Any:

@@ -144,6 +144,10 @@ class Settings(BaseSettings):
             raise ValueError("retry_tiers must not be empty")
         if not self.delay_tiers:
             raise ValueError("delay_tiers must not be empty")
+        if self.ordering == "key_ordered" and self.group_protocol != "consumer":
+            raise ValueError(
+                "ordering=key_ordered needs group_protocol=consumer (co-partitioned tiers)"
+            )
         if self.dlq_max_bytes > self.max_message_bytes:
             raise ValueError("dlq_max_bytes must not exceed max_message_bytes")
         return self

@@ -27,6 +27,7 @@ from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
 from streamjobs.executor import KeyedExecutor
 from streamjobs.models import TaskState
 from streamjobs.offsets import OffsetTracker
+from streamjobs.ordering import KeyGate, pending_keys
 from streamjobs.outcomes import (
     ENVELOPE,
     Builder,
@@ -133,6 +134,8 @@ class Worker:
         self._build = Builder(settings, self._topics, self.worker_id)
         self._writer: OutcomeWriter | None = None
         self._ledger: StartLedger | None = None
+        self._gate = KeyGate() if settings.ordering == "key_ordered" else None
+        self._retry_topics = frozenset(self._topics.retry.values())
         self._runner: HandlerRunner | None = None
         self._executor: KeyedExecutor | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
@@ -251,6 +254,8 @@ class Worker:
         keys = _keys(partitions)
         for key in keys:
             self._parts[key] = _Partition(key)
+        if keys and self._gate is not None:
+            self._adopt_retries(consumer, [p for t, p in keys if t == self._topics.main])
         if keys:
             try:
                 self._find_suspects(consumer, partitions)
@@ -259,6 +264,17 @@ class Worker:
                 # quarantine is a safety net: without the ledger, tasks still run
                 _log.warning("crash ledger unavailable, starts not counted: %s", exc)
         self.assigned.set()
+
+    def _adopt_retries(self, consumer: Any, partitions: list[int]) -> None:
+        """key_ordered: count the retries waiting on our new partitions' tiers, per key, before
+        any main-topic task of theirs can start."""
+        assert self._gate is not None
+        tiers = [client.tp(t, p) for t in self._retry_topics for p in partitions]
+        if not tiers:
+            return
+        starts = consumer.committed(tiers, timeout=30.0)
+        for partition, keys in pending_keys(self.settings, starts).items():
+            self._gate.adopt(partition, keys)
 
     def _find_suspects(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
         """Records a crashed previous owner may have been running get their starts counted."""
@@ -283,6 +299,11 @@ class Worker:
         self._release(parts)
         for part in parts:
             del self._parts[part.key]
+        self._forget_order(parts)
+
+    def _forget_order(self, parts: list[_Partition]) -> None:
+        if self._gate is not None:
+            self._gate.forget(p.key[1] for p in parts if p.key[0] == self._topics.main)
 
     def _release(self, parts: list[_Partition]) -> None:
         """A clean handover: the next owner need not suspect a crash."""
@@ -298,6 +319,7 @@ class Worker:
             if part is not None:
                 with part.lock:
                     part.revoked = part.lost = True
+                self._forget_order([part])
         if isinstance(self._writer, TransactionalWriter):
             self._writer.drop(_keys(partitions))
 
@@ -428,6 +450,11 @@ class Worker:
         except BadInput as exc:
             self._dead_letter(message, part, envelope, exc.reason, exc)
             return
+        self._dispatch(message, envelope, handler, part)
+
+    def _dispatch(
+        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
+    ) -> None:
         assert self._executor is not None
         with self._queued_lock:
             self._queued += 1
@@ -499,6 +526,7 @@ class Worker:
             part, message, self._build.dead_letter(message, envelope, reason, exc, where)
         )
         self.stats.dead_lettered += 1
+        self._retry_ended(message)
         _log.warning(
             "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
         )
@@ -509,6 +537,8 @@ class Worker:
         self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
     ) -> None:
         try:
+            if self._parked(message, envelope, handler, part):
+                return
             with part.lock:
                 if part.revoked:
                     return  # never start a task for a partition we no longer own
@@ -522,6 +552,24 @@ class Worker:
             with self._queued_lock:
                 self._queued -= 1
                 self._queued_lock.notify()
+
+    def _parked(
+        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
+    ) -> bool:
+        """key_ordered: a main-topic task waits while an earlier task of its key is in retry."""
+        if self._gate is None or message.topic != self._topics.main:
+            return False
+        return self._gate.park_if_blocked(
+            (message.partition, message.key or b""),
+            lambda: self._dispatch(message, envelope, handler, part),
+        )
+
+    def _retry_ended(self, message: client.Record) -> None:
+        """key_ordered: a retry-tier task reached its final outcome; release its key's tasks."""
+        if self._gate is None or message.topic not in self._retry_topics:
+            return
+        for release in self._gate.retry_finished((message.partition, message.key or b"")):
+            release()
 
     def _run_task(
         self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
@@ -568,6 +616,7 @@ class Worker:
         done = self._build.status(envelope, TaskState.SUCCEEDED, result=result, **where)
         self._settle_with(part, message, [done])
         self.stats.succeeded += 1
+        self._retry_ended(message)
         if suspect:
             self.ledger.end(message.topic, message.partition, message.offset)
 
@@ -599,6 +648,9 @@ class Worker:
             self._dead_letter(message, part, envelope, decision.reason, exc, where)
             return
         # the retry record continues the trace: the next attempt is a child of this one
+        if self._gate is not None and message.topic == self._topics.main:
+            # before the key's next task can start (it waits for this executor slot)
+            self._gate.retry_scheduled((message.partition, message.key or b""))
         records = self._build.retry(message, envelope, decision, exc, where, tracing.inject())
         self._settle_with(part, message, records)
         self.stats.retried += 1

@@ -190,9 +190,9 @@ def test_poison_dead_letter_is_reported_as_skipped_and_never_redriven(
 
     [item] = summary.items
     assert item.outcome == "skipped"
-    assert "no decodable envelope (wrong_record_type)" in (item.reason or "")
+    assert "no decodable envelope (unknown_schema)" in (item.reason or "")
     assert end_offsets(settings, names.main) == main_before
     assert read_ledger(settings) == set()
     detail = show(settings, item.ref)
     assert detail.envelope is None
-    assert (detail.envelope_error or "").startswith("wrong_record_type")
+    assert (detail.envelope_error or "").startswith("unknown_schema")

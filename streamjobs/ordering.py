@@ -1,0 +1,112 @@
+"""Key-ordered retries: later tasks of a key wait while an earlier one is in a retry tier.
+
+Owns the per-worker gate of the ``key_ordered`` ordering mode. For each (partition, key) it
+counts the key's tasks sitting in retry tiers; a main-topic task of a key with a non-zero count
+is parked instead of run, and released, in offset order, when the count falls back to zero.
+Parked tasks are never committed, so they are durable: after a crash or a rebalance the new
+owner reads them again. Other keys keep flowing.
+
+This only works because every worker owns the *same partition numbers* of the main and tier
+topics (KIP-848's ``range`` assignor with equal partition counts, which ``topics ensure``
+guarantees): a key's retries are always on the worker that holds its later tasks. The
+``classic`` group protocol gives no such guarantee, so ``key_ordered`` requires ``consumer``.
+Does not run tasks or decide retries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
+
+from streamjobs import client
+from streamjobs.settings import Settings
+
+Slot = tuple[int, bytes]  # partition number, record key
+Release = Callable[[], None]
+
+
+class KeyGate:
+    """Retry counts and parked tasks per (partition, key). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._retrying: Counter[Slot] = Counter()
+        self._parked: defaultdict[Slot, deque[Release]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def park_if_blocked(self, slot: Slot, release: Release) -> bool:
+        """Park ``release`` (run it later) when the key has a task in retry; True if parked."""
+        with self._lock:
+            if self._retrying[slot] <= 0:
+                return False
+            self._parked[slot].append(release)
+            return True
+
+    def retry_scheduled(self, slot: Slot) -> None:
+        """A main-topic task of the key moved to a retry tier."""
+        with self._lock:
+            self._retrying[slot] += 1
+
+    def retry_finished(self, slot: Slot) -> list[Release]:
+        """A retry-tier task of the key ended (succeeded or dead-lettered): the tasks to run
+        again, in order, when it was the key's last one in retry."""
+        with self._lock:
+            self._retrying[slot] -= 1
+            if self._retrying[slot] > 0:
+                return []
+            del self._retrying[slot]
+            return list(self._parked.pop(slot, ()))
+
+    def adopt(self, partition: int, keys: Iterable[bytes]) -> None:
+        """Count tier records found unprocessed on a newly assigned partition."""
+        with self._lock:
+            for key in keys:
+                self._retrying[(partition, key)] += 1
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions given up: their parked tasks are uncommitted and will be read again."""
+        numbers = set(partitions)
+        with self._lock:
+            for slot in [s for s in self._retrying if s[0] in numbers]:
+                del self._retrying[slot]
+            for slot in [s for s in self._parked if s[0] in numbers]:
+                del self._parked[slot]
+
+    def parked(self) -> int:
+        with self._lock:
+            return sum(len(q) for q in self._parked.values())
+
+
+def pending_keys(
+    settings: Settings, starts: Sequence[client.TopicPartition], timeout: float = 30.0
+) -> dict[int, list[bytes]]:
+    """Keys of the records between each tier partition's committed offset and its end, by
+    partition number: the retries a new owner inherits."""
+    found: dict[int, list[bytes]] = defaultdict(list)
+    reader = client.new_reader(settings)
+    try:
+        ends = {}
+        assign = []
+        for start in starts:
+            part = client.tp(start.topic, start.partition)
+            low, high = client.watermarks_when_ready(reader, part, timeout)
+            begin = max(start.offset, low) if start.offset >= 0 else low
+            if high > begin:
+                ends[(start.topic, start.partition)] = high
+                assign.append(client.tp(start.topic, start.partition, begin))
+        if not assign:
+            return found
+        reader.assign(assign)
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for record in client.consume(reader, 1000, 0.2):
+                end = ends.get((record.topic, record.partition))
+                if end is not None and record.offset < end:
+                    found[record.partition].append(record.key or b"")
+            for position in reader.position([client.tp(t, p) for t, p in ends]):
+                if position.offset >= ends[(position.topic, position.partition)]:
+                    del ends[(position.topic, position.partition)]
+    finally:
+        reader.close()
+    return found

@@ -64,6 +64,22 @@ class KeyGate:
             for key in keys:
                 self._retrying[(partition, key)] += 1
 
+    def adopt_pending(
+        self,
+        settings: Settings,
+        consumer: client.Consumer,
+        retry_topics: Iterable[str],
+        partitions: list[int],
+    ) -> None:
+        """Count the retries waiting on newly assigned partitions' tiers, per key, before any
+        main-topic task of theirs can start (reads from the group's committed offsets)."""
+        tiers = [client.tp(t, p) for t in retry_topics for p in partitions]
+        if not tiers:
+            return
+        starts = consumer.committed(tiers, timeout=30.0)
+        for partition, keys in pending_keys(settings, starts).items():
+            self.adopt(partition, keys)
+
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions given up: their parked tasks are uncommitted and will be read again."""
         numbers = set(partitions)

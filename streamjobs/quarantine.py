@@ -17,6 +17,7 @@ Does not run tasks or write dead letters (the worker does).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -25,6 +26,7 @@ from streamjobs.errors import KafkaUnavailable
 from streamjobs.settings import Settings
 
 _SYNC_TIMEOUT_S = 10.0
+_log = logging.getLogger(__name__)
 
 
 def ledger_key(topic: str, partition: int, offset: int) -> bytes:
@@ -71,6 +73,24 @@ class StartLedger:
         with self._lock:
             self._counts = counts
             self._owners = owners
+
+    def suspects(
+        self, consumer: client.Consumer, partitions: list[client.TopicPartition]
+    ) -> dict[tuple[str, int], range]:
+        """Offsets whose starts must be counted, for partitions whose last owner died: from
+        the committed offset to twice ``max_in_flight`` beyond (what it may have been running).
+        Reads the ledger afresh."""
+        self.load()
+        crashed = [p for p in partitions if self.crashed_owner(p.topic, p.partition)]
+        if not crashed:
+            return {}
+        window = 2 * self._settings.max_in_flight
+        found = {}
+        for position in consumer.committed(crashed, timeout=30.0):
+            start = max(0, position.offset)
+            found[(position.topic, position.partition)] = range(start, start + window)
+        _log.warning("%d partitions lost their owner abruptly: counting task starts", len(found))
+        return found
 
     def crashed_owner(self, topic: str, partition: int) -> bool:
         """True when the partition's last owner took it and never released it (it died)."""

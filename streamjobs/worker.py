@@ -26,8 +26,7 @@ from streamjobs import client, status, tracing
 from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
 from streamjobs.executor import KeyedExecutor
 from streamjobs.models import TaskState
-from streamjobs.offsets import OffsetTracker
-from streamjobs.ordering import KeyGate, pending_keys
+from streamjobs.ordering import KeyGate
 from streamjobs.outcomes import (
     ENVELOPE,
     Builder,
@@ -36,6 +35,7 @@ from streamjobs.outcomes import (
     TransactionAborted,
     TransactionalWriter,
 )
+from streamjobs.partitions import Assigned, Partition, TopicKey
 from streamjobs.quarantine import StartLedger
 from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import DeadLetter, RetryPolicy, clamp_attempt, decide, pick_tier
@@ -47,9 +47,6 @@ from streamjobs.topics import queue_topics
 _log = logging.getLogger(__name__)
 _BATCH = 500
 _POLL_TIMEOUT_S = 0.05
-_PAUSE_AFTER_S = 1.0
-
-TopicKey = tuple[str, int]
 
 
 @dataclass
@@ -61,51 +58,6 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     hopped: int = 0
-
-
-class _Partition:
-    """The worker's view of one assigned partition."""
-
-    __slots__ = (
-        "held_until_ms",
-        "hold_offset",
-        "key",
-        "lock",
-        "lost",
-        "next_offset",
-        "paused",
-        "revoked",
-        "running",
-        "suspect",
-        "tracker",
-    )
-
-    def __init__(self, key: TopicKey) -> None:
-        self.key = key
-        self.tracker = OffsetTracker()
-        self.lock = threading.Lock()
-        self.running = 0
-        self.revoked = False  # no new task starts; started ones still settle and commit
-        self.lost = False  # given up without a handover: outcomes no longer count
-        self.next_offset: int | None = None
-        self.held_until_ms: int | None = None
-        self.hold_offset = 0
-        self.paused = False
-        self.suspect = range(0)  # offsets a dead previous owner may have been running
-
-    def alive(self) -> bool:
-        return not self.lost
-
-    def completer(self, offset: int) -> Callable[[], bool]:
-        """The ``done`` of an outcome: completes ``offset`` unless the partition was given up."""
-
-        def done() -> bool:
-            if self.lost:
-                return False
-            self.tracker.completed(offset)
-            return True
-
-        return done
 
 
 class Worker:
@@ -129,7 +81,7 @@ class Worker:
             self._schemas.add(handler.task_type)
         self._stop = threading.Event()
         self._failure: StreamJobsError | None = None
-        self._parts: dict[TopicKey, _Partition] = {}
+        self._parts = Assigned(settings)
         self._consumer: client.Consumer | None = None
         self._build = Builder(settings, self._topics, self.worker_id)
         self._writer: OutcomeWriter | None = None
@@ -140,12 +92,10 @@ class Worker:
         self._executor: KeyedExecutor | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
         self._last_commit = 0.0
-        self._backpressure = False
         # tasks handed to the executor and not finished yet (started or waiting for their key);
         # tasks whose outcome awaits its ack are bounded by the producer queue instead
         self._queued = 0
         self._queued_lock = threading.Condition()
-        self._full_since: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -198,6 +148,21 @@ class Worker:
         return OutcomeWriter(self.settings, self.fail)
 
     @property
+    def in_flight(self) -> int:
+        """Tasks taken from Kafka and not finished yet (queued for their key or running)."""
+        return self._queued
+
+    @property
+    def paused_for_backpressure(self) -> bool:
+        """Whether intake is paused because the executor stayed full."""
+        return self._parts.backpressure
+
+    @property
+    def consumer(self) -> client.Consumer:
+        assert self._consumer is not None, "the worker is not running"
+        return self._consumer
+
+    @property
     def ledger(self) -> StartLedger:
         assert self._ledger is not None, "the worker is not running"
         return self._ledger
@@ -209,7 +174,7 @@ class Worker:
 
     def _poll_once(self, consumer: client.Consumer) -> None:
         room = self.settings.max_in_flight - self._queued
-        if room > 0 or self._backpressure:
+        if room > 0 or self._parts.backpressure:
             try:
                 records = client.consume(consumer, max(1, min(_BATCH, room)), _POLL_TIMEOUT_S)
             except KafkaUnavailable as exc:
@@ -227,8 +192,8 @@ class Worker:
         if now - self._last_commit >= self.settings.commit_interval.total_seconds():
             self._last_commit = now
             self._commit(list(self._parts.values()), asynchronous=True)
-        self._resume_due()
-        self._apply_backpressure()
+        self._parts.resume_due(self.consumer)
+        self._parts.apply_backpressure(self.consumer, self._queued)
 
     def _shutdown(self, consumer: client.Consumer) -> None:
         parts = list(self._parts.values())
@@ -253,40 +218,19 @@ class Worker:
     def _on_assign(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
         keys = _keys(partitions)
         for key in keys:
-            self._parts[key] = _Partition(key)
+            self._parts[key] = Partition(key)
         if keys and self._gate is not None:
-            self._adopt_retries(consumer, [p for t, p in keys if t == self._topics.main])
+            mains = [p for t, p in keys if t == self._topics.main]
+            self._gate.adopt_pending(self.settings, consumer, self._retry_topics, mains)
         if keys:
             try:
-                self._find_suspects(consumer, partitions)
+                for key, window in self.ledger.suspects(consumer, partitions).items():
+                    self._parts[key].suspect = window
                 self.ledger.mark(keys, active=True)
             except (client.KafkaException, StreamJobsError) as exc:
                 # quarantine is a safety net: without the ledger, tasks still run
                 _log.warning("crash ledger unavailable, starts not counted: %s", exc)
         self.assigned.set()
-
-    def _adopt_retries(self, consumer: Any, partitions: list[int]) -> None:
-        """key_ordered: count the retries waiting on our new partitions' tiers, per key, before
-        any main-topic task of theirs can start."""
-        assert self._gate is not None
-        tiers = [client.tp(t, p) for t in self._retry_topics for p in partitions]
-        if not tiers:
-            return
-        starts = consumer.committed(tiers, timeout=30.0)
-        for partition, keys in pending_keys(self.settings, starts).items():
-            self._gate.adopt(partition, keys)
-
-    def _find_suspects(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
-        """Records a crashed previous owner may have been running get their starts counted."""
-        self.ledger.load()
-        crashed = [p for p in partitions if self.ledger.crashed_owner(p.topic, p.partition)]
-        if not crashed:
-            return
-        window = 2 * self.settings.max_in_flight
-        for position in consumer.committed(crashed, timeout=30.0):
-            start = max(0, position.offset)
-            self._parts[(position.topic, position.partition)].suspect = range(start, start + window)
-        _log.warning("%d partitions lost their owner abruptly: counting task starts", len(crashed))
 
     def _on_revoke(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
         """Stop starting tasks for these partitions, let started ones finish, commit, release."""
@@ -301,11 +245,11 @@ class Worker:
             del self._parts[part.key]
         self._forget_order(parts)
 
-    def _forget_order(self, parts: list[_Partition]) -> None:
+    def _forget_order(self, parts: list[Partition]) -> None:
         if self._gate is not None:
             self._gate.forget(p.key[1] for p in parts if p.key[0] == self._topics.main)
 
-    def _release(self, parts: list[_Partition]) -> None:
+    def _release(self, parts: list[Partition]) -> None:
         """A clean handover: the next owner need not suspect a crash."""
         try:
             self.ledger.mark([p.key for p in parts], active=False)
@@ -323,7 +267,7 @@ class Worker:
         if isinstance(self._writer, TransactionalWriter):
             self._writer.drop(_keys(partitions))
 
-    def _settle(self, parts: list[_Partition], grace_s: float) -> None:
+    def _settle(self, parts: list[Partition], grace_s: float) -> None:
         """Wait (bounded) for started tasks of ``parts`` and their outcome acknowledgements."""
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and any(p.running for p in parts):
@@ -333,7 +277,7 @@ class Worker:
 
     # -- commits ---------------------------------------------------------------------------
 
-    def _commit(self, parts: list[_Partition], *, asynchronous: bool) -> None:
+    def _commit(self, parts: list[Partition], *, asynchronous: bool) -> None:
         offsets = []
         for part in parts:
             offset = part.tracker.commit_offset()
@@ -360,11 +304,11 @@ class Worker:
         positions = consumer.committed([client.tp(*p.key) for p in old], timeout=30.0)
         for position in positions:
             key = (position.topic, position.partition)
-            self._parts[key] = _Partition(key)
+            self._parts[key] = Partition(key)
             offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
             consumer.seek(client.tp(key[0], key[1], offset))
         consumer.resume([client.tp(*p.key) for p in old if p.paused or p.held_until_ms is not None])
-        self._backpressure = False
+        self._parts.backpressure = False
 
     def _on_commit(self, error: Any, partitions: list[client.TopicPartition]) -> None:
         if error is not None:
@@ -377,57 +321,6 @@ class Worker:
             if part is not None:
                 part.tracker.committed = None
 
-    # -- flow control ----------------------------------------------------------------------
-
-    def _hold(self, part: _Partition, offset: int, until_ms: int) -> None:
-        """Pause a tier partition whose head is not due: the thread keeps polling the rest."""
-        part.held_until_ms = until_ms
-        part.hold_offset = offset
-        assert self._consumer is not None
-        self._consumer.pause([client.tp(*part.key)])
-
-    def _resume_due(self) -> None:
-        now = status.now_ms()
-        for part in list(self._parts.values()):
-            if part.held_until_ms is not None and part.held_until_ms <= now:
-                part.held_until_ms = None
-                self._resume(part, part.hold_offset)
-
-    def _resume(self, part: _Partition, offset: int | None) -> None:
-        assert self._consumer is not None
-        self._consumer.resume([client.tp(*part.key)])
-        if offset is not None:  # drop what was prefetched before the pause; re-read from here
-            self._consumer.seek(client.tp(part.key[0], part.key[1], offset))
-
-    def _apply_backpressure(self) -> None:
-        """Pause every partition while the executor stays full; the loop keeps polling.
-
-        Long tasks must not stop the poll loop (the group would evict us after
-        ``max.poll.interval.ms``), so after a short grace the partitions are paused and
-        ``consume`` keeps being called; it returns nothing until they are resumed.
-        """
-        in_flight = self._queued
-        limit = self.settings.max_in_flight
-        now = time.monotonic()
-        if in_flight < limit:
-            self._full_since = None
-        elif self._full_since is None:
-            self._full_since = now
-        if not self._backpressure and self._full_since and now - self._full_since > _PAUSE_AFTER_S:
-            self._backpressure = True
-            for part in self._parts.values():
-                if part.held_until_ms is None and not part.paused:
-                    part.paused = True
-                    assert self._consumer is not None
-                    self._consumer.pause([client.tp(*part.key)])
-        elif self._backpressure and in_flight <= limit // 2:
-            self._backpressure = False
-            for part in self._parts.values():
-                if part.paused:
-                    part.paused = False
-                    if part.held_until_ms is None:
-                        self._resume(part, part.next_offset)
-
     # -- routing (poll thread) -------------------------------------------------------------
 
     def _on_message(self, message: client.Record) -> None:
@@ -435,6 +328,9 @@ class Worker:
         part = self._parts.get((topic, partition))
         if part is None or part.revoked or part.held_until_ms is not None or part.paused:
             return  # not ours any more, or held: it will be read again after resume/seek
+        if self._parts.backpressure:
+            self._parts.pause_new(self.consumer, part, offset)  # assigned while all are paused
+            return
         try:
             envelope = self._decode(message)
         except BadInput as exc:
@@ -453,7 +349,7 @@ class Worker:
         self._dispatch(message, envelope, handler, part)
 
     def _dispatch(
-        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
+        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
     ) -> None:
         assert self._executor is not None
         with self._queued_lock:
@@ -463,7 +359,7 @@ class Worker:
             _bind(self._execute, message, envelope, handler, part),
         )
 
-    def _begin(self, part: _Partition, offset: int) -> None:
+    def _begin(self, part: Partition, offset: int) -> None:
         part.next_offset = offset + 1
         part.tracker.dispatched(offset)
 
@@ -480,7 +376,7 @@ class Worker:
         return envelope
 
     def _not_due(
-        self, message: client.Record, part: _Partition, envelope: dict[str, Any], tier: timedelta
+        self, message: client.Record, part: Partition, envelope: dict[str, Any], tier: timedelta
     ) -> bool:
         """Hold the partition if its head is not released yet; hop if released but not due."""
         now = status.now_ms()
@@ -488,7 +384,7 @@ class Worker:
         release = message.timestamp_ms + int(tier.total_seconds() * 1000)
         release = min(release, due) if due else release
         if release > now:
-            self._hold(part, message.offset, release)
+            self._parts.hold(self.consumer, part, message.offset, release)
             return True
         if due > now:
             self._begin(part, message.offset)
@@ -496,7 +392,7 @@ class Worker:
             return True
         return False
 
-    def _hop(self, message: client.Record, part: _Partition, remaining: timedelta) -> None:
+    def _hop(self, message: client.Record, part: Partition, remaining: timedelta) -> None:
         """Move a released-but-not-due record to the tier that fits the rest of its wait."""
         topic = message.topic
         family = self._topics.retry if topic in self._topics.retry.values() else self._topics.delay
@@ -507,7 +403,7 @@ class Worker:
         self.stats.hopped += 1
 
     def _settle_with(
-        self, part: _Partition, message: client.Record, records: list[OutRecord]
+        self, part: Partition, message: client.Record, records: list[OutRecord]
     ) -> None:
         """Write the records that settle ``message``; its offset completes once they are durable."""
         origin = (message.topic, message.partition, message.offset)
@@ -516,7 +412,7 @@ class Worker:
     def _dead_letter(
         self,
         message: client.Record,
-        part: _Partition,
+        part: Partition,
         envelope: dict[str, Any] | None,
         reason: str,
         exc: BaseException | None,
@@ -534,7 +430,7 @@ class Worker:
     # -- execution (executor threads) ------------------------------------------------------
 
     def _execute(
-        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
+        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
     ) -> None:
         try:
             if self._parked(message, envelope, handler, part):
@@ -554,7 +450,7 @@ class Worker:
                 self._queued_lock.notify()
 
     def _parked(
-        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
+        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
     ) -> bool:
         """key_ordered: a main-topic task waits while an earlier task of its key is in retry."""
         if self._gate is None or message.topic != self._topics.main:
@@ -572,7 +468,7 @@ class Worker:
             release()
 
     def _run_task(
-        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: _Partition
+        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
     ) -> None:
         suspect = message.offset in part.suspect
         if suspect:
@@ -630,7 +526,7 @@ class Worker:
     def _failed(
         self,
         message: client.Record,
-        part: _Partition,
+        part: Partition,
         envelope: dict[str, Any],
         handler: Handler,
         exc: BaseException,

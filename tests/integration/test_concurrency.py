@@ -299,7 +299,7 @@ def test_full_executor_pauses_intake_and_the_worker_stays_in_the_group(
 
     @registry.handler(Step)
     def step(task: Step) -> int:
-        in_flight.append(holder[0].worker._queued)
+        in_flight.append(holder[0].worker.in_flight)
         ran[task.seq] += 1
         time.sleep(task.seconds)  # the work
         return task.seq
@@ -315,7 +315,7 @@ def test_full_executor_pauses_intake_and_the_worker_stays_in_the_group(
         handles = producer.submit_many(tasks, keys=[t.key for t in tasks])
 
     wait_for(
-        lambda: running.worker._backpressure,
+        lambda: running.worker.paused_for_backpressure,
         head_seconds,
         message="the worker to pause its partitions while the executor is full",
     )

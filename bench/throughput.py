@@ -56,9 +56,11 @@ def _settings(bootstrap: str, prefix: str, **extra: object) -> Settings:
     return Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=6, **extra)
 
 
-def worker_process(bootstrap: str, prefix: str, expect: int, out: mp.Queue) -> None:
+def worker_process(
+    bootstrap: str, prefix: str, expect: int, out: mp.Queue, exactly_once: bool = False
+) -> None:
     """One streamjobs worker; reports when it has finished ``expect`` tasks."""
-    worker = Worker(_settings(bootstrap, prefix), registry)
+    worker = Worker(_settings(bootstrap, prefix, exactly_once=exactly_once), registry)
     import threading
 
     thread = threading.Thread(target=worker.run)
@@ -158,7 +160,7 @@ def bench_raw(bootstrap: str, n: int, value: bytes, drain: bool) -> float:
     return n / (result["last"] - begin)
 
 
-def bench_streamjobs(bootstrap: str, n: int, drain: bool) -> float:
+def bench_streamjobs(bootstrap: str, n: int, drain: bool, exactly_once: bool = False) -> float:
     prefix = f"sj{uuid.uuid4().hex[:6]}"
     settings = _settings(bootstrap, prefix)
     topics.ensure(settings)
@@ -175,7 +177,7 @@ def bench_streamjobs(bootstrap: str, n: int, drain: bool) -> float:
     with Producer(settings) as producer:
         if drain:
             submit_all(producer)
-        proc = mp.Process(target=worker_process, args=(bootstrap, prefix, n, out))
+        proc = mp.Process(target=worker_process, args=(bootstrap, prefix, n, out, exactly_once))
         proc.start()
         _await_ready(out)
         start = time.time()
@@ -260,6 +262,9 @@ def main() -> None:
         print(f"{'raw confluent-kafka rec/s':28}{raw_e2e:>14,.0f}{raw_drain:>14,.0f}")
         print(f"{'streamjobs tasks/s':28}{sj_e2e:>14,.0f}{sj_drain:>14,.0f}")
         print(f"{'ratio streamjobs/raw':28}{sj_e2e / raw_e2e:>14.2f}{sj_drain / raw_drain:>14.2f}")
+        eos_e2e = bench_streamjobs(bootstrap, n, drain=False, exactly_once=True)
+        eos_drain = bench_streamjobs(bootstrap, n, drain=True, exactly_once=True)
+        print(f"{'streamjobs exactly-once':28}{eos_e2e:>14,.0f}{eos_drain:>14,.0f}")
         lat = bench_latency(bootstrap, args.paced, args.rate)
         print(
             f"submit-to-start latency at {args.rate:.0f} tasks/s ({len(lat)} tasks): "

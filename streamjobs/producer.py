@@ -105,7 +105,7 @@ class Producer:
         self.settings = settings
         self._topics = queue_topics(settings)
         self._timeout_s = timeout.total_seconds()
-        self._producer = client.new_producer(
+        self._client: client.Producer | None = client.new_producer(
             settings, **{"message.timeout.ms": int(self._timeout_s * 1000)}
         )
         self._types: dict[type[Task], TaskType] = {}
@@ -221,8 +221,15 @@ class Producer:
         if not self._closed:
             self._closed = True
             self._producer.flush(self._timeout_s)
+            self._client = None  # releases librdkafka's threads and connections now
 
     # -- internals ---------------------------------------------------------------------------
+
+    @property
+    def _producer(self) -> client.Producer:
+        if self._client is None:
+            raise StreamJobsError("producer is closed")
+        return self._client
 
     def _task_type(self, task: Task) -> TaskType:
         cls = type(task)

@@ -212,6 +212,8 @@ class Worker:
             self._runner.close()
         self.writer.close(10.0)
         self.ledger.close()
+        # release librdkafka clients now rather than at garbage collection
+        self._writer = self._ledger = None
 
     # -- rebalances ------------------------------------------------------------------------
 

@@ -3,27 +3,25 @@
 Owns the Kafka version, the three files a broker needs (Maven POM, ``server.properties``,
 ``log4j2.properties``; readable copies live in ``deploy/kafka/`` and a unit test keeps them
 identical) and resolving the broker's runtime classpath from Maven Central into a cache
-directory, once. Does not start or stop processes (:mod:`streamjobs.broker` does).
+directory, once. Does not start or stop processes (:mod:`streamjobs.broker` does, through
+:mod:`streamjobs.localproc`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from streamjobs.errors import ConfigError
+from streamjobs.localproc import locked, tail
 
 logger = logging.getLogger(__name__)
 
 _DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
 _MAVEN_TIMEOUT_S = 900.0
-_TAIL_LINES = 40
 
 KAFKA_VERSION = "4.3.1"
 
@@ -241,24 +239,8 @@ def _resolve_classpath(home: Path) -> None:
     (home / "libs.sha256").write_text(_pom_digest() + "\n", encoding="ascii")
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def require_tool(name: str, purpose: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise ConfigError(f"`{name}` is not on PATH; the local Kafka broker needs {purpose}")
     return found
-
-
-def tail(text: str, lines: int = _TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])

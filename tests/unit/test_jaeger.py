@@ -10,11 +10,13 @@ import ast
 import re
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
 import yaml
 
-from streamjobs import jaeger
+from streamjobs import jaeger, jaegerdist, localproc
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "deploy" / "jaeger" / "config.yaml"
@@ -68,13 +70,14 @@ def test_binary_is_cached_per_module_version_outside_the_repo(tmp_path: Path) ->
     assert REPO not in jaeger.binary_path().parents
 
 
-def test_the_module_imports_neither_kafka_nor_opentelemetry() -> None:
-    tree = ast.parse(Path(jaeger.__file__).read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", [jaeger, jaegerdist, localproc], ids=lambda m: m.__name__)
+def test_the_modules_import_neither_kafka_nor_opentelemetry(module: ModuleType) -> None:
+    tree = ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))
     imported = {
         alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names
     }
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     ours = {name for name in imported if name.startswith("streamjobs")}
-    assert ours == {"streamjobs.errors"}
+    assert ours <= {"streamjobs.errors", "streamjobs.jaegerdist", "streamjobs.localproc"}
     others = {name.split(".")[0] for name in imported - ours} - {"__future__"}
     assert others <= set(sys.stdlib_module_names), others - set(sys.stdlib_module_names)

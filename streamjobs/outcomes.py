@@ -49,6 +49,9 @@ class OutRecord:
     headers: Sequence[tuple[str, bytes | None]] | None = None
 
 
+_COMMIT_TRIES = 3
+
+
 class TransactionAborted(StreamJobsError):
     """The open transaction was aborted; uncommitted work must be read and run again."""
 
@@ -184,21 +187,37 @@ class TransactionalWriter(OutcomeWriter):
             self._producer.send_offsets_to_transaction(
                 offsets, consumer.consumer_group_metadata(), 30.0
             )
-            self._producer.commit_transaction(30.0)
+            self._commit_transaction()
         except client.KafkaException as exc:
             self._recover(exc)
 
+    def _commit_transaction(self) -> None:
+        """Commit; a retriable error leaves the outcome unknown, and the same call is the way
+        to learn it (librdkafka's contract), so it is repeated a few times before giving up."""
+        for attempt in range(_COMMIT_TRIES):
+            try:
+                self._producer.commit_transaction(30.0)
+                return
+            except client.KafkaException as exc:
+                if not exc.args[0].retriable() or attempt == _COMMIT_TRIES - 1:
+                    raise
+
     def _recover(self, exc: client.KafkaException) -> None:
+        """After a failed commit: abort if the producer still can, else replace it (a new
+        instance with the same transactional id fences the old one's transaction). Either way
+        the uncommitted work is read and run again; versioned status records make any outcome
+        written twice harmless to readers."""
         error = exc.args[0]
         self._staged.clear()
-        if error.txn_requires_abort():
-            self._producer.abort_transaction(30.0)
-            raise TransactionAborted(f"transaction aborted: {error.str()}") from exc
-        if error.fatal():
-            # fenced or broken: a new producer instance fences this one's leftovers
-            self._producer = self._new_producer()
-            raise TransactionAborted(f"transactional producer replaced: {error.str()}") from exc
-        raise KafkaUnavailable(f"transaction commit failed: {error.str()}") from exc
+        if not error.fatal():
+            try:
+                self._producer.abort_transaction(30.0)
+            except client.KafkaException:
+                pass  # cannot even abort: replace the producer below
+            else:
+                raise TransactionAborted(f"transaction aborted: {error.str()}") from exc
+        self._producer = self._new_producer()
+        raise TransactionAborted(f"transactional producer replaced: {error.str()}") from exc
 
     def drop(self, keys: Sequence[tuple[str, int]]) -> None:
         """Forget staged outcomes of partitions this worker lost (never written)."""

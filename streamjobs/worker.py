@@ -46,7 +46,8 @@ from streamjobs.topics import queue_topics
 
 _log = logging.getLogger(__name__)
 _BATCH = 500
-_POLL_TIMEOUT_S = 0.05
+# how long an idle poll blocks; outcomes queued by handlers wait at most this long to be produced
+_POLL_TIMEOUT_S = 0.02
 
 
 @dataclass

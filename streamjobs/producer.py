@@ -9,9 +9,9 @@ producer, ``acks=all``) and raises SubmitError otherwise. Does not run tasks.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -149,8 +149,10 @@ class Producer:
         key_list = list(keys) if keys is not None else [None] * len(task_list)
         if len(key_list) != len(task_list):
             raise ConfigError("submit_many: keys and tasks differ in length")
+        ids = _new_ids(len(task_list))  # one urandom call for the batch, not one per task
         prepared = [
-            self._prepare(t, k, None, None, None) for t, k in zip(task_list, key_list, strict=True)
+            self._prepare(t, k, i, None, None)
+            for t, k, i in zip(task_list, key_list, ids, strict=True)
         ]
         self._write(prepared)
         return [p.handle for p in prepared if p.handle is not None]
@@ -251,7 +253,7 @@ class Producer:
         if self._closed:
             raise StreamJobsError("producer is closed")
         task_type = self._task_type(task)
-        task_id = task_id or uuid.uuid4().hex
+        task_id = task_id or _new_ids(1)[0]
         submitted = status.now_ms()
         topic, state = self._topics.main, TaskState.QUEUED
         if not_before_ms is not None and not_before_ms > submitted:
@@ -312,11 +314,14 @@ class Producer:
             )
         self._await(statuses, "queued status")
         records = [_Pending() for _ in batch]
+        traced = tracing.active()  # once per batch: without a provider, spans are skipped
         for item, pending in zip(batch, records, strict=True):
+            key = (item.key or item.task_id).encode()
+            if not traced and item.replay_of is None:
+                self._produce(item.topic, key, item.value, [], pending)
+                continue
             with _span(item) as headers:
-                self._produce(
-                    item.topic, (item.key or item.task_id).encode(), item.value, headers, pending
-                )
+                self._produce(item.topic, key, item.value, headers, pending)
         try:
             self._await(records, "task")
         except SubmitError:
@@ -370,6 +375,12 @@ class Producer:
                 self._producer.poll(0.01)
             if pending.error is not None:
                 raise client.delivery_error(pending.error)
+
+
+def _new_ids(count: int) -> list[str]:
+    """Random 128-bit task ids as 32 hex digits (like ``uuid4().hex``), from one urandom call."""
+    raw = os.urandom(16 * count).hex()
+    return [raw[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 def _span(item: _Prepared) -> AbstractContextManager[list[tuple[str, bytes]]]:

@@ -128,6 +128,12 @@ def _recording() -> bool:
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
+def active() -> bool:
+    """Whether submitting now should open spans: a provider is installed, or the caller is
+    inside a span whose context must travel with the task."""
+    return _recording() or trace.get_current_span().get_span_context().is_valid
+
+
 def _tracer() -> trace.Tracer:
     # Looked up per call, not cached: the application may install its provider after import.
     return trace.get_tracer(TRACER_NAME, schema_url=SCHEMA_URL)

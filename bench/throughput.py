@@ -212,6 +212,65 @@ def bench_latency(bootstrap: str, count: int, rate: float) -> list[float]:
     return sorted(result["latencies"])
 
 
+def raw_latency_consumer(bootstrap: str, topic: str, expect: int, out: mp.Queue) -> None:
+    """Baseline consumer: records produce-to-receive latency from a timestamp in the value."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"rawlat-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    latencies: list[float] = []
+    ready_sent = False
+    while len(latencies) < expect:
+        message = consumer.poll(0.05)
+        if not ready_sent and consumer.assignment():
+            out.put("ready")
+            ready_sent = True
+        if message is not None and not message.error():
+            latencies.append((time.time_ns() - int(message.value())) / 1e6)
+    consumer.close()
+    out.put(json.dumps({"latencies": latencies}))
+
+
+def bench_raw_latency(bootstrap: str, count: int, rate: float) -> list[float]:
+    """The same pacing with raw confluent-kafka: one acknowledged produce per record (acks=all,
+    idempotent, like a submit's task write; a submit also waits for its status write first)."""
+    from confluent_kafka import Producer as RawProducer
+
+    settings = _settings(bootstrap, f"rawlat{uuid.uuid4().hex[:6]}")
+    topics.ensure(settings)
+    topic = topics.queue_topics(settings).main
+    out: mp.Queue = mp.Queue()
+    proc = mp.Process(target=raw_latency_consumer, args=(bootstrap, topic, count, out))
+    proc.start()
+    _await_ready(out)
+    producer = RawProducer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 0,
+        }
+    )
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+    for i in range(count):
+        next_at += interval
+        while time.perf_counter() < next_at:
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+        producer.produce(topic, str(time.time_ns()).encode(), f"k{i % 50}".encode())
+        producer.flush()
+    result = json.loads(out.get(timeout=600))
+    proc.join()
+    return sorted(result["latencies"])
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     index = min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))
     return sorted_values[index]
@@ -266,11 +325,13 @@ def main() -> None:
         eos_drain = bench_streamjobs(bootstrap, n, drain=True, exactly_once=True)
         print(f"{'streamjobs exactly-once':28}{eos_e2e:>14,.0f}{eos_drain:>14,.0f}")
         lat = bench_latency(bootstrap, args.paced, args.rate)
-        print(
-            f"submit-to-start latency at {args.rate:.0f} tasks/s ({len(lat)} tasks): "
-            f"p50 {statistics.median(lat):.2f} ms, p99 {_percentile(lat, 0.99):.2f} ms, "
-            f"max {lat[-1]:.2f} ms"
-        )
+        raw = bench_raw_latency(bootstrap, args.paced, args.rate)
+        for label, values in (("streamjobs submit-to-start", lat), ("raw produce-to-receive", raw)):
+            print(
+                f"{label:28} at {args.rate:.0f}/s ({len(values)}): "
+                f"p50 {statistics.median(values):.2f} ms, p99 {_percentile(values, 0.99):.2f} ms, "
+                f"max {values[-1]:.2f} ms"
+            )
     finally:
         if broker is not None:
             broker.stop()

@@ -93,12 +93,15 @@ def consumer_config(settings: Settings, group: str, **overrides: Any) -> Config:
     config.update(overrides)
     if settings.group_protocol == "consumer":
         for key in _BROKER_SIDE_KEYS & config.keys():
-            _log.warning("%s is set on the broker with group.protocol=consumer; ignored", key)
+            if key not in _warned:
+                _warned.add(key)
+                _log.warning("%s is set on the broker with group.protocol=consumer; ignored", key)
             del config[key]
     return config
 
 
 # KIP-848 moved these to the broker (group.consumer.session.timeout.ms, ...)
+_warned: set[str] = set()  # warn once per process, not once per client
 _BROKER_SIDE_KEYS = {"session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"}
 
 

@@ -157,9 +157,12 @@ class TransactionalWriter(OutcomeWriter):
         self._producer = self._new_producer()
 
     def _new_producer(self) -> client.Producer:
-        producer = client.new_producer(
-            self._settings, **{"transactional.id": self._transactional_id}
-        )
+        overrides: dict[str, str | int] = {"transactional.id": self._transactional_id}
+        # a transaction spans one commit: if its worker dies, readers (read_committed) wait for
+        # it only this long; the settings' kafka dict still wins
+        if "transaction.timeout.ms" not in self._settings.kafka:
+            overrides["transaction.timeout.ms"] = 10_000
+        producer = client.new_producer(self._settings, **overrides)
         producer.init_transactions(30.0)
         return producer
 

@@ -142,10 +142,12 @@ class Worker:
 
     def _new_writer(self) -> OutcomeWriter:
         if self.settings.exactly_once:
-            # one transactional producer per worker; KIP-447 fencing uses the group generation
-            return TransactionalWriter(
-                self.settings, self.fail, f"{self.settings.group}.{self.worker_id}"
-            )
+            # One transactional producer per worker; KIP-447 fencing uses the group generation.
+            # A static member keeps its transactional id across restarts, so the restarted worker
+            # fences (aborts) the dead one's open transaction at once; otherwise the id is unique
+            # and an orphaned transaction ends after transaction.timeout.ms (10 s by default).
+            slot = self.settings.group_instance_id or self.worker_id
+            return TransactionalWriter(self.settings, self.fail, f"{self.settings.group}.{slot}")
         return OutcomeWriter(self.settings, self.fail)
 
     @property
@@ -226,13 +228,16 @@ class Worker:
             mains = [p for t, p in keys if t == self._topics.main]
             self._gate.adopt_pending(self.settings, consumer, self._retry_topics, mains)
         if keys:
+            # quarantine is a safety net: without the ledger, tasks still run
             try:
                 for key, window in self.ledger.suspects(consumer, partitions).items():
                     self._parts[key].suspect = window
+            except (client.KafkaException, StreamJobsError) as exc:
+                _log.warning("crash ledger unreadable, starts not counted: %s", exc)
+            try:
                 self.ledger.mark(keys, active=True)
             except (client.KafkaException, StreamJobsError) as exc:
-                # quarantine is a safety net: without the ledger, tasks still run
-                _log.warning("crash ledger unavailable, starts not counted: %s", exc)
+                _log.warning("crash ledger unwritable, a crash here will not be noticed: %s", exc)
         self.assigned.set()
 
     def _on_revoke(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:

@@ -59,7 +59,7 @@ def run(settings: Settings, *, tasks: int, keys: int) -> bool:
     thread = threading.Thread(target=worker.run, name="demo-worker")
     thread.start()
     try:
-        ids, elapsed = _submit_and_watch(console, settings, worker, tasks, keys)
+        ids, elapsed, first_pass = _submit_and_watch(console, settings, worker, tasks, keys)
     finally:
         worker.stop()
         thread.join()
@@ -67,16 +67,18 @@ def run(settings: Settings, *, tasks: int, keys: int) -> bool:
     states = Counter(views[i].state.value if i in views else "unknown" for i in ids)
     console.print(f"states on the status topic: {dict(states)}")
     console.print(
-        f"[bold]{states[TaskState.SUCCEEDED.value]} of {len(ids)} succeeded[/] in {elapsed:.2f}s "
-        f"= {len(ids) / elapsed:,.0f} tasks/s end to end "
-        f"({worker.stats.retried} retried through the retry tier)"
+        f"[bold]{states[TaskState.SUCCEEDED.value]} of {len(ids)} succeeded[/] in {elapsed:.2f}s; "
+        f"every task had its first attempt after {first_pass:.2f}s "
+        f"= {len(ids) / first_pass:,.0f} tasks/s submitted and run; "
+        f"{worker.stats.retried} were retried through the "
+        f"{settings.retry_tiers[0].total_seconds():g}s retry tier"
     )
     return states[TaskState.SUCCEEDED.value] == len(ids)
 
 
 def _submit_and_watch(
     console: Console, settings: Settings, worker: Worker, tasks: int, keys: int
-) -> tuple[list[str], float]:
+) -> tuple[list[str], float, float]:
     columns = (
         *Progress.get_default_columns()[:1],
         BarColumn(),
@@ -100,11 +102,15 @@ def _submit_and_watch(
             progress.update(submitted, completed=len(ids))
             progress.update(finished, completed=_done(worker))
         deadline = time.monotonic() + 120
+        first_pass = None
         while _done(worker) < tasks and time.monotonic() < deadline:
+            if first_pass is None and _done(worker) + worker.stats.retried >= tasks:
+                first_pass = time.monotonic() - start
             progress.update(finished, completed=_done(worker))
-            time.sleep(0.1)  # a progress display refresh, not synchronisation
+            time.sleep(0.02)  # a progress display refresh, not synchronisation
         progress.update(finished, completed=_done(worker))
-    return ids, time.monotonic() - start
+    elapsed = time.monotonic() - start
+    return ids, elapsed, first_pass or elapsed
 
 
 def _done(worker: Worker) -> int:

@@ -7,20 +7,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streamjobs import Producer, Settings, StatusView, Task, TaskRegistry, TaskState, Worker
+from streamjobs import Producer, Settings, Task, TaskRegistry
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
+    Membership,
     ThreadWorker,
+    all_succeeded,
     committed_offsets,
     key_for_partition,
-    statuses,
 )
 from tests.support import wait_for
 
@@ -35,47 +35,6 @@ class Job(Task):
     key: str
     seq: int
     seconds: float = 0.0
-
-
-@dataclass
-class Membership:
-    """Rebalance callbacks each Worker received, with the partitions they carried."""
-
-    events: list[tuple[str, str, Partitions]] = field(default_factory=list)
-
-    def of(self, worker: Worker, kind: str) -> list[Partitions]:
-        return [parts for wid, k, parts in self.events if wid == worker.worker_id and k == kind]
-
-
-@pytest.fixture
-def membership(monkeypatch: pytest.MonkeyPatch) -> Membership:
-    """Record every non-empty assign/revoke/lost callback of the Workers this test starts."""
-    log = Membership()
-    for kind in ("assign", "revoke", "lost"):
-        original = getattr(Worker, f"_on_{kind}")
-
-        def recorded(
-            self: Worker,
-            consumer: Any,
-            partitions: list[Any],
-            _kind: str = kind,
-            _f: Any = original,
-        ) -> None:
-            if partitions:
-                parts = frozenset((p.topic, p.partition) for p in partitions)
-                log.events.append((self.worker_id, _kind, parts))
-            _f(self, consumer, partitions)
-
-        monkeypatch.setattr(Worker, f"_on_{kind}", recorded)
-    return log
-
-
-def _all_succeeded(settings: Settings, task_ids: list[str]) -> dict[str, StatusView] | None:
-    views = statuses(settings)
-    found = {t: views.get(t) for t in task_ids}
-    if all(v is not None and v.state is TaskState.SUCCEEDED for v in found.values()):
-        return {t: v for t, v in found.items() if v is not None}
-    return None
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -115,7 +74,7 @@ def test_workers_joining_and_leaving_mid_run_lose_nothing_and_rerun_only_in_flig
     assert len(runs) < len(tasks), "the run ended before the third worker joined"
 
     final = wait_for(
-        lambda: _all_succeeded(settings, [h.task_id for h in handles]),
+        lambda: all_succeeded(settings, [h.task_id for h in handles]),
         90.0,
         interval=0.5,
         message="every task to be succeeded on the status topic",
@@ -252,7 +211,7 @@ def test_static_member_restarted_within_the_session_timeout_gets_its_partitions_
             for key in [key_for_partition(p, base.partitions, "job")]
         ]
     final = wait_for(
-        lambda: _all_succeeded(base, [h.task_id for h in handles]),
+        lambda: all_succeeded(base, [h.task_id for h in handles]),
         30.0,
         message="a task on every partition to succeed",
     )

@@ -31,7 +31,17 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka.admin import AdminClient
 
-from streamjobs import Producer, Settings, StatusView, Task, TaskRegistry, Worker, status, topics
+from streamjobs import (
+    Producer,
+    Settings,
+    StatusView,
+    Task,
+    TaskRegistry,
+    TaskState,
+    Worker,
+    status,
+    topics,
+)
 from streamjobs.client import murmur2_partition
 from streamjobs.codec import builtin
 from streamjobs.deadletter import decode_dead_letter
@@ -456,3 +466,47 @@ def raw_producer(settings: Settings) -> Iterator[RawProducer]:
     raw = RawProducer(settings)
     yield raw
     raw.close()
+
+
+# -- observing a group ----------------------------------------------------------------------------
+
+
+@dataclass
+class Membership:
+    """Rebalance callbacks each Worker received, with the partitions they carried."""
+
+    events: list[tuple[str, str, frozenset[tuple[str, int]]]] = field(default_factory=list)
+
+    def of(self, worker: Worker, kind: str) -> list[frozenset[tuple[str, int]]]:
+        return [parts for wid, k, parts in self.events if wid == worker.worker_id and k == kind]
+
+
+@pytest.fixture
+def membership(monkeypatch: pytest.MonkeyPatch) -> Membership:
+    """Record every non-empty assign/revoke/lost callback of the Workers this test starts."""
+    log = Membership()
+    for kind in ("assign", "revoke", "lost"):
+        original = getattr(Worker, f"_on_{kind}")
+
+        def recorded(
+            self: Worker,
+            consumer: Any,
+            partitions: list[Any],
+            _kind: str = kind,
+            _f: Any = original,
+        ) -> None:
+            if partitions:
+                parts = frozenset((p.topic, p.partition) for p in partitions)
+                log.events.append((self.worker_id, _kind, parts))
+            _f(self, consumer, partitions)
+
+        monkeypatch.setattr(Worker, f"_on_{kind}", recorded)
+    return log
+
+
+def all_succeeded(settings: Settings, task_ids: list[str]) -> dict[str, StatusView] | None:
+    views = statuses(settings)
+    found = {t: views.get(t) for t in task_ids}
+    if all(v is not None and v.state is TaskState.SUCCEEDED for v in found.values()):
+        return {t: v for t, v in found.items() if v is not None}
+    return None

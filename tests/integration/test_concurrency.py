@@ -12,16 +12,17 @@ import warnings
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from streamjobs import Producer, Settings, StatusView, Task, TaskRegistry, TaskState, Worker, status
+from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, Worker, status
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
     TEST_SETTINGS,
+    Membership,
     ThreadWorker,
+    all_succeeded,
     committed_offset,
     committed_offsets,
     group_assignment,
@@ -48,47 +49,6 @@ class Step(Task):
     key: str
     seq: int
     seconds: float = 0.0
-
-
-@dataclass
-class Membership:
-    """Rebalance callbacks each Worker received, with the partitions they carried."""
-
-    events: list[tuple[str, str, frozenset[tuple[str, int]]]] = field(default_factory=list)
-
-    def of(self, worker: Worker, kind: str) -> list[frozenset[tuple[str, int]]]:
-        return [parts for wid, k, parts in self.events if wid == worker.worker_id and k == kind]
-
-
-@pytest.fixture
-def membership(monkeypatch: pytest.MonkeyPatch) -> Membership:
-    """Record every non-empty assign/revoke/lost callback of the Workers this test starts."""
-    log = Membership()
-    for kind in ("assign", "revoke", "lost"):
-        original = getattr(Worker, f"_on_{kind}")
-
-        def recorded(
-            self: Worker,
-            consumer: Any,
-            partitions: list[Any],
-            _kind: str = kind,
-            _f: Any = original,
-        ) -> None:
-            if partitions:
-                parts = frozenset((p.topic, p.partition) for p in partitions)
-                log.events.append((self.worker_id, _kind, parts))
-            _f(self, consumer, partitions)
-
-        monkeypatch.setattr(Worker, f"_on_{kind}", recorded)
-    return log
-
-
-def _all_succeeded(settings: Settings, task_ids: list[str]) -> dict[str, StatusView] | None:
-    views = statuses(settings)
-    found = {t: views.get(t) for t in task_ids}
-    if all(v is not None and v.state is TaskState.SUCCEEDED for v in found.values()):
-        return {t: v for t, v in found.items() if v is not None}
-    return None
 
 
 def _state(settings: Settings, task_id: str) -> TaskState | None:
@@ -142,7 +102,7 @@ def test_same_key_tasks_never_overlap_and_run_in_submit_order_while_keys_run_in_
         handles = producer.submit_many(tasks, keys=[t.key for t in tasks])
 
     wait_for(
-        lambda: _all_succeeded(settings, [h.task_id for h in handles]),
+        lambda: all_succeeded(settings, [h.task_id for h in handles]),
         60.0,
         message="every task to be succeeded on the status topic",
     )
@@ -201,7 +161,7 @@ def test_out_of_order_completion_commits_only_up_to_the_lowest_unfinished_offset
         behind = producer.submit(Step(key="a", seq=6), key="a")  # waits behind the blocker
 
     wait_for(
-        lambda: _all_succeeded(settings, [h.task_id for h in later_handles]),
+        lambda: all_succeeded(settings, [h.task_id for h in later_handles]),
         30.0,
         message="the later b/c tasks to succeed while the blocker runs",
     )
@@ -221,7 +181,7 @@ def test_out_of_order_completion_commits_only_up_to_the_lowest_unfinished_offset
         30.0,
         message="the committed offset to advance past every task",
     )
-    assert _all_succeeded(settings, [blocker.task_id, behind.task_id])
+    assert all_succeeded(settings, [blocker.task_id, behind.task_id])
 
 
 @pytest.mark.slow
@@ -256,10 +216,10 @@ def test_task_lasting_ten_max_poll_intervals_completes_without_a_rebalance(
             message="the long task to be running",
         )
         quick = producer.submit(Step(key="quick", seq=1), key="quick")
-        wait_for(lambda: _all_succeeded(settings, [quick.task_id]), 30.0, message="quick task")
+        wait_for(lambda: all_succeeded(settings, [quick.task_id]), 30.0, message="quick task")
 
         wait_for(
-            lambda: _all_succeeded(settings, [long.task_id]),
+            lambda: all_succeeded(settings, [long.task_id]),
             seconds + 30.0,
             interval=0.5,
             message="the long task to succeed",
@@ -320,7 +280,7 @@ def test_full_executor_pauses_intake_and_the_worker_stays_in_the_group(
         message="the worker to pause its partitions while the executor is full",
     )
     wait_for(
-        lambda: _all_succeeded(settings, [h.task_id for h in handles]),
+        lambda: all_succeeded(settings, [h.task_id for h in handles]),
         head_seconds + 30.0,
         interval=0.5,
         message="every task to succeed",

@@ -4,6 +4,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
+# Go lives outside the default PATH on these machines (shells only add it in ~/.bashrc); Debian's
+# golang-go is too old for Jaeger's module, so look where the machine's Go is installed first.
+export PATH := /usr/local/go/bin:$(PATH)
+
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

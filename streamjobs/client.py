@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -434,3 +434,74 @@ _NOT_READY = (
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
 )
+
+
+# -- reading partitions up to their current end ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetRange:
+    """Offsets ``start`` (inclusive) to ``end`` (exclusive) of one partition."""
+
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def read_range(
+    settings: Settings,
+    topic: str,
+    ranges: Sequence[OffsetRange],
+    *,
+    idle_timeout: float = 30.0,
+) -> Generator[Record, None, None]:
+    """The records of ``topic`` within ``ranges``, partition by partition in offset order.
+
+    Stops when every partition's fetch position reaches its range end (compaction and
+    transaction markers leave offset gaps, so the last offset seen proves nothing). Raises
+    KafkaUnavailable when nothing arrives for ``idle_timeout`` seconds. The reader is closed
+    when the iterator is exhausted or closed: use ``contextlib.closing`` when stopping early.
+    """
+    todo = {r.partition: r for r in ranges if r.size > 0}
+    if not todo:
+        return
+    consumer = new_reader(settings)
+    try:
+        consumer.assign([tp(topic, p, r.start) for p, r in todo.items()])
+        deadline = time.monotonic() + idle_timeout
+        while todo:
+            records = consume(consumer, 500, 0.2)
+            for record in records:
+                wanted = todo.get(record.partition)
+                if wanted is not None and wanted.start <= record.offset < wanted.end:
+                    yield record
+            for partition, position in positions(consumer, topic, list(todo)).items():
+                if position >= todo[partition].end:
+                    del todo[partition]
+            if records:
+                deadline = time.monotonic() + idle_timeout
+            elif todo and time.monotonic() > deadline:
+                raise KafkaUnavailable(f"no records from {topic} for {idle_timeout}s: {todo}")
+    finally:
+        consumer.close()
+
+
+def ranges_to_end(
+    settings: Settings, topic: str, starts: Mapping[int, int | None], timeout: float = 10.0
+) -> list[OffsetRange]:
+    """For each partition, the range from ``starts[p]`` (None or negative: its first offset,
+    clamped to what it still holds) to its current end: what a reader must see to be caught up."""
+    consumer = new_reader(settings)
+    try:
+        ranges = []
+        for partition, start in starts.items():
+            low, high = watermarks_when_ready(consumer, tp(topic, partition), timeout)
+            begin = low if start is None or start < 0 else max(start, low)
+            ranges.append(OffsetRange(partition, begin, high))
+        return ranges
+    finally:
+        consumer.close()

@@ -25,9 +25,10 @@ from rich.table import Table
 from rich.text import Text
 
 from streamjobs import client, status
+from streamjobs.client import OffsetRange, read_range
 from streamjobs.errors import BadInput
 from streamjobs.redrive import DeadLetterInfo, list_dead_letters
-from streamjobs.replay import ENVELOPE, OffsetRange, read_range
+from streamjobs.replay import ENVELOPE
 from streamjobs.settings import Settings, format_duration
 from streamjobs.topics import QueueTopics, queue_topics
 

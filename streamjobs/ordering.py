@@ -16,7 +16,6 @@ Does not run tasks or decide retries.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 
@@ -100,29 +99,11 @@ def pending_keys(
     """Keys of the records between each tier partition's committed offset and its end, by
     partition number: the retries a new owner inherits."""
     found: dict[int, list[bytes]] = defaultdict(list)
-    reader = client.new_reader(settings)
-    try:
-        ends = {}
-        assign = []
-        for start in starts:
-            part = client.tp(start.topic, start.partition)
-            low, high = client.watermarks_when_ready(reader, part, timeout)
-            begin = max(start.offset, low) if start.offset >= 0 else low
-            if high > begin:
-                ends[(start.topic, start.partition)] = high
-                assign.append(client.tp(start.topic, start.partition, begin))
-        if not assign:
-            return found
-        reader.assign(assign)
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            for record in client.consume(reader, 1000, 0.2):
-                end = ends.get((record.topic, record.partition))
-                if end is not None and record.offset < end:
-                    found[record.partition].append(record.key or b"")
-            for position in reader.position([client.tp(t, p) for t, p in ends]):
-                if position.offset >= ends[(position.topic, position.partition)]:
-                    del ends[(position.topic, position.partition)]
-    finally:
-        reader.close()
+    by_topic: dict[str, dict[int, int | None]] = defaultdict(dict)
+    for start in starts:
+        by_topic[start.topic][start.partition] = start.offset
+    for topic, offsets in by_topic.items():
+        ranges = client.ranges_to_end(settings, topic, offsets, timeout)
+        for record in client.read_range(settings, topic, ranges, idle_timeout=timeout):
+            found[record.partition].append(record.key or b"")
     return found

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from streamjobs import client
 from streamjobs.errors import KafkaUnavailable
@@ -56,20 +55,12 @@ class StartLedger:
         """Read the whole (compacted, one-partition) ledger: called when partitions arrive."""
         counts: dict[bytes, int] = {}
         owners: dict[bytes, bytes] = {}
-        consumer = client.new_reader(self._settings)
-        try:
-            part = client.tp(self._topic, 0, client.OFFSET_BEGINNING)
-            low, high = client.watermarks_when_ready(consumer, part, _SYNC_TIMEOUT_S)
-            if high > low:
-                consumer.assign([part])
-                deadline = time.monotonic() + _SYNC_TIMEOUT_S
-                while time.monotonic() < deadline:
-                    for record in client.consume(consumer, 1000, 0.2):
-                        _apply(counts, owners, record)
-                    if consumer.position([part])[0].offset >= high:
-                        break
-        finally:
-            consumer.close()
+        ranges = client.ranges_to_end(self._settings, self._topic, {0: None}, _SYNC_TIMEOUT_S)
+        reader = client.read_range(
+            self._settings, self._topic, ranges, idle_timeout=_SYNC_TIMEOUT_S
+        )
+        for record in reader:
+            _apply(counts, owners, record)
         with self._lock:
             self._counts = counts
             self._owners = owners

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from streamjobs import client, status
+from streamjobs.client import OffsetRange, read_range
 from streamjobs.codec import decode_body
 from streamjobs.deadletter import decode_dead_letter
 from streamjobs.errors import BadInput, ConfigError, StreamJobsError
@@ -34,11 +35,9 @@ from streamjobs.models import TaskState
 from streamjobs.producer import Producer
 from streamjobs.replay import (
     ENVELOPE,
-    OffsetRange,
     Progress,
     default_actor,
     plan_ranges,
-    read_range,
     to_ms,
 )
 from streamjobs.schemastore import SchemaStore

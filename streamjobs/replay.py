@@ -17,15 +17,15 @@ from __future__ import annotations
 import contextlib
 import getpass
 import socket
-import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from streamjobs import client, status
+from streamjobs.client import OffsetRange, read_range
 from streamjobs.codec import builtin
-from streamjobs.errors import BadInput, ConfigError, KafkaUnavailable, SubmitError
+from streamjobs.errors import BadInput, ConfigError, SubmitError
 from streamjobs.models import TaskState
 from streamjobs.producer import Producer
 from streamjobs.settings import Settings
@@ -35,7 +35,6 @@ from streamjobs.topics import queue_topics
 ENVELOPE = builtin("task_envelope")
 Outcome = Literal["replayed", "would_replay", "skipped", "failed"]
 Progress = Callable[[int, int], None]
-_IDLE_TIMEOUT_S = 30.0
 
 
 def default_actor() -> str:
@@ -55,57 +54,6 @@ def to_ms(moment: datetime) -> int:
 
 
 # -- reading ranges --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OffsetRange:
-    """Offsets ``start`` (inclusive) to ``end`` (exclusive) of one partition."""
-
-    partition: int
-    start: int
-    end: int
-
-    @property
-    def size(self) -> int:
-        return max(0, self.end - self.start)
-
-
-def read_range(
-    settings: Settings,
-    topic: str,
-    ranges: Sequence[OffsetRange],
-    *,
-    idle_timeout: float = _IDLE_TIMEOUT_S,
-) -> Generator[client.Record, None, None]:
-    """The records of ``topic`` within ``ranges``, partition by partition in offset order.
-
-    Stops when every partition's fetch position reaches its range end (compaction and
-    transaction markers leave offset gaps, so the last offset seen proves nothing). Raises
-    KafkaUnavailable when nothing arrives for ``idle_timeout`` seconds. The reader is closed
-    when the iterator is exhausted or closed: use ``contextlib.closing`` when stopping early.
-    """
-    todo = {r.partition: r for r in ranges if r.size > 0}
-    if not todo:
-        return
-    consumer = client.new_reader(settings)
-    try:
-        consumer.assign([client.tp(topic, p, r.start) for p, r in todo.items()])
-        deadline = time.monotonic() + idle_timeout
-        while todo:
-            records = client.consume(consumer, 500, 0.2)
-            for record in records:
-                wanted = todo.get(record.partition)
-                if wanted is not None and wanted.start <= record.offset < wanted.end:
-                    yield record
-            for partition, position in client.positions(consumer, topic, list(todo)).items():
-                if position >= todo[partition].end:
-                    del todo[partition]
-            if records:
-                deadline = time.monotonic() + idle_timeout
-            elif todo and time.monotonic() > deadline:
-                raise KafkaUnavailable(f"no records from {topic} for {idle_timeout}s: {todo}")
-    finally:
-        consumer.close()
 
 
 def plan_ranges(

@@ -76,25 +76,13 @@ class SchemaStore:
         """Read the whole (small, compacted, one-partition) schemas topic."""
         self._last_refresh = time.monotonic()
         self._refreshed_at_ms = time.time_ns() // 1_000_000
-        consumer = client.new_reader(self._settings)
-        try:
-            part = client.tp(self._topic, 0, client.OFFSET_BEGINNING)
-            low, high = client.watermarks_when_ready(consumer, part, 10.0)
-            if high <= low:
-                return
-            consumer.assign([part])
-            deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline:
-                for message in consumer.consume(500, timeout=0.2):
-                    self._absorb(message)
-                if consumer.position([part])[0].offset >= high:
-                    break
-        finally:
-            consumer.close()
+        ranges = client.ranges_to_end(self._settings, self._topic, {0: None})
+        for record in client.read_range(self._settings, self._topic, ranges, idle_timeout=10.0):
+            self._absorb(record)
 
-    def _absorb(self, message: client.Message) -> None:
-        value = message.value()
-        if message.error() or value is None:
+    def _absorb(self, message: client.Record) -> None:
+        value = message.value
+        if value is None:
             return
         try:
             record = _CODEC.decode(value)

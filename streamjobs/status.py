@@ -213,29 +213,15 @@ def snapshot(settings: Settings, *, timeout: float = 30.0) -> dict[str, StatusVi
     """
     topic = queue_topics(settings).status
     consumer = client.new_reader(settings)
-    views: dict[str, StatusView] = {}
     try:
-        ends: dict[int, int] = {}
-        parts = []
-        for partition in range(_partition_count(consumer, topic, timeout)):
-            probe = client.tp(topic, partition)
-            low, high = client.watermarks_when_ready(consumer, probe, timeout)
-            if high > low:
-                ends[partition] = high
-                parts.append(client.tp(topic, partition, client.OFFSET_BEGINNING))
-        if not parts:
-            return views
-        consumer.assign(parts)
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            for record in client.consume(consumer, 1000, 0.2):
-                _merge(views, record)
-            for position in consumer.position([client.tp(topic, p) for p in list(ends)]):
-                if position.offset >= ends[position.partition]:
-                    del ends[position.partition]
-        return views
+        partitions = _partition_count(consumer, topic, timeout)
     finally:
         consumer.close()
+    views: dict[str, StatusView] = {}
+    ranges = client.ranges_to_end(settings, topic, dict.fromkeys(range(partitions)), timeout)
+    for record in client.read_range(settings, topic, ranges, idle_timeout=timeout):
+        _merge(views, record)
+    return views
 
 
 def _merge(views: dict[str, StatusView], record: client.Record) -> None:

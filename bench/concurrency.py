@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, Worker, topics
+from streamjobs.broker import given_or_local
 
 SLEEP_S = 0.05
 KEYS = 64
@@ -75,15 +75,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=640)
     parser.add_argument("--levels", default="1,8,64")
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker = None
-    if not bootstrap:
-        from streamjobs.broker import LocalBroker
-
-        broker = LocalBroker(Path(tempfile.mkdtemp(prefix="bench-kafka-")))
-        broker.start()
-        bootstrap = broker.bootstrap
-    try:
+    with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
         print(f"{args.tasks} tasks sleeping {SLEEP_S * 1000:.0f} ms over {KEYS} keys, 1 worker")
         print(f"{'concurrency':>12}{'tasks/s':>10}{'ideal':>10}{'ratio':>8}")
         for level in (int(x) for x in args.levels.split(",")):
@@ -91,9 +83,6 @@ def main() -> None:
             rate = run_level(bootstrap, tasks, level)
             ideal = min(level, KEYS) / SLEEP_S
             print(f"{level:>12}{rate:>10,.0f}{ideal:>10,.0f}{rate / ideal:>8.2f}")
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, Worker, topics
+from streamjobs.broker import given_or_local
 
 
 class Noop(Task):
@@ -282,15 +282,7 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=1000, help="tasks for the latency run")
     parser.add_argument("--rate", type=float, default=100.0, help="paced submits per second")
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker = None
-    if not bootstrap:
-        from streamjobs.broker import LocalBroker
-
-        broker = LocalBroker(Path(tempfile.mkdtemp(prefix="bench-kafka-")))
-        broker.start()
-        bootstrap = broker.bootstrap
-    try:
+    with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
         from streamjobs.producer import _ENVELOPE  # same bytes as a real task record
         from streamjobs.tasktypes import TaskType
 
@@ -332,9 +324,6 @@ def main() -> None:
                 f"p50 {statistics.median(values):.2f} ms, p99 {_percentile(values, 0.99):.2f} ms, "
                 f"max {values[-1]:.2f} ms"
             )
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

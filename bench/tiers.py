@@ -27,7 +27,6 @@ import gc
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamjobs import Producer, Retry, Settings, Task, TaskRegistry, Worker, topics
+from streamjobs.broker import given_or_local
 from streamjobs.retry import pick_tier
 from streamjobs.settings import format_duration
 
@@ -365,20 +365,11 @@ def main() -> None:
     parser.add_argument("--drain", type=int, default=3000, help="tasks per tier-cost drain")
     parser.add_argument("--pace", type=float, default=4.0, help="seconds to spread submits over")
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker = None
-    if not bootstrap:
-        from streamjobs.broker import LocalBroker
-
-        broker = LocalBroker(Path(tempfile.mkdtemp(prefix="bench-kafka-")))
-        broker.start()
-        bootstrap = broker.bootstrap
-    try:
-        run(bootstrap, args)
-    finally:
-        gc.collect()  # librdkafka clients still referenced would log refused reconnects
-        if broker is not None:
-            broker.stop()
+    with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
+        try:
+            run(bootstrap, args)
+        finally:
+            gc.collect()  # librdkafka clients still referenced would log refused reconnects
 
 
 if __name__ == "__main__":

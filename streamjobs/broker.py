@@ -28,9 +28,11 @@ import base64
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -65,6 +67,7 @@ __all__ = [
     "default_cache_dir",
     "down",
     "ensure_classpath",
+    "given_or_local",
     "running_pid",
     "up",
 ]
@@ -349,3 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@contextmanager
+def given_or_local(bootstrap_servers: str | None) -> Iterator[str]:
+    """``bootstrap_servers`` when given, else a LocalBroker in a temporary directory for the
+    block (stopped by PID afterwards). For scripts such as the benchmarks."""
+    if bootstrap_servers:
+        yield bootstrap_servers
+        return
+    with LocalBroker(Path(tempfile.mkdtemp(prefix="streamjobs-kafka-"))) as local:
+        yield local.bootstrap

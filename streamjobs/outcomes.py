@@ -31,7 +31,7 @@ from streamjobs.errors import KafkaUnavailable, StreamJobsError, error_text
 from streamjobs.models import TaskState
 from streamjobs.retry import RetryAt
 from streamjobs.settings import Settings
-from streamjobs.status import encode_status, now_ms
+from streamjobs.status import AttemptStatuses, encode_status, now_ms
 from streamjobs.topics import QueueTopics
 
 ENVELOPE = builtin("task_envelope")
@@ -252,6 +252,18 @@ class Builder:
         """A status record; always keyed by task id (a compacted topic rejects unkeyed ones)."""
         value = encode_status(envelope, state, **fields)
         return OutRecord(self._topics.status, envelope["task_id"].encode(), value)
+
+    def run_status(
+        self,
+        envelope: dict[str, Any],
+        statuses: AttemptStatuses,
+        state: TaskState,
+        result: str | None = None,
+    ) -> OutRecord:
+        """``running`` or ``succeeded`` of one run, from its pre-encoded columns."""
+        return OutRecord(
+            self._topics.status, envelope["task_id"].encode(), statuses.encode(state, result)
+        )
 
     def retry(
         self,

@@ -11,10 +11,22 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from streamjobs import client
-from streamjobs.codec import builtin
+from streamjobs.codec import (
+    MAGIC,
+    NOT_NULL,
+    NULL,
+    builtin,
+    optional_int,
+    optional_long,
+    optional_string,
+    write_int,
+    write_long,
+    write_string,
+)
 from streamjobs.errors import DecodeError, TaskFailed, TaskTimeout, TopicError
 from streamjobs.models import TaskState, status_version
 from streamjobs.settings import Settings
@@ -66,33 +78,148 @@ class StatusView:
         return out
 
 
+# Status records are written three times per task (queued, running, outcome), so they are
+# encoded straight to bytes in the schema's field order; the import-time check below and the
+# unit tests (same bytes as fastavro) keep this in step with task_status.avsc.
+_FIELDS = (
+    "task_id", "task", "queue", "state", "version", "attempt", "generation", "updated_at_ms",
+    "key", "result", "error_type", "error", "reason", "topic", "partition", "offset",
+    "worker_id", "trace_id", "not_before_ms", "submitted_at_ms", "note",
+)  # fmt: skip
+if tuple(f["name"] for f in _CODEC.schema["fields"]) != _FIELDS:
+    raise ImportError("task_status.avsc and status._FIELDS disagree on the field order")
+#: The optional columns a caller may fill (``key``, ``not_before_ms`` and ``submitted_at_ms``
+#: default to the envelope's).
+STATUS_FIELDS = frozenset(_FIELDS[8:])
+_HEADER = MAGIC + _CODEC.fingerprint
+_NINE_NULLS = NULL * 9  # result ... trace_id, all unset
+_STATE = {state: write_string(state.value) for state in TaskState}
+
+
+@lru_cache(maxsize=4096)
+def _version(generation: int, attempt: int, state: TaskState) -> bytes:
+    return write_long(status_version(generation, attempt, state))
+
+
+class _Clock:
+    """``updated_at_ms`` encoded, reused within a millisecond (many statuses share one)."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = (0, b"")
+
+    def now(self) -> bytes:
+        ms = now_ms()
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last[0] != ms:
+            last = self._last = (ms, write_long(ms))
+        return last[1]
+
+
+_CLOCK = _Clock()
+
+
 def encode_status(envelope: dict[str, Any], state: TaskState, **fields: Any) -> bytes:
     """A status record for the task in ``envelope``; ``fields`` fill the optional columns."""
-    record: dict[str, Any] = {
-        "task_id": envelope["task_id"],
-        "task": envelope["task"],
-        "queue": envelope["queue"],
-        "state": state.value,
-        "version": status_version(envelope["generation"], envelope["attempt"], state),
-        "attempt": envelope["attempt"],
-        "generation": envelope["generation"],
-        "updated_at_ms": now_ms(),
-        "key": envelope["key"],
-        "result": None,
-        "error_type": None,
-        "error": None,
-        "reason": None,
-        "topic": None,
-        "partition": None,
-        "offset": None,
-        "worker_id": None,
-        "trace_id": None,
-        "not_before_ms": envelope["not_before_ms"],
-        "submitted_at_ms": envelope["submitted_at_ms"],
-        "note": None,
-    }
-    record.update(fields)
-    return _CODEC.encode(record)
+    unknown = fields.keys() - STATUS_FIELDS
+    if unknown:
+        raise TypeError(f"not an optional status column: {sorted(unknown)}")
+    get = fields.get
+    try:
+        key = get("key", envelope["key"])
+        not_before = get("not_before_ms", envelope["not_before_ms"])
+        submitted = get("submitted_at_ms", envelope["submitted_at_ms"])
+        parts = [
+            _HEADER,
+            write_string(envelope["task_id"]),
+            write_string(envelope["task"]),
+            write_string(envelope["queue"]),
+            _STATE[state],
+            _version(envelope["generation"], envelope["attempt"], state),
+            write_int(envelope["attempt"]),
+            write_int(envelope["generation"]),
+            _CLOCK.now(),
+            NULL if key is None else NOT_NULL + write_string(key),
+        ]
+        if fields:
+            parts += [
+                optional_string(get("result")),
+                optional_string(get("error_type")),
+                optional_string(get("error")),
+                optional_string(get("reason")),
+                optional_string(get("topic")),
+                optional_int(get("partition")),
+                optional_long(get("offset")),
+                optional_string(get("worker_id")),
+                optional_string(get("trace_id")),
+            ]
+        else:
+            parts.append(_NINE_NULLS)
+        parts += [
+            NULL if not_before is None else NOT_NULL + write_long(not_before),
+            NULL if submitted is None else NOT_NULL + write_long(submitted),
+            optional_string(get("note")),
+        ]
+        return b"".join(parts)
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise DecodeError(f"cannot encode TaskStatus: {exc}", reason="encode_error") from exc
+
+
+class AttemptStatuses:
+    """The ``running`` and ``succeeded`` records of one run of a task.
+
+    Both carry the same task, key, position and worker: those columns are encoded once per run,
+    and each record adds only its state, version, time and result. Byte-identical to
+    :func:`encode_status` given the same columns (a unit test holds the two together).
+    """
+
+    __slots__ = ("_after_time", "_attempt", "_before_state", "_generation", "_numbers", "_tail")
+
+    def __init__(self, envelope: dict[str, Any], where: dict[str, Any]) -> None:
+        """``where``: the run's topic, partition, offset, worker_id and trace_id columns."""
+        try:
+            self._generation = envelope["generation"]
+            self._attempt = envelope["attempt"]
+            self._before_state = b"".join(
+                (
+                    _HEADER,
+                    write_string(envelope["task_id"]),
+                    write_string(envelope["task"]),
+                    write_string(envelope["queue"]),
+                )
+            )
+            self._after_time = optional_string(envelope["key"])
+            self._tail = b"".join(
+                (
+                    NULL * 3,  # error_type, error, reason: a running or succeeded task has none
+                    optional_string(where["topic"]),
+                    optional_int(where["partition"]),
+                    optional_long(where["offset"]),
+                    optional_string(where["worker_id"]),
+                    optional_string(where["trace_id"]),
+                    optional_long(envelope["not_before_ms"]),
+                    optional_long(envelope["submitted_at_ms"]),
+                    NULL,  # note
+                )
+            )
+            self._numbers = write_int(self._attempt) + write_int(self._generation)
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise DecodeError(f"cannot encode TaskStatus: {exc}", reason="encode_error") from exc
+
+    def encode(self, state: TaskState, result: str | None = None) -> bytes:
+        return b"".join(
+            (
+                self._before_state,
+                _STATE[state],
+                _version(self._generation, self._attempt, state),
+                self._numbers,
+                _CLOCK.now(),
+                self._after_time,
+                NULL if result is None else NOT_NULL + write_string(result),
+                self._tail,
+            )
+        )
 
 
 def decode_status(value: bytes) -> StatusView:

@@ -25,7 +25,7 @@ Spans, per the OpenTelemetry messaging semantic conventions for Kafka::
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
@@ -204,7 +204,6 @@ def submit_span(task: str, task_id: str, topic: str, key: str | None) -> Iterato
         yield inject()
 
 
-@contextmanager
 def process_span(
     headers: RecordHeaders,
     *,
@@ -215,7 +214,7 @@ def process_span(
     partition: int,
     offset: int,
     group: str,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """The CONSUMER span a handler runs in: a child of the context in ``headers``.
 
     The record's context (with its baggage) is made current first, so the handler's own spans
@@ -223,8 +222,24 @@ def process_span(
     through :func:`record_failure`, which knows whether they are failures or control flow.
     """
     if not _recording() and not any(name in _CONTEXT_HEADERS for name, _ in headers or ()):
-        yield trace.INVALID_SPAN  # no SDK and nothing to pass on: a no-op span costs ~10 us
-        return
+        return _NO_SPAN  # no SDK and nothing to pass on: a no-op span costs ~10 us
+    return _process_span(headers, task, task_id, attempt, topic, partition, offset, group)
+
+
+_NO_SPAN = nullcontext(trace.INVALID_SPAN)  # reusable: nullcontext keeps no state
+
+
+@contextmanager
+def _process_span(
+    headers: RecordHeaders,
+    task: str,
+    task_id: str,
+    attempt: int,
+    topic: str,
+    partition: int,
+    offset: int,
+    group: str,
+) -> Iterator[Span]:
     attributes = _task_attributes(OP_PROCESS, task, task_id, attempt, topic)
     attributes[ATTR_PARTITION] = str(partition)
     attributes[ATTR_OFFSET] = offset

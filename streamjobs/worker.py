@@ -505,7 +505,8 @@ class Worker:
             group=self.settings.group,
         ) as span:
             where["trace_id"] = tracing.trace_id_of(span)
-            running = self._build.status(envelope, TaskState.RUNNING, **where)
+            statuses = status.AttemptStatuses(envelope, where)
+            running = self._build.run_status(envelope, statuses, TaskState.RUNNING)
             origin = (message.topic, message.partition, message.offset)
             # at least once: fire and forget; exactly once: staged, dropped if the partition goes
             self.writer.write([running], origin, part.alive if self.writer.exactly_once else None)
@@ -517,7 +518,7 @@ class Worker:
                 if suspect:
                     self.ledger.end(message.topic, message.partition, message.offset)
                 return
-        done = self._build.status(envelope, TaskState.SUCCEEDED, result=result, **where)
+        done = self._build.run_status(envelope, statuses, TaskState.SUCCEEDED, result)
         self._settle_with(part, message, [done])
         self.stats.succeeded += 1
         self._retry_ended(message)

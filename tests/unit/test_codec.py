@@ -291,6 +291,12 @@ def _fastavro_body(codec: SchemaCodec, record: dict[str, Any]) -> bytes:
 def _random_value(rng: random.Random, avro: Any) -> Any:
     if isinstance(avro, list):  # ["null", X]
         return None if rng.random() < 0.4 else _random_value(rng, avro[1])
+    if isinstance(avro, dict) and avro["type"] == "fixed":
+        return rng.randbytes(avro["size"])
+    if isinstance(avro, dict) and avro["type"] == "record":
+        return {f["name"]: _random_value(rng, f["type"]) for f in avro["fields"]}
+    if avro == "bytes":
+        return rng.choice([b"", b"\x00", rng.randbytes(200)])
     if avro == "string":
         return rng.choice(_TEXTS)
     if avro == "long":
@@ -300,9 +306,10 @@ def _random_value(rng: random.Random, avro: Any) -> Any:
     raise AssertionError(avro)
 
 
-@pytest.mark.parametrize("name", ["task_status", "task_schema"])
+@pytest.mark.parametrize("name", ["task_status", "task_schema", "task_envelope"])
 def test_flat_record_bytes_are_identical_to_fastavros(name: str) -> None:
     codec = builtin(name)
+    assert codec._flat is not None  # the straight-line writer, not fastavro, is under test
     rng = random.Random(name)
     for _ in range(300):
         record = {f["name"]: _random_value(rng, f["type"]) for f in codec.schema["fields"]}
@@ -344,3 +351,23 @@ def test_flat_record_with_an_out_of_range_int_fails_with_reason_encode_error() -
         with pytest.raises(DecodeError) as excinfo:
             codec.encode_body({"n": bad})
         assert _reason(excinfo) == "encode_error"
+
+
+def test_a_fixed_of_the_wrong_size_fails_with_reason_encode_error() -> None:
+    codec = builtin("task_envelope")
+    rng = random.Random(7)
+    record = {f["name"]: _random_value(rng, f["type"]) for f in codec.schema["fields"]}
+    record["payload_schema"] = b"short"
+    with pytest.raises(DecodeError) as excinfo:
+        codec.encode(record)
+    assert _reason(excinfo) == "encode_error"
+
+
+def test_a_nested_record_missing_a_field_fails_with_reason_encode_error() -> None:
+    codec = builtin("task_envelope")
+    rng = random.Random(8)
+    record = {f["name"]: _random_value(rng, f["type"]) for f in codec.schema["fields"]}
+    record["origin"] = {"topic": "t", "partition": 1}  # offset and timestamp_ms missing
+    with pytest.raises(DecodeError) as excinfo:
+        codec.encode(record)
+    assert _reason(excinfo) == "encode_error"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import random
 from typing import Any
 
 import pytest
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError
 
-from streamjobs.codec import builtin
+from streamjobs.codec import MAGIC, builtin
 from streamjobs.errors import DecodeError
 from streamjobs.models import Task, TaskState, status_version
-from streamjobs.status import StatusView, decode_status, encode_status
+from streamjobs.status import AttemptStatuses, StatusView, decode_status, encode_status
 
 
 def _envelope(**changes: Any) -> dict[str, Any]:
@@ -197,3 +200,108 @@ def test_a_record_of_another_type_is_not_read_as_a_status() -> None:
     with pytest.raises(DecodeError) as excinfo:
         decode_status(other)
     assert excinfo.value.reason == "wrong_record_type"
+
+
+# --- the straight-line status encoders must write exactly what fastavro writes ----------------
+
+_STATUS = builtin("task_status")
+_TEXTS = [None, "", "caf\u00e9 \U0001f600", "x" * 300]
+
+
+def _fastavro_framed(record: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    schemaless_writer(buffer, parse_schema(_STATUS.schema), record)
+    return MAGIC + _STATUS.fingerprint + buffer.getvalue()
+
+
+def _fastavro_decoded(value: bytes) -> dict[str, Any]:
+    record: dict[str, Any] = schemaless_reader(
+        io.BytesIO(value[10:]), parse_schema(_STATUS.schema), None
+    )
+    return record
+
+
+def _random_columns(rng: random.Random) -> dict[str, Any]:
+    def long() -> int | None:
+        return rng.choice([None, 0, -1, 64, -65, 2**40, 2**63 - 1, -(2**63)])
+
+    return {
+        "key": rng.choice(_TEXTS),
+        "result": rng.choice(_TEXTS),
+        "error_type": rng.choice(_TEXTS),
+        "error": rng.choice(_TEXTS),
+        "reason": rng.choice(_TEXTS),
+        "topic": rng.choice(_TEXTS),
+        "partition": rng.choice([None, 0, 5, 2**31 - 1]),
+        "offset": long(),
+        "worker_id": rng.choice(_TEXTS),
+        "trace_id": rng.choice(_TEXTS),
+        "not_before_ms": long(),
+        "submitted_at_ms": long(),
+        "note": rng.choice(_TEXTS),
+    }
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+def test_encoded_status_bytes_are_fastavros_for_random_columns(state: TaskState) -> None:
+    rng = random.Random(state.value)
+    for _ in range(200):
+        envelope = _envelope(attempt=rng.choice([1, 2, 2**31 - 1]), generation=rng.randrange(9))
+        columns = _random_columns(rng)
+        value = encode_status(envelope, state, **columns)
+        decoded = _fastavro_decoded(value)
+        assert _fastavro_framed(decoded) == value
+        expected = {
+            "task_id": envelope["task_id"],
+            "task": envelope["task"],
+            "queue": envelope["queue"],
+            "state": state.value,
+            "version": status_version(envelope["generation"], envelope["attempt"], state),
+            "attempt": envelope["attempt"],
+            "generation": envelope["generation"],
+            "updated_at_ms": decoded["updated_at_ms"],
+            **columns,
+        }
+        assert decoded == expected
+
+
+def test_unset_key_and_times_come_from_the_envelope() -> None:
+    envelope = _envelope(not_before_ms=1_700_000_001_000)
+    view = decode_status(encode_status(envelope, TaskState.QUEUED))
+    assert (view.key, view.not_before_ms, view.submitted_at_ms) == (
+        "customer-7",
+        1_700_000_001_000,
+        1_700_000_000_000,
+    )
+
+
+def test_a_column_the_status_record_does_not_have_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="colour"):
+        encode_status(_envelope(), TaskState.QUEUED, colour="red")
+
+
+def test_a_column_of_the_wrong_type_fails_with_reason_encode_error() -> None:
+    with pytest.raises(DecodeError) as excinfo:
+        encode_status(_envelope(), TaskState.QUEUED, partition="three")
+    assert excinfo.value.reason == "encode_error"
+
+
+@pytest.mark.parametrize("state", [TaskState.RUNNING, TaskState.SUCCEEDED])
+@pytest.mark.parametrize("result", [None, '{"sent": true}'])
+def test_a_runs_pre_encoded_statuses_equal_encode_status(
+    state: TaskState, result: str | None
+) -> None:
+    rng = random.Random(f"{state}{result}")
+    for _ in range(100):
+        envelope = _envelope(key=rng.choice(_TEXTS), attempt=rng.randrange(1, 9))
+        where = {
+            "topic": "sj.emails",
+            "partition": rng.randrange(12),
+            "offset": rng.randrange(2**40),
+            "worker_id": "w-1",
+            "trace_id": rng.choice([None, "ab" * 16]),
+        }
+        fast = _fastavro_decoded(AttemptStatuses(envelope, where).encode(state, result))
+        general = _fastavro_decoded(encode_status(envelope, state, result=result, **where))
+        assert abs(fast.pop("updated_at_ms") - general.pop("updated_at_ms")) < 1000
+        assert fast == general

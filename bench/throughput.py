@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -78,20 +79,26 @@ def worker_process(
     out.put(json.dumps({k: v for k, v in _state.items()}))
 
 
-def raw_consumer_process(bootstrap: str, topic: str, expect: int, out: mp.Queue) -> None:
-    """The baseline: one confluent-kafka consumer, manual async commits every 200 ms. Says
-    "ready" once it has read the warm-up record, then counts ``expect`` more."""
+def _raw_consumer(bootstrap: str, topic: str, group_prefix: str) -> Any:
+    """A plain confluent-kafka consumer of ``topic`` in a new group, manual commits."""
     from confluent_kafka import Consumer
 
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+            "group.id": f"{group_prefix}-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
         }
     )
     consumer.subscribe([topic])
+    return consumer
+
+
+def raw_consumer_process(bootstrap: str, topic: str, expect: int, out: mp.Queue) -> None:
+    """The baseline: one confluent-kafka consumer, manual async commits every 200 ms. Says
+    "ready" once it has read the warm-up record, then counts ``expect`` more."""
+    consumer = _raw_consumer(bootstrap, topic, "raw")
     count, first, last, last_commit = -1, 0.0, 0.0, time.time()  # -1: the warm-up record
     while count < expect:
         messages = consumer.consume(1000, timeout=0.05)
@@ -215,17 +222,7 @@ def bench_latency(bootstrap: str, count: int, rate: float) -> list[float]:
 
 def raw_latency_consumer(bootstrap: str, topic: str, expect: int, out: mp.Queue) -> None:
     """Baseline consumer: records produce-to-receive latency from a timestamp in the value."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"rawlat-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = _raw_consumer(bootstrap, topic, "rawlat")
     latencies: list[float] = []
     ready_sent = False
     while len(latencies) < expect:

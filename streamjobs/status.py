@@ -92,7 +92,6 @@ if tuple(f["name"] for f in _CODEC.schema["fields"]) != _FIELDS:
 #: default to the envelope's).
 STATUS_FIELDS = frozenset(_FIELDS[8:])
 _HEADER = MAGIC + _CODEC.fingerprint
-_NINE_NULLS = NULL * 9  # result ... trace_id, all unset
 _STATE = {state: write_string(state.value) for state in TaskState}
 
 
@@ -127,23 +126,18 @@ def encode_status(envelope: dict[str, Any], state: TaskState, **fields: Any) -> 
         raise TypeError(f"not an optional status column: {sorted(unknown)}")
     get = fields.get
     try:
-        key = get("key", envelope["key"])
-        not_before = get("not_before_ms", envelope["not_before_ms"])
-        submitted = get("submitted_at_ms", envelope["submitted_at_ms"])
-        parts = [
-            _HEADER,
-            write_string(envelope["task_id"]),
-            write_string(envelope["task"]),
-            write_string(envelope["queue"]),
-            _STATE[state],
-            _version(envelope["generation"], envelope["attempt"], state),
-            write_int(envelope["attempt"]),
-            write_int(envelope["generation"]),
-            _CLOCK.now(),
-            NULL if key is None else NOT_NULL + write_string(key),
-        ]
-        if fields:
-            parts += [
+        return b"".join(
+            (
+                _HEADER,
+                write_string(envelope["task_id"]),
+                write_string(envelope["task"]),
+                write_string(envelope["queue"]),
+                _STATE[state],
+                _version(envelope["generation"], envelope["attempt"], state),
+                write_int(envelope["attempt"]),
+                write_int(envelope["generation"]),
+                _CLOCK.now(),
+                optional_string(get("key", envelope["key"])),
                 optional_string(get("result")),
                 optional_string(get("error_type")),
                 optional_string(get("error")),
@@ -153,15 +147,11 @@ def encode_status(envelope: dict[str, Any], state: TaskState, **fields: Any) -> 
                 optional_long(get("offset")),
                 optional_string(get("worker_id")),
                 optional_string(get("trace_id")),
-            ]
-        else:
-            parts.append(_NINE_NULLS)
-        parts += [
-            NULL if not_before is None else NOT_NULL + write_long(not_before),
-            NULL if submitted is None else NOT_NULL + write_long(submitted),
-            optional_string(get("note")),
-        ]
-        return b"".join(parts)
+                optional_long(get("not_before_ms", envelope["not_before_ms"])),
+                optional_long(get("submitted_at_ms", envelope["submitted_at_ms"])),
+                optional_string(get("note")),
+            )
+        )
     except (TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise DecodeError(f"cannot encode TaskStatus: {exc}", reason="encode_error") from exc
 

@@ -1,0 +1,48 @@
+"""The benchmarks under ``bench/`` still run and print their figures (tiny sizes, session broker).
+
+Their figures are not checked here (speed is judged from the benchmark output, not in tests);
+what is checked is that a benchmark completes every task it submits and reports each figure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+_NUMBER = r"[\d,]+(?:\.\d+)?"
+
+
+def _run_bench(kafka_bootstrap: str, script: str, *args: str) -> str:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_throughput_bench_prints_rates_ratio_and_latency_percentiles(kafka_bootstrap: str) -> None:
+    out = _run_bench(
+        kafka_bootstrap,
+        "throughput.py",
+        *("--tasks", "300", "--runs", "1", "--paced", "50", "--rate", "200", "--warm", "1000"),
+    )
+    for label in ("raw confluent-kafka rec/s", "streamjobs tasks/s", "streamjobs exactly-once"):
+        assert re.search(rf"^{re.escape(label)}\s+{_NUMBER}\s+{_NUMBER}", out, re.M), out
+    assert re.search(rf"^ratio streamjobs/raw\s+{_NUMBER}\s+{_NUMBER}", out, re.M), out
+    for label in ("streamjobs submit-to-start", "raw produce-to-receive"):
+        pattern = rf"^{label}\s+at 200/s \(50\): p50 {_NUMBER} ms, p99 {_NUMBER} ms"
+        assert re.search(pattern, out, re.M), out

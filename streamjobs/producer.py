@@ -56,6 +56,7 @@ class _Prepared:
     headers: list[tuple[str, bytes]]
     submitted_at_ms: int
     handle: TaskHandle | None = field(default=None)
+    error: SubmitError | None = field(default=None)
     # a replay or redrive: (operation, headers of the original record) for a linked span
     replay_of: tuple[Literal["replay", "redrive"], RecordHeaders] | None = None
 
@@ -92,6 +93,18 @@ class TaskHandle:
         """The handler's result; TaskFailed if dead-lettered, TaskTimeout if not done in time."""
         view = status.wait(self._settings, self.task_id, timeout, since_ms=self.submitted_at_ms)
         return status.raise_for_failure(view)
+
+
+@dataclass(frozen=True, slots=True)
+class Resubmission:
+    """A task ready to be queued again: validated, encoded and size-checked by
+    :meth:`Producer.prepare_resubmit`, written by :meth:`Producer.resubmit_many`.
+    ``queued_status`` is the encoded status record that write produces first."""
+
+    task_id: str
+    key: str | None
+    queued_status: bytes = field(repr=False)
+    _prepared: _Prepared = field(repr=False)
 
 
 class Producer:
@@ -173,8 +186,29 @@ class Producer:
         starts again at 1 and the task runs now. ``note`` (who, from where) lands on the
         ``queued`` status, ``origin`` (topic, partition, offset, timestamp_ms) on the envelope,
         and the record's PRODUCER span is linked to the trace in ``headers``. Same confirmed
-        two-phase write as :meth:`submit`.
+        two-phase write as :meth:`submit`. For many tasks, :meth:`prepare_resubmit` each and
+        write them with one :meth:`resubmit_many`.
         """
+        prepared = self.prepare_resubmit(
+            envelope, note=note, origin=origin, headers=headers, operation=operation
+        )
+        [result] = self.resubmit_many([prepared])
+        if isinstance(result, SubmitError):
+            raise result
+        return result
+
+    def prepare_resubmit(
+        self,
+        envelope: dict[str, Any],
+        *,
+        note: str,
+        origin: dict[str, Any] | None,
+        headers: RecordHeaders | None = None,
+        operation: Literal["replay", "redrive"] = "replay",
+    ) -> Resubmission:
+        """Validate, encode and size-check a re-submission (see :meth:`resubmit`); produces
+        nothing. Raises ConfigError for a task of another queue, PayloadTooLarge when it no
+        longer fits ``max_message_bytes``."""
         if self._closed:
             raise StreamJobsError("producer is closed")
         if envelope["queue"] != self.settings.queue:
@@ -190,11 +224,8 @@ class Producer:
             "submitted_at_ms": submitted,
             "origin": origin,
         }
-        value = _ENVELOPE.encode(again)
         key = again["key"]
-        size = len(value) + len(key or again["task_id"]) + _RECORD_OVERHEAD
-        if size > self.settings.max_message_bytes:
-            raise PayloadTooLarge(f"task {again['task_id']} encodes to {size} bytes")
+        value = self._encoded(again, f"task {again['task_id']}")
         topic = self._topics.main
         prepared = _Prepared(
             task=again["task"],
@@ -207,9 +238,22 @@ class Producer:
             submitted_at_ms=submitted,
             replay_of=(operation, list(headers or [])),
         )
-        self._write([prepared])
-        assert prepared.handle is not None
-        return prepared.handle
+        return Resubmission(prepared.task_id, key, prepared.status_value, prepared)
+
+    def resubmit_many(self, batch: Sequence[Resubmission]) -> list[TaskHandle | SubmitError]:
+        """Write prepared re-submissions in one confirmed two-phase write, in ``batch`` order.
+
+        Every ``queued`` status of the batch is acknowledged before its first task is produced;
+        if any status fails, no task of the batch is produced. Returns, per item, its handle or
+        the SubmitError that kept it from being confirmed (its ``queued`` status is then taken
+        back, best effort). Tasks of one key keep their order within and across batches.
+        """
+        if any(r._prepared.handle is not None for r in batch):
+            # Kafka has it: writing it again would queue the task twice
+            raise ConfigError("resubmit_many: a resubmission in the batch was already written")
+        items = [r._prepared for r in batch]
+        self._write_each(items)
+        return [_outcome(item) for item in items]
 
     def status(self, task_id: str, timeout: float = 10.0) -> status.StatusView | None:
         return status.latest(self.settings, task_id, timeout=timeout)
@@ -274,13 +318,7 @@ class Producer:
             "submitted_at_ms": submitted,
             "origin": None,
         }
-        value = _ENVELOPE.encode(envelope)
-        size = len(value) + len(key or task_id) + _RECORD_OVERHEAD
-        if size > self.settings.max_message_bytes:
-            raise PayloadTooLarge(
-                f"task {task_type.name} encodes to {size} bytes, over max_message_bytes="
-                f"{self.settings.max_message_bytes}"
-            )
+        value = self._encoded(envelope, f"task {task_type.name}")
         self._announce(task_type)
         return _Prepared(
             task=task_type.name,
@@ -293,6 +331,17 @@ class Producer:
             submitted_at_ms=submitted,
         )
 
+    def _encoded(self, envelope: dict[str, Any], what: str) -> bytes:
+        """The envelope's bytes; PayloadTooLarge if the record would not fit."""
+        value = _ENVELOPE.encode(envelope)
+        size = len(value) + len(envelope["key"] or envelope["task_id"]) + _RECORD_OVERHEAD
+        if size > self.settings.max_message_bytes:
+            raise PayloadTooLarge(
+                f"{what} encodes to {size} bytes, over max_message_bytes="
+                f"{self.settings.max_message_bytes}"
+            )
+        return value
+
     def _announce(self, task_type: TaskType) -> None:
         """Publish the writer schema once per type, confirmed before its first task."""
         if task_type.fingerprint in self._announced:
@@ -303,16 +352,40 @@ class Producer:
             key, value = schema_record(task_type)
             pending = _Pending()
             self._produce(self._topics.schemas, key, value, [], pending)
-            self._await([pending], "schema of " + task_type.name)
+            self._wait([pending])
+            error = _failure(pending, f"schema of {task_type.name}", self._timeout_s, None)
+            if error is not None:
+                raise error
             self._announced.add(task_type.fingerprint)
 
     def _write(self, batch: Sequence[_Prepared]) -> None:
+        """:meth:`_write_each`, raising the first item's SubmitError if any was not confirmed."""
+        self._write_each(batch)
+        for item in batch:
+            if item.error is not None:
+                raise item.error
+
+    def _write_each(self, batch: Sequence[_Prepared]) -> None:
+        """The confirmed two-phase write: every ``queued`` status acknowledged, then the tasks.
+
+        Leaves a handle or an error on every item. The statuses go first so that a fast
+        worker's ``succeeded`` can never be followed (and compacted away) by a late ``queued``;
+        hence when any status of the batch fails, no task of the batch is produced.
+        """
         statuses = [_Pending() for _ in batch]
         for item, pending in zip(batch, statuses, strict=True):
             self._produce(
                 self._topics.status, item.task_id.encode(), item.status_value, [], pending
             )
-        self._await(statuses, "queued status")
+        acked = self._settle(batch, statuses, "queued status of task")
+        failed = next((e for e in acked if e is not None), None)
+        if failed is not None:
+            for item, error in zip(batch, acked, strict=True):
+                item.error = error or SubmitError(
+                    f"not produced, a status of its batch failed: {failed}", task_id=item.task_id
+                )
+            self._withdraw([item for item, error in zip(batch, acked, strict=True) if not error])
+            return
         records = [_Pending() for _ in batch]
         traced = tracing.active()  # once per batch: without a provider, spans are skipped
         for item, pending in zip(batch, records, strict=True):
@@ -322,23 +395,28 @@ class Producer:
                 continue
             with _span(item) as headers:
                 self._produce(item.topic, key, item.value, headers, pending)
-        try:
-            self._await(records, "task")
-        except SubmitError:
-            # best effort: do not leave a "queued" status for a task Kafka may not have
-            for item in batch:
-                self._produce(self._topics.status, item.task_id.encode(), None, [], _Pending())
-            self._producer.flush(5.0)
-            raise
-        for item, pending in zip(batch, records, strict=True):
-            item.handle = TaskHandle(
-                self.settings,
-                item.task_id,
-                item.topic,
-                pending.partition,
-                pending.offset,
-                item.submitted_at_ms,
-            )
+        delivered = self._settle(batch, records, "task")
+        for item, pending, error in zip(batch, records, delivered, strict=True):
+            item.error = error
+            if error is None:
+                item.handle = TaskHandle(
+                    self.settings,
+                    item.task_id,
+                    item.topic,
+                    pending.partition,
+                    pending.offset,
+                    item.submitted_at_ms,
+                )
+        # only the unconfirmed: a confirmed task will run, and its statuses must stay
+        self._withdraw([item for item in batch if item.error is not None])
+
+    def _withdraw(self, items: Sequence[_Prepared]) -> None:
+        """Best effort: no ``queued`` status for a task Kafka may not have (tombstones)."""
+        if not items:
+            return
+        for item in items:
+            self._produce(self._topics.status, item.task_id.encode(), None, [], _Pending())
+        self._producer.flush(5.0)
 
     def _produce(
         self,
@@ -348,6 +426,9 @@ class Producer:
         headers: Sequence[tuple[str, str | bytes | None]],
         pending: _Pending,
     ) -> None:
+        """Produce one record; its delivery report (or a refusal to queue it) lands on
+        ``pending``."""
+
         def on_delivery(error: Any, message: Any) -> None:
             pending.error = error
             if error is None:
@@ -363,18 +444,44 @@ class Producer:
                 return
             except BufferError:  # local queue full: serve deliveries, then try again
                 self._producer.poll(0.05)
-            except client.KafkaException as exc:
-                raise client.delivery_error(exc.args[0]) from exc
+            except client.KafkaException as exc:  # refused before it was queued
+                pending.error, pending.done = exc.args[0], True
+                return
 
-    def _await(self, pendings: Sequence[_Pending], what: str) -> None:
+    def _settle(
+        self, batch: Sequence[_Prepared], pendings: Sequence[_Pending], what: str
+    ) -> list[SubmitError | None]:
+        """Per item, None once Kafka confirmed its record, else why not."""
+        self._wait(pendings)
+        return [
+            _failure(pending, f"{what} {item.task_id}", self._timeout_s, item.task_id)
+            for item, pending in zip(batch, pendings, strict=True)
+        ]
+
+    def _wait(self, pendings: Sequence[_Pending]) -> None:
+        """Serve delivery reports until every one of ``pendings`` has its report, or the
+        deadline (librdkafka's own ``message.timeout.ms`` plus a margin) passes."""
         deadline = time.monotonic() + self._timeout_s + 5
         for pending in pendings:
-            while not pending.done:
-                if time.monotonic() > deadline:
-                    raise SubmitError(f"{what} not confirmed within {self._timeout_s}s")
+            while not pending.done and time.monotonic() <= deadline:
                 self._producer.poll(0.01)
-            if pending.error is not None:
-                raise client.delivery_error(pending.error)
+
+
+def _failure(
+    pending: _Pending, what: str, timeout_s: float, task_id: str | None
+) -> SubmitError | None:
+    if not pending.done:
+        return SubmitError(f"{what} not confirmed within {timeout_s}s", task_id=task_id)
+    if pending.error is not None:
+        return client.delivery_error(pending.error, task_id=task_id)
+    return None
+
+
+def _outcome(item: _Prepared) -> TaskHandle | SubmitError:
+    if item.handle is not None:
+        return item.handle
+    assert item.error is not None, "a written item has a handle or an error"
+    return item.error
 
 
 def _new_ids(count: int) -> list[str]:

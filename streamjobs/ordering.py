@@ -32,6 +32,7 @@ class KeyGate:
     def __init__(self) -> None:
         self._retrying: Counter[Slot] = Counter()
         self._parked: defaultdict[Slot, deque[Release]] = defaultdict(deque)
+        self._count = 0  # parked tasks in all slots
         self._lock = threading.Lock()
 
     def park_if_blocked(self, slot: Slot, release: Release) -> bool:
@@ -40,6 +41,7 @@ class KeyGate:
             if self._retrying[slot] <= 0:
                 return False
             self._parked[slot].append(release)
+            self._count += 1
             return True
 
     def retry_scheduled(self, slot: Slot) -> None:
@@ -55,7 +57,9 @@ class KeyGate:
             if self._retrying[slot] > 0:
                 return []
             del self._retrying[slot]
-            return list(self._parked.pop(slot, ()))
+            released = list(self._parked.pop(slot, ()))
+            self._count -= len(released)
+            return released
 
     def adopt(self, partition: int, keys: Iterable[bytes]) -> None:
         """Count tier records found unprocessed on a newly assigned partition."""
@@ -86,11 +90,12 @@ class KeyGate:
             for slot in [s for s in self._retrying if s[0] in numbers]:
                 del self._retrying[slot]
             for slot in [s for s in self._parked if s[0] in numbers]:
-                del self._parked[slot]
+                self._count -= len(self._parked.pop(slot))
 
     def parked(self) -> int:
+        """Tasks parked now, over all keys."""
         with self._lock:
-            return sum(len(q) for q in self._parked.values())
+            return self._count
 
 
 def pending_keys(

@@ -1,15 +1,25 @@
 """The worker's partitions: what it knows about each one it owns, and when they are paused.
 
 Owns per-partition state (offset tracker, revoked/lost flags, started tasks, the suspect window
-of crash-loop quarantine, a held tier head) and flow control: a tier partition whose head is not
-due yet is paused until it is, and every partition is paused while the executor stays full, so
-the poll thread never sleeps and the group never sees a silent member. Pausing makes librdkafka
-drop what it prefetched, so resuming seeks back to the first record not yet taken. Does not
-consume, commit or run tasks (:mod:`streamjobs.worker`).
+of crash-loop quarantine, a held tier head) and flow control. A partition is paused for one or
+more reasons (:class:`Pause`) and resumed only when the last of them is gone:
+
+- ``HOLD``: a tier partition whose head is not due yet, until it is;
+- ``BACKPRESSURE``: every partition, while the executor stays full;
+- ``PARKING``: the main-topic partitions only, while ``key_ordered`` holds too many parked
+  tasks (:class:`ParkingLimit`). Tier partitions keep flowing: their outcomes are what release
+  parked tasks, so pausing them would deadlock.
+
+Partitions are paused rather than the poll thread put to sleep, so the group never sees a silent
+member. Pausing makes librdkafka drop what it prefetched, so resuming seeks back to the first
+record not yet taken. Does not consume, commit or run tasks (:mod:`streamjobs.worker`), nor
+decide which tasks park (:mod:`streamjobs.ordering`).
 """
 
 from __future__ import annotations
 
+import enum
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,8 +29,17 @@ from streamjobs.offsets import OffsetTracker
 from streamjobs.settings import Settings
 
 TopicKey = tuple[str, int]
+_log = logging.getLogger(__name__)
 # the executor may stay full this long before partitions are paused (a pause costs a refetch)
 _PAUSE_AFTER_S = 1.0
+
+
+class Pause(enum.Enum):
+    """Why a partition is paused; it resumes when it has no reason left."""
+
+    HOLD = "hold"
+    BACKPRESSURE = "backpressure"
+    PARKING = "parking"
 
 
 class Partition:
@@ -28,12 +47,11 @@ class Partition:
 
     __slots__ = (
         "held_until_ms",
-        "hold_offset",
         "key",
         "lock",
         "lost",
         "next_offset",
-        "paused",
+        "pauses",
         "revoked",
         "running",
         "suspect",
@@ -47,10 +65,10 @@ class Partition:
         self.running = 0
         self.revoked = False  # no new task starts; started ones still settle and commit
         self.lost = False  # given up without a handover: outcomes no longer count
+        # the first record not taken yet: where a resume seeks to
         self.next_offset: int | None = None
         self.held_until_ms: int | None = None
-        self.hold_offset = 0
-        self.paused = False
+        self.pauses: set[Pause] = set()  # empty while the partition is consumed
         self.suspect = range(0)  # offsets a dead previous owner may have been running
 
     def alive(self) -> bool:
@@ -68,35 +86,79 @@ class Partition:
         return done
 
 
+class ParkingLimit:
+    """Whether parked tasks should stop main-topic intake. Pure: no Kafka, no clock.
+
+    Engages when ``parked`` reaches ``limit`` and lets go only once it has fallen to half of it,
+    so a retry that releases a few tasks does not flap the pause (each pause and resume makes
+    librdkafka drop and re-fetch what it had prefetched).
+    """
+
+    __slots__ = ("engaged", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.engaged = False
+
+    def update(self, parked: int) -> bool:
+        """Decide for the current ``parked`` count; returns whether intake is to be paused."""
+        if self.engaged:
+            self.engaged = parked > self.limit // 2
+        else:
+            self.engaged = parked >= self.limit
+        return self.engaged
+
+
 class Assigned(dict[TopicKey, Partition]):
     """The partitions this worker owns now, by (topic, partition), with their flow control."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, main_topic: str) -> None:
         super().__init__()
         self._limit = settings.max_in_flight
+        self._main = main_topic
         self.backpressure = False
+        self.parking = ParkingLimit(settings.max_parked)
         self._full_since: float | None = None
 
     def hold(self, consumer: client.Consumer, part: Partition, offset: int, until_ms: int) -> None:
         """Pause a tier partition whose head is not due: the thread keeps polling the rest."""
         part.held_until_ms = until_ms
-        part.hold_offset = offset
-        consumer.pause([client.tp(*part.key)])
+        part.next_offset = offset  # the head is not taken: read it again when due
+        _pause(consumer, part, Pause.HOLD)
 
     def resume_due(self, consumer: client.Consumer) -> None:
         now = status.now_ms()
         for part in list(self.values()):
             if part.held_until_ms is not None and part.held_until_ms <= now:
                 part.held_until_ms = None
-                if not part.paused:
-                    resume(consumer, part, part.hold_offset)
+                _unpause(consumer, part, Pause.HOLD)
 
-    def pause_new(self, consumer: client.Consumer, part: Partition, offset: int) -> None:
-        """A partition that arrived (or spoke up) while all are paused joins them; ``offset``
-        is the first record not taken, read again on resume."""
-        part.paused = True
+    def refuse(self, consumer: client.Consumer, part: Partition, offset: int) -> bool:
+        """Whether the record at ``offset`` of ``part`` must not be taken now.
+
+        A paused partition's records are read again after its resume. A partition assigned
+        after a pause of all (or all main) partitions began, and heard of only now, joins the
+        pause here, to resume at ``offset``.
+        """
+        if part.pauses:
+            if part.next_offset is None:  # nothing taken yet: the resume must come back here
+                part.next_offset = offset
+            return True
+        if not self.backpressure and not self.parking.engaged:
+            return False
+        missed = self._global_pauses(part)
+        if not missed:
+            return False
         part.next_offset = offset
-        consumer.pause([client.tp(*part.key)])
+        for reason in missed:
+            _pause(consumer, part, reason)
+        return True
+
+    def _global_pauses(self, part: Partition) -> list[Pause]:
+        reasons = [Pause.BACKPRESSURE] if self.backpressure else []
+        if self.parking.engaged and part.key[0] == self._main:
+            reasons.append(Pause.PARKING)
+        return reasons
 
     def apply_backpressure(self, consumer: client.Consumer, in_flight: int) -> None:
         """Pause every partition while the executor stays full; the loop keeps polling.
@@ -114,16 +176,59 @@ class Assigned(dict[TopicKey, Partition]):
         if not self.backpressure and full_long:
             self.backpressure = True
             for part in self.values():
-                if part.held_until_ms is None and not part.paused:
-                    part.paused = True
-                    consumer.pause([client.tp(*part.key)])
+                _pause(consumer, part, Pause.BACKPRESSURE)
         elif self.backpressure and in_flight <= self._limit // 2:
             self.backpressure = False
             for part in self.values():
-                if part.paused:
-                    part.paused = False
-                    if part.held_until_ms is None:
-                        resume(consumer, part, part.next_offset)
+                _unpause(consumer, part, Pause.BACKPRESSURE)
+
+    def limit_parking(self, consumer: client.Consumer, parked: int) -> None:
+        """``key_ordered``: pause the main-topic partitions while ``parked`` is at the limit,
+        resume them once it has fallen to half. Tier partitions are never paused for this."""
+        engaged = self.parking.engaged
+        if self.parking.update(parked) == engaged:
+            return
+        for part in self.values():
+            if part.key[0] != self._main:
+                continue
+            if self.parking.engaged:
+                _pause(consumer, part, Pause.PARKING)
+            else:
+                _unpause(consumer, part, Pause.PARKING)
+
+    def drop_pauses(self, consumer: client.Consumer, parts: list[Partition]) -> None:
+        """Partitions being given up leave unpaused: librdkafka keeps an application pause
+        across a re-assignment, and a new owner's (or our own later) view starts unpaused."""
+        paused = [client.tp(*p.key) for p in parts if p.pauses]
+        for part in parts:
+            part.pauses.clear()
+        if paused:
+            try:
+                consumer.resume(paused)
+            except client.KafkaException as exc:  # no longer assigned: nothing left to clear
+                _log.debug("resuming released partitions: %s", exc)
+
+    def lift(self, consumer: client.Consumer, parts: list[Partition]) -> None:
+        """Resume ``parts`` without seeking (they are re-read from a seek of their own) and
+        end the pauses of all partitions; those still called for are decided afresh."""
+        consumer.resume([client.tp(*p.key) for p in parts if p.pauses])
+        self.backpressure = False
+        self.parking.engaged = False
+
+
+def _pause(consumer: client.Consumer, part: Partition, reason: Pause) -> None:
+    if not part.pauses:
+        consumer.pause([client.tp(*part.key)])
+    part.pauses.add(reason)
+
+
+def _unpause(consumer: client.Consumer, part: Partition, reason: Pause) -> None:
+    """Drop one reason; the partition resumes only when it was the last one."""
+    if reason not in part.pauses:
+        return
+    part.pauses.discard(reason)
+    if not part.pauses:
+        resume(consumer, part, part.next_offset)
 
 
 def resume(consumer: client.Consumer, part: Partition, offset: int | None) -> None:

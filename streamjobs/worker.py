@@ -82,7 +82,7 @@ class Worker:
             self._schemas.add(handler.task_type)
         self._stop = threading.Event()
         self._failure: StreamJobsError | None = None
-        self._parts = Assigned(settings)
+        self._parts = Assigned(settings, self._topics.main)
         self._consumer: client.Consumer | None = None
         self._build = Builder(settings, self._topics, self.worker_id)
         self._writer: OutcomeWriter | None = None
@@ -94,7 +94,8 @@ class Worker:
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
         self._last_commit = 0.0
         # tasks handed to the executor and not finished yet (started or waiting for their key);
-        # tasks whose outcome awaits its ack are bounded by the producer queue instead
+        # tasks whose outcome awaits its ack are bounded by the producer queue instead, and
+        # parked ones (key_ordered) by max_parked
         self._queued = 0
         self._queued_lock = threading.Condition()
 
@@ -161,6 +162,17 @@ class Worker:
         return self._parts.backpressure
 
     @property
+    def parked(self) -> int:
+        """``key_ordered``: tasks held back until an earlier task of their key leaves its retry
+        tier (always 0 under ``non_blocking``)."""
+        return 0 if self._gate is None else self._gate.parked()
+
+    @property
+    def paused_for_parking(self) -> bool:
+        """Whether main-topic intake is paused because ``max_parked`` tasks were parked."""
+        return self._parts.parking.engaged
+
+    @property
     def consumer(self) -> client.Consumer:
         assert self._consumer is not None, "the worker is not running"
         return self._consumer
@@ -176,7 +188,7 @@ class Worker:
         return self._writer
 
     def _poll_once(self, consumer: client.Consumer) -> None:
-        room = self.settings.max_in_flight - self._queued
+        room = self.settings.max_in_flight - self._limit_parking(consumer)
         if room > 0 or self._parts.backpressure:
             try:
                 records = client.consume(consumer, max(1, min(_BATCH, room)), _POLL_TIMEOUT_S)
@@ -197,6 +209,24 @@ class Worker:
             self._commit(list(self._parts.values()), asynchronous=True)
         self._parts.resume_due(self.consumer)
         self._parts.apply_backpressure(self.consumer, self._queued)
+
+    def _limit_parking(self, consumer: client.Consumer) -> int:
+        """``key_ordered``: pause the main-topic partitions while too many tasks are parked
+        (resume at half); returns the count of queued tasks the next consume is sized by.
+
+        Decided just before each consume, from one consistent snapshot of both counts: a park
+        adds to ``parked`` before it leaves ``_queued``, and a release moves tasks back under
+        ``_queued_lock``. Only tasks already taken can park, and a consume takes at most
+        ``max_in_flight - queued`` records, so parked tasks stay below
+        ``max_parked + max_in_flight``: at most one consume batch beyond ``max_parked - 1``,
+        counting the executor's queue as part of that batch.
+        """
+        if self._gate is None:
+            return self._queued
+        with self._queued_lock:
+            queued, parked = self._queued, self._gate.parked()
+        self._parts.limit_parking(consumer, parked)
+        return queued
 
     def _shutdown(self, consumer: client.Consumer) -> None:
         parts = list(self._parts.values())
@@ -249,6 +279,7 @@ class Worker:
         self._settle(parts, self.settings.shutdown_grace.total_seconds())
         self._commit(parts, asynchronous=False)
         self._release(parts)
+        self._parts.drop_pauses(consumer, parts)
         for part in parts:
             del self._parts[part.key]
         self._forget_order(parts)
@@ -264,13 +295,14 @@ class Worker:
         except KafkaUnavailable as exc:
             _log.warning("%s (the next owner will count task starts)", exc)
 
-    def _on_lost(self, _consumer: Any, partitions: list[client.TopicPartition]) -> None:
+    def _on_lost(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
         """Another member may own these already: commit nothing, start nothing."""
         for key in _keys(partitions):
             part = self._parts.pop(key, None)
             if part is not None:
                 with part.lock:
                     part.revoked = part.lost = True
+                self._parts.drop_pauses(consumer, [part])
                 self._forget_order([part])
         if isinstance(self._writer, TransactionalWriter):
             self._writer.drop(_keys(partitions))
@@ -315,8 +347,7 @@ class Worker:
             self._parts[key] = Partition(key)
             offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
             consumer.seek(client.tp(key[0], key[1], offset))
-        consumer.resume([client.tp(*p.key) for p in old if p.paused or p.held_until_ms is not None])
-        self._parts.backpressure = False
+        self._parts.lift(consumer, old)
 
     def _on_commit(self, error: Any, partitions: list[client.TopicPartition]) -> None:
         if error is not None:
@@ -334,11 +365,8 @@ class Worker:
     def _on_message(self, message: client.Record) -> None:
         topic, partition, offset = message.topic, message.partition, message.offset
         part = self._parts.get((topic, partition))
-        if part is None or part.revoked or part.held_until_ms is not None or part.paused:
-            return  # not ours any more, or held: it will be read again after resume/seek
-        if self._parts.backpressure:
-            self._parts.pause_new(self.consumer, part, offset)  # assigned while all are paused
-            return
+        if part is None or part.revoked or self._parts.refuse(self.consumer, part, offset):
+            return  # not ours any more, or paused: it will be read again after resume/seek
         try:
             envelope = self._decode(message)
         except BadInput as exc:
@@ -359,9 +387,15 @@ class Worker:
     def _dispatch(
         self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
     ) -> None:
-        assert self._executor is not None
         with self._queued_lock:
             self._queued += 1
+        self._submit(message, envelope, handler, part)
+
+    def _submit(
+        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
+    ) -> None:
+        """Hand an already counted task to the executor."""
+        assert self._executor is not None
         self._executor.submit(
             envelope["key"] or envelope["task_id"],
             _bind(self._execute, message, envelope, handler, part),
@@ -463,16 +497,20 @@ class Worker:
         """key_ordered: a main-topic task waits while an earlier task of its key is in retry."""
         if self._gate is None or message.topic != self._topics.main:
             return False
+        # parked before it leaves _queued (the caller's finally): never missing from both counts
         return self._gate.park_if_blocked(
             (message.partition, message.key or b""),
-            lambda: self._dispatch(message, envelope, handler, part),
+            lambda: self._submit(message, envelope, handler, part),
         )
 
     def _retry_ended(self, message: client.Record) -> None:
         """key_ordered: a retry-tier task reached its final outcome; release its key's tasks."""
         if self._gate is None or message.topic not in self._retry_topics:
             return
-        for release in self._gate.retry_finished((message.partition, message.key or b"")):
+        with self._queued_lock:  # queued again as they leave the parked count (_limit_parking)
+            releases = self._gate.retry_finished((message.partition, message.key or b""))
+            self._queued += len(releases)
+        for release in releases:
             release()
 
     def _run_task(

@@ -2,7 +2,8 @@
 
 A task of key ``k`` fails once and goes to a retry tier. Under ``non_blocking`` the next task of
 ``k`` runs at once; under ``key_ordered`` it waits until the retry has run, while other keys
-keep flowing in both modes.
+keep flowing in both modes. Under ``key_ordered`` the tasks parked behind a retry are bounded:
+at ``max_parked`` the worker stops taking main-topic records until the retry releases them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from streamjobs import Producer, Settings, Task, TaskRegistry
-from tests.integration.conftest import ThreadWorker
+from streamjobs.ordering import KeyGate, Release, Slot
+from tests.integration.conftest import ThreadWorker, all_succeeded
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -69,6 +71,58 @@ def test_non_blocking_later_tasks_of_a_key_run_before_its_retry(
 
     of_k = [seq for key, seq, _ in runs if key == "k"]
     assert of_k == [0, 1, 2, 0], f"non_blocking should not hold key k: {of_k}"
+
+
+def test_key_ordered_parked_tasks_pause_main_intake_at_the_limit_then_all_run_in_order(
+    make_settings: Callable[..., Settings],
+    worker: Callable[..., ThreadWorker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bound: parked tasks never exceed ``max_parked - 1 + max_in_flight``. The worker stops
+    taking main-topic records once ``max_parked`` are parked; what can still park is what it
+    had already taken, and one consume takes at most ``max_in_flight`` minus the tasks queued.
+    """
+    settings = make_settings(
+        ordering="key_ordered", retry_tiers="1s", max_parked=5, max_in_flight=5, concurrency=1
+    )
+    later = 40  # far beyond the bound: without one, all of them would park
+    # the parked count right after each park, exact (the running count is only sampled)
+    peaks: list[int] = []
+    park = KeyGate.park_if_blocked
+
+    def recording_park(gate: KeyGate, slot: Slot, release: Release) -> bool:
+        parked = park(gate, slot, release)
+        if parked:
+            peaks.append(gate.parked())
+        return parked
+
+    monkeypatch.setattr(KeyGate, "park_if_blocked", recording_park)
+    runs: list[tuple[str, int, float]] = []
+    running = worker(_registry(runs, set()), settings)
+    tasks = [Step(key="k", seq=n) for n in range(later + 1)]
+    with Producer(settings) as producer:
+        handles = producer.submit_many(tasks, keys=[t.key for t in tasks])
+
+    wait_for(
+        lambda: running.worker.paused_for_parking,
+        10.0,
+        interval=0.01,
+        message="main intake to pause while k's first task waits in its 1 s retry tier",
+    )
+    assert running.worker.parked >= settings.max_parked
+    wait_for(
+        lambda: all_succeeded(settings, [h.task_id for h in handles]),
+        30.0,
+        interval=0.2,
+        message="every task of k to succeed after the retry",
+    )
+
+    bound = settings.max_parked - 1 + settings.max_in_flight
+    assert settings.max_parked <= max(peaks) <= bound, f"parked peaked at {max(peaks)}"
+    of_k = [seq for key, seq, _ in runs if key == "k"]
+    assert of_k == [0, *range(later + 1)], f"key k ran out of order: {of_k}"
+    assert running.worker.parked == 0
+    assert not running.worker.paused_for_parking, "main intake still paused with nothing parked"
 
 
 def test_key_ordered_needs_the_consumer_group_protocol() -> None:

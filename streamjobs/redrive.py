@@ -30,11 +30,13 @@ from streamjobs import client, status
 from streamjobs.client import OffsetRange, read_range
 from streamjobs.codec import decode_body
 from streamjobs.deadletter import decode_dead_letter
-from streamjobs.errors import BadInput, ConfigError, StreamJobsError
+from streamjobs.errors import BadInput, ConfigError, StreamJobsError, SubmitError
 from streamjobs.models import TaskState
-from streamjobs.producer import Producer
+from streamjobs.producer import Producer, Resubmission, TaskHandle
 from streamjobs.replay import (
+    CHUNK_SIZE,
     ENVELOPE,
+    Chunks,
     Progress,
     default_actor,
     plan_ranges,
@@ -326,7 +328,8 @@ class RedriveSummary:
 
 
 class _Redriver:
-    """Decides and performs the redrive of one dead letter at a time."""
+    """Decides the redrive of one dead letter at a time; the re-submissions are written in
+    chunks, each chunk's ledger entries acknowledged before its tasks are produced."""
 
     def __init__(self, settings: Settings, producer: Producer | None, actor: str) -> None:
         self.settings = settings
@@ -341,28 +344,33 @@ class _Redriver:
         if self.ledger is not None:
             self.ledger.flush(10.0)
 
-    def consider(self, dead: _DeadLetter) -> RedriveItem:
+    def consider(self, dead: _DeadLetter) -> tuple[RedriveItem, Resubmission | None]:
+        """The item for ``dead`` (final unless a resubmission to write comes with it)."""
         ref = dead.info.ref
         if dead.info.redriven:
             return RedriveItem(
                 ref, "skipped", dead.info.task_id, dead.info.task, "already redriven"
-            )
+            ), None
         try:
             envelope = _envelope_of(dead)
         except BadInput as exc:
             reason = f"cannot be redriven, no decodable envelope ({exc.reason}): {exc}"
-            return RedriveItem(ref, "skipped", dead.info.task_id, dead.info.task, reason)
+            return RedriveItem(ref, "skipped", dead.info.task_id, dead.info.task, reason), None
         ids = {"task_id": envelope["task_id"], "task": envelope["task"]}
         skip = self._skip_reason(envelope)
         if skip is not None:
-            return RedriveItem(ref, "skipped", **ids, reason=skip)
+            return RedriveItem(ref, "skipped", **ids, reason=skip), None
         self.done.add(envelope["task_id"])
         current = self.statuses.get(envelope["task_id"])
         known = [envelope["generation"], dead.info.generation, current.generation if current else 0]
         again = {**envelope, "generation": max(known) + 1}
+        item = RedriveItem(ref, "would_redrive", **ids, generation=again["generation"])
         if self.producer is None:
-            return RedriveItem(ref, "would_redrive", **ids, generation=again["generation"])
-        return self._redrive(dead, again)
+            return item, None
+        try:
+            return replace(item, outcome="redriven"), self._prepare(dead, again)
+        except StreamJobsError as exc:
+            return RedriveItem(ref, "failed", **ids, reason=f"not re-submitted: {exc}"), None
 
     def _skip_reason(self, envelope: dict[str, Any]) -> str | None:
         task_id = envelope["task_id"]
@@ -377,42 +385,47 @@ class _Redriver:
             return f"superseded: task is at generation {current.generation} ({current.state})"
         return None
 
-    def _redrive(self, dead: _DeadLetter, again: dict[str, Any]) -> RedriveItem:
+    def _prepare(self, dead: _DeadLetter, again: dict[str, Any]) -> Resubmission:
         assert self.producer is not None
-        assert self.ledger is not None
-        ref, record = dead.info.ref, dead.record
+        record = dead.record
         when = datetime.now(UTC).isoformat(timespec="seconds")
         note = f"redriven from dlq[{record.partition}]@{record.offset} by {self.actor} at {when}"
-        ids = {"task_id": again["task_id"], "task": again["task"]}
-        entry = status.encode_status(again, TaskState.QUEUED, note=note, topic=self.topics.main)
-        # the ledger first: a crash after this line loses a redrive, it never runs one twice
-        client.produce_confirmed(self.ledger, self.topics.redriven, [(ref.encode(), entry)])
-        try:
-            handle = self.producer.resubmit(
-                again,
-                note=note,
-                origin={
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "timestamp_ms": record.timestamp_ms,
-                },
-                headers=_original_headers(dead.value),
-                operation="redrive",
-            )
-        except StreamJobsError as exc:
-            # best effort: take the ledger entry back so the dead letter can be re-driven later
-            with contextlib.suppress(StreamJobsError):
-                client.produce_confirmed(self.ledger, self.topics.redriven, [(ref.encode(), None)])
-            return RedriveItem(ref, "failed", **ids, reason=f"not re-submitted: {exc}")
-        return RedriveItem(
-            ref,
-            "redriven",
-            **ids,
-            generation=again["generation"],
-            new_partition=handle.partition,
-            new_offset=handle.offset,
+        return self.producer.prepare_resubmit(
+            again,
+            note=note,
+            origin={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "timestamp_ms": record.timestamp_ms,
+            },
+            headers=_original_headers(dead.value),
+            operation="redrive",
         )
+
+    def write(self, chunk: list[tuple[RedriveItem, Resubmission]]) -> list[RedriveItem]:
+        """The chunk's ledger entries, acknowledged, then its tasks in one confirmed write."""
+        assert self.producer is not None
+        assert self.ledger is not None
+        # the ledger first: a crash after this line loses redrives, it never runs one twice
+        entries = [(item.ref.encode(), prepared.queued_status) for item, prepared in chunk]
+        client.produce_confirmed(self.ledger, self.topics.redriven, entries)
+        results = self.producer.resubmit_many([prepared for _, prepared in chunk])
+        final = [_settled(item, result) for (item, _), result in zip(chunk, results, strict=True)]
+        unconfirmed = [(i.ref.encode(), None) for i in final if i.outcome == "failed"]
+        if unconfirmed:
+            # best effort: take those entries back so the dead letters can be re-driven later
+            with contextlib.suppress(StreamJobsError):
+                client.produce_confirmed(self.ledger, self.topics.redriven, unconfirmed)
+        return final
+
+
+def _settled(item: RedriveItem, result: TaskHandle | SubmitError) -> RedriveItem:
+    if isinstance(result, SubmitError):
+        return replace(
+            item, outcome="failed", generation=None, reason=f"not re-submitted: {result}"
+        )
+    return replace(item, new_partition=result.partition, new_offset=result.offset)
 
 
 def redrive(
@@ -425,11 +438,14 @@ def redrive(
     dry_run: bool = False,
     progress: Progress | None = None,
     actor: str | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> RedriveSummary:
     """Re-submit the selected dead letters' tasks; each dead letter is re-driven at most once.
 
     Selection: ``refs`` (``"partition:offset"``) if given, else every dead letter matching
     ``reason``, ``task`` and ``since``. ``progress(done, total)`` is called per selected letter.
+    Re-submissions are written ``chunk_size`` at a time, in dead-letter order: a chunk's ledger
+    entries are acknowledged before its tasks are produced, and the next chunk waits for both.
     """
     wanted = None if refs is None else {"{}:{}".format(*parse_ref(r)) for r in refs}
     since_ms = None if since is None else to_ms(since)
@@ -444,10 +460,13 @@ def redrive(
         producer = None if dry_run else stack.enter_context(Producer(settings))
         redriver = _Redriver(settings, producer, actor or default_actor())
         stack.callback(redriver.close)
+        chunks = Chunks(chunk_size, redriver.write)
         for done, dead in enumerate(chosen, start=1):
-            summary.items.append(redriver.consider(dead))
+            chunks.add(*redriver.consider(dead))
             if progress is not None:
                 progress(done, len(chosen))
+        chunks.flush()
+    summary.items = chunks.items
     missing = sorted((wanted or set()) - {dead.info.ref for dead in chosen})
     summary.items += [
         RedriveItem(ref, "skipped", reason="no such dead letter (or filtered out)")

@@ -5,7 +5,8 @@ clamped to the high watermark), reading those ranges (:func:`read_range`, also u
 and inspection code), and the replay policy: a task whose status is ``succeeded`` is skipped
 unless forced, each task id is replayed at most once per run, and a replayed task gets the next
 generation so its new statuses outrank every old one. Undecodable records are reported as
-failed, never fatal. Re-submission itself is :meth:`streamjobs.producer.Producer.resubmit`.
+failed, never fatal. Re-submissions are written in chunks (:class:`Chunks`), each in one
+confirmed write (:meth:`streamjobs.producer.Producer.resubmit_many`).
 
 Does not replay dead letters (:mod:`streamjobs.redrive` does, with a ledger), decode task
 payloads, or read topics that do not belong to the queue: a replayed task always goes back to
@@ -20,14 +21,14 @@ import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from streamjobs import client, status
 from streamjobs.client import OffsetRange, read_range
 from streamjobs.codec import builtin
 from streamjobs.errors import BadInput, ConfigError, SubmitError
 from streamjobs.models import TaskState
-from streamjobs.producer import Producer
+from streamjobs.producer import Producer, Resubmission, TaskHandle
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
 from streamjobs.topics import queue_topics
@@ -35,6 +36,10 @@ from streamjobs.topics import queue_topics
 ENVELOPE = builtin("task_envelope")
 Outcome = Literal["replayed", "would_replay", "skipped", "failed"]
 Progress = Callable[[int, int], None]
+ItemT = TypeVar("ItemT")
+# re-submissions per confirmed write: large enough that the two round trips of a write are
+# shared by many records, small enough that a failed write reports a bounded set of them
+CHUNK_SIZE = 500
 
 
 def default_actor() -> str:
@@ -157,8 +162,45 @@ class ReplaySummary:
         }
 
 
+class Chunks(Generic[ItemT]):
+    """Items in the order decided; those with a :class:`Resubmission` wait for their chunk.
+
+    A chunk is written once ``size`` resubmissions wait, and by :meth:`flush` at the end:
+    ``write`` gets the waiting ``(item, resubmission)`` pairs in order and returns their final
+    items, in the same order. One write per chunk is what makes a large replay fast: each
+    write is a confirmed two-phase write, a round trip or two whatever its size.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        write: Callable[[list[tuple[ItemT, Resubmission]]], list[ItemT]],
+    ) -> None:
+        if size < 1:
+            raise ConfigError(f"chunk size must be at least 1, not {size}")
+        self.items: list[ItemT] = []
+        self._size = size
+        self._write = write
+        self._waiting: list[tuple[int, Resubmission]] = []
+
+    def add(self, item: ItemT, resubmission: Resubmission | None = None) -> None:
+        if resubmission is not None:
+            self._waiting.append((len(self.items), resubmission))
+        self.items.append(item)
+        if len(self._waiting) >= self._size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, []
+        final = self._write([(self.items[i], r) for i, r in waiting])
+        for (index, _), item in zip(waiting, final, strict=True):
+            self.items[index] = item
+
+
 class _Replayer:
-    """Decides and performs the replay of one record at a time."""
+    """Decides the replay of one record at a time; the re-submissions are written in chunks."""
 
     def __init__(
         self,
@@ -177,27 +219,28 @@ class _Replayer:
         self.statuses: dict[str, StatusView] = status.snapshot(settings)
         self.done: set[str] = set()
 
-    def consider(self, record: client.Record) -> ReplayItem | None:
-        """The item for ``record``, or None when the task filter does not select it."""
+    def consider(self, record: client.Record) -> tuple[ReplayItem, Resubmission | None] | None:
+        """The item for ``record`` (final unless a resubmission to write comes with it), or
+        None when the task filter does not select it."""
         item = ReplayItem(record.topic, record.partition, record.offset, "failed")
         try:
             envelope = _decode(record.value)
         except BadInput as exc:
-            return replace(item, reason=f"{exc.reason}: {exc}")
+            return replace(item, reason=f"{exc.reason}: {exc}"), None
         if self.task is not None and envelope["task"] != self.task:
             return None
         item = replace(item, task_id=envelope["task_id"], task=envelope["task"])
         skip = self._skip_reason(envelope)
         if skip is not None:
-            return replace(item, outcome="skipped", reason=skip)
+            return replace(item, outcome="skipped", reason=skip), None
         self.done.add(envelope["task_id"])
         current = self.statuses.get(envelope["task_id"])
         generation = max(envelope["generation"], current.generation if current else 0) + 1
         item = replace(item, generation=generation)
         if self.producer is None:
-            return replace(item, outcome="would_replay")
+            return replace(item, outcome="would_replay"), None
         try:
-            handle = self.producer.resubmit(
+            prepared = self.producer.prepare_resubmit(
                 {**envelope, "generation": generation},
                 note=f"replayed from {record.topic}[{record.partition}]@{record.offset} "
                 f"by {self.actor}",
@@ -211,10 +254,14 @@ class _Replayer:
                 operation="replay",
             )
         except (SubmitError, BadInput) as exc:
-            return replace(item, reason=f"not re-submitted: {exc}")
-        return replace(
-            item, outcome="replayed", new_partition=handle.partition, new_offset=handle.offset
-        )
+            return replace(item, reason=f"not re-submitted: {exc}"), None
+        return item, prepared
+
+    def write(self, chunk: list[tuple[ReplayItem, Resubmission]]) -> list[ReplayItem]:
+        """One confirmed write for the chunk; a record Kafka did not confirm fails alone."""
+        assert self.producer is not None
+        results = self.producer.resubmit_many([prepared for _, prepared in chunk])
+        return [_settled(item, result) for (item, _), result in zip(chunk, results, strict=True)]
 
     def _skip_reason(self, envelope: dict[str, Any]) -> str | None:
         task_id = envelope["task_id"]
@@ -226,6 +273,14 @@ class _Replayer:
         if not self.force and current is not None and current.state is TaskState.SUCCEEDED:
             return f"succeeded (generation {current.generation}); use force to run it again"
         return None
+
+
+def _settled(item: ReplayItem, result: TaskHandle | SubmitError) -> ReplayItem:
+    if isinstance(result, SubmitError):
+        return replace(item, reason=f"not re-submitted: {result}")
+    return replace(
+        item, outcome="replayed", new_partition=result.partition, new_offset=result.offset
+    )
 
 
 def _decode(value: bytes | None) -> dict[str, Any]:
@@ -248,6 +303,7 @@ def replay(
     force: bool = False,
     progress: Progress | None = None,
     actor: str | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> ReplaySummary:
     """Re-submit the tasks found on ``topic`` in the given range to their queue.
 
@@ -255,7 +311,9 @@ def replay(
     ends at ``to_offset`` (inclusive), before ``to_time``, or at the end the topic had when the
     replay started (so tasks it re-submits to the main topic are never replayed again).
     ``progress(done, total)`` is called per record read; ``total`` counts offsets, an upper
-    bound. A dry run reads everything and writes nothing.
+    bound. Re-submissions are written ``chunk_size`` at a time, in the order read, each chunk
+    confirmed before the next is produced; a record whose chunk Kafka did not confirm is
+    reported failed. A dry run reads everything and writes nothing.
     """
     if topic not in queue_topics(settings).task_topics:
         raise ConfigError(
@@ -272,17 +330,18 @@ def replay(
         to_time=to_time,
     )
     total = sum(r.size for r in ranges)
-    summary = ReplaySummary(dry_run=dry_run)
     with contextlib.ExitStack() as stack:
         producer = None if dry_run else stack.enter_context(Producer(settings))
         replayer = _Replayer(
             settings, producer, task=task, force=force, actor=actor or default_actor()
         )
+        chunks = Chunks(chunk_size, replayer.write)
         records = stack.enter_context(contextlib.closing(read_range(settings, topic, ranges)))
         for done, record in enumerate(records, start=1):
-            item = replayer.consider(record)
-            if item is not None:
-                summary.items.append(item)
+            decided = replayer.consider(record)
+            if decided is not None:
+                chunks.add(*decided)
             if progress is not None:
                 progress(done, total)
-    return summary
+        chunks.flush()
+    return ReplaySummary(chunks.items, dry_run=dry_run)

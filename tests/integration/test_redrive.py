@@ -5,14 +5,25 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 from typer.testing import CliRunner
 
-from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, client, status
+from streamjobs import (
+    Producer,
+    Settings,
+    SubmitError,
+    Task,
+    TaskHandle,
+    TaskRegistry,
+    TaskState,
+    client,
+    status,
+)
 from streamjobs.cli import app
 from streamjobs.errors import ConfigError
+from streamjobs.producer import Resubmission
 from streamjobs.redrive import list_dead_letters, read_ledger, redrive, show
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
@@ -196,3 +207,100 @@ def test_poison_dead_letter_is_reported_as_skipped_and_never_redriven(
     detail = show(settings, item.ref)
     assert detail.envelope is None
     assert (detail.envelope_error or "").startswith("unknown_schema")
+
+
+def test_redrive_spanning_several_chunks_acknowledges_each_chunks_ledger_entries_first(
+    settings: Settings,
+    producer: Producer,
+    worker: Callable[..., ThreadWorker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: Counter[int] = Counter()
+    worker(fails_on_first_run(calls))
+    keys = ["alice", "bob", "carol"]
+    handles = producer.submit_many(
+        [Charge(order=n) for n in range(20)], keys=[keys[n % 3] for n in range(20)]
+    )
+    key_of = {h.task_id: keys[n % 3] for n, h in enumerate(handles)}
+    wait_for(lambda: len(list_dead_letters(settings)) == 20, 60.0, message="20 dead letters")
+    ref_of = {letter.task_id: letter.ref for letter in list_dead_letters(settings)}
+    # at each chunk's write: its task ids, and the ledger as Kafka has it at that moment
+    chunks: list[tuple[list[str], set[str]]] = []
+    original = Producer.resubmit_many
+
+    def recorded(self: Producer, batch: Sequence[Resubmission]) -> list[TaskHandle | SubmitError]:
+        chunks.append(([r.task_id for r in batch], read_ledger(settings)))
+        return original(self, batch)
+
+    monkeypatch.setattr(Producer, "resubmit_many", recorded)
+
+    summary = redrive(settings, chunk_size=7, actor="ops@test")
+
+    assert (summary.redriven, summary.skipped, summary.failed) == (20, 0, 0)
+    assert [len(ids) for ids, _ in chunks] == [7, 7, 6]
+    written: set[str] = set()
+    for ids, ledger in chunks:
+        written |= {ref_of[task_id] for task_id in ids}
+        assert ledger == written  # this chunk's entries are durable, no later chunk's yet
+    assert read_ledger(settings) == set(ref_of.values())
+    wait_for(
+        lambda: all(state_of(settings, h.task_id) == "succeeded" for h in handles),
+        60.0,
+        message="every redriven task to succeed",
+    )
+    assert calls == dict.fromkeys(range(20), 2)
+    names = queue_topics(settings)
+    redriven = [(r, e) for r, e in envelopes(settings, names.main) if e["generation"] == 1]
+    assert sorted(e["task_id"] for _, e in redriven) == sorted(key_of)
+    places = {(r.partition, r.offset): e for r, e in redriven}
+    for item in summary.items:
+        assert item.new_partition is not None
+        assert item.new_offset is not None
+        envelope = places[(item.new_partition, item.new_offset)]
+        assert envelope["task_id"] == item.task_id
+        origin = envelope["origin"]
+        assert (origin["topic"], f"{origin['partition']}:{origin['offset']}") == (
+            names.dlq,
+            item.ref,
+        )
+    # the dead-letter topic is keyed by task id, so what a redrive keeps is the order in which
+    # it read the dead letters (the order of its items): per key, that is the order on main
+    for key in keys:
+        on_main = [e["task_id"] for r, e in redriven if r.key == key.encode()]
+        assert on_main == [i.task_id for i in summary.items if key_of[i.task_id or ""] == key]
+
+
+class Upload(Task):
+    name: str
+    body: str
+
+
+def test_dead_letter_too_large_to_redrive_fails_alone_and_gets_no_ledger_entry(
+    settings: Settings, producer: Producer, worker: Callable[..., ThreadWorker]
+) -> None:
+    registry = TaskRegistry()
+
+    @registry.handler(Upload, max_attempts=1)
+    def upload(task: Upload) -> None:
+        raise ConnectionError(f"storage down for {task.name}")
+
+    worker(registry)
+    bodies = {"a": "", "b": "", "big": "x" * 3000, "c": "", "d": ""}
+    handles = {name: producer.submit(Upload(name=name, body=b)) for name, b in bodies.items()}
+    wait_for(lambda: len(list_dead_letters(settings)) == 5, 30.0, message="5 dead letters")
+    ref_of = {letter.task_id: letter.ref for letter in list_dead_letters(settings)}
+    big = handles["big"].task_id
+    # the limit was lowered since these were dead-lettered: the big one no longer fits
+    lowered = settings.model_copy(update={"max_message_bytes": 2048, "dlq_max_bytes": 2048})
+
+    summary = redrive(lowered, chunk_size=2)
+
+    [failed] = [i for i in summary.items if i.outcome == "failed"]
+    assert (failed.task_id, failed.ref) == (big, ref_of[big])
+    assert (failed.reason or "").startswith(f"not re-submitted: task {big} encodes to ")
+    redriven = {i.task_id for i in summary.items if i.outcome == "redriven"}
+    assert redriven == set(ref_of) - {big}
+    assert read_ledger(settings) == {ref_of[t] for t in redriven}
+    on_main = [e["task_id"] for _, e in envelopes(settings, queue_topics(settings).main)]
+    assert Counter(on_main) == {t: 1 if t == big else 2 for t in ref_of}
+    assert state_of(settings, big) == "dead_lettered"

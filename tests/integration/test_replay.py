@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from typer.testing import CliRunner
 
-from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, client, status
+from streamjobs import (
+    Producer,
+    Settings,
+    SubmitError,
+    Task,
+    TaskHandle,
+    TaskRegistry,
+    TaskState,
+    client,
+    status,
+)
 from streamjobs.cli import app
+from streamjobs.producer import Resubmission
 from streamjobs.replay import replay
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
@@ -19,6 +33,7 @@ from tests.integration.conftest import (
     ThreadWorker,
     envelopes,
     key_for_partition,
+    read_topic,
     worker_env,
 )
 from tests.support import wait_for
@@ -244,3 +259,159 @@ def test_undecodable_records_are_counted_as_failed_and_the_rest_is_replayed(
     assert view is not None
     assert view.generation == 1
     assert (view.note or "").startswith(f"replayed from {main}[0]@{handle.offset} by ")
+
+
+# -- chunked re-submission -------------------------------------------------------------------
+
+
+def spy_on_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The task ids of every ``Producer.resubmit_many`` call, in call order (calls go through)."""
+    batches: list[list[str]] = []
+    original = Producer.resubmit_many
+
+    def recorded(self: Producer, batch: Sequence[Resubmission]) -> list[TaskHandle | SubmitError]:
+        batches.append([r.task_id for r in batch])
+        return original(self, batch)
+
+    monkeypatch.setattr(Producer, "resubmit_many", recorded)
+    return batches
+
+
+def test_replay_spanning_several_chunks_resubmits_each_task_once_in_key_order(
+    settings: Settings, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = ["red", "green", "blue"]
+    handles = producer.submit_many(
+        [Job(n=n) for n in range(20)], keys=[keys[n % 3] for n in range(20)]
+    )
+    main = queue_topics(settings).main
+    batches = spy_on_batches(monkeypatch)
+    progress: list[tuple[int, int]] = []
+
+    summary = replay(
+        settings,
+        topic=main,
+        from_offset=0,
+        chunk_size=7,
+        progress=lambda done, total: progress.append((done, total)),
+    )
+
+    assert (summary.replayed, summary.skipped, summary.failed) == (20, 0, 0)
+    assert [len(batch) for batch in batches] == [7, 7, 6]
+    assert progress == [(done, 20) for done in range(1, 21)]
+    on_topic = envelopes(settings, main)
+    assert Counter(env["task_id"] for _, env in on_topic) == {h.task_id: 2 for h in handles}
+    replayed = {(rec.partition, rec.offset): env for rec, env in on_topic if env["generation"] == 1}
+    assert len(replayed) == 20
+    original = {(h.partition, h.offset): h.task_id for h in handles}
+    for item in summary.items:
+        # each item is reported where it was read and where its re-submission landed
+        assert original[(item.partition, item.offset)] == item.task_id
+        assert item.new_partition is not None
+        assert item.new_offset is not None
+        envelope = replayed[(item.new_partition, item.new_offset)]
+        assert envelope["task_id"] == item.task_id
+        assert (envelope["origin"]["partition"], envelope["origin"]["offset"]) == (
+            item.partition,
+            item.offset,
+        )
+    for i, key in enumerate(keys):
+        submit_order = [h.task_id for h in handles[i::3]]
+        replay_order = [
+            env["task_id"]
+            for rec, env in on_topic
+            if env["generation"] == 1 and rec.key == key.encode()
+        ]
+        assert replay_order == submit_order
+
+
+class Blob(Task):
+    text: str
+
+
+def test_replay_item_over_the_size_limit_fails_alone_and_the_rest_of_its_chunk_is_replayed(
+    settings: Settings, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = ["a", "b", "x" * 3000, "c", "d", "e"]
+    handles = [producer.submit(Blob(text=t), key="one-key") for t in texts]
+    big = handles[2]
+    main = queue_topics(settings).main
+    batches = spy_on_batches(monkeypatch)
+    # the limit was lowered since these were submitted: the big one no longer fits
+    lowered = settings.model_copy(update={"max_message_bytes": 2048, "dlq_max_bytes": 2048})
+
+    summary = replay(lowered, topic=main, from_offset=0, chunk_size=4)
+
+    [failed] = [i for i in summary.items if i.outcome == "failed"]
+    assert failed.task_id == big.task_id
+    assert (failed.partition, failed.offset) == (big.partition, big.offset)
+    assert (failed.reason or "").startswith(f"not re-submitted: task {big.task_id} encodes to ")
+    assert "over max_message_bytes=2048" in (failed.reason or "")
+    assert (failed.new_partition, failed.new_offset) == (None, None)
+    others = [h.task_id for h in handles if h is not big]
+    assert [i.task_id for i in summary.items if i.outcome == "replayed"] == others
+    assert batches == [others[:4], others[4:]]  # the refused one never joined a chunk
+    replayed = [(r, e) for r, e in envelopes(settings, main) if e["generation"] == 1]
+    assert [e["task_id"] for _, e in replayed] == others
+    new_places = [(i.new_partition, i.new_offset) for i in summary.items if i.outcome == "replayed"]
+    assert [(r.partition, r.offset) for r, _ in replayed] == new_places
+    view = status.latest(settings, big.task_id)
+    assert view is not None
+    assert (view.state, view.generation) == (TaskState.QUEUED, 0)
+
+
+def test_replayed_task_the_broker_refuses_fails_alone_and_its_queued_status_is_withdrawn(
+    settings: Settings, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = queue_topics(settings)
+    small = [
+        producer.submit(Blob(text=str(n)), key=key_for_partition(p, settings.partitions))
+        for n, p in enumerate([0, 2, 0, 2, 0, 2])
+    ]
+    # incompressible: lz4 must not shrink it under the limit set below
+    big = producer.submit(
+        Blob(text=base64.b64encode(os.urandom(8000)).decode()),
+        key=key_for_partition(1, settings.partitions),
+    )
+    set_topic_config(settings, names.main, "max.message.bytes", "4096")
+    batches = spy_on_batches(monkeypatch)
+
+    summary = replay(settings, topic=names.main, from_offset=0, chunk_size=20)
+
+    assert len(batches) == 1
+    assert sorted(batches[0]) == sorted(h.task_id for h in [*small, big])
+    [failed] = [i for i in summary.items if i.outcome == "failed"]
+    assert failed.task_id == big.task_id
+    assert "MSG_SIZE_TOO_LARGE" in (failed.reason or "")
+    replayed = {i.task_id: i for i in summary.items if i.outcome == "replayed"}
+    assert set(replayed) == {h.task_id for h in small}
+    on_topic = {
+        (r.partition, r.offset): e["task_id"]
+        for r, e in envelopes(settings, names.main)
+        if e["generation"] == 1
+    }
+    assert on_topic == {(i.new_partition, i.new_offset): t for t, i in replayed.items()}
+    big_statuses = [
+        r.value for r in read_topic(settings, names.status) if r.key == big.task_id.encode()
+    ]
+    assert big_statuses[-1] is None  # withdrawn: Kafka does not have the task it announced
+    assert status.decode_status(big_statuses[-2]).generation == 1
+
+
+def set_topic_config(settings: Settings, topic: str, name: str, value: str) -> None:
+    """Change one config of ``topic``; returns once the broker describes the new value."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    change = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)],
+    )
+    for future in admin.incremental_alter_configs([change]).values():
+        future.result(timeout=30.0)
+
+    def described() -> bool:
+        found = admin.describe_configs([resource])[resource].result(timeout=10.0)
+        return bool(found[name].value == value)
+
+    wait_for(described, 10.0, message=f"{topic} to have {name}={value}")

@@ -15,9 +15,8 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,16 +26,10 @@ from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
 from streamjobs.executor import KeyedExecutor
 from streamjobs.models import TaskState
 from streamjobs.ordering import KeyGate
-from streamjobs.outcomes import (
-    ENVELOPE,
-    Builder,
-    OutcomeWriter,
-    OutRecord,
-    TransactionAborted,
-    TransactionalWriter,
-)
-from streamjobs.partitions import Assigned, Partition, TopicKey
+from streamjobs.outcomes import ENVELOPE, Builder, OutcomeWriter, OutRecord, TransactionalWriter
+from streamjobs.partitions import Assigned, Partition
 from streamjobs.quarantine import StartLedger
+from streamjobs.rebalance import Handover
 from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import DeadLetter, RetryPolicy, clamp_attempt, decide, pick_tier
 from streamjobs.runner import HandlerRunner
@@ -87,12 +80,12 @@ class Worker:
         self._build = Builder(settings, self._topics, self.worker_id)
         self._writer: OutcomeWriter | None = None
         self._ledger: StartLedger | None = None
+        self._handover_now: Handover | None = None  # while running
         self._gate = KeyGate() if settings.ordering == "key_ordered" else None
         self._retry_topics = frozenset(self._topics.retry.values())
         self._runner: HandlerRunner | None = None
         self._executor: KeyedExecutor | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
-        self._last_commit = 0.0
         # tasks handed to the executor and not finished yet (started or waiting for their key);
         # tasks whose outcome awaits its ack are bounded by the producer queue instead, and
         # parked ones (key_ordered) by max_parked
@@ -116,6 +109,9 @@ class Worker:
         """Consume until stopped. Raises KafkaUnavailable if outcomes could not be written."""
         self._writer = self._new_writer()
         self._ledger = StartLedger(self.settings, self._topics.starts)
+        self._handover_now = Handover(
+            self.settings, self._parts, self._writer, self._ledger, self._gate
+        )
         self._runner = HandlerRunner(
             self.settings, self._schemas, needs_loop=any(h.is_async for h in self.registry)
         )
@@ -187,6 +183,11 @@ class Worker:
         assert self._writer is not None, "the worker is not running"
         return self._writer
 
+    @property
+    def _handover(self) -> Handover:
+        assert self._handover_now is not None, "the worker is not running"
+        return self._handover_now
+
     def _poll_once(self, consumer: client.Consumer) -> None:
         room = self.settings.max_in_flight - self._limit_parking(consumer)
         if room > 0 or self._parts.backpressure:
@@ -203,10 +204,7 @@ class Worker:
             with self._queued_lock:
                 self._queued_lock.wait(_POLL_TIMEOUT_S)
         self.writer.serve(0)
-        now = time.monotonic()
-        if now - self._last_commit >= self.settings.commit_interval.total_seconds():
-            self._last_commit = now
-            self._commit(list(self._parts.values()), asynchronous=True)
+        self._handover.commit_due(consumer)
         self._parts.resume_due(self.consumer)
         self._parts.apply_backpressure(self.consumer, self._queued)
 
@@ -229,15 +227,7 @@ class Worker:
         return queued
 
     def _shutdown(self, consumer: client.Consumer) -> None:
-        parts = list(self._parts.values())
-        for part in parts:
-            with part.lock:
-                part.revoked = True  # queued tasks are not started; started ones finish
-        self._settle(parts, self.settings.shutdown_grace.total_seconds())
-        self._commit(parts, asynchronous=False)
-        if not any(p.running for p in parts):  # a task still running is not a clean handover
-            self._release(parts)
-        self._parts.clear()
+        self._handover.hand_back(consumer)
         consumer.close()  # leaves the group at once instead of waiting for the session timeout
         if self._executor is not None:
             self._executor.shutdown(timeout=1.0)
@@ -247,118 +237,24 @@ class Worker:
         self.ledger.close()
         # release librdkafka clients now rather than at garbage collection
         self._writer = self._ledger = None
+        self._handover_now = None
 
-    # -- rebalances ------------------------------------------------------------------------
+    # -- rebalances and commits (streamjobs.rebalance) ---------------------------------------
 
+    # librdkafka calls these from consume(), on the poll thread; they are the Worker's own so
+    # that the consumer holds no reference to the writer or the ledger once the worker stops
     def _on_assign(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
-        keys = _keys(partitions)
-        for key in keys:
-            self._parts[key] = Partition(key)
-        if keys and self._gate is not None:
-            mains = [p for t, p in keys if t == self._topics.main]
-            self._gate.adopt_pending(self.settings, consumer, self._retry_topics, mains)
-        if keys:
-            # quarantine is a safety net: without the ledger, tasks still run
-            try:
-                for key, window in self.ledger.suspects(consumer, partitions).items():
-                    self._parts[key].suspect = window
-            except (client.KafkaException, StreamJobsError) as exc:
-                _log.warning("crash ledger unreadable, starts not counted: %s", exc)
-            try:
-                self.ledger.mark(keys, active=True)
-            except (client.KafkaException, StreamJobsError) as exc:
-                _log.warning("crash ledger unwritable, a crash here will not be noticed: %s", exc)
+        self._handover.assign(consumer, partitions)
         self.assigned.set()
 
     def _on_revoke(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
-        """Stop starting tasks for these partitions, let started ones finish, commit, release."""
-        parts = [self._parts[k] for k in _keys(partitions) if k in self._parts]
-        for part in parts:
-            with part.lock:
-                part.revoked = True
-        self._settle(parts, self.settings.shutdown_grace.total_seconds())
-        self._commit(parts, asynchronous=False)
-        self._release(parts)
-        self._parts.drop_pauses(consumer, parts)
-        for part in parts:
-            del self._parts[part.key]
-        self._forget_order(parts)
-
-    def _forget_order(self, parts: list[Partition]) -> None:
-        if self._gate is not None:
-            self._gate.forget(p.key[1] for p in parts if p.key[0] == self._topics.main)
-
-    def _release(self, parts: list[Partition]) -> None:
-        """A clean handover: the next owner need not suspect a crash."""
-        try:
-            self.ledger.mark([p.key for p in parts], active=False)
-        except KafkaUnavailable as exc:
-            _log.warning("%s (the next owner will count task starts)", exc)
+        self._handover.revoke(consumer, partitions)
 
     def _on_lost(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
-        """Another member may own these already: commit nothing, start nothing."""
-        for key in _keys(partitions):
-            part = self._parts.pop(key, None)
-            if part is not None:
-                with part.lock:
-                    part.revoked = part.lost = True
-                self._parts.drop_pauses(consumer, [part])
-                self._forget_order([part])
-        if isinstance(self._writer, TransactionalWriter):
-            self._writer.drop(_keys(partitions))
-
-    def _settle(self, parts: list[Partition], grace_s: float) -> None:
-        """Wait (bounded) for started tasks of ``parts`` and their outcome acknowledgements."""
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(p.running for p in parts):
-            self.writer.serve(0.02)
-        self.writer.serve(0)
-        self.writer.flush(max(0.0, deadline - time.monotonic()))
-
-    # -- commits ---------------------------------------------------------------------------
-
-    def _commit(self, parts: list[Partition], *, asynchronous: bool) -> None:
-        offsets = []
-        for part in parts:
-            offset = part.tracker.commit_offset()
-            if offset is not None:
-                offsets.append(client.tp(part.key[0], part.key[1], offset))
-                part.tracker.mark_committed(offset)
-        if offsets and self._consumer is not None:
-            try:
-                self.writer.commit(self._consumer, offsets, asynchronous=asynchronous)
-            except client.KafkaException as exc:
-                _log.warning("commit failed (will retry): %s", exc)
-                self._forget_commits(offsets)
-            except TransactionAborted as exc:
-                _log.warning("%s: re-reading uncommitted records", exc)
-                self._rewind(self._consumer)
-
-    def _rewind(self, consumer: client.Consumer) -> None:
-        """After an aborted transaction: forget uncommitted progress and re-read from the
-        committed offsets. Tasks already queued for the old state are never started."""
-        old = list(self._parts.values())
-        for part in old:
-            with part.lock:
-                part.revoked = part.lost = True
-        positions = consumer.committed([client.tp(*p.key) for p in old], timeout=30.0)
-        for position in positions:
-            key = (position.topic, position.partition)
-            self._parts[key] = Partition(key)
-            offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
-            consumer.seek(client.tp(key[0], key[1], offset))
-        self._parts.lift(consumer, old)
+        self._handover.lose(consumer, partitions)
 
     def _on_commit(self, error: Any, partitions: list[client.TopicPartition]) -> None:
-        if error is not None:
-            _log.warning("async commit failed (will retry): %s", error)
-            self._forget_commits(partitions)
-
-    def _forget_commits(self, partitions: list[client.TopicPartition]) -> None:
-        for key in _keys(partitions):
-            part = self._parts.get(key)
-            if part is not None:
-                part.tracker.committed = None
+        self._handover.committed(error, partitions)
 
     # -- routing (poll thread) -------------------------------------------------------------
 
@@ -597,10 +493,6 @@ class Worker:
         records = self._build.retry(message, envelope, decision, exc, where, tracing.inject())
         self._settle_with(part, message, records)
         self.stats.retried += 1
-
-
-def _keys(partitions: Sequence[client.TopicPartition]) -> list[TopicKey]:
-    return [(p.topic, p.partition) for p in partitions]
 
 
 def _bind(func: Callable[..., None], *args: Any) -> Callable[[], None]:

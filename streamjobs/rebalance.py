@@ -1,0 +1,195 @@
+"""Rebalances and commits: the worker's side of partitions coming and going.
+
+Owns what happens to the partitions a worker holds when the group changes them, and the commits
+that record their progress:
+
+- assigned: count the retries waiting on their tiers (``key_ordered``), read the crash ledger's
+  suspect windows (quarantine) and mark them owned;
+- revoked, and every partition at shutdown: start no queued task, let started ones settle
+  within ``shutdown_grace``, commit, mark a clean handover, leave no pause behind;
+- lost: another member may own them already, so commit nothing and drop staged outcomes;
+- commits of each partition's highest contiguous completed offset (periodic, on revoke, at
+  shutdown) and, after an aborted transaction, a rewind to the committed offsets.
+
+Runs on the poll thread: librdkafka calls the rebalance and commit callbacks from ``consume``.
+Does not consume, route or run tasks (:mod:`streamjobs.worker`), decide when partitions pause
+(:mod:`streamjobs.partitions`) or write outcomes (:mod:`streamjobs.outcomes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from streamjobs import client
+from streamjobs.errors import KafkaUnavailable, StreamJobsError
+from streamjobs.ordering import KeyGate
+from streamjobs.outcomes import OutcomeWriter, TransactionAborted, TransactionalWriter
+from streamjobs.partitions import Assigned, Partition, TopicKey
+from streamjobs.quarantine import StartLedger
+from streamjobs.settings import Settings
+from streamjobs.topics import queue_topics
+
+_log = logging.getLogger(__name__)
+
+
+class Handover:
+    """Takes partitions over from the group and hands them back, committing their progress."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        parts: Assigned,
+        writer: OutcomeWriter,
+        ledger: StartLedger,
+        gate: KeyGate | None,
+    ) -> None:
+        self._settings = settings
+        self._parts = parts
+        self._writer = writer
+        self._ledger = ledger
+        self._gate = gate
+        topics = queue_topics(settings)
+        self._main = topics.main
+        self._retry_topics = frozenset(topics.retry.values())
+        self._last_commit = 0.0
+
+    # -- rebalances ------------------------------------------------------------------------
+
+    def assign(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
+        keys = _keys(partitions)
+        for key in keys:
+            self._parts[key] = Partition(key)
+        if keys and self._gate is not None:
+            mains = [p for t, p in keys if t == self._main]
+            self._gate.adopt_pending(self._settings, consumer, self._retry_topics, mains)
+        if keys:
+            # quarantine is a safety net: without the ledger, tasks still run
+            try:
+                for key, window in self._ledger.suspects(consumer, partitions).items():
+                    self._parts[key].suspect = window
+            except (client.KafkaException, StreamJobsError) as exc:
+                _log.warning("crash ledger unreadable, starts not counted: %s", exc)
+            try:
+                self._ledger.mark(keys, active=True)
+            except (client.KafkaException, StreamJobsError) as exc:
+                _log.warning("crash ledger unwritable, a crash here will not be noticed: %s", exc)
+
+    def revoke(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
+        """Stop starting tasks for these partitions, let started ones finish, commit, release."""
+        parts = [self._parts[k] for k in _keys(partitions) if k in self._parts]
+        for part in parts:
+            with part.lock:
+                part.revoked = True
+        self._settle(parts, self._settings.shutdown_grace.total_seconds())
+        self.commit(consumer, parts, asynchronous=False)
+        self._release(parts)
+        self._parts.drop_pauses(consumer, parts)
+        for part in parts:
+            del self._parts[part.key]
+        self._forget_order(parts)
+
+    def lose(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
+        """Another member may own these already: commit nothing, start nothing."""
+        for key in _keys(partitions):
+            part = self._parts.pop(key, None)
+            if part is not None:
+                with part.lock:
+                    part.revoked = part.lost = True
+                self._parts.drop_pauses(consumer, [part])
+                self._forget_order([part])
+        if isinstance(self._writer, TransactionalWriter):
+            self._writer.drop(_keys(partitions))
+
+    def hand_back(self, consumer: client.Consumer) -> None:
+        """At shutdown: like a revoke of every partition, but a task still running after the
+        grace is not a clean handover (the next owner counts its start)."""
+        parts = list(self._parts.values())
+        for part in parts:
+            with part.lock:
+                part.revoked = True  # queued tasks are not started; started ones finish
+        self._settle(parts, self._settings.shutdown_grace.total_seconds())
+        self.commit(consumer, parts, asynchronous=False)
+        if not any(p.running for p in parts):  # a task still running is not a clean handover
+            self._release(parts)
+        self._parts.clear()
+
+    def _forget_order(self, parts: list[Partition]) -> None:
+        if self._gate is not None:
+            self._gate.forget(p.key[1] for p in parts if p.key[0] == self._main)
+
+    def _release(self, parts: list[Partition]) -> None:
+        """A clean handover: the next owner need not suspect a crash."""
+        try:
+            self._ledger.mark([p.key for p in parts], active=False)
+        except KafkaUnavailable as exc:
+            _log.warning("%s (the next owner will count task starts)", exc)
+
+    def _settle(self, parts: list[Partition], grace_s: float) -> None:
+        """Wait (bounded) for started tasks of ``parts`` and their outcome acknowledgements."""
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(p.running for p in parts):
+            self._writer.serve(0.02)
+        self._writer.serve(0)
+        self._writer.flush(max(0.0, deadline - time.monotonic()))
+
+    # -- commits ---------------------------------------------------------------------------
+
+    def commit_due(self, consumer: client.Consumer) -> None:
+        """Commit every partition's progress, asynchronously, once per ``commit_interval``."""
+        now = time.monotonic()
+        if now - self._last_commit >= self._settings.commit_interval.total_seconds():
+            self._last_commit = now
+            self.commit(consumer, list(self._parts.values()), asynchronous=True)
+
+    def commit(
+        self, consumer: client.Consumer, parts: list[Partition], *, asynchronous: bool
+    ) -> None:
+        offsets = []
+        for part in parts:
+            offset = part.tracker.commit_offset()
+            if offset is not None:
+                offsets.append(client.tp(part.key[0], part.key[1], offset))
+                part.tracker.mark_committed(offset)
+        if offsets:
+            try:
+                self._writer.commit(consumer, offsets, asynchronous=asynchronous)
+            except client.KafkaException as exc:
+                _log.warning("commit failed (will retry): %s", exc)
+                self._forget_commits(offsets)
+            except TransactionAborted as exc:
+                _log.warning("%s: re-reading uncommitted records", exc)
+                self._rewind(consumer)
+
+    def _rewind(self, consumer: client.Consumer) -> None:
+        """After an aborted transaction: forget uncommitted progress and re-read from the
+        committed offsets. Tasks already queued for the old state are never started."""
+        old = list(self._parts.values())
+        for part in old:
+            with part.lock:
+                part.revoked = part.lost = True
+        positions = consumer.committed([client.tp(*p.key) for p in old], timeout=30.0)
+        for position in positions:
+            key = (position.topic, position.partition)
+            self._parts[key] = Partition(key)
+            offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
+            consumer.seek(client.tp(key[0], key[1], offset))
+        self._parts.lift(consumer, old)
+
+    def committed(self, error: Any, partitions: list[client.TopicPartition]) -> None:
+        """librdkafka's report of an asynchronous commit."""
+        if error is not None:
+            _log.warning("async commit failed (will retry): %s", error)
+            self._forget_commits(partitions)
+
+    def _forget_commits(self, partitions: list[client.TopicPartition]) -> None:
+        for key in _keys(partitions):
+            part = self._parts.get(key)
+            if part is not None:
+                part.tracker.committed = None
+
+
+def _keys(partitions: Sequence[client.TopicPartition]) -> list[TopicKey]:
+    return [(p.topic, p.partition) for p in partitions]

@@ -10,7 +10,9 @@ This only works because every worker owns the *same partition numbers* of the ma
 topics (KIP-848's ``range`` assignor with equal partition counts, which ``topics ensure``
 guarantees): a key's retries are always on the worker that holds its later tasks. The
 ``classic`` group protocol gives no such guarantee, so ``key_ordered`` requires ``consumer``.
-Does not run tasks or decide retries.
+:class:`KeyOrder` maps a worker's records to the gate (which topic's tasks park, which outcomes
+block or release a key). Does not run tasks, decide retries, or pause partitions when too many
+tasks are parked (:mod:`streamjobs.partitions`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from streamjobs import client
 from streamjobs.settings import Settings
+from streamjobs.topics import QueueTopics
 
 Slot = tuple[int, bytes]  # partition number, record key
 Release = Callable[[], None]
@@ -96,6 +99,52 @@ class KeyGate:
         """Tasks parked now, over all keys."""
         with self._lock:
             return self._count
+
+
+class KeyOrder:
+    """``key_ordered`` for one worker's queue: its records mapped to the :class:`KeyGate`.
+
+    A main-topic task parks while its key has a task in a retry tier; a main-topic task moving
+    to a retry tier blocks its key; a retry-tier task reaching its final outcome (succeeded or
+    dead-lettered) unblocks it and releases the key's parked tasks. Thread-safe.
+    """
+
+    def __init__(self, settings: Settings, topics: QueueTopics) -> None:
+        self.gate = KeyGate()
+        self._settings = settings
+        self._main = topics.main
+        self._retry_topics = frozenset(topics.retry.values())
+
+    def park(self, record: client.Record, release: Release) -> bool:
+        """Park a main-topic task behind its key's retry (run ``release`` later); True if so."""
+        return record.topic == self._main and self.gate.park_if_blocked(_slot(record), release)
+
+    def retry_scheduled(self, record: client.Record) -> None:
+        """``record`` moves to a retry tier: when from the main topic, its key waits for it."""
+        if record.topic == self._main:
+            self.gate.retry_scheduled(_slot(record))
+
+    def retry_ended(self, record: client.Record) -> list[Release]:
+        """``record`` reached its final outcome: when it was a retry, the tasks it releases."""
+        if record.topic not in self._retry_topics:
+            return []
+        return self.gate.retry_finished(_slot(record))
+
+    def adopt_pending(self, consumer: client.Consumer, keys: Iterable[tuple[str, int]]) -> None:
+        """Newly assigned partitions: count the retries waiting on their tiers."""
+        mains = [p for t, p in keys if t == self._main]
+        self.gate.adopt_pending(self._settings, consumer, self._retry_topics, mains)
+
+    def forget(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Partitions given up: drop their keys' counts and parked tasks."""
+        self.gate.forget(p for t, p in keys if t == self._main)
+
+    def parked(self) -> int:
+        return self.gate.parked()
+
+
+def _slot(record: client.Record) -> Slot:
+    return (record.partition, record.key or b"")
 
 
 def pending_keys(

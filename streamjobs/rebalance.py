@@ -25,12 +25,11 @@ from typing import Any
 
 from streamjobs import client
 from streamjobs.errors import KafkaUnavailable, StreamJobsError
-from streamjobs.ordering import KeyGate
+from streamjobs.ordering import KeyOrder
 from streamjobs.outcomes import OutcomeWriter, TransactionAborted, TransactionalWriter
 from streamjobs.partitions import Assigned, Partition, TopicKey
 from streamjobs.quarantine import StartLedger
 from streamjobs.settings import Settings
-from streamjobs.topics import queue_topics
 
 _log = logging.getLogger(__name__)
 
@@ -44,16 +43,13 @@ class Handover:
         parts: Assigned,
         writer: OutcomeWriter,
         ledger: StartLedger,
-        gate: KeyGate | None,
+        order: KeyOrder | None,
     ) -> None:
         self._settings = settings
         self._parts = parts
         self._writer = writer
         self._ledger = ledger
-        self._gate = gate
-        topics = queue_topics(settings)
-        self._main = topics.main
-        self._retry_topics = frozenset(topics.retry.values())
+        self._order = order
         self._last_commit = 0.0
 
     # -- rebalances ------------------------------------------------------------------------
@@ -62,9 +58,8 @@ class Handover:
         keys = _keys(partitions)
         for key in keys:
             self._parts[key] = Partition(key)
-        if keys and self._gate is not None:
-            mains = [p for t, p in keys if t == self._main]
-            self._gate.adopt_pending(self._settings, consumer, self._retry_topics, mains)
+        if keys and self._order is not None:
+            self._order.adopt_pending(consumer, keys)
         if keys:
             # quarantine is a safety net: without the ledger, tasks still run
             try:
@@ -117,8 +112,8 @@ class Handover:
         self._parts.clear()
 
     def _forget_order(self, parts: list[Partition]) -> None:
-        if self._gate is not None:
-            self._gate.forget(p.key[1] for p in parts if p.key[0] == self._main)
+        if self._order is not None:
+            self._order.forget(p.key for p in parts)
 
     def _release(self, parts: list[Partition]) -> None:
         """A clean handover: the next owner need not suspect a crash."""

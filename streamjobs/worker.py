@@ -5,8 +5,10 @@ offset is committed only after the task's outcome (``succeeded`` status, or a re
 ``retry_scheduled`` status, or a dead-letter record and ``dead_lettered`` status) is acknowledged
 by Kafka. Handlers run on a per-key serial executor so the poll loop never blocks on a task;
 tier records that are not yet due pause their partition instead of sleeping the thread; bad input
-is dead-lettered with a reason and never stops the loop. Does not parse command lines or install
-signal handlers (the CLI does), so a Worker runs fine in a test thread.
+is dead-lettered with a reason and never stops the loop; ``key_ordered`` tasks parked behind a
+retry are bounded by pausing main-topic intake. Rebalances and commits are
+:mod:`streamjobs.rebalance`'s. Does not parse command lines or install signal handlers (the CLI
+does), so a Worker runs fine in a test thread.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from streamjobs import client, status, tracing
 from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
 from streamjobs.executor import KeyedExecutor
 from streamjobs.models import TaskState
-from streamjobs.ordering import KeyGate
+from streamjobs.ordering import KeyOrder
 from streamjobs.outcomes import ENVELOPE, Builder, OutcomeWriter, OutRecord, TransactionalWriter
 from streamjobs.partitions import Assigned, Partition
 from streamjobs.quarantine import StartLedger
@@ -81,8 +83,8 @@ class Worker:
         self._writer: OutcomeWriter | None = None
         self._ledger: StartLedger | None = None
         self._handover_now: Handover | None = None  # while running
-        self._gate = KeyGate() if settings.ordering == "key_ordered" else None
-        self._retry_topics = frozenset(self._topics.retry.values())
+        key_ordered = settings.ordering == "key_ordered"
+        self._order = KeyOrder(settings, self._topics) if key_ordered else None
         self._runner: HandlerRunner | None = None
         self._executor: KeyedExecutor | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
@@ -110,7 +112,7 @@ class Worker:
         self._writer = self._new_writer()
         self._ledger = StartLedger(self.settings, self._topics.starts)
         self._handover_now = Handover(
-            self.settings, self._parts, self._writer, self._ledger, self._gate
+            self.settings, self._parts, self._writer, self._ledger, self._order
         )
         self._runner = HandlerRunner(
             self.settings, self._schemas, needs_loop=any(h.is_async for h in self.registry)
@@ -161,7 +163,7 @@ class Worker:
     def parked(self) -> int:
         """``key_ordered``: tasks held back until an earlier task of their key leaves its retry
         tier (always 0 under ``non_blocking``)."""
-        return 0 if self._gate is None else self._gate.parked()
+        return 0 if self._order is None else self._order.parked()
 
     @property
     def paused_for_parking(self) -> bool:
@@ -219,10 +221,10 @@ class Worker:
         ``max_parked + max_in_flight``: at most one consume batch beyond ``max_parked - 1``,
         counting the executor's queue as part of that batch.
         """
-        if self._gate is None:
+        if self._order is None:
             return self._queued
         with self._queued_lock:
-            queued, parked = self._queued, self._gate.parked()
+            queued, parked = self._queued, self._order.parked()
         self._parts.limit_parking(consumer, parked)
         return queued
 
@@ -391,20 +393,17 @@ class Worker:
         self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
     ) -> bool:
         """key_ordered: a main-topic task waits while an earlier task of its key is in retry."""
-        if self._gate is None or message.topic != self._topics.main:
-            return False
         # parked before it leaves _queued (the caller's finally): never missing from both counts
-        return self._gate.park_if_blocked(
-            (message.partition, message.key or b""),
-            lambda: self._submit(message, envelope, handler, part),
+        return self._order is not None and self._order.park(
+            message, lambda: self._submit(message, envelope, handler, part)
         )
 
     def _retry_ended(self, message: client.Record) -> None:
         """key_ordered: a retry-tier task reached its final outcome; release its key's tasks."""
-        if self._gate is None or message.topic not in self._retry_topics:
+        if self._order is None:
             return
         with self._queued_lock:  # queued again as they leave the parked count (_limit_parking)
-            releases = self._gate.retry_finished((message.partition, message.key or b""))
+            releases = self._order.retry_ended(message)
             self._queued += len(releases)
         for release in releases:
             release()
@@ -487,9 +486,8 @@ class Worker:
             self._dead_letter(message, part, envelope, decision.reason, exc, where)
             return
         # the retry record continues the trace: the next attempt is a child of this one
-        if self._gate is not None and message.topic == self._topics.main:
-            # before the key's next task can start (it waits for this executor slot)
-            self._gate.retry_scheduled((message.partition, message.key or b""))
+        if self._order is not None:  # now: the key's next task waits for this executor slot
+            self._order.retry_scheduled(message)
         records = self._build.retry(message, envelope, decision, exc, where, tracing.inject())
         self._settle_with(part, message, records)
         self.stats.retried += 1

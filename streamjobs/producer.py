@@ -387,10 +387,12 @@ class Producer:
             self._withdraw([item for item, error in zip(batch, acked, strict=True) if not error])
             return
         records = [_Pending() for _ in batch]
-        traced = tracing.active()  # once per batch: without a provider, spans are skipped
+        # once per batch: without a provider or a current span, a span (a replay's too: it is
+        # linked, not parented) would be a no-op that injects no headers, so none is opened
+        traced = tracing.active()
         for item, pending in zip(batch, records, strict=True):
             key = (item.key or item.task_id).encode()
-            if not traced and item.replay_of is None:
+            if not traced:
                 self._produce(item.topic, key, item.value, [], pending)
                 continue
             with _span(item) as headers:

@@ -222,23 +222,24 @@ class _Replayer:
     def consider(self, record: client.Record) -> tuple[ReplayItem, Resubmission | None] | None:
         """The item for ``record`` (final unless a resubmission to write comes with it), or
         None when the task filter does not select it."""
-        item = ReplayItem(record.topic, record.partition, record.offset, "failed")
+        where = (record.topic, record.partition, record.offset)
         try:
             envelope = _decode(record.value)
         except BadInput as exc:
-            return replace(item, reason=f"{exc.reason}: {exc}"), None
+            return ReplayItem(*where, "failed", reason=f"{exc.reason}: {exc}"), None
         if self.task is not None and envelope["task"] != self.task:
             return None
-        item = replace(item, task_id=envelope["task_id"], task=envelope["task"])
+        ids = (envelope["task_id"], envelope["task"])
         skip = self._skip_reason(envelope)
         if skip is not None:
-            return replace(item, outcome="skipped", reason=skip), None
+            return ReplayItem(*where, "skipped", *ids, reason=skip), None
         self.done.add(envelope["task_id"])
         current = self.statuses.get(envelope["task_id"])
         generation = max(envelope["generation"], current.generation if current else 0) + 1
-        item = replace(item, generation=generation)
         if self.producer is None:
-            return replace(item, outcome="would_replay"), None
+            return ReplayItem(*where, "would_replay", *ids, generation=generation), None
+        # failed until its chunk is written (or at once, when it cannot be prepared)
+        item = ReplayItem(*where, "failed", *ids, generation=generation)
         try:
             prepared = self.producer.prepare_resubmit(
                 {**envelope, "generation": generation},

@@ -4,7 +4,9 @@ Owns validation, encoding and size checks before anything is produced, the write
 keeps the status topic honest (the ``queued`` status is acknowledged before the task record is
 produced, so a fast worker's ``succeeded`` can never be followed, and compacted away, by a late
 ``queued``), and delivery confirmation: a submit returns only once Kafka has the task (idempotent
-producer, ``acks=all``) and raises SubmitError otherwise. Does not run tasks.
+producer, ``acks=all``) and raises SubmitError otherwise. Replays and redrives queue existing
+envelopes again in batches: ``prepare_resubmit`` checks one, ``resubmit_many`` writes many with
+the same confirmed write and reports per task. Does not run tasks.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ re-drove it from where and when.
 "Never twice" is a durable ledger, the compacted ``<prefix>.<queue>.dlq.redriven`` topic keyed
 ``"partition:offset"``. A dead letter's key is written there, acknowledged, *before* its task is
 re-submitted, so a crash in between loses a redrive (the operator sees it failed and can
-tombstone the key) instead of running the task twice. A ledger value is the ``queued`` status
-record the redrive wrote (task id, generation, note), so the ledger needs no schema of its own.
+tombstone the key) instead of running the task twice. Redrives go in chunks (``chunk_size``):
+a chunk's entries are acknowledged before any of its tasks is produced, so such a crash can
+lose up to a chunk. A ledger value is the ``queued`` status record the redrive wrote (task id,
+generation, note), so the ledger needs no schema of its own.
 Dead letters already in the ledger, without a decodable envelope (poison bytes, truncated
 values) or superseded by a newer generation of their task are skipped with a reason.
 

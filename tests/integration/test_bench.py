@@ -46,3 +46,15 @@ def test_throughput_bench_prints_rates_ratio_and_latency_percentiles(kafka_boots
     for label in ("streamjobs submit-to-start", "raw produce-to-receive"):
         pattern = rf"^{label}\s+at 200/s \(50\): p50 {_NUMBER} ms, p99 {_NUMBER} ms"
         assert re.search(pattern, out, re.M), out
+
+
+def test_replay_bench_prints_chunked_and_one_at_a_time_rates(kafka_bootstrap: str) -> None:
+    out = _run_bench(
+        kafka_bootstrap,
+        "replay.py",
+        *("--tasks", "60", "--sample", "12", "--chunk", "7", "--runs", "1"),
+    )
+    assert re.search(rf"^replay, chunks of 7\s+{_NUMBER}\s+60\s", out, re.M), out
+    for label in ("replay, dry run \\(read only\\)", "replay, one at a time", "Producer.resubmit"):
+        assert re.search(rf"^{label}.*?\s{_NUMBER}\s+\d+\s+\(", out, re.M), out
+    assert re.search(rf"^chunked / one at a time\s+{_NUMBER}x", out, re.M), out

@@ -373,11 +373,12 @@ class Worker:
         self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
     ) -> None:
         try:
-            if self._parked(message, envelope, handler, part):
-                return
             with part.lock:
                 if part.revoked:
-                    return  # never start a task for a partition we no longer own
+                    return  # never start (or park) a task for a partition we no longer own
+                # parked under the lock: a revoke's KeyOrder.forget (which follows it) clears it
+                if self._parked(message, envelope, handler, part):
+                    return
                 part.running += 1
             try:
                 self._run_task(message, envelope, handler, part)

@@ -15,7 +15,13 @@ import pytest
 
 from streamjobs import Producer, Settings, Task, TaskRegistry
 from streamjobs.ordering import KeyGate, Release, Slot
-from tests.integration.conftest import ThreadWorker, all_succeeded
+from streamjobs.topics import queue_topics
+from tests.integration.conftest import (
+    Membership,
+    ThreadWorker,
+    all_succeeded,
+    key_for_partition,
+)
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -123,6 +129,75 @@ def test_key_ordered_parked_tasks_pause_main_intake_at_the_limit_then_all_run_in
     assert of_k == [0, *range(later + 1)], f"key k ran out of order: {of_k}"
     assert running.worker.parked == 0
     assert not running.worker.paused_for_parking, "main intake still paused with nothing parked"
+
+
+@pytest.mark.slow
+def test_key_ordered_worker_joining_while_intake_is_paused_for_parking_keeps_every_key_in_order(
+    make_settings: Callable[..., Settings],
+    worker: Callable[..., ThreadWorker],
+    membership: Membership,
+) -> None:
+    """Both partitions hold parked tasks and the first worker's main intake is paused when a
+    second worker joins and takes one of them over. The first forgets that partition's parked
+    tasks; the second re-reads them behind the retry it inherits. A pause or a parked count left
+    behind by the rebalance would stall a partition, and its tasks would never finish."""
+    settings = make_settings(
+        ordering="key_ordered", retry_tiers="8s", max_parked=4, max_in_flight=4, partitions=2
+    )
+    keys = [key_for_partition(p, settings.partitions, "ordered") for p in range(2)]
+    later = {keys[0]: 3, keys[1]: 12}  # 3 park on one partition, the rest pause intake
+    runs: list[tuple[str, int]] = []
+    registry = TaskRegistry()
+    failed: set[str] = set()
+
+    @registry.handler(Step)
+    def step(task: Step) -> None:
+        runs.append((task.key, task.seq))
+        if task.seq == 0 and task.key not in failed:
+            failed.add(task.key)
+            raise ConnectionError("transient")  # each key's first attempt fails once
+
+    first = worker(registry, settings)
+    handles = []
+    with Producer(settings) as producer:
+        handles += producer.submit_many([Step(key=k, seq=0) for k in keys], keys=keys)
+        wait_for(lambda: failed == set(keys), 10.0, message="both first attempts to fail")
+        # one key after the other, so that both partitions hold parked tasks
+        tasks = [Step(key=keys[0], seq=n) for n in range(1, later[keys[0]] + 1)]
+        handles += producer.submit_many(tasks, keys=[keys[0]] * len(tasks))
+        wait_for(lambda: first.worker.parked == 3, 10.0, message="3 tasks to park, below 4")
+        assert not first.worker.paused_for_parking
+        tasks = [Step(key=keys[1], seq=n) for n in range(1, later[keys[1]] + 1)]
+        handles += producer.submit_many(tasks, keys=[keys[1]] * len(tasks))
+        wait_for(
+            lambda: first.worker.paused_for_parking and first.worker.in_flight == 0,
+            10.0,
+            message="the first worker to pause its main intake and park what it had taken",
+        )
+    parked_before = first.worker.parked
+
+    second = worker(registry, settings)
+    wait_for(
+        lambda: first.worker.parked < parked_before,
+        20.0,
+        message="the first worker to forget the parked tasks of the partition it gave up",
+    )
+    assert [seq for _, seq in runs] == [0, 0], "a retry ran before the rebalance"
+    main = queue_topics(settings).main
+    given_up = {p for parts in membership.of(first.worker, "revoke") for t, p in parts if t == main}
+    assert len(given_up) == 1, given_up
+    wait_for(
+        lambda: all_succeeded(settings, [h.task_id for h in handles]),
+        40.0,
+        interval=0.2,
+        message="every task to succeed after the rebalance",
+    )
+
+    for key in keys:
+        of_key = [seq for k, seq in runs if k == key]
+        assert of_key == [0, *range(later[key] + 1)], f"{key} ran out of order: {of_key}"
+    for member in (first.worker, second.worker):
+        assert (member.parked, member.paused_for_parking) == (0, False)
 
 
 def test_key_ordered_needs_the_consumer_group_protocol() -> None:

@@ -486,9 +486,9 @@ class Worker:
         if isinstance(decision, DeadLetter):
             self._dead_letter(message, part, envelope, decision.reason, exc, where)
             return
-        # the retry record continues the trace: the next attempt is a child of this one
         if self._order is not None:  # now: the key's next task waits for this executor slot
             self._order.retry_scheduled(message)
+        # the retry record continues the trace: the next attempt is a child of this one
         records = self._build.retry(message, envelope, decision, exc, where, tracing.inject())
         self._settle_with(part, message, records)
         self.stats.retried += 1

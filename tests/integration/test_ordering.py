@@ -140,7 +140,8 @@ def test_key_ordered_worker_joining_while_intake_is_paused_for_parking_keeps_eve
     """Both partitions hold parked tasks and the first worker's main intake is paused when a
     second worker joins and takes one of them over. The first forgets that partition's parked
     tasks; the second re-reads them behind the retry it inherits. A pause or a parked count left
-    behind by the rebalance would stall a partition, and its tasks would never finish."""
+    behind by the rebalance would stall a partition, here or when it comes back to the first
+    worker after the second leaves, and its tasks would never finish."""
     settings = make_settings(
         ordering="key_ordered", retry_tiers="8s", max_parked=4, max_in_flight=4, partitions=2
     )
@@ -198,6 +199,23 @@ def test_key_ordered_worker_joining_while_intake_is_paused_for_parking_keeps_eve
         assert of_key == [0, *range(later[key] + 1)], f"{key} ran out of order: {of_key}"
     for member in (first.worker, second.worker):
         assert (member.parked, member.paused_for_parking) == (0, False)
+
+    # the partition given up was paused for parking when it left; back with the first worker,
+    # it must be consumed (librdkafka keeps a pause across a re-assignment unless resumed)
+    second.stop()
+    wait_for(
+        lambda: membership.of(first.worker, "assign")[-1] >= {(main, p) for p in given_up},
+        20.0,
+        message="the first worker to get its partition back",
+    )
+    with Producer(settings) as producer:
+        again = producer.submit_many([Step(key=k, seq=99) for k in keys], keys=keys)
+    wait_for(
+        lambda: all_succeeded(settings, [h.task_id for h in again]),
+        20.0,
+        interval=0.2,
+        message="new tasks on both partitions to succeed on the first worker",
+    )
 
 
 def test_key_ordered_needs_the_consumer_group_protocol() -> None:

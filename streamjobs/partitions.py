@@ -197,8 +197,9 @@ class Assigned(dict[TopicKey, Partition]):
                 _unpause(consumer, part, Pause.PARKING)
 
     def drop_pauses(self, consumer: client.Consumer, parts: list[Partition]) -> None:
-        """Partitions being given up leave unpaused: librdkafka keeps an application pause
-        across a re-assignment, and a new owner's (or our own later) view starts unpaused."""
+        """Partitions being given up leave unpaused. librdkafka (2.16) keeps an application
+        pause across unassign and a later assign, while our view of a partition assigned
+        again starts unpaused: it would never be consumed."""
         paused = [client.tp(*p.key) for p in parts if p.pauses]
         for part in parts:
             part.pauses.clear()

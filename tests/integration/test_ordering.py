@@ -142,8 +142,10 @@ def test_key_ordered_worker_joining_while_intake_is_paused_for_parking_keeps_eve
     tasks; the second re-reads them behind the retry it inherits. A pause or a parked count left
     behind by the rebalance would stall a partition, here or when it comes back to the first
     worker after the second leaves, and its tasks would never finish."""
+    # the retries must not be released before the rebalance is over: a 20 s tier leaves a
+    # margin of well over 10 s on a loaded machine (the join and handover take 1-3 s here)
     settings = make_settings(
-        ordering="key_ordered", retry_tiers="8s", max_parked=4, max_in_flight=4, partitions=2
+        ordering="key_ordered", retry_tiers="20s", max_parked=4, max_in_flight=4, partitions=2
     )
     keys = [key_for_partition(p, settings.partitions, "ordered") for p in range(2)]
     later = {keys[0]: 3, keys[1]: 12}  # 3 park on one partition, the rest pause intake

@@ -114,6 +114,31 @@ def wait_for() -> Callable[..., Any]:
 
 
 @pytest.fixture
-def unique_prefix() -> str:
-    """A fresh topic prefix (``t`` + 8 hex digits) so each test has its own topics and group."""
-    return f"t{uuid.uuid4().hex[:8]}"
+def unique_prefix() -> Iterator[str]:
+    """A fresh topic prefix (``t`` + 8 hex digits) so each test has its own topics and group.
+
+    On a broker given by ``KAFKA_BOOTSTRAP_SERVERS`` (someone else's, often reused run after
+    run) the test's topics are deleted afterwards: a whole run leaves some 15,000 partitions,
+    and a small dev broker runs out of heap holding them. The session's own broker is
+    discarded whole instead.
+    """
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    yield prefix
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if given:
+        _delete_topics(given, prefix)
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic whose name starts with ``prefix``; a failure is a warning, since
+    the test itself is over."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        for future in admin.delete_topics(names, operation_timeout=30).values() if names else ():
+            future.result(timeout=30)
+    except KafkaException as exc:
+        warnings.warn(f"topics {prefix}* not deleted: {exc}", stacklevel=1)

@@ -7,36 +7,57 @@ complete (their outcome durably written) and yields the highest contiguous one. 
 
 from __future__ import annotations
 
-import heapq
+from collections import OrderedDict
 
 
 class OffsetTracker:
-    """Completion state of one partition's dispatched offsets."""
+    """Completion state of one partition's dispatched offsets.
 
-    __slots__ = ("_done", "_in_flight", "_next_commit", "committed")
+    Memory follows the tasks not finished yet, not the partition's progress: behind one slow
+    task (or one parked by ``key_ordered`` for a long retry tier) thousands of later offsets may
+    complete, and none of them is remembered. This relies on a partition's offsets being
+    dispatched in increasing order, as Kafka delivers them (a re-read after a pause or a seek
+    starts past everything dispatched).
+    """
+
+    __slots__ = ("_last", "_next_commit", "_unfinished", "committed")
 
     def __init__(self) -> None:
-        self._in_flight: list[int] = []  # min-heap of dispatched, unfinished offsets
-        self._done: set[int] = set()
+        # dispatched, unfinished offsets in offset order, each mapped to the offset dispatched
+        # just before it: when the first of them completes, that of the next one is the last
+        # offset below it, all of them done
+        self._unfinished: OrderedDict[int, int | None] = OrderedDict()
+        self._last: int | None = None  # the highest offset dispatched
         self._next_commit: int | None = None  # what commit() would store: last done + 1
         self.committed: int | None = None  # last offset handed to Kafka as committed
 
     def __len__(self) -> int:
-        return len(self._in_flight) - len(self._done)
+        return len(self._unfinished)
 
     def dispatched(self, offset: int) -> None:
-        heapq.heappush(self._in_flight, offset)
+        """Record a task taken from ``offset``; offsets must come in increasing order."""
+        if self._last is not None and offset <= self._last:
+            # a bug upstream; carrying on could commit past a task that never ran
+            raise ValueError(f"offset {offset} dispatched after {self._last}: out of order")
+        self._unfinished[offset] = self._last
+        self._last = offset
 
     def completed(self, offset: int) -> None:
         """Mark ``offset`` done; completing an offset twice (or one never dispatched) is a no-op."""
-        heap = self._in_flight
-        if offset in self._done or not heap or offset < heap[0]:
+        unfinished = self._unfinished
+        if offset not in unfinished:
             return
-        self._done.add(offset)
-        while heap and heap[0] in self._done:
-            head = heapq.heappop(heap)
-            self._done.discard(head)
-            self._next_commit = head + 1
+        first = next(iter(unfinished))
+        del unfinished[offset]
+        if offset != first:
+            return  # an earlier task is still running: the commit cannot move yet
+        if unfinished:
+            before = unfinished[next(iter(unfinished))]
+            assert before is not None, "only the first offset dispatched has none before it"
+            self._next_commit = before + 1
+        else:
+            assert self._last is not None
+            self._next_commit = self._last + 1
 
     def commit_offset(self) -> int | None:
         """The offset to commit now (next to read), or None when nothing new is complete."""
@@ -49,4 +70,4 @@ class OffsetTracker:
 
     @property
     def idle(self) -> bool:
-        return not self._in_flight
+        return not self._unfinished

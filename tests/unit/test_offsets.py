@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
+
+import pytest
 
 from streamjobs.offsets import OffsetTracker
 
@@ -101,3 +104,34 @@ def test_random_completion_order_always_commits_the_contiguous_prefix() -> None:
         expected = offsets[prefix - 1] + 1 if prefix else None
         assert tracker.commit_offset() == expected
         assert len(tracker) == len(offsets) - len(done)
+
+
+def test_offsets_completed_behind_an_unfinished_one_are_not_kept_in_memory() -> None:
+    # key_ordered parks a task behind a retry that may wait 30 minutes while its partition's
+    # other keys go on: the tracker must not grow with every offset completed meanwhile
+    tracker = _tracker(0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for offset in range(1, 100_001):
+            tracker.dispatched(offset)
+            tracker.completed(offset)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes kept for 100,000 completed offsets"
+    assert tracker.commit_offset() is None
+    tracker.completed(0)
+    assert tracker.commit_offset() == 100_001
+    assert tracker.idle
+
+
+def test_an_offset_dispatched_out_of_order_is_refused() -> None:
+    tracker = _tracker(3, 4)
+    with pytest.raises(ValueError, match="out of order"):
+        tracker.dispatched(4)
+    with pytest.raises(ValueError, match="out of order"):
+        tracker.dispatched(2)
+    tracker.completed(3)
+    tracker.completed(4)
+    assert tracker.commit_offset() == 5

@@ -89,7 +89,7 @@ def test_key_ordered_parked_tasks_pause_main_intake_at_the_limit_then_all_run_in
     had already taken, and one consume takes at most ``max_in_flight`` minus the tasks queued.
     """
     settings = make_settings(
-        ordering="key_ordered", retry_tiers="1s", max_parked=5, max_in_flight=5, concurrency=1
+        ordering="key_ordered", retry_tiers="3s", max_parked=5, max_in_flight=5, concurrency=1
     )
     later = 40  # far beyond the bound: without one, all of them would park
     # the parked count right after each park, exact (the running count is only sampled)
@@ -113,7 +113,7 @@ def test_key_ordered_parked_tasks_pause_main_intake_at_the_limit_then_all_run_in
         lambda: running.worker.paused_for_parking,
         10.0,
         interval=0.01,
-        message="main intake to pause while k's first task waits in its 1 s retry tier",
+        message="main intake to pause while k's first task waits in its 3 s retry tier",
     )
     assert running.worker.parked >= settings.max_parked
     wait_for(

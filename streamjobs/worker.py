@@ -300,6 +300,10 @@ class Worker:
         )
 
     def _begin(self, part: Partition, offset: int) -> None:
+        try:  # quarantine is a safety net: without the ledger, tasks still run
+            self.ledger.cover(part.key, offset)
+        except KafkaUnavailable as exc:
+            _log.warning("%s: a crash here may go uncounted", exc)
         part.next_offset = offset + 1
         part.tracker.dispatched(offset)
 

@@ -160,7 +160,8 @@ class Handover:
 
     def _rewind(self, consumer: client.Consumer) -> None:
         """After an aborted transaction: forget uncommitted progress and re-read from the
-        committed offsets. Tasks already queued for the old state are never started."""
+        committed offsets. Tasks already queued for the old state are never started, and
+        ``key_ordered`` forgets what it counted and parked since the last commit."""
         old = list(self._parts.values())
         for part in old:
             with part.lock:
@@ -172,6 +173,12 @@ class Handover:
             offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
             consumer.seek(client.tp(key[0], key[1], offset))
         self._parts.lift(consumer, old)
+        if self._order is not None:
+            # the aborted transaction's retry records were never written, and the tasks parked
+            # behind them are read again: count every key's retries afresh from what Kafka has
+            keys = [p.key for p in old]
+            self._order.forget(keys)
+            self._order.adopt_pending(consumer, keys)
 
     def committed(self, error: Any, partitions: list[client.TopicPartition]) -> None:
         """librdkafka's report of an asynchronous commit."""

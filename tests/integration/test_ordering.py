@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from confluent_kafka import Producer as KafkaProducer
 
 from streamjobs import Producer, Settings, Task, TaskRegistry
 from streamjobs.ordering import KeyGate, Release, Slot
@@ -224,6 +225,55 @@ def test_key_ordered_worker_joining_while_intake_is_paused_for_parking_keeps_eve
         interval=0.2,
         message="new tasks on both partitions to succeed on the first worker",
     )
+
+
+def test_key_ordered_key_flows_again_after_the_transaction_with_its_retry_is_aborted(
+    make_settings: Callable[..., Settings],
+    worker: Callable[..., ThreadWorker],
+) -> None:
+    """exactly_once: the transaction carrying k's retry is aborted (the handler fences the
+    worker's transactional producer), so the retry record is never written and the worker
+    re-reads from the committed offsets. k's retry must be counted once, not once per read:
+    a stale count would park k's later tasks for good after the real retry succeeds."""
+    settings = make_settings(ordering="key_ordered", exactly_once=True, retry_tiers="1s")
+    transactional_id: list[str] = []
+    fencers: list[KafkaProducer] = []
+    runs: list[int] = []
+    registry = TaskRegistry()
+
+    @registry.handler(Step)
+    def step(task: Step) -> None:
+        runs.append(task.seq)
+        if task.seq == 0 and runs.count(0) == 1:
+            # a second producer with the worker's transactional id: its open transaction aborts
+            fencer = KafkaProducer(
+                {
+                    "bootstrap.servers": settings.bootstrap_servers,
+                    "transactional.id": transactional_id[0],
+                }
+            )
+            fencer.init_transactions(30.0)
+            fencers.append(fencer)
+        if task.seq == 0 and runs.count(0) <= 2:
+            raise ConnectionError("transient")  # fails when fenced, and once more when re-read
+
+    running = worker(registry, settings)
+    transactional_id.append(f"{settings.group}.{running.worker.worker_id}")
+    tasks = [Step(key="k", seq=n) for n in range(3)]
+    with Producer(settings) as producer:
+        handles = producer.submit_many(tasks, keys=["k"] * len(tasks))
+    wait_for(
+        lambda: all_succeeded(settings, [h.task_id for h in handles]),
+        30.0,
+        interval=0.2,
+        message="k's retry and then its later tasks to succeed after the aborted transaction",
+    )
+    assert fencers, "the first attempt never ran"
+    assert runs.count(0) == 3, runs  # fenced, re-read after the abort, then the real retry
+    assert [seq for seq in runs if seq] == [1, 2], runs
+    assert runs.index(1) > len(runs) - 3, f"a later task of k ran before its retry: {runs}"
+    assert (running.worker.parked, running.worker.paused_for_parking) == (0, False)
+    fencers.clear()  # no client outlives the test
 
 
 def test_key_ordered_needs_the_consumer_group_protocol() -> None:

@@ -173,12 +173,11 @@ class Handover:
             offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
             consumer.seek(client.tp(key[0], key[1], offset))
         self._parts.lift(consumer, old)
+        # the aborted transaction's retry records were never written, and the tasks parked
+        # behind them are read again: count every key's retries afresh from what Kafka has
+        self._forget_order(old)
         if self._order is not None:
-            # the aborted transaction's retry records were never written, and the tasks parked
-            # behind them are read again: count every key's retries afresh from what Kafka has
-            keys = [p.key for p in old]
-            self._order.forget(keys)
-            self._order.adopt_pending(consumer, keys)
+            self._order.adopt_pending(consumer, [p.key for p in old])
 
     def committed(self, error: Any, partitions: list[client.TopicPartition]) -> None:
         """librdkafka's report of an asynchronous commit."""

@@ -5,8 +5,11 @@
 Prints, for N no-op tasks with one worker process:
   * raw confluent-kafka: produce N records (the same encoded envelopes) while one consumer
     process reads and commits them; records/s end to end and draining a full topic;
+  * raw confluent-kafka writing the records a streamjobs task needs and nothing else (a queued
+    status and the task from the submitter, running and succeeded from the consumer,
+    with no waits, decoding or bookkeeping): the ceiling of this design in Python here;
   * streamjobs: submit_many N tasks while one `Worker` process runs them (status writes,
-    commit after outcome); tasks/s end to end and draining a full queue; ratios to raw;
+    commit after outcome); tasks/s end to end and draining a full queue; ratios to both;
   * submit-to-start latency p50/p99 at a paced rate (one `submit()` per task).
 Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker (streamjobs.broker).
 """
@@ -168,6 +171,101 @@ def bench_raw(bootstrap: str, n: int, value: bytes, drain: bool) -> float:
     return n / (result["last"] - begin)
 
 
+def records_consumer_process(
+    bootstrap: str,
+    topic: str,
+    status_topic: str,
+    statuses: tuple[bytes, bytes],
+    expect: int,
+    out: mp.Queue,
+) -> None:
+    """The ceiling's consumer: for each task record, the two status records a run writes
+    (``running``, ``succeeded``), keyed per task, and an asynchronous commit every 200 ms. It
+    never waits for those acks before committing, as commit-after-outcome must, and it decodes
+    nothing, runs no handler and keeps no books: an upper bound, not an implementation."""
+    from confluent_kafka import Producer as RawProducer
+
+    consumer = _raw_consumer(bootstrap, topic, "ceil")
+    producer = RawProducer(  # the worker's outcome producer settings
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2}
+    )
+    running, succeeded = statuses
+    count, first, last_commit = -1, 0.0, time.time()  # -1: the warm-up record
+    while count < expect:
+        messages = consumer.consume(1000, timeout=0.05)
+        for message in messages:
+            if message.error():
+                continue
+            task_id = b"%d:%d" % (message.partition(), message.offset())
+            producer.produce(status_topic, running, task_id)
+            producer.produce(status_topic, succeeded, task_id)
+            if count == -1:
+                out.put("ready")
+            elif count == 0:
+                first = time.time()
+            count += 1
+        producer.poll(0)
+        if time.time() - last_commit > 0.2:
+            consumer.commit(asynchronous=True)
+            last_commit = time.time()
+    producer.flush()
+    last = time.time()  # every outcome is acknowledged
+    consumer.commit(asynchronous=False)
+    consumer.close()
+    out.put(json.dumps({"count": count, "first": first, "last": last}))
+
+
+def bench_ceiling(
+    bootstrap: str, n: int, value: bytes, statuses: tuple[bytes, bytes, bytes], drain: bool
+) -> float:
+    """Raw confluent-kafka writing the records a streamjobs task needs, and nothing else: per
+    task a ``queued`` status and the task record from the submitter (pipelined: it does not
+    wait for the status ack first, as a submit must), then ``running`` and ``succeeded`` from
+    the consumer. What any Python implementation of this design could reach on this machine:
+    a ceiling, so it takes every shortcut the design forbids."""
+    from confluent_kafka import Producer as RawProducer
+
+    prefix = f"ceil{uuid.uuid4().hex[:6]}"
+    settings = _settings(bootstrap, prefix)
+    topics.ensure(settings)
+    names = topics.queue_topics(settings)
+    queued = statuses[0]
+    producer = RawProducer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
+    )
+
+    def produce(count: int) -> None:
+        for i in range(count):
+            while True:
+                try:
+                    producer.produce(names.status, queued, uuid.uuid4().hex.encode())
+                    producer.produce(names.main, value, f"k{i % 500}".encode())
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            if i % 1000 == 0:
+                producer.poll(0)
+        producer.flush()
+
+    out: mp.Queue = mp.Queue()
+    produce(1)  # the warm-up record
+    if drain:
+        produce(n)
+    proc = mp.Process(
+        target=records_consumer_process,
+        args=(bootstrap, names.main, names.status, statuses[1:], n, out),
+    )
+    proc.start()
+    _await_ready(out)
+    start = time.time()
+    if not drain:
+        produce(n)
+    result = json.loads(out.get(timeout=600))
+    proc.join()
+    begin = result["first"] if drain else start
+    return n / (result["last"] - begin)
+
+
 def bench_streamjobs(bootstrap: str, n: int, drain: bool, exactly_once: bool = False) -> float:
     """Like :func:`bench_raw`: a warm-up task runs (and the producer is connected) before the
     clock starts."""
@@ -295,6 +393,39 @@ def _median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[flo
     return statistics.median(figures), figures
 
 
+def _sample_records() -> tuple[bytes, tuple[bytes, bytes, bytes]]:
+    """The bytes of a real no-op task record and of its ``queued``, ``running`` and
+    ``succeeded`` status records, for the raw baselines."""
+    from streamjobs import status
+    from streamjobs.models import TaskState
+    from streamjobs.producer import _ENVELOPE
+    from streamjobs.tasktypes import TaskType
+
+    task_type = TaskType(Noop, "Noop")
+    topic = "sj000000.default"  # as long as the bench's topic names
+    envelope: dict[str, Any] = {
+        "task_id": uuid.uuid4().hex,
+        "task": "Noop",
+        "queue": "default",
+        "key": "k1",
+        "payload": task_type.encode(Noop(n=1)),
+        "payload_schema": task_type.fingerprint,
+        "attempt": 1,
+        "max_attempts": None,
+        "generation": 0,
+        "not_before_ms": None,
+        "submitted_at_ms": int(time.time() * 1000),
+        "origin": None,
+    }
+    where = {"topic": topic, "partition": 0, "offset": 1, "trace_id": None}
+    run = status.AttemptStatuses(envelope, {**where, "worker_id": f"host-1234-{'a' * 6}"})
+    return _ENVELOPE.encode(envelope), (
+        status.encode_status(envelope, TaskState.QUEUED, topic=topic),
+        run.encode(TaskState.RUNNING),
+        run.encode(TaskState.SUCCEEDED, "null"),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=20000)
@@ -306,26 +437,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
-        from streamjobs.producer import _ENVELOPE  # same bytes as a real task record
-        from streamjobs.tasktypes import TaskType
-
-        tt = TaskType(Noop, "Noop")
-        value = _ENVELOPE.encode(
-            {
-                "task_id": uuid.uuid4().hex,
-                "task": "Noop",
-                "queue": "default",
-                "key": "k1",
-                "payload": tt.encode(Noop(n=1)),
-                "payload_schema": tt.fingerprint,
-                "attempt": 1,
-                "max_attempts": None,
-                "generation": 0,
-                "not_before_ms": None,
-                "submitted_at_ms": int(time.time() * 1000),
-                "origin": None,
-            }
-        )
+        value, statuses = _sample_records()
         n, runs = args.tasks, args.runs
         print(
             f"broker {bootstrap}; {n} no-op tasks, 6 partitions, 500 keys, 1 worker process;"
@@ -351,6 +463,9 @@ def main() -> None:
         raw_e2e, raw_drain = row(
             "raw confluent-kafka rec/s", lambda d: bench_raw(bootstrap, n, value, d)
         )
+        ceil_e2e, ceil_drain = row(
+            "raw, streamjobs' records", lambda d: bench_ceiling(bootstrap, n, value, statuses, d)
+        )
         sj_e2e, sj_drain = row("streamjobs tasks/s", lambda d: bench_streamjobs(bootstrap, n, d))
         row("streamjobs exactly-once", lambda d: bench_streamjobs(bootstrap, n, d, True))
         print(f"{'':28}{'end to end':>14}{'drain':>14}   (all runs: end to end | drain)")
@@ -358,7 +473,12 @@ def main() -> None:
             spread = " ".join(f"{v:,.0f}" for v in e2e_all) + " | "
             spread += " ".join(f"{v:,.0f}" for v in drain_all)
             print(f"{label:28}{e2e:>14,.0f}{drain:>14,.0f}   ({spread})")
-        print(f"{'ratio streamjobs/raw':28}{sj_e2e / raw_e2e:>14.2f}{sj_drain / raw_drain:>14.2f}")
+        for label, (e2e, drain), (base_e2e, base_drain) in (
+            ("ratio streamjobs/raw", (sj_e2e, sj_drain), (raw_e2e, raw_drain)),
+            ("ratio records/raw", (ceil_e2e, ceil_drain), (raw_e2e, raw_drain)),
+            ("ratio streamjobs/records", (sj_e2e, sj_drain), (ceil_e2e, ceil_drain)),
+        ):
+            print(f"{label:28}{e2e / base_e2e:>14.2f}{drain / base_drain:>14.2f}")
         lat = bench_latency(bootstrap, args.paced, args.rate)
         raw = bench_raw_latency(bootstrap, args.paced, args.rate)
         for label, values in (("streamjobs submit-to-start", lat), ("raw produce-to-receive", raw)):

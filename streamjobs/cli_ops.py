@@ -1,0 +1,296 @@
+"""The operator commands of ``streamjobs``: replay, dlq list/show/redrive, inspect, purge, trace.
+
+Owns the commands on the records a queue already holds: their options, progress bars, tables and
+exit codes. Each parses, builds Settings and delegates to :mod:`streamjobs.replay`,
+:mod:`streamjobs.redrive`, :mod:`streamjobs.inspection`, :mod:`streamjobs.retention` or
+:mod:`streamjobs.traceview`. ``register`` adds them to the app of :mod:`streamjobs.cli`. Does not
+own the app, the shared options (:mod:`streamjobs.cli_args`) or any behaviour. `status` stays a
+single command (`streamjobs status TASK_ID`), so result expiry is `streamjobs purge`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from streamjobs import status
+from streamjobs.cli_args import Bootstrap, Prefix, Queue, build_settings, fail
+from streamjobs.errors import ConfigError, StreamJobsError
+from streamjobs.settings import Settings
+
+dlq_app = typer.Typer(help="List, show and re-drive dead letters.", no_args_is_help=True)
+
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; write nothing.")]
+TaskName = Annotated[str | None, typer.Option("--task", help="Only tasks of this type.")]
+Since = Annotated[str | None, typer.Option("--since", help="ISO time or a duration ago (2h).")]
+
+
+def _queue_settings(bootstrap: str | None, prefix: str | None, queue: str | None) -> Settings:
+    return build_settings(bootstrap_servers=bootstrap, topic_prefix=prefix, queue=queue)
+
+
+class _Failing:
+    """``with _Failing():`` turns a StreamJobsError into an error message and exit code 1."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, StreamJobsError):
+            raise fail(str(exc), code=1) from exc
+
+
+def parse_time(text: str) -> Any:
+    """An ISO 8601 time (no zone = this machine's local time) or a duration ago (``90m``)."""
+    from datetime import UTC, datetime
+
+    from streamjobs.settings import parse_duration
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return datetime.now(UTC) - parse_duration(text)
+        except ConfigError:
+            raise fail(f"not an ISO time or a duration: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def _run_with_progress(label: str, job: Any) -> Any:
+    """Run ``job(progress_callback)`` under a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
+    console = Console(stderr=True)
+    bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+    with bar, _Failing():
+        task = bar.add_task(label, total=None)
+        return job(lambda done, total: bar.update(task, completed=done, total=max(total, done)))
+
+
+def _echo_items(items: list[Any], only_problems: bool) -> None:
+    for item in items:
+        if only_problems and item.outcome not in ("skipped", "failed"):
+            continue
+        where = getattr(item, "ref", None) or f"{item.topic}[{item.partition}]@{item.offset}"
+        reason = f": {item.reason}" if item.reason else ""
+        typer.echo(f"{item.outcome:>13} {where} {item.task or '-'} {item.task_id or '-'}{reason}")
+
+
+def replay_command(
+    topic: Annotated[str, typer.Option("--topic", "-t", help="Task topic to read from.")],
+    partition: Annotated[int | None, typer.Option(help="Only this partition.")] = None,
+    from_offset: Annotated[int | None, typer.Option(help="First offset (inclusive).")] = None,
+    from_time: Annotated[str | None, typer.Option(help="First record time (ISO).")] = None,
+    to_offset: Annotated[int | None, typer.Option(help="Last offset (inclusive).")] = None,
+    to_time: Annotated[str | None, typer.Option(help="Stop before this time (ISO).")] = None,
+    task: TaskName = None,
+    dry_run: DryRun = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-run succeeded tasks too.")] = False,
+    as_json: AsJson = False,
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    queue: Queue = None,
+) -> None:
+    """Re-submit the tasks of a topic range (same task id and key, next generation)."""
+    from streamjobs import replay
+
+    settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
+    summary = _run_with_progress(
+        "would replay" if dry_run else "replaying",
+        lambda progress: replay.replay(
+            settings,
+            topic=topic,
+            partition=partition,
+            from_offset=from_offset,
+            from_time=parse_time(from_time) if from_time else None,
+            to_offset=to_offset,
+            to_time=parse_time(to_time) if to_time else None,
+            task=task,
+            dry_run=dry_run,
+            force=force,
+            progress=progress,
+        ),
+    )
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        _echo_items(summary.items, only_problems=not dry_run)
+        verb = "would replay" if dry_run else "replayed"
+        typer.echo(f"{verb} {summary.replayed}, skipped {summary.skipped}, failed {summary.failed}")
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+    task: TaskName = None,
+    since: Since = None,
+    as_json: AsJson = False,
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    queue: Queue = None,
+) -> None:
+    """Dead letters of the queue, with reason, task, attempts and error."""
+    from rich.console import Console
+
+    from streamjobs import inspection, redrive
+
+    settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
+    with _Failing():
+        letters = redrive.list_dead_letters(
+            settings, reason=reason, task=task, since=parse_time(since) if since else None
+        )
+    if as_json:
+        typer.echo(json.dumps([d.as_dict() for d in letters]))
+    else:
+        Console().print(inspection.render_dead_letters(letters))
+
+
+@dlq_app.command("show")
+def dlq_show(
+    ref: Annotated[str, typer.Argument(help="PARTITION:OFFSET on the dead-letter topic.")],
+    as_json: AsJson = False,
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    queue: Queue = None,
+) -> None:
+    """One dead letter: error, attempts, origin, envelope and task arguments."""
+    from streamjobs import redrive
+
+    settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
+    with _Failing():
+        detail = redrive.show(settings, ref)
+    if as_json:
+        typer.echo(json.dumps(detail.as_dict(), default=str))
+        return
+    for name, value in detail.as_dict().items():
+        if value is not None and value != {}:
+            typer.echo(f"{name:>18}: {value}")
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+    task: TaskName = None,
+    since: Since = None,
+    ref: Annotated[
+        list[str] | None, typer.Option("--ref", help="Only PARTITION:OFFSET (repeatable).")
+    ] = None,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    queue: Queue = None,
+) -> None:
+    """Re-submit dead-lettered tasks (same task id and key, attempts reset); never twice."""
+    from streamjobs import redrive
+
+    settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
+    summary = _run_with_progress(
+        "would redrive" if dry_run else "redriving",
+        lambda progress: redrive.redrive(
+            settings,
+            reason=reason,
+            task=task,
+            since=parse_time(since) if since else None,
+            refs=ref or None,
+            dry_run=dry_run,
+            progress=progress,
+        ),
+    )
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        _echo_items(summary.items, only_problems=False)
+        verb = "would redrive" if dry_run else "redriven"
+        typer.echo(f"{verb} {summary.redriven}, skipped {summary.skipped}, failed {summary.failed}")
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+def inspect_command(
+    as_json: AsJson = False,
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    queue: Queue = None,
+) -> None:
+    """Lag per partition, tasks by state, throughput, tier backlog, dead letters by reason."""
+    from rich.console import Console
+
+    from streamjobs import inspection
+
+    settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
+    with _Failing():
+        report = inspection.inspect(settings)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        Console().print(inspection.render(report))
+
+
+def purge_command(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Expire finished tasks older than this (7d).")
+    ],
+    dry_run: DryRun = False,
+    all_queues: Annotated[
+        bool, typer.Option("--all-queues", help="Every queue sharing the status topic.")
+    ] = False,
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    queue: Queue = None,
+) -> None:
+    """Tombstone the statuses (and results) of tasks that finished before the cutoff."""
+    from streamjobs import retention
+    from streamjobs.settings import parse_duration
+
+    settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
+    with _Failing():
+        count = retention.purge(
+            settings, parse_duration(older_than), dry_run=dry_run, all_queues=all_queues
+        )
+    typer.echo(f"{'would purge' if dry_run else 'purged'} {count} finished task statuses")
+
+
+def trace_command(
+    task_id: str,
+    bootstrap_servers: Bootstrap = None,
+    topic_prefix: Prefix = None,
+    jaeger: Annotated[str | None, typer.Option(help="Jaeger query URL.")] = None,
+    service: Annotated[str | None, typer.Option(help="Service to search in Jaeger.")] = None,
+    width: Annotated[int | None, typer.Option(help="Columns of the waterfall.")] = None,
+) -> None:
+    """Draw a task's trace (every attempt) as a waterfall, from Jaeger's query API."""
+    import shutil
+
+    from streamjobs import traceview
+
+    settings = build_settings(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=topic_prefix,
+        jaeger_query_url=jaeger,
+        service_name=service,
+    )
+    try:
+        view = status.latest(settings, task_id, timeout=10.0)
+        url = settings.jaeger_query_url
+        found = traceview.fetch_trace(url, view.trace_id) if view and view.trace_id else None
+        found = found or traceview.find_trace_by_task(url, settings.service_name, task_id)
+    except StreamJobsError as exc:
+        raise fail(str(exc), code=1) from exc
+    if found is None:
+        raise fail(f"no trace for task {task_id} in Jaeger at {settings.jaeger_query_url}", 1)
+    typer.echo(traceview.render(found, width=width or shutil.get_terminal_size().columns))
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to ``app``, where the command line lists them: after the core ones."""
+    app.command("replay")(replay_command)
+    app.add_typer(dlq_app, name="dlq")
+    app.command("inspect")(inspect_command)
+    app.command("purge")(purge_command)
+    app.command("trace")(trace_command)

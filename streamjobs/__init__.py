@@ -13,10 +13,11 @@ from streamjobs.errors import (
     TaskTimeout,
 )
 from streamjobs.models import Task, TaskState
-from streamjobs.producer import Producer, TaskHandle
+from streamjobs.producer import Producer
 from streamjobs.registry import TaskRegistry
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
+from streamjobs.taskhandle import TaskHandle
 from streamjobs.worker import Worker
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Submitting tasks: ``Producer.submit`` and the ``TaskHandle`` it returns.
+"""Submitting tasks: ``Producer.submit`` and the confirmed write behind it.
 
 Owns validation, encoding and size checks before anything is produced, the write order that
 keeps the status topic honest (the ``queued`` status is acknowledged before the task record is
@@ -6,7 +6,8 @@ produced, so a fast worker's ``succeeded`` can never be followed, and compacted 
 ``queued``), and delivery confirmation: a submit returns only once Kafka has the task (idempotent
 producer, ``acks=all``) and raises SubmitError otherwise. Replays and redrives queue existing
 envelopes again in batches: ``prepare_resubmit`` checks one, ``resubmit_many`` writes many with
-the same confirmed write and reports per task. Does not run tasks.
+the same confirmed write and reports per task. Does not run tasks, nor wait for their outcome:
+the ``TaskHandle`` a submit returns does that (:mod:`streamjobs.taskhandle`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from streamjobs.models import Task, TaskState
 from streamjobs.retry import pick_tier
 from streamjobs.schemastore import schema_record
 from streamjobs.settings import Settings
+from streamjobs.taskhandle import TaskHandle
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 
@@ -61,40 +63,6 @@ class _Prepared:
     error: SubmitError | None = field(default=None)
     # a replay or redrive: (operation, headers of the original record) for a linked span
     replay_of: tuple[Literal["replay", "redrive"], RecordHeaders] | None = None
-
-
-class TaskHandle:
-    """A submitted task: its id, where it landed, and a way to wait for its outcome."""
-
-    __slots__ = ("_settings", "offset", "partition", "submitted_at_ms", "task_id", "topic")
-
-    def __init__(
-        self,
-        settings: Settings,
-        task_id: str,
-        topic: str,
-        partition: int,
-        offset: int,
-        submitted_at_ms: int,
-    ) -> None:
-        self._settings = settings
-        self.task_id = task_id
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.submitted_at_ms = submitted_at_ms
-
-    def __repr__(self) -> str:
-        return f"TaskHandle({self.task_id!r}, {self.topic}[{self.partition}]@{self.offset})"
-
-    def status(self, timeout: float = 10.0) -> status.StatusView | None:
-        """The latest status on the status topic (None if none was written yet)."""
-        return status.latest(self._settings, self.task_id, timeout=timeout)
-
-    def wait(self, timeout: float = 60.0) -> Any:
-        """The handler's result; TaskFailed if dead-lettered, TaskTimeout if not done in time."""
-        view = status.wait(self._settings, self.task_id, timeout, since_ms=self.submitted_at_ms)
-        return status.raise_for_failure(view)
 
 
 @dataclass(frozen=True, slots=True)

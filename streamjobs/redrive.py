@@ -34,7 +34,7 @@ from streamjobs.codec import decode_body
 from streamjobs.deadletter import decode_dead_letter
 from streamjobs.errors import BadInput, ConfigError, StreamJobsError, SubmitError
 from streamjobs.models import TaskState
-from streamjobs.producer import Producer, Resubmission, TaskHandle
+from streamjobs.producer import Producer, Resubmission
 from streamjobs.replay import (
     CHUNK_SIZE,
     ENVELOPE,
@@ -47,6 +47,7 @@ from streamjobs.replay import (
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
+from streamjobs.taskhandle import TaskHandle
 from streamjobs.topics import queue_topics
 
 Outcome = Literal["redriven", "would_redrive", "skipped", "failed"]

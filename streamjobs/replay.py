@@ -28,9 +28,10 @@ from streamjobs.client import OffsetRange, read_range
 from streamjobs.codec import builtin
 from streamjobs.errors import BadInput, ConfigError, SubmitError
 from streamjobs.models import TaskState
-from streamjobs.producer import Producer, Resubmission, TaskHandle
+from streamjobs.producer import Producer, Resubmission
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
+from streamjobs.taskhandle import TaskHandle
 from streamjobs.topics import queue_topics
 
 ENVELOPE = builtin("task_envelope")

@@ -53,8 +53,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ENVELOPE = builtin("task_envelope")
 NO_OFFSET = -1  # what committed_offsets reports for a partition the group never committed
 
-# Short tiers keep retries and delays fast; a session timeout of 6 s lets a killed worker's
-# partitions move on quickly without a heartbeat storm.
+# Short tiers keep retries and delays fast. The session keys apply to the classic group protocol
+# only: under KIP-848 (group.protocol=consumer, the default) the client drops them with a warning
+# and the broker's group.consumer.session.timeout.ms decides (10 s on the local broker), so a
+# killed worker's partitions move on about 10 s after its death.
 TEST_SETTINGS: dict[str, Any] = {
     "partitions": 3,
     "retry_tiers": "300ms,600ms",

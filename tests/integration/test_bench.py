@@ -20,8 +20,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 _NUMBER = r"[\d,]+(?:\.\d+)?"
 
 
-def _run_bench(kafka_bootstrap: str, script: str, *args: str) -> str:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+def _run_bench(kafka_bootstrap: str | None, script: str, *args: str) -> str:
+    env = dict(os.environ)
+    if kafka_bootstrap is not None:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap
     done = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / script), *args],
         env=env,
@@ -66,3 +68,11 @@ def test_replay_bench_prints_chunked_and_one_at_a_time_rates(kafka_bootstrap: st
     for label in ("replay, dry run \\(read only\\)", "replay, one at a time", "Producer.resubmit"):
         assert re.search(rf"^{label}.*?\s{_NUMBER}\s+\d+\s+\(", out, re.M), out
     assert re.search(rf"^chunked / one at a time\s+{_NUMBER}x", out, re.M), out
+
+
+def test_floor_bench_prints_each_step_and_the_bound_it_implies() -> None:
+    out = _run_bench(None, "floor.py", "--tasks", "200")  # needs no broker
+    steps = ("decode envelope", "decode + validate payload", "encode running + succeeded")
+    for label in (*steps, "queue 2 records (no I/O)", "total per task"):
+        assert re.search(rf"^{re.escape(label)}\s+{_NUMBER} us$", out, re.M), out
+    assert re.search(rf"^at most, one core\s+{_NUMBER} tasks/s$", out, re.M), out

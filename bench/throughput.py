@@ -145,12 +145,33 @@ def bench_raw(bootstrap: str, n: int, value: bytes, drain: bool) -> float:
     """Raw confluent-kafka with the durability a submit has (idempotent, acks=all) and
     librdkafka's default batching. Both clients are connected and warm before the clock
     starts: one record goes through first."""
+    topic = topics.queue_topics(_new_queue(bootstrap, "raw")).main
+
+    def produce_one(producer: Any, i: int) -> None:
+        producer.produce(topic, value, f"k{i % 500}".encode())
+
+    return _timed_raw(bootstrap, n, drain, produce_one, raw_consumer_process, (topic,))
+
+
+def _new_queue(bootstrap: str, kind: str) -> Settings:
+    settings = _settings(bootstrap, f"{kind}{uuid.uuid4().hex[:6]}")
+    topics.ensure(settings)
+    return settings
+
+
+def _timed_raw(
+    bootstrap: str,
+    n: int,
+    drain: bool,
+    produce_one: Callable[[Any, int], None],
+    consumer: Callable[..., None],
+    consumer_args: tuple[Any, ...],
+) -> float:
+    """Records/s of a raw run: ``produce_one(producer, i)`` for each of ``n`` tasks while the
+    ``consumer`` process (``consumer(bootstrap, *consumer_args, n, out)``) reads them; one task
+    goes through first, untimed."""
     from confluent_kafka import Producer as RawProducer
 
-    prefix = f"raw{uuid.uuid4().hex[:6]}"
-    settings = _settings(bootstrap, prefix)
-    topics.ensure(settings)
-    topic = topics.queue_topics(settings).main
     producer = RawProducer(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
     )
@@ -159,7 +180,7 @@ def bench_raw(bootstrap: str, n: int, value: bytes, drain: bool) -> float:
         for i in range(count):
             while True:
                 try:
-                    producer.produce(topic, value, f"k{i % 500}".encode())
+                    produce_one(producer, i)
                     break
                 except BufferError:
                     producer.poll(0.01)
@@ -171,7 +192,7 @@ def bench_raw(bootstrap: str, n: int, value: bytes, drain: bool) -> float:
     produce(1)  # the warm-up record
     if drain:
         produce(n)
-    proc = mp.Process(target=raw_consumer_process, args=(bootstrap, topic, n, out))
+    proc = mp.Process(target=consumer, args=(bootstrap, *consumer_args, n, out))
     proc.start()
     _await_ready(out)
     start = time.time()
@@ -235,47 +256,15 @@ def bench_ceiling(
     wait for the status ack first, as a submit must), then ``running`` and ``succeeded`` from
     the consumer. What any Python implementation of this design could reach on this machine:
     a ceiling, so it takes every shortcut the design forbids."""
-    from confluent_kafka import Producer as RawProducer
-
-    prefix = f"ceil{uuid.uuid4().hex[:6]}"
-    settings = _settings(bootstrap, prefix)
-    topics.ensure(settings)
-    names = topics.queue_topics(settings)
+    names = topics.queue_topics(_new_queue(bootstrap, "ceil"))
     queued = statuses[0]
-    producer = RawProducer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
-    )
 
-    def produce(count: int) -> None:
-        for i in range(count):
-            while True:
-                try:
-                    producer.produce(names.status, queued, uuid.uuid4().hex.encode())
-                    producer.produce(names.main, value, f"k{i % 500}".encode())
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-            if i % 1000 == 0:
-                producer.poll(0)
-        producer.flush()
+    def produce_one(producer: Any, i: int) -> None:
+        producer.produce(names.status, queued, uuid.uuid4().hex.encode())
+        producer.produce(names.main, value, f"k{i % 500}".encode())
 
-    out: mp.Queue = mp.Queue()
-    produce(1)  # the warm-up record
-    if drain:
-        produce(n)
-    proc = mp.Process(
-        target=records_consumer_process,
-        args=(bootstrap, names.main, names.status, statuses[1:], n, out),
-    )
-    proc.start()
-    _await_ready(out)
-    start = time.time()
-    if not drain:
-        produce(n)
-    result = json.loads(out.get(timeout=600))
-    proc.join()
-    begin = result["first"] if drain else start
-    return n / (result["last"] - begin)
+    consumer_args = (names.main, names.status, statuses[1:])
+    return _timed_raw(bootstrap, n, drain, produce_one, records_consumer_process, consumer_args)
 
 
 def bench_streamjobs(bootstrap: str, n: int, drain: bool, exactly_once: bool = False) -> float:

@@ -11,7 +11,7 @@ single command (`streamjobs status TASK_ID`), so result expiry is `streamjobs pu
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -72,6 +72,17 @@ def _run_with_progress(label: str, job: Any) -> Any:
         return job(lambda done, total: bar.update(task, completed=done, total=max(total, done)))
 
 
+def _report(summary: Any, as_json: bool, counts: str, *, only_problems: bool) -> NoReturn:
+    """Print a replay or redrive summary (JSON, or its items and ``counts``); exit 1 if any
+    item failed."""
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        _echo_items(summary.items, only_problems=only_problems)
+        typer.echo(counts)
+    raise typer.Exit(1 if summary.failed else 0)
+
+
 def _echo_items(items: list[Any], only_problems: bool) -> None:
     for item in items:
         if only_problems and item.outcome not in ("skipped", "failed"):
@@ -116,13 +127,9 @@ def replay_command(
             progress=progress,
         ),
     )
-    if as_json:
-        typer.echo(json.dumps(summary.as_dict()))
-    else:
-        _echo_items(summary.items, only_problems=not dry_run)
-        verb = "would replay" if dry_run else "replayed"
-        typer.echo(f"{verb} {summary.replayed}, skipped {summary.skipped}, failed {summary.failed}")
-    raise typer.Exit(1 if summary.failed else 0)
+    verb = "would replay" if dry_run else "replayed"
+    counts = f"{verb} {summary.replayed}, skipped {summary.skipped}, failed {summary.failed}"
+    _report(summary, as_json, counts, only_problems=not dry_run)
 
 
 @dlq_app.command("list")
@@ -203,13 +210,9 @@ def dlq_redrive(
             progress=progress,
         ),
     )
-    if as_json:
-        typer.echo(json.dumps(summary.as_dict()))
-    else:
-        _echo_items(summary.items, only_problems=False)
-        verb = "would redrive" if dry_run else "redriven"
-        typer.echo(f"{verb} {summary.redriven}, skipped {summary.skipped}, failed {summary.failed}")
-    raise typer.Exit(1 if summary.failed else 0)
+    verb = "would redrive" if dry_run else "redriven"
+    counts = f"{verb} {summary.redriven}, skipped {summary.skipped}, failed {summary.failed}"
+    _report(summary, as_json, counts, only_problems=False)
 
 
 def inspect_command(

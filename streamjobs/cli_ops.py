@@ -43,12 +43,15 @@ class _Failing:
             raise fail(str(exc), code=1) from exc
 
 
-def parse_time(text: str) -> Any:
-    """An ISO 8601 time (no zone = this machine's local time) or a duration ago (``90m``)."""
+def parse_time(text: str | None) -> Any:
+    """An ISO 8601 time (no zone = this machine's local time) or a duration ago (``90m``);
+    None when the option was not given."""
     from datetime import UTC, datetime
 
     from streamjobs.settings import parse_duration
 
+    if not text:
+        return None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -118,9 +121,9 @@ def replay_command(
             topic=topic,
             partition=partition,
             from_offset=from_offset,
-            from_time=parse_time(from_time) if from_time else None,
+            from_time=parse_time(from_time),
             to_offset=to_offset,
-            to_time=parse_time(to_time) if to_time else None,
+            to_time=parse_time(to_time),
             task=task,
             dry_run=dry_run,
             force=force,
@@ -150,7 +153,7 @@ def dlq_list(
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
     with _Failing():
         letters = redrive.list_dead_letters(
-            settings, reason=reason, task=task, since=parse_time(since) if since else None
+            settings, reason=reason, task=task, since=parse_time(since)
         )
     if as_json:
         typer.echo(json.dumps([d.as_dict() for d in letters]))
@@ -204,7 +207,7 @@ def dlq_redrive(
             settings,
             reason=reason,
             task=task,
-            since=parse_time(since) if since else None,
+            since=parse_time(since),
             refs=ref or None,
             dry_run=dry_run,
             progress=progress,

@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import _sample_records, registry  # the same task and records
+from throughput import SAMPLE_WHERE, _sample_records, registry  # the same task and records
 
 from streamjobs import status
 from streamjobs.models import TaskState
@@ -36,13 +36,6 @@ def steps() -> list[tuple[str, Callable[[], Any]]]:
     value, statuses = _sample_records()
     envelope = ENVELOPE.decode(value)
     handler = registry.get("Noop")
-    where = {
-        "topic": "sj000000.default",
-        "partition": 0,
-        "offset": 1,
-        "worker_id": "host-1234-aaaaaa",
-        "trace_id": None,
-    }
     # nothing listens on port 1 and the linger outlasts the run: records are only queued
     producer = Producer(
         {
@@ -58,7 +51,7 @@ def steps() -> list[tuple[str, Callable[[], Any]]]:
         return None
 
     def encode_statuses() -> None:
-        run = status.AttemptStatuses(envelope, where)
+        run = status.AttemptStatuses(envelope, SAMPLE_WHERE)
         run.encode(TaskState.RUNNING)
         run.encode(TaskState.SUCCEEDED, result_json(None))
 

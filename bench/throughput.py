@@ -394,6 +394,16 @@ def _median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[flo
     return statistics.median(figures), figures
 
 
+# where a sample run took its record: names as long as the bench's (topic, worker id)
+SAMPLE_WHERE: dict[str, Any] = {
+    "topic": "sj000000.default",
+    "partition": 0,
+    "offset": 1,
+    "worker_id": "host-1234-aaaaaa",
+    "trace_id": None,
+}
+
+
 def _sample_records() -> tuple[bytes, tuple[bytes, bytes, bytes]]:
     """The bytes of a real no-op task record and of its ``queued``, ``running`` and
     ``succeeded`` status records, for the raw baselines."""
@@ -403,7 +413,6 @@ def _sample_records() -> tuple[bytes, tuple[bytes, bytes, bytes]]:
     from streamjobs.tasktypes import TaskType
 
     task_type = TaskType(Noop, "Noop")
-    topic = "sj000000.default"  # as long as the bench's topic names
     envelope: dict[str, Any] = {
         "task_id": uuid.uuid4().hex,
         "task": "Noop",
@@ -418,10 +427,9 @@ def _sample_records() -> tuple[bytes, tuple[bytes, bytes, bytes]]:
         "submitted_at_ms": int(time.time() * 1000),
         "origin": None,
     }
-    where = {"topic": topic, "partition": 0, "offset": 1, "trace_id": None}
-    run = status.AttemptStatuses(envelope, {**where, "worker_id": f"host-1234-{'a' * 6}"})
+    run = status.AttemptStatuses(envelope, SAMPLE_WHERE)
     return _ENVELOPE.encode(envelope), (
-        status.encode_status(envelope, TaskState.QUEUED, topic=topic),
+        status.encode_status(envelope, TaskState.QUEUED, topic=SAMPLE_WHERE["topic"]),
         run.encode(TaskState.RUNNING),
         run.encode(TaskState.SUCCEEDED, "null"),
     )

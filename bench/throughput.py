@@ -115,6 +115,18 @@ def raw_consumer_process(bootstrap: str, topic: str, expect: int, out: mp.Queue)
     """The baseline: one confluent-kafka consumer, manual async commits every 200 ms. Says
     "ready" once it has read the warm-up record, then counts ``expect`` more."""
     consumer = _raw_consumer(bootstrap, topic, "raw")
+    count, first, last = _count_records(consumer, expect, out)
+    _final_commit(consumer)
+    consumer.close()
+    out.put(json.dumps({"count": count, "first": first, "last": last}))
+
+
+def _count_records(
+    consumer: Any, expect: int, out: mp.Queue, on_batch: Callable[[list[Any]], None] | None = None
+) -> tuple[int, float, float]:
+    """Read until ``expect`` records after the warm-up one (saying "ready" on it), committing
+    asynchronously every 200 ms; ``on_batch`` sees each batch read. Returns the count and the
+    times of the first counted record and of the last batch."""
     count, first, last, last_commit = -1, 0.0, 0.0, time.time()  # -1: the warm-up record
     while count < expect:
         messages = consumer.consume(1000, timeout=0.05)
@@ -128,12 +140,12 @@ def raw_consumer_process(bootstrap: str, topic: str, expect: int, out: mp.Queue)
             count += 1
         if messages:
             last = time.time()
+            if on_batch is not None:
+                on_batch(messages)
         if time.time() - last_commit > 0.2:
             consumer.commit(asynchronous=True)
             last_commit = time.time()
-    _final_commit(consumer)
-    consumer.close()
-    out.put(json.dumps({"count": count, "first": first, "last": last}))
+    return count, first, last
 
 
 def _await_ready(out: mp.Queue) -> None:
@@ -223,24 +235,17 @@ def records_consumer_process(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2}
     )
     running, succeeded = statuses
-    count, first, last_commit = -1, 0.0, time.time()  # -1: the warm-up record
-    while count < expect:
-        messages = consumer.consume(1000, timeout=0.05)
+
+    def write_outcomes(messages: list[Any]) -> None:
         for message in messages:
             if message.error():
                 continue
             task_id = b"%d:%d" % (message.partition(), message.offset())
             producer.produce(status_topic, running, task_id)
             producer.produce(status_topic, succeeded, task_id)
-            if count == -1:
-                out.put("ready")
-            elif count == 0:
-                first = time.time()
-            count += 1
         producer.poll(0)
-        if time.time() - last_commit > 0.2:
-            consumer.commit(asynchronous=True)
-            last_commit = time.time()
+
+    count, first, _ = _count_records(consumer, expect, out, write_outcomes)
     producer.flush()
     last = time.time()  # every outcome is acknowledged
     _final_commit(consumer)

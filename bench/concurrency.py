@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, Worker, topics
-from streamjobs.broker import given_or_local
+from streamjobs.dev.kafka import given_or_local
 
 SLEEP_S = 0.05
 KEYS = 64

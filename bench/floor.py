@@ -26,8 +26,8 @@ from throughput import SAMPLE_WHERE, _sample_records, registry  # the same task 
 
 from streamjobs import status
 from streamjobs.models import TaskState
-from streamjobs.outcomes import ENVELOPE
-from streamjobs.runner import result_json
+from streamjobs.worker.handler_call import result_json
+from streamjobs.worker.outcomes import ENVELOPE
 
 
 def steps() -> list[tuple[str, Callable[[], Any]]]:

@@ -15,7 +15,7 @@ times, in records/s:
 No worker runs, and no tracing provider is installed (``streamjobs replay`` installs none).
 Prints the median of --runs runs, every run, and the chunked replay's speed-up over both
 one-at-a-time figures. Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker
-(streamjobs.broker).
+(streamjobs.dev.kafka).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamjobs import Producer, Settings, Task, topics
-from streamjobs.broker import given_or_local
 from streamjobs.client import read_range
-from streamjobs.replay import ENVELOPE, plan_ranges, replay
+from streamjobs.dev.kafka import given_or_local
+from streamjobs.ops.replay import ENVELOPE, plan_ranges, replay
 
 PARTITIONS = 6
 

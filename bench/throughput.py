@@ -12,7 +12,7 @@ Prints, for N no-op tasks with one worker process:
     commit after outcome); tasks/s end to end and draining a full queue; ratios to both;
   * submit-to-start latency p50/p99 at a paced rate (one `submit()` per task), in two rounds
     taking turns with raw: the broker's first minute of paced traffic, then the steady state.
-Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker (streamjobs.broker).
+Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker (streamjobs.dev.kafka).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, Worker, topics
-from streamjobs.broker import given_or_local
+from streamjobs.dev.kafka import given_or_local
 
 
 class Noop(Task):

@@ -17,7 +17,7 @@ submitter share a clock), and prints:
     first time, then ``--drain`` tasks that fail once and succeed from a 100ms retry tier;
     tasks/s and process CPU time per task of each (the broker runs in another process and is
     not counted), and the difference: the extra cost per task of one trip through a tier.
-Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker (streamjobs.broker).
+Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker (streamjobs.dev.kafka).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamjobs import Producer, Retry, Settings, Task, TaskRegistry, Worker, topics
-from streamjobs.broker import given_or_local
+from streamjobs.dev.kafka import given_or_local
 from streamjobs.retry import pick_tier
 from streamjobs.settings import format_duration
 

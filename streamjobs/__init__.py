@@ -18,7 +18,7 @@ from streamjobs.registry import TaskRegistry
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
 from streamjobs.taskhandle import TaskHandle
-from streamjobs.worker import Worker
+from streamjobs.worker.loop import Worker
 
 __all__ = [
     "BadInput",

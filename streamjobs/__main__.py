@@ -1,5 +1,5 @@
 """``python -m streamjobs``: the same as the ``streamjobs`` command."""
 
-from streamjobs.cli import app
+from streamjobs.cli.app import app
 
 app()

@@ -2,7 +2,7 @@
 
 Owns handler registration (a decorator, by task type), payload decoding into the task model
 (resolving older writer schemas) and validation errors as ``InvalidArgs``. Does not run handlers
-or route failures (:mod:`streamjobs.worker`, :mod:`streamjobs.retry`). Nothing is looked up by
+or route failures (:mod:`streamjobs.worker.loop`, :mod:`streamjobs.retry`). Nothing is looked up by
 importing names found in records: a task type unknown here is ``UnknownTask``.
 """
 

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=1000, ge=1)
     # key_ordered only: tasks held back behind a retry of their key. At this many the worker
     # pauses its main-topic partitions (tiers keep flowing) until half of them are released;
-    # parked tasks stay below max_parked + max_in_flight (see streamjobs.worker)
+    # parked tasks stay below max_parked + max_in_flight (see streamjobs.worker.loop)
     max_parked: int = Field(default=1000, ge=1)
     task_timeout: timedelta | None = None
     commit_interval: timedelta = timedelta(milliseconds=200)

@@ -89,7 +89,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _local_broker(workdir: Path, problems: list[str]) -> Iterator[str]:
     # Imported here so that a unit-test run never depends on the broker module importing.
-    from streamjobs.broker import LocalBroker
+    from streamjobs.dev.kafka import LocalBroker
 
     broker = LocalBroker(workdir)
     try:

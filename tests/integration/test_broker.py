@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs.broker import LocalBroker, default_cache_dir, down, running_pid, up
 from streamjobs.client import cluster_ready
+from streamjobs.dev.kafka import LocalBroker, default_cache_dir, down, running_pid, up
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, client
-from streamjobs.quarantine import StartLedger
 from streamjobs.topics import queue_topics
+from streamjobs.worker.quarantine import StartLedger
 from tests.integration.conftest import ThreadWorker, all_succeeded
 from tests.support import wait_for
 

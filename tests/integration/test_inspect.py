@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, status
 from streamjobs.cli import app
-from streamjobs.inspection import inspect, render_text
+from streamjobs.ops.inspect import inspect, render_text
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import RawProducer, ThreadWorker, state_of, worker_env
 from tests.support import wait_for

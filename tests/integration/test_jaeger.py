@@ -1,7 +1,7 @@
 """End to end with a real Jaeger: one trace per task across the submitting and consuming process.
 
 Jaeger v2 is built from the Go module proxy into ``~/.cache/streamjobs/jaeger/`` when missing
-(minutes, once; see :mod:`streamjobs.jaeger`) and runs in memory on free 127.0.0.1 ports. The
+(minutes, once; see :mod:`streamjobs.dev.jaeger`) and runs in memory on free 127.0.0.1 ports. The
 worker is a real ``streamjobs consume`` process exporting over OTLP/HTTP under its own service
 name; the test process submits under ``streamjobs-tests`` through the session's test provider,
 routed to the same Jaeger for the test's duration. Everything is read back from Jaeger's HTTP API.
@@ -26,9 +26,9 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from streamjobs import Producer, Settings, TaskState
-from streamjobs.jaeger import JaegerPorts, LocalJaeger, default_cache_dir, down, running_pid, up
+from streamjobs.dev.jaeger import JaegerPorts, LocalJaeger, default_cache_dir, down, running_pid, up
+from streamjobs.ops.traceview import fetch_trace, find_trace_by_task, render
 from streamjobs.topics import queue_topics
-from streamjobs.traceview import fetch_trace, find_trace_by_task, render
 from streamjobs.tracing import otlp_traces_url
 from tests.integration.conftest import REPO_ROOT, latest, worker_env
 from tests.integration.jaeger_tasks import Flaky

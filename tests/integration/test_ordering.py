@@ -15,8 +15,8 @@ import pytest
 from confluent_kafka import Producer as KafkaProducer
 
 from streamjobs import Producer, Settings, Task, TaskRegistry
-from streamjobs.ordering import KeyGate, Release, Slot
 from streamjobs.topics import queue_topics
+from streamjobs.worker.keyorder import KeyGate, Release, Slot
 from tests.integration.conftest import (
     Membership,
     ThreadWorker,

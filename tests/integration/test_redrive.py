@@ -23,8 +23,8 @@ from streamjobs import (
 )
 from streamjobs.cli import app
 from streamjobs.errors import ConfigError
+from streamjobs.ops.deadletters import list_dead_letters, read_ledger, redrive, show
 from streamjobs.producer import Resubmission
-from streamjobs.redrive import list_dead_letters, read_ledger, redrive, show
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
     RawProducer,

@@ -25,8 +25,8 @@ from streamjobs import (
     status,
 )
 from streamjobs.cli import app
+from streamjobs.ops.replay import replay
 from streamjobs.producer import Resubmission
-from streamjobs.replay import replay
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
     RawProducer,

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, status
 from streamjobs.cli import app
-from streamjobs.retention import purge
+from streamjobs.ops.purge import purge
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
     ThreadWorker,

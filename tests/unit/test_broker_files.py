@@ -1,6 +1,6 @@
 """The local broker's packaged copies of deploy/kafka/* stay identical to the files.
 
-:mod:`streamjobs.broker` uses the files from a checkout and its string constants when installed,
+:mod:`streamjobs.dev.kafka` uses the files from a checkout and its string constants when installed,
 so the two must never drift. No broker and no Maven here: only file contents and rendering.
 """
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs import broker, kafkadist
+from streamjobs.dev import kafka as broker
+from streamjobs.dev import kafka_jars as kafkadist
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 

@@ -70,7 +70,7 @@ def test_topics_are_ensured_once_kafka_is_healthy(compose: dict[str, Any]) -> No
 def test_worker_consumes_the_demo_registry_with_tracing(compose: dict[str, Any]) -> None:
     worker = compose["services"]["worker"]
     assert worker["build"]["dockerfile"] == "deploy/Dockerfile"
-    assert worker["command"] == ["streamjobs", "consume", "streamjobs.demo:registry"]
+    assert worker["command"] == ["streamjobs", "consume", "streamjobs.dev.demo:registry"]
     assert worker["environment"] == {
         "STREAMJOBS_BOOTSTRAP_SERVERS": "kafka:9092",
         "STREAMJOBS_OTLP_ENDPOINT": "http://jaeger:4318",

@@ -1,4 +1,4 @@
-"""streamjobs.executor: serial per key, parallel across keys, never blocking the caller.
+"""streamjobs.worker.executor: serial per key, parallel across keys, never blocking the caller.
 
 Synchronisation is by events and barriers with deadlines, never by sleeping.
 """
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from streamjobs.executor import KeyedExecutor, WorkItem
+from streamjobs.worker.executor import KeyedExecutor, WorkItem
 
 DEADLINE = 10.0  # seconds; only reached when the behaviour under test is broken
 
@@ -215,7 +215,7 @@ def test_an_item_that_raises_is_logged_and_the_next_item_of_its_key_still_runs(
     def boom() -> None:
         raise ValueError("handler bug")
 
-    with caplog.at_level(logging.ERROR, logger="streamjobs.executor"):
+    with caplog.at_level(logging.ERROR, logger="streamjobs.worker.executor"):
         executor.submit("k", boom)
         executor.submit("k", next_ran.set)
         assert next_ran.wait(DEADLINE)

@@ -1,4 +1,4 @@
-"""streamjobs.inspection presentation: the tables people read and the JSON scripts parse."""
+"""streamjobs.ops.inspect presentation: the tables people read and the JSON scripts parse."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from streamjobs.inspection import (
+from streamjobs.ops.deadletters import DeadLetterInfo
+from streamjobs.ops.inspect import (
     PartitionLag,
     Report,
     TierBacklog,
     render_dead_letters,
     render_text,
 )
-from streamjobs.redrive import DeadLetterInfo
 
 NOW_MS = 1_800_000_000_000
 

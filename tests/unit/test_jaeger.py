@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from streamjobs import jaeger, jaegerdist, localproc
+from streamjobs.dev import jaeger
+from streamjobs.dev import jaeger_build as jaegerdist
+from streamjobs.dev import processes as localproc
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "deploy" / "jaeger" / "config.yaml"
@@ -78,6 +80,6 @@ def test_the_modules_import_neither_kafka_nor_opentelemetry(module: ModuleType) 
     }
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     ours = {name for name in imported if name.startswith("streamjobs")}
-    assert ours <= {"streamjobs.errors", "streamjobs.jaegerdist", "streamjobs.localproc"}
+    assert ours <= {"streamjobs.errors", "streamjobs.dev.jaeger_build", "streamjobs.dev.processes"}
     others = {name.split(".")[0] for name in imported - ours} - {"__future__"}
     assert others <= set(sys.stdlib_module_names), others - set(sys.stdlib_module_names)

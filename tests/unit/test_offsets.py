@@ -1,4 +1,4 @@
-"""streamjobs.offsets: the highest contiguous completed offset of a partition."""
+"""streamjobs.worker.offsets: the highest contiguous completed offset of a partition."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from streamjobs.offsets import OffsetTracker
+from streamjobs.worker.offsets import OffsetTracker
 
 
 def _tracker(*offsets: int) -> OffsetTracker:

@@ -1,8 +1,8 @@
-"""streamjobs.ordering: the key_ordered gate parks tasks behind a retry and counts them."""
+"""streamjobs.worker.keyorder: the key_ordered gate parks tasks behind a retry and counts them."""
 
 from __future__ import annotations
 
-from streamjobs.ordering import KeyGate
+from streamjobs.worker.keyorder import KeyGate
 
 
 def test_tasks_of_a_key_in_retry_are_parked_and_released_in_order_when_it_ends() -> None:

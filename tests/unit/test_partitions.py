@@ -1,4 +1,5 @@
-"""streamjobs.partitions: why a partition is paused, and that it resumes only with no reason left.
+"""streamjobs.worker.partitions: why a partition is paused, and that it resumes only with no
+reason left.
 
 No broker: a recording stand-in for the consumer notes every pause, resume and seek.
 """
@@ -9,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from streamjobs import partitions
-from streamjobs.partitions import Assigned, ParkingLimit, Partition, Pause, TopicKey
 from streamjobs.settings import Settings
+from streamjobs.worker import partitions
+from streamjobs.worker.partitions import Assigned, ParkingLimit, Partition, Pause, TopicKey
 
 MAIN = "sj.default"
 TIER = "sj.default.retry.1s"

@@ -13,8 +13,8 @@ import pytest
 from streamjobs import Producer, Settings, Task
 from streamjobs.errors import ConfigError, PayloadTooLarge
 from streamjobs.models import TaskState
+from streamjobs.ops.replay import Chunks
 from streamjobs.producer import Resubmission
-from streamjobs.replay import Chunks
 from streamjobs.status import decode_status
 from streamjobs.tasktypes import TaskType
 

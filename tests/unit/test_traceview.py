@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from streamjobs.errors import StreamJobsError
-from streamjobs.traceview import fetch_trace, render
+from streamjobs.ops.traceview import fetch_trace, render
 
 DATA = Path(__file__).parent / "data"
 

@@ -378,7 +378,7 @@ def test_the_library_path_never_imports_the_sdk() -> None:
     out = _python(
         """
         import sys
-        import streamjobs, streamjobs.producer, streamjobs.worker, streamjobs.tracing
+        import streamjobs, streamjobs.producer, streamjobs.worker.loop, streamjobs.tracing
         print(sorted(m for m in sys.modules if m.startswith("opentelemetry.sdk")))
         """
     )

@@ -3,7 +3,7 @@ command line, and the error exit.
 
 Owns the ``--bootstrap-servers``, ``--topic-prefix`` and ``--queue`` options, turning the given
 values (over STREAMJOBS_* variables) into Settings, and the ``error: ...`` message with its exit
-code. Defines no command: :mod:`streamjobs.cli` and :mod:`streamjobs.cli_ops` do.
+code. Defines no command: :mod:`streamjobs.cli.app` and :mod:`streamjobs.cli.ops` do.
 """
 
 from __future__ import annotations

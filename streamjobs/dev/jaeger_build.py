@@ -2,8 +2,8 @@
 
 Owns the Jaeger version, its configuration (:data:`CONFIG_YAML`: OTLP in, traces kept in memory,
 HTTP query API out) and building the ``jaeger`` binary once into a cache directory outside the
-repository (:func:`ensure_binary`). Does not start or stop processes (:mod:`streamjobs.jaeger`
-does, through :mod:`streamjobs.localproc`).
+repository (:func:`ensure_binary`). Does not start or stop processes (:mod:`streamjobs.dev.jaeger`
+does, through :mod:`streamjobs.dev.processes`).
 
 Why the build is done this way: Jaeger v2 lives in the module ``github.com/jaegertracing/jaeger``
 (no ``/v2``), so ``go install .../cmd/jaeger@v2.x.y`` is refused; a proxy that serves only
@@ -12,7 +12,7 @@ the tag's ``replace`` directive. The v1.76.0 tag carries Jaeger v2.13.0's ``cmd/
 ``go mod download`` fetches that module and ``go build`` *inside* it, where the ``replace``
 applies, builds the binary: about six minutes on two cores the first time, seconds once Go's build
 cache is warm. That binary has no UI assets; its HTTP API (``/api/services``, ``/api/traces``)
-is complete, and :mod:`streamjobs.traceview` draws a trace in a terminal. The Go build inherits
+is complete, and :mod:`streamjobs.ops.traceview` draws a trace in a terminal. The Go build inherits
 our environment, as Go needs ``HOME``, ``PATH`` and ``GOPROXY``.
 
 ``deploy/jaeger/config.yaml`` is the readable copy of :data:`CONFIG_YAML`; from a checkout the
@@ -30,8 +30,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from streamjobs.dev.processes import locked, tail
 from streamjobs.errors import ConfigError
-from streamjobs.localproc import locked, tail
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ JAEGER_VERSION = "2.13.0"
 #: ``deploy/jaeger/config.yaml``: the Jaeger v2 (OpenTelemetry Collector) configuration.
 CONFIG_YAML = """\
 # Jaeger v2 for development and tests: OTLP in, traces kept in memory, HTTP query API out.
-# Everything binds 127.0.0.1. streamjobs/jaeger.py starts the binary with this file and sets
+# Everything binds 127.0.0.1. streamjobs/dev/jaeger.py starts the binary with this file and sets
 # the STREAMJOBS_JAEGER_* variables to free ports; by hand the defaults below apply:
 #   jaeger --config deploy/jaeger/config.yaml
 service:

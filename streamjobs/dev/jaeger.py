@@ -5,7 +5,7 @@ ports, waiting until its query API answers, and stopping it by PID. Two ways to 
 
 * :class:`LocalJaeger` is a child process owned by the caller (a test fixture), on free ports;
 * :func:`up` / :func:`down` manage a detached one per query port that outlives the command that
-  started it (``make jaeger-up``, ``python -m streamjobs.jaeger up``).
+  started it (``make jaeger-up``, ``python -m streamjobs.dev.jaeger up``).
 
 Deliberately does not: import the Kafka client or OpenTelemetry; pass our environment to Jaeger
 (it runs with its four port variables only); or signal a process it cannot prove it started:
@@ -13,8 +13,8 @@ processes are found by PID and checked against their command line, never by name
 (``/proc``, ``flock``).
 
 The Jaeger version, its configuration and building the binary with Go live in
-:mod:`streamjobs.jaegerdist`; starting, proving and stopping processes by PID in
-:mod:`streamjobs.localproc`.
+:mod:`streamjobs.dev.jaeger_build`; starting, proving and stopping processes by PID in
+:mod:`streamjobs.dev.processes`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from streamjobs.errors import ConfigError, StreamJobsError
-from streamjobs.jaegerdist import (
+from streamjobs.dev.jaeger_build import (
     CONFIG_YAML,
     JAEGER_MODULE,
     JAEGER_MODULE_VERSION,
@@ -41,7 +40,7 @@ from streamjobs.jaegerdist import (
     default_cache_dir,
     ensure_binary,
 )
-from streamjobs.localproc import (
+from streamjobs.dev.processes import (
     HOST,
     ChildProcess,
     NotReady,
@@ -51,6 +50,7 @@ from streamjobs.localproc import (
     rotate_log,
     tail,
 )
+from streamjobs.errors import ConfigError, StreamJobsError
 
 __all__ = [
     "CONFIG_YAML",
@@ -260,10 +260,10 @@ def down(query_port: int = 16686, cache_dir: Path | None = None) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m streamjobs.jaeger build|up|down|status [--query-port N] [...]``."""
+    """``python -m streamjobs.dev.jaeger build|up|down|status [--query-port N] [...]``."""
     defaults = JaegerPorts()
     parser = argparse.ArgumentParser(
-        prog="python -m streamjobs.jaeger",
+        prog="python -m streamjobs.dev.jaeger",
         description=f"Build and run a local in-memory Jaeger {JAEGER_VERSION} on 127.0.0.1.",
     )
     parser.add_argument("action", choices=("build", "up", "down", "status"))

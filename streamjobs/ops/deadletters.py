@@ -34,8 +34,7 @@ from streamjobs.codec import decode_body
 from streamjobs.deadletter import decode_dead_letter
 from streamjobs.errors import BadInput, ConfigError, StreamJobsError, SubmitError
 from streamjobs.models import TaskState
-from streamjobs.producer import Producer, Resubmission
-from streamjobs.replay import (
+from streamjobs.ops.replay import (
     CHUNK_SIZE,
     ENVELOPE,
     Chunks,
@@ -44,6 +43,7 @@ from streamjobs.replay import (
     plan_ranges,
     to_ms,
 )
+from streamjobs.producer import Producer, Resubmission
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView

@@ -12,8 +12,8 @@ that record their progress:
   shutdown) and, after an aborted transaction, a rewind to the committed offsets.
 
 Runs on the poll thread: librdkafka calls the rebalance and commit callbacks from ``consume``.
-Does not consume, route or run tasks (:mod:`streamjobs.worker`), decide when partitions pause
-(:mod:`streamjobs.partitions`) or write outcomes (:mod:`streamjobs.outcomes`).
+Does not consume, route or run tasks (:mod:`streamjobs.worker.loop`), decide when partitions pause
+(:mod:`streamjobs.worker.partitions`) or write outcomes (:mod:`streamjobs.worker.outcomes`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 
 from streamjobs import client
 from streamjobs.errors import KafkaUnavailable, StreamJobsError
-from streamjobs.ordering import KeyOrder
-from streamjobs.outcomes import OutcomeWriter, TransactionAborted, TransactionalWriter
-from streamjobs.partitions import Assigned, Partition, TopicKey
-from streamjobs.quarantine import StartLedger
 from streamjobs.settings import Settings
+from streamjobs.worker.keyorder import KeyOrder
+from streamjobs.worker.outcomes import OutcomeWriter, TransactionAborted, TransactionalWriter
+from streamjobs.worker.partitions import Assigned, Partition, TopicKey
+from streamjobs.worker.quarantine import StartLedger
 
 _log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ more reasons (:class:`Pause`) and resumed only when the last of them is gone:
 
 Partitions are paused rather than the poll thread put to sleep, so the group never sees a silent
 member. Pausing makes librdkafka drop what it prefetched, so resuming seeks back to the first
-record not yet taken. Does not consume, commit or run tasks (:mod:`streamjobs.worker`), nor
-decide which tasks park (:mod:`streamjobs.ordering`).
+record not yet taken. Does not consume, commit or run tasks (:mod:`streamjobs.worker.loop`), nor
+decide which tasks park (:mod:`streamjobs.worker.keyorder`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 
 from streamjobs import client, status
-from streamjobs.offsets import OffsetTracker
 from streamjobs.settings import Settings
+from streamjobs.worker.offsets import OffsetTracker
 
 TopicKey = tuple[str, int]
 _log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The demo behind ``make demo``: a worker and a burst of tasks on the local broker.
 
 Owns the demo task types and handlers (also usable as ``streamjobs consume
-streamjobs.demo:registry``, as docker-compose does) and the run that submits tasks, shows
+streamjobs.dev.demo:registry``, as docker-compose does) and the run that submits tasks, shows
 progress and checks every outcome on the status topic. Not part of the library API.
 """
 
@@ -21,7 +21,7 @@ from streamjobs.models import Task, TaskState
 from streamjobs.producer import Producer
 from streamjobs.registry import TaskRegistry
 from streamjobs.settings import Settings
-from streamjobs.worker import Worker
+from streamjobs.worker.loop import Worker
 
 registry = TaskRegistry()
 

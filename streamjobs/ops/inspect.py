@@ -27,8 +27,8 @@ from rich.text import Text
 from streamjobs import client, status
 from streamjobs.client import OffsetRange, read_range
 from streamjobs.errors import BadInput
-from streamjobs.redrive import DeadLetterInfo, list_dead_letters
-from streamjobs.replay import ENVELOPE
+from streamjobs.ops.deadletters import DeadLetterInfo, list_dead_letters
+from streamjobs.ops.replay import ENVELOPE
 from streamjobs.settings import Settings, format_duration
 from streamjobs.topics import QueueTopics, queue_topics
 

@@ -1,11 +1,11 @@
 """The ``streamjobs`` command line: parses arguments, builds Settings, delegates. typer's home,
-with :mod:`streamjobs.cli_args` (the shared options) and :mod:`streamjobs.cli_ops`.
+with :mod:`streamjobs.cli.options` (the shared options) and :mod:`streamjobs.cli.ops`.
 
 Owns the ``app`` (the console entry point), the core commands (``consume``, ``topics``,
 ``status``, ``dev-broker``, ``demo``, ``settings``), the signal handlers of ``consume``
 (SIGTERM/SIGINT → graceful stop), exit codes and human-readable output. The operator commands
 on a queue's records (``replay``, ``dlq``, ``inspect``, ``purge``, ``trace``) live in
-:mod:`streamjobs.cli_ops`, registered on this app. Does not implement behaviour: every command
+:mod:`streamjobs.cli.ops`, registered on this app. Does not implement behaviour: every command
 calls into the library module that owns it.
 """
 
@@ -21,8 +21,9 @@ from typing import Annotated, Any
 
 import typer
 
-from streamjobs import broker, cli_ops, status, topics
-from streamjobs.cli_args import Bootstrap, Prefix, Queue, build_settings, fail
+from streamjobs import status, topics
+from streamjobs.cli import ops as cli_ops
+from streamjobs.cli.options import Bootstrap, Prefix, Queue, build_settings, fail
 from streamjobs.errors import StreamJobsError
 from streamjobs.registry import TaskRegistry
 
@@ -73,7 +74,7 @@ def consume(
 ) -> None:
     """Run a worker in the queue's consumer group until SIGTERM/SIGINT."""
     from streamjobs import tracing
-    from streamjobs.worker import Worker
+    from streamjobs.worker.loop import Worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     settings = build_settings(
@@ -188,6 +189,8 @@ def broker_up(
     cache_dir: Annotated[Path | None, typer.Option(help="Jar and data cache.")] = None,
 ) -> None:
     """Start (or reuse) a local KRaft broker and print its bootstrap address."""
+    from streamjobs.dev import kafka as broker
+
     try:
         typer.echo(broker.up(port, cache_dir))
     except StreamJobsError as exc:
@@ -200,6 +203,8 @@ def broker_down(
     cache_dir: Annotated[Path | None, typer.Option(help="Jar and data cache.")] = None,
 ) -> None:
     """Stop the local broker started by `dev-broker up` (by its PID)."""
+    from streamjobs.dev import kafka as broker
+
     typer.echo("stopped" if broker.down(port, cache_dir) else "not running")
 
 
@@ -210,7 +215,7 @@ def demo(
     keys: Annotated[int, typer.Option(help="How many distinct ordering keys.")] = 200,
 ) -> None:
     """Submit a few thousand tasks across many keys to a worker and report the outcome."""
-    from streamjobs import demo as demo_module
+    from streamjobs.dev import demo as demo_module
 
     settings = build_settings(
         bootstrap_servers=bootstrap_servers,

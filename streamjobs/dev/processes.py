@@ -6,8 +6,9 @@ or detached, outliving the command that started it, with its PID recorded in a p
 waiting for readiness while the process lives (:func:`wait_until`); stopping by PID, SIGTERM then
 SIGKILL (:func:`terminate`); and what goes with them: loopback ports, log tails, ``flock`` locks.
 
-Deliberately does not: know what it runs or how to tell that it is ready (:mod:`streamjobs.broker`
-and :mod:`streamjobs.jaeger` pass the command line and the readiness check), find or signal a
+Deliberately does not: know what it runs or how to tell that it is ready
+(:mod:`streamjobs.dev.kafka`
+and :mod:`streamjobs.dev.jaeger` pass the command line and the readiness check), find or signal a
 process by name (only a PID it recorded and whose command line it checked), or read the
 environment (a child gets the ``env`` it is given, else inherits ours). Linux only: it reads
 ``/proc`` and uses ``flock``.

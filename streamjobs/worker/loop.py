@@ -7,7 +7,8 @@ by Kafka. Handlers run on a per-key serial executor so the poll loop never block
 tier records that are not yet due pause their partition instead of sleeping the thread; bad input
 is dead-lettered with a reason and never stops the loop; ``key_ordered`` tasks parked behind a
 retry are bounded by pausing main-topic intake. Rebalances and commits are
-:mod:`streamjobs.rebalance`'s. Does not parse command lines or install signal handlers (the CLI
+:mod:`streamjobs.worker.handover`'s. Does not parse command lines or install signal handlers
+(the CLI
 does), so a Worker runs fine in a test thread.
 """
 
@@ -25,19 +26,25 @@ from typing import Any
 
 from streamjobs import client, status, tracing
 from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
-from streamjobs.executor import KeyedExecutor
 from streamjobs.models import TaskState
-from streamjobs.ordering import KeyOrder
-from streamjobs.outcomes import ENVELOPE, Builder, OutcomeWriter, OutRecord, TransactionalWriter
-from streamjobs.partitions import Assigned, Partition
-from streamjobs.quarantine import StartLedger
-from streamjobs.rebalance import Handover
 from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import DeadLetter, RetryPolicy, clamp_attempt, decide, pick_tier
-from streamjobs.runner import HandlerRunner
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
+from streamjobs.worker.executor import KeyedExecutor
+from streamjobs.worker.handler_call import HandlerRunner
+from streamjobs.worker.handover import Handover
+from streamjobs.worker.keyorder import KeyOrder
+from streamjobs.worker.outcomes import (
+    ENVELOPE,
+    Builder,
+    OutcomeWriter,
+    OutRecord,
+    TransactionalWriter,
+)
+from streamjobs.worker.partitions import Assigned, Partition
+from streamjobs.worker.quarantine import StartLedger
 
 _log = logging.getLogger(__name__)
 _BATCH = 500
@@ -241,7 +248,7 @@ class Worker:
         self._writer = self._ledger = None
         self._handover_now = None
 
-    # -- rebalances and commits (streamjobs.rebalance) ---------------------------------------
+    # -- rebalances and commits (streamjobs.worker.handover) ---------------------------------------
 
     # librdkafka calls these from consume(), on the poll thread; they are the Worker's own so
     # that the consumer holds no reference to the writer or the ledger once the worker stops

@@ -1,10 +1,11 @@
 """The operator commands of ``streamjobs``: replay, dlq list/show/redrive, inspect, purge, trace.
 
 Owns the commands on the records a queue already holds: their options, progress bars, tables and
-exit codes. Each parses, builds Settings and delegates to :mod:`streamjobs.replay`,
-:mod:`streamjobs.redrive`, :mod:`streamjobs.inspection`, :mod:`streamjobs.retention` or
-:mod:`streamjobs.traceview`. ``register`` adds them to the app of :mod:`streamjobs.cli`. Does not
-own the app, the shared options (:mod:`streamjobs.cli_args`) or any behaviour. `status` stays a
+exit codes. Each parses, builds Settings and delegates to :mod:`streamjobs.ops.replay`,
+:mod:`streamjobs.ops.deadletters`, :mod:`streamjobs.ops.inspect`, :mod:`streamjobs.ops.purge` or
+:mod:`streamjobs.ops.traceview`. ``register`` adds them to the app of
+:mod:`streamjobs.cli.app`. Does not
+own the app, the shared options (:mod:`streamjobs.cli.options`) or any behaviour. `status` stays a
 single command (`streamjobs status TASK_ID`), so result expiry is `streamjobs purge`.
 """
 
@@ -16,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from streamjobs import status
-from streamjobs.cli_args import Bootstrap, Prefix, Queue, build_settings, fail
+from streamjobs.cli.options import Bootstrap, Prefix, Queue, build_settings, fail
 from streamjobs.errors import ConfigError, StreamJobsError
 from streamjobs.settings import Settings
 
@@ -111,7 +112,7 @@ def replay_command(
     queue: Queue = None,
 ) -> None:
     """Re-submit the tasks of a topic range (same task id and key, next generation)."""
-    from streamjobs import replay
+    from streamjobs.ops import replay
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
     summary = _run_with_progress(
@@ -148,7 +149,8 @@ def dlq_list(
     """Dead letters of the queue, with reason, task, attempts and error."""
     from rich.console import Console
 
-    from streamjobs import inspection, redrive
+    from streamjobs.ops import deadletters as redrive
+    from streamjobs.ops import inspect as inspection
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
     with _Failing():
@@ -170,7 +172,7 @@ def dlq_show(
     queue: Queue = None,
 ) -> None:
     """One dead letter: error, attempts, origin, envelope and task arguments."""
-    from streamjobs import redrive
+    from streamjobs.ops import deadletters as redrive
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
     with _Failing():
@@ -198,7 +200,7 @@ def dlq_redrive(
     queue: Queue = None,
 ) -> None:
     """Re-submit dead-lettered tasks (same task id and key, attempts reset); never twice."""
-    from streamjobs import redrive
+    from streamjobs.ops import deadletters as redrive
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
     summary = _run_with_progress(
@@ -227,7 +229,7 @@ def inspect_command(
     """Lag per partition, tasks by state, throughput, tier backlog, dead letters by reason."""
     from rich.console import Console
 
-    from streamjobs import inspection
+    from streamjobs.ops import inspect as inspection
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
     with _Failing():
@@ -251,7 +253,7 @@ def purge_command(
     queue: Queue = None,
 ) -> None:
     """Tombstone the statuses (and results) of tasks that finished before the cutoff."""
-    from streamjobs import retention
+    from streamjobs.ops import purge as retention
     from streamjobs.settings import parse_duration
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
@@ -273,7 +275,7 @@ def trace_command(
     """Draw a task's trace (every attempt) as a waterfall, from Jaeger's query API."""
     import shutil
 
-    from streamjobs import traceview
+    from streamjobs.ops import traceview
 
     settings = build_settings(
         bootstrap_servers=bootstrap_servers,

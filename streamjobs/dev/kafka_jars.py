@@ -3,8 +3,8 @@
 Owns the Kafka version, the three files a broker needs (Maven POM, ``server.properties``,
 ``log4j2.properties``; readable copies live in ``deploy/kafka/`` and a unit test keeps them
 identical) and resolving the broker's runtime classpath from Maven Central into a cache
-directory, once. Does not start or stop processes (:mod:`streamjobs.broker` does, through
-:mod:`streamjobs.localproc`).
+directory, once. Does not start or stop processes (:mod:`streamjobs.dev.kafka` does, through
+:mod:`streamjobs.dev.processes`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from streamjobs.dev.processes import locked, tail
 from streamjobs.errors import ConfigError
-from streamjobs.localproc import locked, tail
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ KAFKA_VERSION = "4.3.1"
 POM_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <!-- Resolves the runtime classpath of an Apache Kafka broker from Maven Central.
      No sources: `mvn dependency:copy-dependencies` gathers the jars into a cache directory
-     (see streamjobs/broker.py), from which the broker runs as `java -cp ... kafka.Kafka`. -->
+     (see streamjobs/dev/kafka.py), from which the broker runs as `java -cp ... kafka.Kafka`. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0"
          xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
          xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 \
@@ -100,7 +100,7 @@ http://maven.apache.org/xsd/maven-4.0.0.xsd">
 #: lines (listeners, quorum voters, log.dirs) are appended by :meth:`LocalBroker._properties`.
 SERVER_PROPERTIES = """\
 # Single-node Apache Kafka (KRaft, combined broker + controller) for development and tests.
-# streamjobs/broker.py appends the per-instance lines: listeners, advertised.listeners,
+# streamjobs/dev/kafka.py appends the per-instance lines: listeners, advertised.listeners,
 # controller.quorum.voters and log.dirs. Everything binds and advertises 127.0.0.1, not
 # localhost: librdkafka may resolve localhost to ::1 first.
 process.roles=broker,controller
@@ -148,7 +148,7 @@ log.cleaner.backoff.ms=1000
 #: ``deploy/kafka/log4j2.properties``: console logging, redirected to ``<workdir>/broker.log``.
 LOG4J2_PROPERTIES = """\
 # Logging for the streamjobs development broker: everything to the console, which
-# streamjobs/broker.py redirects to <workdir>/broker.log.
+# streamjobs/dev/kafka.py redirects to <workdir>/broker.log.
 status = warn
 name = streamjobs-broker
 

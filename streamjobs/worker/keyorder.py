@@ -12,7 +12,7 @@ guarantees): a key's retries are always on the worker that holds its later tasks
 ``classic`` group protocol gives no such guarantee, so ``key_ordered`` requires ``consumer``.
 :class:`KeyOrder` maps a worker's records to the gate (which topic's tasks park, which outcomes
 block or release a key). Does not run tasks, decide retries, or pause partitions when too many
-tasks are parked (:mod:`streamjobs.partitions`).
+tasks are parked (:mod:`streamjobs.worker.partitions`).
 """
 
 from __future__ import annotations

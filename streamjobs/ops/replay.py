@@ -8,7 +8,7 @@ generation so its new statuses outrank every old one. Undecodable records are re
 failed, never fatal. Re-submissions are written in chunks (:class:`Chunks`), each in one
 confirmed write (:meth:`streamjobs.producer.Producer.resubmit_many`).
 
-Does not replay dead letters (:mod:`streamjobs.redrive` does, with a ledger), decode task
+Does not replay dead letters (:mod:`streamjobs.ops.deadletters` does, with a ledger), decode task
 payloads, or read topics that do not belong to the queue: a replayed task always goes back to
 its queue's main topic and runs now (a pending delay is not kept).
 """

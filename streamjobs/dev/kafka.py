@@ -9,7 +9,7 @@ until it serves metadata, and stopping it by PID. Two ways to run one:
   caller stops it;
 * :func:`up` / :func:`down` manage a detached broker per port that outlives the command that
   started it and keeps its data across restarts (``make kafka-up``, ``python -m
-  streamjobs.broker up``).
+  streamjobs.dev.kafka up``).
 
 Deliberately does not: create topics (:mod:`streamjobs.topics` does), import the Kafka client
 (readiness is asked through :mod:`streamjobs.client`), read the environment (everything is passed
@@ -17,8 +17,9 @@ in), or signal a process it cannot prove it started: processes are found by PID 
 against their command line, never by name. This is a development broker: one node, plaintext,
 replication factor 1, Linux only (it reads ``/proc`` and uses ``flock``).
 
-The Kafka version, its configuration files and the classpath live in :mod:`streamjobs.kafkadist`;
-starting, proving and stopping processes by PID in :mod:`streamjobs.localproc`.
+The Kafka version, its configuration files and the classpath live in
+:mod:`streamjobs.dev.kafka_jars`;
+starting, proving and stopping processes by PID in :mod:`streamjobs.dev.processes`.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from streamjobs.client import cluster_ready
-from streamjobs.errors import ConfigError, KafkaUnavailable, StreamJobsError
-from streamjobs.kafkadist import (
+from streamjobs.dev.kafka_jars import (
     KAFKA_VERSION,
     LOG4J2_PROPERTIES,
     SERVER_PROPERTIES,
@@ -47,7 +47,7 @@ from streamjobs.kafkadist import (
     ensure_classpath,
     require_tool,
 )
-from streamjobs.localproc import (
+from streamjobs.dev.processes import (
     HOST,
     ChildProcess,
     NotReady,
@@ -58,6 +58,7 @@ from streamjobs.localproc import (
     rotate_log,
     tail,
 )
+from streamjobs.errors import ConfigError, KafkaUnavailable, StreamJobsError
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ class LocalBroker(ChildProcess):
         data = str(self.workdir / "data").replace("\\", "\\\\")
         return (
             deploy_text("server.properties", SERVER_PROPERTIES)
-            + "\n# Written by streamjobs.broker for this instance\n"
+            + "\n# Written by streamjobs.dev.kafka for this instance\n"
             + f"listeners={listeners}\n"
             + f"advertised.listeners={listeners}\n"
             + f"controller.quorum.voters=1@{HOST}:{self.controller_port}\n"
@@ -326,9 +327,9 @@ def down(port: int = 9092, cache_dir: Path | None = None) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m streamjobs.broker up|down|status [--port N] [--cache-dir DIR]``."""
+    """``python -m streamjobs.dev.kafka up|down|status [--port N] [--cache-dir DIR]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m streamjobs.broker",
+        prog="python -m streamjobs.dev.kafka",
         description=f"Run a local single-node Apache Kafka {KAFKA_VERSION} broker (KRaft).",
     )
     parser.add_argument("action", choices=("up", "down", "status"))

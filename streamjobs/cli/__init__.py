@@ -1,0 +1,9 @@
+"""The ``streamjobs`` command line (typer): parses arguments, builds Settings, delegates.
+
+:mod:`streamjobs.cli.app` holds the app and the worker, topic and status commands,
+:mod:`streamjobs.cli.ops` the operator commands, :mod:`streamjobs.cli.options` what they share.
+"""
+
+from streamjobs.cli.app import app, main
+
+__all__ = ["app", "main"]

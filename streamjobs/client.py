@@ -343,10 +343,6 @@ def delivery_error(error: KafkaError, *, task_id: str | None = None) -> SubmitEr
     )
 
 
-def is_fatal(error: KafkaError) -> bool:
-    return bool(error.fatal())
-
-
 def murmur2_partition(key: bytes, partitions: int) -> int:
     """Java's default partitioner (murmur2, positive, modulo), as librdkafka's ``murmur2``."""
     return (_murmur2(key) & 0x7FFFFFFF) % partitions

@@ -10,6 +10,8 @@ that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker.loop`.
     ├── KafkaUnavailable                 broker unreachable / request timed out
     ├── TopicError                       a topic is missing or misconfigured (topics verify)
     ├── SubmitError                      a submit could not be confirmed durable
+    ├── TransactionAborted               exactly once: the open transaction was aborted; its
+    │                                    uncommitted work is read and run again
     ├── TaskFailed                       TaskHandle.wait(): the task ended dead-lettered
     ├── TaskTimeout                      TaskHandle.wait(): no final state within the timeout
     ├── HandlerTimeout                   a handler ran past its timeout (retried by policy)
@@ -56,6 +58,10 @@ class SubmitError(StreamJobsError):
     def __init__(self, message: str, *, task_id: str | None = None) -> None:
         super().__init__(message)
         self.task_id = task_id
+
+
+class TransactionAborted(StreamJobsError):
+    """The open transaction was aborted; uncommitted work must be read and run again."""
 
 
 class TaskFailed(StreamJobsError):

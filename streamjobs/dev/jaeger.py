@@ -136,10 +136,6 @@ class LocalJaeger(ChildProcess):
     def otlp_http_endpoint(self) -> str:
         return self.ports.otlp_http_endpoint
 
-    @property
-    def config_path(self) -> Path:
-        return self.workdir / "config.yaml"
-
     def start(self, timeout: float = _START_TIMEOUT_S) -> None:
         """Build if needed, start, and return once the query API and OTLP/HTTP answer.
 

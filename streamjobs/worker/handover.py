@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from streamjobs import client
-from streamjobs.errors import KafkaUnavailable, StreamJobsError
+from streamjobs.errors import KafkaUnavailable, StreamJobsError, TransactionAborted
 from streamjobs.settings import Settings
 from streamjobs.worker.keyorder import KeyOrder
-from streamjobs.worker.outcomes import OutcomeWriter, TransactionAborted, TransactionalWriter
+from streamjobs.worker.outcomes import OutcomeWriter, TransactionalWriter
 from streamjobs.worker.partitions import Assigned, Partition, TopicKey
 from streamjobs.worker.quarantine import StartLedger
 

@@ -27,7 +27,7 @@ from streamjobs import client
 from streamjobs.codec import builtin
 from streamjobs.deadletter import Origin as DeadOrigin
 from streamjobs.deadletter import encode_dead_letter
-from streamjobs.errors import KafkaUnavailable, StreamJobsError, error_text
+from streamjobs.errors import KafkaUnavailable, StreamJobsError, TransactionAborted, error_text
 from streamjobs.models import TaskState
 from streamjobs.retry import RetryAt
 from streamjobs.settings import Settings
@@ -50,10 +50,6 @@ class OutRecord:
 
 
 _COMMIT_TRIES = 3
-
-
-class TransactionAborted(StreamJobsError):
-    """The open transaction was aborted; uncommitted work must be read and run again."""
 
 
 class _Acks:
@@ -86,10 +82,6 @@ class OutcomeWriter:
         self._producer = client.new_producer(settings, **{"linger.ms": 2})
         self._outbox: deque[tuple[Sequence[OutRecord], Done | None]] = deque()
         self._on_error = on_error
-        self._poll_thread = threading.get_ident()
-
-    def bind_poll_thread(self) -> None:
-        """Delivery callbacks are served only by the thread that calls this (the poll loop)."""
         self._poll_thread = threading.get_ident()
 
     def write(self, records: Sequence[OutRecord], origin: Origin, done: Done | None) -> None:

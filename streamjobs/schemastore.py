@@ -3,7 +3,9 @@
 Owns publishing a task type's writer schema (keyed by its fingerprint) before the first task of
 that type is produced, and resolving a fingerprint a worker has not seen to that writer schema, so
 a reader with a newer model can decode tasks queued before the change. Needs no extra server.
-Does not decide compatibility (:func:`streamjobs.tasktypes.check_compatible`).
+Also lists the published writer schemas and checks registered task types against them
+(``streamjobs schemas check``), applying the rule of :mod:`streamjobs.evolution`, which decides
+compatibility; this module only gathers the schemas.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from streamjobs import client
 from streamjobs.codec import builtin, parse, schema_fingerprint
 from streamjobs.errors import BadInput, DecodeError
+from streamjobs.evolution import breaking_changes
 from streamjobs.settings import Settings
 from streamjobs.tasktypes import TaskType, check_safe
 from streamjobs.topics import queue_topics
@@ -76,22 +81,91 @@ class SchemaStore:
         """Read the whole (small, compacted, one-partition) schemas topic."""
         self._last_refresh = time.monotonic()
         self._refreshed_at_ms = time.time_ns() // 1_000_000
-        ranges = client.ranges_to_end(self._settings, self._topic, {0: None})
-        for record in client.read_range(self._settings, self._topic, ranges, idle_timeout=10.0):
+        for record in _schema_records(self._settings):
             self._absorb(record)
 
     def _absorb(self, message: client.Record) -> None:
-        value = message.value
-        if value is None:
+        found = _published(message.value)
+        if found is None:
             return
         try:
-            record = _CODEC.decode(value)
-            loaded = json.loads(record["schema"])
-            check_safe(loaded)
-            parsed = parse(loaded)
-            fingerprint = schema_fingerprint(loaded)
-        except (BadInput, ValueError, RecursionError):  # a hostile or broken record is ignored
+            self._known[bytes.fromhex(found.fingerprint)] = parse(found.schema)
+        except (ValueError, RecursionError):  # a schema fastavro refuses is ignored
             return
-        if fingerprint.hex() != record["fingerprint"]:
-            return  # a record may not claim another schema's fingerprint
-        self._known[fingerprint] = parsed
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedSchema:
+    """A writer schema announced on the schemas topic: its task type and fingerprint (hex)."""
+
+    task: str
+    fingerprint: str
+    schema: dict[str, Any]
+
+
+def published(settings: Settings) -> list[PublishedSchema]:
+    """Every writer schema on the queue's schemas topic, oldest first; hostile or broken
+    records are skipped as the worker skips them."""
+    found = (_published(record.value) for record in _schema_records(settings))
+    return [schema for schema in found if schema is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class TypeCheck:
+    """One registered task type checked against its writer schemas on the schemas topic."""
+
+    task: str
+    writers: int  # writer schemas of this type found on the topic
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_task_types(
+    task_types: Iterable[TaskType], writers: Iterable[PublishedSchema]
+) -> list[TypeCheck]:
+    """Each task type against every published writer schema of the same name, in both
+    directions (:func:`streamjobs.evolution.breaking_changes`); a problem is named once, with
+    the first writer schema it was found against."""
+    by_task: dict[str, list[PublishedSchema]] = {}
+    for writer in writers:
+        by_task.setdefault(writer.task, []).append(writer)
+    checks = []
+    for task_type in task_types:
+        olds = [w for w in by_task.get(task_type.name, []) if w.schema != task_type.codec.schema]
+        problems: dict[str, None] = {}  # ordered set
+        for old in olds:
+            for problem in breaking_changes(task_type.codec.schema, old.schema):
+                problems.setdefault(f"{problem} (vs schema {old.fingerprint[:16]})")
+        count = len(by_task.get(task_type.name, []))
+        checks.append(TypeCheck(task_type.name, count, tuple(problems)))
+    return checks
+
+
+def check(settings: Settings, task_types: Iterable[TaskType]) -> list[TypeCheck]:
+    """:func:`check_task_types` against the queue's schemas topic."""
+    return check_task_types(task_types, published(settings))
+
+
+def _schema_records(settings: Settings) -> Iterable[client.Record]:
+    topic = queue_topics(settings).schemas
+    ranges = client.ranges_to_end(settings, topic, {0: None})
+    return client.read_range(settings, topic, ranges, idle_timeout=10.0)
+
+
+def _published(value: bytes | None) -> PublishedSchema | None:
+    """The schema a record announces, if it is safe and carries its own fingerprint."""
+    if value is None:
+        return None
+    try:
+        record = _CODEC.decode(value)
+        loaded = json.loads(record["schema"])
+        check_safe(loaded)
+        fingerprint = schema_fingerprint(loaded).hex()
+    except (BadInput, ValueError, RecursionError):  # a hostile or broken record is ignored
+        return None
+    if fingerprint != record["fingerprint"] or not isinstance(loaded, dict):
+        return None  # a record may not claim another schema's fingerprint
+    return PublishedSchema(str(record["task"]), fingerprint, loaded)

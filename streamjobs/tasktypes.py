@@ -1,8 +1,9 @@
 """Avro schemas for task types, derived deterministically from their pydantic models.
 
 Owns the mapping from Python field types to Avro, the safety rules (no recursive types, no arrays
-or maps of empty items: decoding bombs) and the backward-compatibility check used by
-``streamjobs schemas check``. Does not encode values (:mod:`streamjobs.codec`).
+or maps of empty items: decoding bombs) and the deterministic ``.avsc`` text of a task type
+(``streamjobs schemas export``). Does not encode values (:mod:`streamjobs.codec`) or decide
+compatibility between versions (:mod:`streamjobs.evolution`).
 
 Values are carried in their JSON form (``model_dump(mode="json")``): datetimes, dates, UUIDs and
 decimals travel as strings, and the model parses them back, so no precision is lost.
@@ -13,8 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import json
 import types
 import uuid
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
@@ -245,33 +249,28 @@ class TaskType:
         return self.codec.encode_body(task.model_dump(mode="json"))
 
 
-def check_compatible(reader: dict[str, Any], writer: dict[str, Any]) -> list[str]:
-    """Problems that stop ``reader`` from decoding data written with ``writer`` (empty = OK).
-
-    Checks the rule that matters for queued tasks: every reader field missing from the writer
-    needs a default, and fields present in both keep a compatible type.
-    """
-    problems: list[str] = []
-    writer_fields = {f["name"]: f for f in writer.get("fields", [])}
-    for field in reader.get("fields", []):
-        old = writer_fields.get(field["name"])
-        if old is None:
-            if "default" not in field:
-                problems.append(f"new field {field['name']!r} has no default")
-        elif _shape(field["type"]) != _shape(old["type"]):
-            problems.append(
-                f"field {field['name']!r} changed type {_shape(old['type'])} -> "
-                f"{_shape(field['type'])}"
-            )
-    return problems
+def schema_text(task_type: TaskType) -> str:
+    """``task_type``'s schema as deterministic JSON text (sorted keys), as ``.avsc`` files hold."""
+    return json.dumps(task_type.codec.schema, indent=2, sort_keys=True) + "\n"
 
 
-def _shape(avro: Any) -> str:
-    if isinstance(avro, list):
-        return "|".join(sorted(_shape(a) for a in avro))
-    if isinstance(avro, dict):
-        return str(avro.get("type"))
-    return str(avro)
+def export_schemas(task_types: Iterable[TaskType], directory: Path) -> list[Path]:
+    """Write ``<task name>.avsc`` for each task type into ``directory`` (created if missing)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task_type in task_types:
+        safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in task_type.name)
+        path = directory / f"{safe.lstrip('.') or '_'}.avsc"
+        path.write_text(schema_text(task_type), encoding="utf-8")
+        written.append(path)
+    return written
 
 
-__all__ = ["TaskType", "check_compatible", "check_safe", "derive_schema", "schema_fingerprint"]
+__all__ = [
+    "TaskType",
+    "check_safe",
+    "derive_schema",
+    "export_schemas",
+    "schema_fingerprint",
+    "schema_text",
+]

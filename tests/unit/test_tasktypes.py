@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field
 
 from streamjobs.codec import builtin, schema_fingerprint
 from streamjobs.errors import UnsafeSchema
+from streamjobs.evolution import check_compatible
 from streamjobs.models import Task
-from streamjobs.tasktypes import TaskType, check_compatible, check_safe, derive_schema
+from streamjobs.tasktypes import TaskType, check_safe, derive_schema
 
 
 class Address(BaseModel):

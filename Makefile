@@ -1,5 +1,5 @@
 # streamjobs developer tasks. `make test` and `make demo` need no Docker: Kafka runs from
-# Maven Central artifacts on the machine's Java 17 (streamjobs/dev/kafka.py).
+# Maven Central artifacts on the machine's Java 17 (`streamjobs dev-broker`, streamjobs/dev/kafka.py).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -60,28 +60,28 @@ system-deps:
 	apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
 kafka-up: venv
-	$(BIN)/python -m streamjobs.dev.kafka up --port $(PORT)
+	$(BIN)/streamjobs dev-broker up --port $(PORT)
 
 kafka-down: venv
-	$(BIN)/python -m streamjobs.dev.kafka down --port $(PORT)
+	$(BIN)/streamjobs dev-broker down --port $(PORT)
 
 kafka-status: venv
-	$(BIN)/python -m streamjobs.dev.kafka status --port $(PORT)
+	$(BIN)/streamjobs dev-broker status --port $(PORT)
 
 demo: venv kafka-up
 	$(BIN)/streamjobs demo --bootstrap-servers 127.0.0.1:$(PORT)
 
 jaeger-build: venv
-	$(BIN)/python -m streamjobs.dev.jaeger build
+	$(BIN)/streamjobs dev-jaeger build
 
 jaeger-up: venv
-	$(BIN)/python -m streamjobs.dev.jaeger up --query-port $(JAEGER_QUERY_PORT)
+	$(BIN)/streamjobs dev-jaeger up --query-port $(JAEGER_QUERY_PORT)
 
 jaeger-down: venv
-	$(BIN)/python -m streamjobs.dev.jaeger down --query-port $(JAEGER_QUERY_PORT)
+	$(BIN)/streamjobs dev-jaeger down --query-port $(JAEGER_QUERY_PORT)
 
 jaeger-status: venv
-	$(BIN)/python -m streamjobs.dev.jaeger status --query-port $(JAEGER_QUERY_PORT)
+	$(BIN)/streamjobs dev-jaeger status --query-port $(JAEGER_QUERY_PORT)
 
 # pytest's exit status fails the target (make then exits 2); no pipes that could hide it.
 # Jaeger is built first: a cold build (~6 min) is longer than a test's timeout.

@@ -2,55 +2,45 @@
 with :mod:`streamjobs.cli.options` (the shared options) and :mod:`streamjobs.cli.ops`.
 
 Owns the ``app`` (the console entry point), the core commands (``consume``, ``topics``,
-``status``, ``dev-broker``, ``demo``, ``settings``), the signal handlers of ``consume``
-(SIGTERM/SIGINT → graceful stop), exit codes and human-readable output. The operator commands
-on a queue's records (``replay``, ``dlq``, ``inspect``, ``purge``, ``trace``) live in
-:mod:`streamjobs.cli.ops`, registered on this app. Does not implement behaviour: every command
-calls into the library module that owns it.
+``status``, ``demo``, ``settings``), the signal handlers of ``consume`` (SIGTERM/SIGINT →
+graceful stop) and human-readable output. Registered on this app: the operator commands on a
+queue's records (``replay``, ``dlq``, ``inspect``, ``purge``, ``trace``) from
+:mod:`streamjobs.cli.ops`, ``schemas export|check`` from :mod:`streamjobs.cli.schemas`, and the
+local development services (``dev-broker``, ``dev-jaeger``) from :mod:`streamjobs.cli.dev`.
+Errors and exit codes follow the one idiom of :mod:`streamjobs.cli.options`. Does not implement
+behaviour: every command calls into the library module that owns it.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import signal
-import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from streamjobs import status, topics
+from streamjobs.cli import dev as cli_dev
 from streamjobs.cli import ops as cli_ops
-from streamjobs.cli.options import Bootstrap, Prefix, Queue, build_settings, fail
-from streamjobs.errors import StreamJobsError
-from streamjobs.registry import TaskRegistry
+from streamjobs.cli import schemas as cli_schemas
+from streamjobs.cli.options import (
+    Bootstrap,
+    Prefix,
+    Queue,
+    ReportingGroup,
+    build_settings,
+    load_registry,
+)
 
 app = typer.Typer(
     help="Background jobs on an Apache Kafka event log.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=ReportingGroup,  # one error idiom: a StreamJobsError is `error: ...` and an exit code
 )
 topics_app = typer.Typer(help="Create and check the topics of a queue.", no_args_is_help=True)
-broker_app = typer.Typer(help="A local single-node Kafka for development.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-app.add_typer(broker_app, name="dev-broker")
-
-
-def load_registry(spec: str) -> TaskRegistry:
-    """Import ``module:attribute`` named on the command line (never from record data)."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise fail(f"expected MODULE:REGISTRY, got {spec!r}")
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        registry = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise fail(f"cannot load {spec}: {exc}") from exc
-    if not isinstance(registry, TaskRegistry):
-        raise fail(f"{spec} is a {type(registry).__name__}, not a TaskRegistry")
-    return registry
 
 
 @app.command()
@@ -108,8 +98,6 @@ def consume(
     try:
         topics.verify(settings)
         worker.run()
-    except StreamJobsError as exc:
-        raise fail(str(exc), code=1) from exc
     finally:
         if provider is not None:
             provider.shutdown()  # flushes the last spans to the exporter
@@ -129,10 +117,7 @@ def topics_ensure(
         queue=queue,
         partitions=partitions,
     )
-    try:
-        created = topics.ensure(settings)
-    except StreamJobsError as exc:
-        raise fail(str(exc), code=1) from exc
+    created = topics.ensure(settings)
     for name in created:
         typer.echo(f"created {name}")
     typer.echo(f"ok: {len(topics.topic_specs(settings))} topics verified")
@@ -146,10 +131,7 @@ def topics_verify(
     settings = build_settings(
         bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix, queue=queue
     )
-    try:
-        topics.verify(settings)
-    except StreamJobsError as exc:
-        raise fail(str(exc), code=1) from exc
+    topics.verify(settings)
     typer.echo("ok")
 
 
@@ -164,10 +146,7 @@ def status_command(
 ) -> None:
     """Print a task's latest state and result. Exit 1 (and say so) for an unknown id."""
     settings = build_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
-    try:
-        view = status.wait(settings, task_id, timeout) if wait else status.latest(settings, task_id)
-    except StreamJobsError as exc:
-        raise fail(str(exc), code=1) from exc
+    view = status.wait(settings, task_id, timeout) if wait else status.latest(settings, task_id)
     if view is None:
         typer.echo(
             json.dumps({"task_id": task_id, "state": "unknown"})
@@ -181,31 +160,6 @@ def status_command(
     for name, value in view.as_dict().items():
         if value is not None:
             typer.echo(f"{name:>16}: {value}")
-
-
-@broker_app.command("up")
-def broker_up(
-    port: Annotated[int, typer.Option(help="Client port on 127.0.0.1.")] = 9092,
-    cache_dir: Annotated[Path | None, typer.Option(help="Jar and data cache.")] = None,
-) -> None:
-    """Start (or reuse) a local KRaft broker and print its bootstrap address."""
-    from streamjobs.dev import kafka as broker
-
-    try:
-        typer.echo(broker.up(port, cache_dir))
-    except StreamJobsError as exc:
-        raise fail(str(exc), code=1) from exc
-
-
-@broker_app.command("down")
-def broker_down(
-    port: Annotated[int, typer.Option(help="Client port on 127.0.0.1.")] = 9092,
-    cache_dir: Annotated[Path | None, typer.Option(help="Jar and data cache.")] = None,
-) -> None:
-    """Stop the local broker started by `dev-broker up` (by its PID)."""
-    from streamjobs.dev import kafka as broker
-
-    typer.echo("stopped" if broker.down(port, cache_dir) else "not running")
 
 
 @app.command()
@@ -223,10 +177,7 @@ def demo(
         retry_tiers="1s,3s",
         concurrency=8,
     )
-    try:
-        ok = demo_module.run(settings, tasks=tasks, keys=keys)
-    except StreamJobsError as exc:
-        raise fail(str(exc), code=1) from exc
+    ok = demo_module.run(settings, tasks=tasks, keys=keys)
     raise typer.Exit(0 if ok else 1)
 
 
@@ -241,6 +192,8 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 cli_ops.register(app)  # replay, dlq, inspect, purge, trace
+cli_schemas.register(app)  # schemas export, schemas check
+cli_dev.register(app)  # dev-broker, dev-jaeger
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,12 +1,12 @@
 """The operator commands of ``streamjobs``: replay, dlq list/show/redrive, inspect, purge, trace.
 
 Owns the commands on the records a queue already holds: their options, progress bars, tables and
-exit codes. Each parses, builds Settings and delegates to :mod:`streamjobs.ops.replay`,
-:mod:`streamjobs.ops.deadletters`, :mod:`streamjobs.ops.inspect`, :mod:`streamjobs.ops.purge` or
-:mod:`streamjobs.ops.traceview`. ``register`` adds them to the app of
-:mod:`streamjobs.cli.app`. Does not
-own the app, the shared options (:mod:`streamjobs.cli.options`) or any behaviour. `status` stays a
-single command (`streamjobs status TASK_ID`), so result expiry is `streamjobs purge`.
+exit codes (errors follow the one idiom of :mod:`streamjobs.cli.options`). Each parses, builds
+Settings and delegates to :mod:`streamjobs.ops.replay`, :mod:`streamjobs.ops.deadletters`,
+:mod:`streamjobs.ops.inspect`, :mod:`streamjobs.ops.purge` or :mod:`streamjobs.ops.traceview`.
+``register`` adds them to the app of :mod:`streamjobs.cli.app`. Does not own the app, the shared
+options (:mod:`streamjobs.cli.options`) or any behaviour. `status` stays a single command
+(`streamjobs status TASK_ID`), so result expiry is `streamjobs purge`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from streamjobs import status
-from streamjobs.cli.options import Bootstrap, Prefix, Queue, build_settings, fail
+from streamjobs.cli.options import Bootstrap, Prefix, Queue, build_settings
 from streamjobs.errors import ConfigError, StreamJobsError
 from streamjobs.settings import Settings
 
@@ -31,17 +31,6 @@ Since = Annotated[str | None, typer.Option("--since", help="ISO time or a durati
 
 def _queue_settings(bootstrap: str | None, prefix: str | None, queue: str | None) -> Settings:
     return build_settings(bootstrap_servers=bootstrap, topic_prefix=prefix, queue=queue)
-
-
-class _Failing:
-    """``with _Failing():`` turns a StreamJobsError into an error message and exit code 1."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if isinstance(exc, StreamJobsError):
-            raise fail(str(exc), code=1) from exc
 
 
 def parse_time(text: str | None) -> Any:
@@ -59,7 +48,7 @@ def parse_time(text: str | None) -> Any:
         try:
             return datetime.now(UTC) - parse_duration(text)
         except ConfigError:
-            raise fail(f"not an ISO time or a duration: {text!r}") from None
+            raise ConfigError(f"not an ISO time or a duration: {text!r}") from None
     return moment if moment.tzinfo is not None else moment.astimezone()
 
 
@@ -71,7 +60,7 @@ def _run_with_progress(label: str, job: Any) -> Any:
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
     console = Console(stderr=True)
     bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
-    with bar, _Failing():
+    with bar:
         task = bar.add_task(label, total=None)
         return job(lambda done, total: bar.update(task, completed=done, total=max(total, done)))
 
@@ -153,10 +142,7 @@ def dlq_list(
     from streamjobs.ops import inspect as inspection
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
-    with _Failing():
-        letters = redrive.list_dead_letters(
-            settings, reason=reason, task=task, since=parse_time(since)
-        )
+    letters = redrive.list_dead_letters(settings, reason=reason, task=task, since=parse_time(since))
     if as_json:
         typer.echo(json.dumps([d.as_dict() for d in letters]))
     else:
@@ -175,8 +161,7 @@ def dlq_show(
     from streamjobs.ops import deadletters as redrive
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
-    with _Failing():
-        detail = redrive.show(settings, ref)
+    detail = redrive.show(settings, ref)
     if as_json:
         typer.echo(json.dumps(detail.as_dict(), default=str))
         return
@@ -232,8 +217,7 @@ def inspect_command(
     from streamjobs.ops import inspect as inspection
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
-    with _Failing():
-        report = inspection.inspect(settings)
+    report = inspection.inspect(settings)
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
@@ -257,10 +241,9 @@ def purge_command(
     from streamjobs.settings import parse_duration
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
-    with _Failing():
-        count = retention.purge(
-            settings, parse_duration(older_than), dry_run=dry_run, all_queues=all_queues
-        )
+    count = retention.purge(
+        settings, parse_duration(older_than), dry_run=dry_run, all_queues=all_queues
+    )
     typer.echo(f"{'would purge' if dry_run else 'purged'} {count} finished task statuses")
 
 
@@ -283,15 +266,12 @@ def trace_command(
         jaeger_query_url=jaeger,
         service_name=service,
     )
-    try:
-        view = status.latest(settings, task_id, timeout=10.0)
-        url = settings.jaeger_query_url
-        found = traceview.fetch_trace(url, view.trace_id) if view and view.trace_id else None
-        found = found or traceview.find_trace_by_task(url, settings.service_name, task_id)
-    except StreamJobsError as exc:
-        raise fail(str(exc), code=1) from exc
+    view = status.latest(settings, task_id, timeout=10.0)
+    url = settings.jaeger_query_url
+    found = traceview.fetch_trace(url, view.trace_id) if view and view.trace_id else None
+    found = found or traceview.find_trace_by_task(url, settings.service_name, task_id)
     if found is None:
-        raise fail(f"no trace for task {task_id} in Jaeger at {settings.jaeger_query_url}", 1)
+        raise StreamJobsError(f"no trace for task {task_id} in Jaeger at {url}")
     typer.echo(traceview.render(found, width=width or shutil.get_terminal_size().columns))
 
 

@@ -5,7 +5,7 @@ ports, waiting until its query API answers, and stopping it by PID. Two ways to 
 
 * :class:`LocalJaeger` is a child process owned by the caller (a test fixture), on free ports;
 * :func:`up` / :func:`down` manage a detached one per query port that outlives the command that
-  started it (``make jaeger-up``, ``python -m streamjobs.dev.jaeger up``).
+  started it (``streamjobs dev-jaeger up``, ``make jaeger-up``).
 
 Deliberately does not: import the Kafka client or OpenTelemetry; pass our environment to Jaeger
 (it runs with its four port variables only); or signal a process it cannot prove it started:
@@ -19,13 +19,11 @@ The Jaeger version, its configuration and building the binary with Go live in
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -253,53 +251,3 @@ def down(query_port: int = 16686, cache_dir: Path | None = None) -> bool:
     The PID's command line is checked first; a stale pid file is removed and nothing signalled.
     """
     return _run_dir(_state_dir(query_port, cache_dir)).stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m streamjobs.dev.jaeger build|up|down|status [--query-port N] [...]``."""
-    defaults = JaegerPorts()
-    parser = argparse.ArgumentParser(
-        prog="python -m streamjobs.dev.jaeger",
-        description=f"Build and run a local in-memory Jaeger {JAEGER_VERSION} on 127.0.0.1.",
-    )
-    parser.add_argument("action", choices=("build", "up", "down", "status"))
-    parser.add_argument("--query-port", type=int, default=defaults.query_http)
-    parser.add_argument("--query-grpc-port", type=int, default=defaults.query_grpc)
-    parser.add_argument("--otlp-http-port", type=int, default=defaults.otlp_http)
-    parser.add_argument("--otlp-grpc-port", type=int, default=defaults.otlp_grpc)
-    parser.add_argument("--cache-dir", type=Path, default=None, help="default ~/.cache/streamjobs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    ports = JaegerPorts(
-        args.otlp_grpc_port, args.otlp_http_port, args.query_port, args.query_grpc_port
-    )
-    try:
-        return _act(args.action, ports, args.cache_dir)
-    except StreamJobsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-def _act(action: str, ports: JaegerPorts, cache_dir: Path | None) -> int:
-    if action == "build":
-        print(ensure_binary(cache_dir))
-    elif action == "up":
-        up(ports, cache_dir)
-        print(f"query API  {ports.query_url}/api/traces?service=NAME")
-        print(f"OTLP/HTTP  {ports.otlp_http_endpoint}   (--otlp-endpoint)")
-        print(f"OTLP/gRPC  {HOST}:{ports.otlp_grpc}")
-    elif action == "down":
-        stopped = down(ports.query_http, cache_dir)
-        print(f"stopped {ports.query_url}" if stopped else "not running", file=sys.stderr)
-    else:
-        pid = running_pid(ports.query_http, cache_dir)
-        if pid is None:
-            print(f"not running on {ports.query_url}", file=sys.stderr)
-            return 1
-        print(ports.query_url)
-        print(f"pid {pid}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -99,7 +99,7 @@ exporters:
     trace_storage: memory_store
 """
 
-_DEPLOY_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "jaeger" / "config.yaml"
+_DEPLOY_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "jaeger" / "config.yaml"
 _DOWNLOAD_TIMEOUT_S = 600.0
 _BUILD_TIMEOUT_S = 1800.0
 _TAIL_LINES = 30

@@ -8,8 +8,8 @@ until it serves metadata, and stopping it by PID. Two ways to run one:
 * :class:`LocalBroker` is a child process owned by the caller (the test fixture), gone when the
   caller stops it;
 * :func:`up` / :func:`down` manage a detached broker per port that outlives the command that
-  started it and keeps its data across restarts (``make kafka-up``, ``python -m
-  streamjobs.dev.kafka up``).
+  started it and keeps its data across restarts (``streamjobs dev-broker up``,
+  ``make kafka-up``).
 
 Deliberately does not: create topics (:mod:`streamjobs.topics` does), import the Kafka client
 (readiness is asked through :mod:`streamjobs.client`), read the environment (everything is passed
@@ -24,11 +24,9 @@ starting, proving and stopping processes by PID in :mod:`streamjobs.dev.processe
 
 from __future__ import annotations
 
-import argparse
 import base64
 import logging
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -58,7 +56,7 @@ from streamjobs.dev.processes import (
     rotate_log,
     tail,
 )
-from streamjobs.errors import ConfigError, KafkaUnavailable, StreamJobsError
+from streamjobs.errors import ConfigError, KafkaUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -324,40 +322,6 @@ def down(port: int = 9092, cache_dir: Path | None = None) -> bool:
     Data is kept for the next :func:`up`.
     """
     return _run_dir(_state_dir(port, cache_dir)).stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m streamjobs.dev.kafka up|down|status [--port N] [--cache-dir DIR]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m streamjobs.dev.kafka",
-        description=f"Run a local single-node Apache Kafka {KAFKA_VERSION} broker (KRaft).",
-    )
-    parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("--port", type=int, default=9092)
-    parser.add_argument("--cache-dir", type=Path, default=None, help="default ~/.cache/streamjobs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.action == "up":
-            print(up(args.port, args.cache_dir))
-        elif args.action == "down":
-            stopped = down(args.port, args.cache_dir)
-            print(f"stopped {HOST}:{args.port}" if stopped else "not running", file=sys.stderr)
-        else:
-            pid = running_pid(args.port, args.cache_dir)
-            if pid is None:
-                print(f"not running on {HOST}:{args.port}", file=sys.stderr)
-                return 1
-            print(f"{HOST}:{args.port}")
-            print(f"pid {pid}", file=sys.stderr)
-    except StreamJobsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 @contextmanager

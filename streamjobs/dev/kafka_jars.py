@@ -20,7 +20,7 @@ from streamjobs.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-_DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
+_DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 _MAVEN_TIMEOUT_S = 900.0
 
 KAFKA_VERSION = "4.3.1"

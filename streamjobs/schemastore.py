@@ -135,12 +135,12 @@ def check_task_types(
     checks = []
     for task_type in task_types:
         olds = [w for w in by_task.get(task_type.name, []) if w.schema != task_type.codec.schema]
-        problems: dict[str, None] = {}  # ordered set
+        first_seen: dict[str, str] = {}  # problem -> the first writer fingerprint it breaks
         for old in olds:
             for problem in breaking_changes(task_type.codec.schema, old.schema):
-                problems.setdefault(f"{problem} (vs schema {old.fingerprint[:16]})")
-        count = len(by_task.get(task_type.name, []))
-        checks.append(TypeCheck(task_type.name, count, tuple(problems)))
+                first_seen.setdefault(problem, old.fingerprint)
+        problems = tuple(f"{p} (vs schema {fp[:16]})" for p, fp in first_seen.items())
+        checks.append(TypeCheck(task_type.name, len(by_task.get(task_type.name, [])), problems))
     return checks
 
 

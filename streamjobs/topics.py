@@ -78,7 +78,7 @@ def topic_specs(settings: Settings) -> list[client.TopicSpec]:
     specs.append(
         client.TopicSpec(names.redriven, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"})
     )
-    # the crash ledger: start counts of tasks that may have killed a worker (quarantine.py)
+    # the crash ledger: start counts of tasks that may have killed a worker (worker/quarantine.py)
     specs.append(client.TopicSpec(names.starts, 1, rf, {"cleanup.policy": "compact"}))
     specs.append(client.TopicSpec(names.status, parts, rf, status_config(status_retention)))
     specs.append(

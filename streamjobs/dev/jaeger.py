@@ -14,7 +14,7 @@ processes are found by PID and checked against their command line, never by name
 
 The Jaeger version, its configuration and building the binary with Go live in
 :mod:`streamjobs.dev.jaeger_build`; starting, proving and stopping processes by PID in
-:mod:`streamjobs.dev.processes`.
+:mod:`streamjobs.dev.processes`; the commands in :mod:`streamjobs.cli.dev`.
 """
 
 from __future__ import annotations

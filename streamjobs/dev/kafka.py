@@ -1,7 +1,7 @@
 """A local single-node Apache Kafka broker (KRaft) for development and tests, from Maven Central.
 
-Owns everything needed to run one without Docker or a Kafka tarball: resolving the broker's
-runtime classpath into a cache directory with Maven (:func:`ensure_classpath`), writing its
+Owns running one without Docker or a Kafka tarball: on the classpath Maven resolved into a
+cache directory (:func:`~streamjobs.dev.kafka_jars.ensure_classpath`), writing its
 configuration, formatting its storage, starting ``kafka.Kafka`` bound to 127.0.0.1, waiting
 until it serves metadata, and stopping it by PID. Two ways to run one:
 
@@ -18,8 +18,8 @@ against their command line, never by name. This is a development broker: one nod
 replication factor 1, Linux only (it reads ``/proc`` and uses ``flock``).
 
 The Kafka version, its configuration files and the classpath live in
-:mod:`streamjobs.dev.kafka_jars`;
-starting, proving and stopping processes by PID in :mod:`streamjobs.dev.processes`.
+:mod:`streamjobs.dev.kafka_jars`; starting, proving and stopping processes by PID in
+:mod:`streamjobs.dev.processes`; the commands in :mod:`streamjobs.cli.dev`.
 """
 
 from __future__ import annotations

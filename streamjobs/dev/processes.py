@@ -7,11 +7,10 @@ waiting for readiness while the process lives (:func:`wait_until`); stopping by 
 SIGKILL (:func:`terminate`); and what goes with them: loopback ports, log tails, ``flock`` locks.
 
 Deliberately does not: know what it runs or how to tell that it is ready
-(:mod:`streamjobs.dev.kafka`
-and :mod:`streamjobs.dev.jaeger` pass the command line and the readiness check), find or signal a
-process by name (only a PID it recorded and whose command line it checked), or read the
-environment (a child gets the ``env`` it is given, else inherits ours). Linux only: it reads
-``/proc`` and uses ``flock``.
+(:mod:`streamjobs.dev.kafka` and :mod:`streamjobs.dev.jaeger` pass the command line and the
+readiness check), find or signal a process by name (only a PID it recorded and whose command
+line it checked), or read the environment (a child gets the ``env`` it is given, else inherits
+ours). Linux only: it reads ``/proc`` and uses ``flock``.
 """
 
 from __future__ import annotations
@@ -163,8 +162,8 @@ NotReady = Callable[[str | None], NoReturn]
 class ChildProcess(ABC):
     """A helper run as the caller's child (say a test fixture's), gone once the caller stops it.
 
-    Owns the process for :class:`~streamjobs.broker.LocalBroker` and
-    :class:`~streamjobs.jaeger.LocalJaeger`: starting it in :attr:`workdir` with its output in
+    Owns the process for :class:`~streamjobs.dev.kafka.LocalBroker` and
+    :class:`~streamjobs.dev.jaeger.LocalJaeger`: starting it in :attr:`workdir` with its output in
     :attr:`log_path` and waiting while it lives until it is ready (:meth:`_spawn`), its PID,
     stopping it by PID (:meth:`stop`), and the ``with`` block around :meth:`start` and
     :meth:`stop`. Each helper owns its files, its command line and its readiness check.

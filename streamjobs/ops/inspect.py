@@ -8,7 +8,7 @@ per second = ``succeeded`` statuses updated in the last minute), the head of eac
 tier partition (tier records are ordered by due time, so the head is the oldest due) and the
 dead-letter topic (count by reason, how many are re-driven).
 
-Does not change anything, watch continuously, or serve metrics (a worker exposes those).
+Does not change anything, watch continuously, or serve metrics.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Replay: run the tasks of a topic range again, under their own ids, keys and linked traces.
 
 Owns turning an offset or time range into per-partition offset ranges (``offsets_for_times``,
-clamped to the high watermark), reading those ranges (:func:`read_range`, also used by dead-letter
-and inspection code), and the replay policy: a task whose status is ``succeeded`` is skipped
+clamped to the high watermark; read through :func:`streamjobs.client.read_range`), and the
+replay policy: a task whose status is ``succeeded`` is skipped
 unless forced, each task id is replayed at most once per run, and a replayed task gets the next
 generation so its new statuses outrank every old one. Undecodable records are reported as
 failed, never fatal. Re-submissions are written in chunks (:class:`Chunks`), each in one

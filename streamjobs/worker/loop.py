@@ -8,8 +8,7 @@ tier records that are not yet due pause their partition instead of sleeping the 
 is dead-lettered with a reason and never stops the loop; ``key_ordered`` tasks parked behind a
 retry are bounded by pausing main-topic intake. Rebalances and commits are
 :mod:`streamjobs.worker.handover`'s. Does not parse command lines or install signal handlers
-(the CLI
-does), so a Worker runs fine in a test thread.
+(the CLI does), so a Worker runs fine in a test thread.
 """
 
 from __future__ import annotations

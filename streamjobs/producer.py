@@ -16,15 +16,15 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 
-from streamjobs import client, status, tracing
+from streamjobs import client, status
 from streamjobs.codec import builtin
 from streamjobs.errors import ConfigError, PayloadTooLarge, StreamJobsError, SubmitError
+from streamjobs.middleware import Middleware, SubmitContext, chain_of
 from streamjobs.models import Task, TaskState
 from streamjobs.retry import pick_tier
 from streamjobs.schemastore import schema_record
@@ -32,6 +32,7 @@ from streamjobs.settings import Settings
 from streamjobs.taskhandle import TaskHandle
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
+from streamjobs.tracing import TracingMiddleware
 
 _ENVELOPE = builtin("task_envelope")
 RecordHeaders = Sequence[tuple[str, bytes | None]]
@@ -59,10 +60,24 @@ class _Prepared:
     status_value: bytes
     headers: list[tuple[str, bytes]]
     submitted_at_ms: int
+    delay: timedelta | None = None  # how long a scheduled task waits before it is due
     handle: TaskHandle | None = field(default=None)
     error: SubmitError | None = field(default=None)
     # a replay or redrive: (operation, headers of the original record) for a linked span
     replay_of: tuple[Literal["replay", "redrive"], RecordHeaders] | None = None
+
+    def submit_context(self, queue: str) -> SubmitContext:
+        operation, original = self.replay_of or ("submit", ())
+        return SubmitContext(
+            task_id=self.task_id,
+            task=self.task,
+            key=self.key,
+            queue=queue,
+            topic=self.topic,
+            operation=operation,
+            delay=self.delay,
+            origin_headers=tuple(original),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +96,19 @@ class Producer:
     """Submits tasks to a queue. Thread-safe; one per process is plenty. Use as a context manager.
 
     ``submit`` waits for Kafka to confirm each task; ``submit_many`` confirms a whole batch at once
-    and is the fast path for bulk work.
+    and is the fast path for bulk work. ``middleware`` wraps producing each task record
+    (:mod:`streamjobs.middleware`; None: tracing only).
     """
 
-    def __init__(self, settings: Settings, *, timeout: timedelta = timedelta(seconds=30)) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout: timedelta = timedelta(seconds=30),
+        middleware: Sequence[Middleware] | None = None,
+    ) -> None:
         self.settings = settings
+        self._middleware = chain_of(middleware, TracingMiddleware)
         self._topics = queue_topics(settings)
         self._timeout_s = timeout.total_seconds()
         self._client: client.Producer | None = client.new_producer(
@@ -269,7 +292,7 @@ class Producer:
         task_type = self._task_type(task)
         task_id = task_id or _new_ids(1)[0]
         submitted = status.now_ms()
-        topic, state = self._topics.main, TaskState.QUEUED
+        topic, state, remaining = self._topics.main, TaskState.QUEUED, None
         if not_before_ms is not None and not_before_ms > submitted:
             remaining = timedelta(milliseconds=not_before_ms - submitted)
             topic = self._topics.delay[pick_tier(self.settings.delay_tiers, remaining)]
@@ -299,6 +322,7 @@ class Producer:
             status_value=status.encode_status(envelope, state, topic=topic),
             headers=[],
             submitted_at_ms=submitted,
+            delay=remaining,
         )
 
     def _encoded(self, envelope: dict[str, Any], what: str) -> bytes:
@@ -357,16 +381,11 @@ class Producer:
             self._withdraw([item for item, error in zip(batch, acked, strict=True) if not error])
             return
         records = [_Pending() for _ in batch]
-        # once per batch: without a provider or a current span, a span (a replay's too: it is
-        # linked, not parented) would be a no-op that injects no headers, so none is opened
-        traced = tracing.active()
         for item, pending in zip(batch, records, strict=True):
             key = (item.key or item.task_id).encode()
-            if not traced:
-                self._produce(item.topic, key, item.value, [], pending)
-                continue
-            with _span(item) as headers:
-                self._produce(item.topic, key, item.value, headers, pending)
+            ctx = item.submit_context(self.settings.queue)
+            with self._middleware.submit(ctx):  # middleware may add headers (trace context)
+                self._produce(item.topic, key, item.value, ctx.headers, pending)
         delivered = self._settle(batch, records, "task")
         for item, pending, error in zip(batch, records, delivered, strict=True):
             item.error = error
@@ -460,21 +479,6 @@ def _new_ids(count: int) -> list[str]:
     """Random 128-bit task ids as 32 hex digits (like ``uuid4().hex``), from one urandom call."""
     raw = os.urandom(16 * count).hex()
     return [raw[i : i + 32] for i in range(0, 32 * count, 32)]
-
-
-def _span(item: _Prepared) -> AbstractContextManager[list[tuple[str, bytes]]]:
-    """The PRODUCER span of a task record: a new trace, or one linked to a replayed record."""
-    if item.replay_of is None:
-        return tracing.submit_span(item.task, item.task_id, item.topic, item.key)
-    operation, original = item.replay_of
-    return tracing.replay_span(
-        original,
-        operation=operation,
-        task=item.task,
-        task_id=item.task_id,
-        topic=item.topic,
-        key=item.key,
-    )
 
 
 def _due_ms(delay: timedelta | None, eta: datetime | None) -> int | None:

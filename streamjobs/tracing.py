@@ -6,13 +6,14 @@ context in record headers (W3C ``traceparent``/``tracestate`` through the global
 The library path uses the OpenTelemetry *API* only: without an installed provider every call
 here is a cheap no-op that still passes an incoming trace context through to retry records.
 
-:func:`configure` is for the edge alone (``streamjobs consume``, the demo): it imports the SDK
-and the OTLP/HTTP exporter and installs a global provider. An application that submits tasks
-keeps its own provider and never calls it.
+:class:`TracingMiddleware` is how the producer and the worker use all this: it is their default
+middleware (:mod:`streamjobs.middleware`). Installing the SDK and an exporter is the edge's job
+(:func:`streamjobs.telemetry.configure`, called by ``streamjobs consume`` or an application),
+never this module's.
 
-Deliberately does not: read the environment (the OTel SDK reads its standard ``OTEL_*``
-variables itself), decide retries or statuses, or let a broken trace header fail a task (it
-starts a fresh trace instead).
+Deliberately does not: install an SDK or exporter, read the environment (the OTel SDK reads its
+standard ``OTEL_*`` variables itself), decide retries or statuses, or let a broken trace header
+fail a task (it starts a fresh trace instead).
 
 Spans, per the OpenTelemetry messaging semantic conventions for Kafka::
 
@@ -26,16 +27,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from streamjobs.errors import Retry
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from streamjobs.middleware import AttemptContext, Middleware, SubmitContext, error_type
 
 __all__ = [
     "ATTR_ATTEMPT",
@@ -61,10 +60,10 @@ __all__ = [
     "TRACER_NAME",
     "TRACE_HEADERS",
     "Headers",
-    "configure",
+    "TracingMiddleware",
+    "current_trace_id",
     "extract",
     "inject",
-    "otlp_traces_url",
     "process_span",
     "record_failure",
     "replay_span",
@@ -296,7 +295,7 @@ def record_failure(span: Span, exc: BaseException) -> None:
         span.add_event(EVENT_RETRY_REQUESTED, {ATTR_RETRY_REASON: str(exc)[:1000]})
         return
     span.record_exception(exc)
-    span.set_attribute(ATTR_ERROR_TYPE, _qualified_name(type(exc)))
+    span.set_attribute(ATTR_ERROR_TYPE, error_type(exc))
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1000]))
 
 
@@ -306,44 +305,70 @@ def trace_id_of(span: Span) -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
-def _qualified_name(cls: type[BaseException]) -> str:
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+def current_trace_id() -> str | None:
+    """The id of the trace the calling code runs in (as :func:`trace_id_of`), if any."""
+    return trace_id_of(trace.get_current_span())
 
 
-# -- the edge ---------------------------------------------------------------------------------
+class TracingMiddleware(Middleware):
+    """The PRODUCER span of each submitted (or replayed, redriven) task record and the CONSUMER
+    span of each attempt, with the trace context carried in record headers.
 
-
-def otlp_traces_url(endpoint: str) -> str:
-    """The OTLP/HTTP traces URL for an endpoint given like ``OTEL_EXPORTER_OTLP_ENDPOINT``.
-
-    ``http://jaeger:4318`` becomes ``http://jaeger:4318/v1/traces``; a URL already ending in
-    ``/v1/traces`` is kept.
+    The default middleware of ``Producer`` and ``Worker``. The attempt's span is the child of
+    the context in the record's headers (the submit span, or the previous attempt's span for a
+    retry), and its context is put on the retry record through ``ctx.carry_headers``. Without
+    an installed SDK and without an incoming trace context it opens nothing.
     """
-    base = endpoint.strip().rstrip("/")
-    return base if base.endswith("/v1/traces") else f"{base}/v1/traces"
+
+    def submit(self, ctx: SubmitContext) -> AbstractContextManager[object]:
+        # without a provider or a current span, a span (a replay's too: it is linked, not
+        # parented) would be a no-op that injects no headers, so none is opened
+        if not active():
+            return nullcontext()
+        return self._submit(ctx)
+
+    @contextmanager
+    def _submit(self, ctx: SubmitContext) -> Iterator[None]:
+        if ctx.operation == "submit":
+            span = submit_span(ctx.task, ctx.task_id, ctx.topic, ctx.key)
+        else:
+            span = replay_span(
+                ctx.origin_headers,
+                operation=ctx.operation,
+                task=ctx.task,
+                task_id=ctx.task_id,
+                topic=ctx.topic,
+                key=ctx.key,
+            )
+        with span as headers:
+            ctx.headers.extend(headers)
+            yield
+
+    def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
+        span = process_span(
+            ctx.headers,
+            task=ctx.task,
+            task_id=ctx.task_id,
+            attempt=ctx.attempt,
+            topic=ctx.topic,
+            partition=ctx.partition,
+            offset=ctx.offset,
+            group=ctx.group,
+        )
+        return _NO_ATTEMPT if span is _NO_SPAN else self._attempt(ctx, span)
+
+    @contextmanager
+    def _attempt(
+        self, ctx: AttemptContext, span_manager: AbstractContextManager[Span]
+    ) -> Iterator[None]:
+        with span_manager as span:
+            # the retry record continues the trace: the next attempt is a child of this one
+            ctx.carry_headers.extend(inject())
+            try:
+                yield
+            except Exception as exc:
+                record_failure(span, exc)
+                raise
 
 
-def configure(service_name: str, otlp_endpoint: str | None = None) -> SdkTracerProvider | None:
-    """Install a global SDK provider exporting spans over OTLP/HTTP in batches. Edge use only.
-
-    ``otlp_endpoint`` is a base URL (``http://127.0.0.1:4318``); when None the exporter follows
-    the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``
-    variables (default ``http://localhost:4318``), and the SDK also honours ``OTEL_BSP_*``,
-    ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SDK_DISABLED``. Returns the provider, whose
-    ``shutdown()`` flushes the last spans; returns None and changes nothing if a provider is
-    already installed (OpenTelemetry allows one per process, and the application's wins).
-    Needs the ``streamjobs[otlp]`` extra.
-    """
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        return None
-    endpoint = otlp_traces_url(otlp_endpoint) if otlp_endpoint else None
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-    trace.set_tracer_provider(provider)
-    return provider
+_NO_ATTEMPT: AbstractContextManager[None] = nullcontext()

@@ -5,7 +5,7 @@ one when pytest starts (service ``streamjobs-tests``), before any test could ins
 and its only processor is a :class:`SpanRelay`; each test routes spans to processors of its own
 for its duration: an in-memory exporter (the ``spans`` fixture), or an OTLP exporter to a real
 Jaeger. Spans that end while no test listens (a worker thread finishing after its test) go
-nowhere. ``streamjobs.tracing.configure`` called inside the test process leaves it alone.
+nowhere. ``streamjobs.telemetry.configure`` called inside the test process leaves it alone.
 
 A pytest plugin: ``tests/conftest.py`` loads it with ``pytest_plugins``.
 """

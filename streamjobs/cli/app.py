@@ -63,7 +63,7 @@ def consume(
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
 ) -> None:
     """Run a worker in the queue's consumer group until SIGTERM/SIGINT."""
-    from streamjobs import tracing
+    from streamjobs import telemetry
     from streamjobs.worker.loop import Worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
@@ -81,7 +81,7 @@ def consume(
     handlers = load_registry(registry)
     provider = None
     if settings.tracing_enabled:  # no endpoint configured: no SDK, no exporter, no cost
-        provider = tracing.configure(settings.service_name, settings.otlp_endpoint)
+        provider = telemetry.configure(settings.service_name, settings.otlp_endpoint)
     worker = Worker(settings, handlers)
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -17,20 +17,23 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from streamjobs import client, status, tracing
+from streamjobs import client, status
 from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
+from streamjobs.middleware import AttemptContext, AttemptOutcome, Middleware, chain_of
 from streamjobs.models import TaskState
 from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import DeadLetter, RetryPolicy, clamp_attempt, decide, pick_tier
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
+from streamjobs.tracing import TracingMiddleware, current_trace_id
 from streamjobs.worker.executor import KeyedExecutor
 from streamjobs.worker.handler_call import HandlerRunner
 from streamjobs.worker.handover import Handover
@@ -66,14 +69,21 @@ class Worker:
     """Runs tasks of one queue as a member of the queue's consumer group.
 
     ``run()`` blocks until ``stop()`` (callable from any thread or a signal handler), then finishes
-    the tasks already started, commits and leaves the group.
+    the tasks already started, commits and leaves the group. ``middleware`` wraps each handler
+    attempt and hears its outcome (:mod:`streamjobs.middleware`; None: tracing only).
     """
 
     def __init__(
-        self, settings: Settings, registry: TaskRegistry, *, worker_id: str | None = None
+        self,
+        settings: Settings,
+        registry: TaskRegistry,
+        *,
+        worker_id: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.middleware = chain_of(middleware, TracingMiddleware)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
         self.assigned = threading.Event()
@@ -353,11 +363,19 @@ class Worker:
         self.stats.hopped += 1
 
     def _settle_with(
-        self, part: Partition, message: client.Record, records: list[OutRecord]
+        self,
+        part: Partition,
+        message: client.Record,
+        records: list[OutRecord],
+        then: Callable[[], None] | None = None,
     ) -> None:
-        """Write the records that settle ``message``; its offset completes once they are durable."""
+        """Write the records that settle ``message``; its offset completes once they are durable,
+        and ``then`` runs after it (on the poll thread), unless the partition was given up."""
         origin = (message.topic, message.partition, message.offset)
-        self.writer.write(records, origin, part.completer(message.offset))
+        done = part.completer(message.offset)
+        if then is not None:
+            done = _followed_by(done, then)
+        self.writer.write(records, origin, done)
 
     def _dead_letter(
         self,
@@ -367,9 +385,10 @@ class Worker:
         reason: str,
         exc: BaseException | None,
         where: dict[str, Any] | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
         self._settle_with(
-            part, message, self._build.dead_letter(message, envelope, reason, exc, where)
+            part, message, self._build.dead_letter(message, envelope, reason, exc, where), then
         )
         self.stats.dead_lettered += 1
         self._retry_ended(message)
@@ -438,36 +457,53 @@ class Worker:
             "worker_id": self.worker_id,
         }
         assert self._runner is not None
-        with tracing.process_span(
-            message.headers,
-            task=envelope["task"],
-            task_id=envelope["task_id"],
-            attempt=envelope["attempt"],
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            group=self.settings.group,
-        ) as span:
-            where["trace_id"] = tracing.trace_id_of(span)
-            statuses = status.AttemptStatuses(envelope, where)
-            running = self._build.run_status(envelope, statuses, TaskState.RUNNING)
-            origin = (message.topic, message.partition, message.offset)
-            # at least once: fire and forget; exactly once: staged, dropped if the partition goes
-            self.writer.write([running], origin, part.alive if self.writer.exactly_once else None)
-            try:
+        ctx = self._attempt_context(message, envelope)
+        started = time.monotonic()
+        try:
+            # a middleware cannot swallow the handler's exception: the chain re-raises it
+            with self.middleware.attempt(ctx):
+                where["trace_id"] = current_trace_id()  # the trace a middleware opened, if any
+                statuses = status.AttemptStatuses(envelope, where)
+                running = self._build.run_status(envelope, statuses, TaskState.RUNNING)
+                origin = (message.topic, message.partition, message.offset)
+                # at least once: fire and forget; exactly once: staged, dropped with its partition
+                self.writer.write(
+                    [running], origin, part.alive if self.writer.exactly_once else None
+                )
                 result = self._runner.call(handler, envelope, message.timestamp_ms)
-            except Exception as exc:
-                tracing.record_failure(span, exc)
-                self._failed(message, part, envelope, handler, exc, where)
-                if suspect:
-                    self.ledger.end(message.topic, message.partition, message.offset)
-                return
+        except Exception as exc:
+            self._failed(message, part, envelope, handler, exc, where, (ctx, started))
+            if suspect:
+                self.ledger.end(message.topic, message.partition, message.offset)
+            return
         done = self._build.run_status(envelope, statuses, TaskState.SUCCEEDED, result)
-        self._settle_with(part, message, [done])
+        outcome = AttemptOutcome(TaskState.SUCCEEDED, _since(started))
+        self._settle_with(part, message, [done], self._observer(ctx, outcome))
         self.stats.succeeded += 1
         self._retry_ended(message)
         if suspect:
             self.ledger.end(message.topic, message.partition, message.offset)
+
+    def _attempt_context(self, message: client.Record, envelope: dict[str, Any]) -> AttemptContext:
+        return AttemptContext(
+            task_id=envelope["task_id"],
+            task=envelope["task"],
+            key=envelope["key"],
+            attempt=envelope["attempt"],
+            queue=self.settings.queue,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            group=self.settings.group,
+            worker_id=self.worker_id,
+            headers=tuple(message.headers),
+        )
+
+    def _observer(self, ctx: AttemptContext, outcome: AttemptOutcome) -> Callable[[], None] | None:
+        """What tells the middleware the outcome once it is written (None: nobody listens)."""
+        if not self.middleware.observes_outcomes:
+            return None
+        return lambda: self.middleware.outcome(ctx, outcome)
 
     def _count_start(self, message: client.Record) -> int:
         try:
@@ -484,7 +520,9 @@ class Worker:
         handler: Handler,
         exc: BaseException,
         where: dict[str, Any],
+        attempt: tuple[AttemptContext, float],
     ) -> None:
+        ctx, started = attempt
         policy = RetryPolicy(
             max_attempts=envelope["max_attempts"]
             or handler.max_attempts
@@ -493,15 +531,38 @@ class Worker:
             non_retryable=handler.non_retryable,
         )
         decision = decide(policy, envelope["attempt"], exc, status.now_ms())
+        elapsed = _since(started)
         if isinstance(decision, DeadLetter):
-            self._dead_letter(message, part, envelope, decision.reason, exc, where)
+            outcome = AttemptOutcome.failure(
+                TaskState.DEAD_LETTERED, elapsed, exc, reason=decision.reason
+            )
+            then = self._observer(ctx, outcome)
+            self._dead_letter(message, part, envelope, decision.reason, exc, where, then)
             return
         if self._order is not None:  # now: the key's next task waits for this executor slot
             self._order.retry_scheduled(message)
-        # the retry record continues the trace: the next attempt is a child of this one
-        records = self._build.retry(message, envelope, decision, exc, where, tracing.inject())
-        self._settle_with(part, message, records)
+        # the retry record carries what middleware asked it to (the trace context, so the next
+        # attempt is a child of this one)
+        records = self._build.retry(message, envelope, decision, exc, where, ctx.carry_headers)
+        outcome = AttemptOutcome.failure(
+            TaskState.RETRY_SCHEDULED, elapsed, exc, retry_tier=decision.tier
+        )
+        self._settle_with(part, message, records, self._observer(ctx, outcome))
         self.stats.retried += 1
+
+
+def _followed_by(done: Callable[[], bool], then: Callable[[], None]) -> Callable[[], bool]:
+    def both() -> bool:
+        completed = done()
+        if completed:
+            then()
+        return completed
+
+    return both
+
+
+def _since(started: float) -> timedelta:
+    return timedelta(seconds=time.monotonic() - started)
 
 
 def _bind(func: Callable[..., None], *args: Any) -> Callable[[], None]:

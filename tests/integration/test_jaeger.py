@@ -28,8 +28,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from streamjobs import Producer, Settings, TaskState
 from streamjobs.dev.jaeger import JaegerPorts, LocalJaeger, default_cache_dir, down, running_pid, up
 from streamjobs.ops.traceview import fetch_trace, find_trace_by_task, render
+from streamjobs.telemetry import otlp_traces_url
 from streamjobs.topics import queue_topics
-from streamjobs.tracing import otlp_traces_url
 from tests.integration.conftest import REPO_ROOT, latest, worker_env
 from tests.integration.jaeger_tasks import Flaky
 from tests.support import wait_for

@@ -1,0 +1,310 @@
+"""Middleware: typed hooks around submitting a task and around each handler attempt.
+
+Owns the hook points, the frozen context each hook sees, the frozen outcome of an attempt, and
+the chain that runs the hooks so that they can observe and wrap but never decide: tracing
+(:class:`streamjobs.tracing.TracingMiddleware`, the default), metrics and log context live here.
+
+Deliberately does not let a middleware change what happens to a task. The worker, not the
+chain, decides success, retry and dead letter, writes the outcome and commits the offset:
+
+* an exception raised *by* a middleware (entering, leaving, observing) is logged and ignored:
+  the submit or the attempt goes on as if that middleware were not there;
+* an exception raised *inside* the wrapped block (the handler's) passes through every
+  middleware and is re-raised even when a middleware's ``__exit__`` returns True or raises
+  something else: a middleware cannot turn a failure into a success;
+* the outcome handed to :meth:`Middleware.outcome` is frozen: it reports, it cannot steer.
+
+Hooks (override any; the defaults do nothing)::
+
+    submit(ctx: SubmitContext)   -> context manager around producing one task record
+                                    (on the submitting thread; add headers to ctx.headers)
+    attempt(ctx: AttemptContext) -> context manager around one handler attempt
+                                    (on the executor thread that runs the handler)
+    outcome(ctx, AttemptOutcome) -> called once the attempt's outcome is written: acknowledged
+                                    by Kafka (at least once) or staged in the transaction
+                                    (exactly once); on the worker's poll thread, keep it quick
+
+Chains nest in list order: the first middleware is the outermost, so with
+``[TracingMiddleware(), LogContext()]`` the log context sees the span tracing opened. Bad input
+that never reaches a handler (undecodable records, unknown task types, crash loops) has no
+attempt and so no hooks; :class:`streamjobs.worker.loop.WorkerStats` counts those.
+
+Example, a middleware timing attempts::
+
+    class AttemptTimer(Middleware):
+        def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+            print(ctx.task, ctx.attempt, outcome.state, outcome.duration, outcome.error_type)
+
+        @contextmanager
+        def attempt(self, ctx: AttemptContext) -> Iterator[None]:
+            token = log_context.set({"task_id": ctx.task_id})
+            try:
+                yield
+            finally:
+                log_context.reset(token)
+
+    Worker(settings, registry, middleware=[TracingMiddleware(), AttemptTimer()])
+    Producer(settings, middleware=[TracingMiddleware(), AttemptTimer()])
+
+``middleware=None`` (the default) means ``[TracingMiddleware()]``; ``middleware=[]`` none at all
+(then no trace context travels with tasks either).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import TracebackType
+from typing import Literal
+
+from streamjobs.models import TaskState
+
+__all__ = [
+    "AttemptContext",
+    "AttemptOutcome",
+    "Headers",
+    "Middleware",
+    "MiddlewareChain",
+    "RecordHeaders",
+    "SubmitContext",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Headers a middleware adds to a record it wraps (trace context, ...).
+Headers = list[tuple[str, bytes]]
+#: Headers as read from a record (a value may be missing).
+RecordHeaders = tuple[tuple[str, bytes | None], ...]
+
+_HOOKS = ("submit", "attempt", "outcome")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitContext:
+    """One task record about to be produced by ``submit``, a replay or a dead-letter redrive.
+
+    ``headers`` is the one mutable part: what middleware append there is put on the task
+    record (the trace context, for one). ``delay`` is how long the task waits before it is due
+    (None: due now). ``origin_headers`` are the original record's headers for a replay or
+    redrive (``operation``), so a span can link to the trace of the earlier run.
+    """
+
+    task_id: str
+    task: str
+    key: str | None
+    queue: str
+    topic: str
+    operation: Literal["submit", "replay", "redrive"] = "submit"
+    delay: timedelta | None = None
+    origin_headers: RecordHeaders = ()
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptContext:
+    """One attempt of a handler at a task record (``attempt`` starts at 1).
+
+    ``headers`` are the record's own headers (trace context to continue). ``carry_headers`` is
+    the one mutable part: what middleware append there travels on the task's retry record, so
+    the next attempt can continue from this one. ``schedule`` names the schedule that produced
+    the task, when one did.
+    """
+
+    task_id: str
+    task: str
+    key: str | None
+    attempt: int
+    queue: str
+    topic: str
+    partition: int
+    offset: int
+    group: str
+    worker_id: str
+    headers: RecordHeaders = ()
+    schedule: str | None = None
+    carry_headers: Headers = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What became of one attempt, as written: ``state`` is ``succeeded``, ``retry_scheduled``
+    or ``dead_lettered``.
+
+    ``duration`` is the attempt's wall time (middleware included). A failed attempt names its
+    exception (``error_type`` is the qualified class name, ``error`` its message) and either
+    the tier its retry waits on or the dead-letter ``reason`` (``max_attempts``, a handler's
+    ``Discard`` reason, ...).
+    """
+
+    state: TaskState
+    duration: timedelta
+    error_type: str | None = None
+    error: str | None = None
+    retry_tier: timedelta | None = None
+    reason: str | None = None
+
+    @classmethod
+    def failure(
+        cls,
+        state: TaskState,
+        duration: timedelta,
+        exc: BaseException,
+        *,
+        retry_tier: timedelta | None = None,
+        reason: str | None = None,
+    ) -> AttemptOutcome:
+        """The outcome of an attempt that raised ``exc``."""
+        return cls(state, duration, error_type(exc), str(exc), retry_tier, reason)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is TaskState.SUCCEEDED
+
+
+class Middleware:
+    """Base class: override the hooks you need; see the module docstring for the contract."""
+
+    def submit(self, ctx: SubmitContext) -> AbstractContextManager[object]:
+        """Wrap producing the task record of ``ctx``."""
+        return _NOTHING
+
+    def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
+        """Wrap one handler attempt; the handler's exception passes through (it is re-raised
+        whatever this context manager does with it)."""
+        return _NOTHING
+
+    def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+        """Observe the attempt's outcome once it is written."""
+
+
+_NOTHING: AbstractContextManager[None] = nullcontext()  # reusable: nullcontext keeps no state
+
+
+class MiddlewareChain:
+    """Middleware in nesting order (first = outermost), run so that none can change an outcome.
+
+    Only middleware that override a hook are called for it, so a chain of none costs a
+    shared no-op context manager per call.
+    """
+
+    def __init__(self, middleware: Iterable[Middleware] = ()) -> None:
+        self.middleware: tuple[Middleware, ...] = tuple(middleware)
+        for item in self.middleware:
+            if not isinstance(item, Middleware):
+                raise TypeError(f"middleware must subclass Middleware, got {item!r}")
+        self._by_hook = {
+            hook: tuple(m for m in self.middleware if _overrides(m, hook)) for hook in _HOOKS
+        }
+
+    def submit(self, ctx: SubmitContext) -> AbstractContextManager[None]:
+        """Every middleware's ``submit`` hook around the block, nested in chain order."""
+        wrapping = self._by_hook["submit"]
+        if not wrapping:
+            return _NOTHING
+        return _Nested(wrapping, lambda m: m.submit(ctx), "submit")
+
+    def attempt(self, ctx: AttemptContext) -> AbstractContextManager[None]:
+        """Every middleware's ``attempt`` hook around the block, nested in chain order."""
+        wrapping = self._by_hook["attempt"]
+        if not wrapping:
+            return _NOTHING
+        return _Nested(wrapping, lambda m: m.attempt(ctx), "attempt")
+
+    @property
+    def observes_outcomes(self) -> bool:
+        return bool(self._by_hook["outcome"])
+
+    def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+        """Tell every middleware; one that raises is logged and the others still hear it."""
+        for middleware in self._by_hook["outcome"]:
+            try:
+                middleware.outcome(ctx, outcome)
+            except Exception:
+                _log.warning(
+                    "middleware %s failed in outcome; ignored", _name(middleware), exc_info=True
+                )
+
+
+def chain_of(
+    middleware: Sequence[Middleware] | None, default: Callable[[], Middleware]
+) -> MiddlewareChain:
+    """The chain a Producer or Worker runs: ``middleware`` as given, or ``[default()]``."""
+    return MiddlewareChain([default()] if middleware is None else middleware)
+
+
+def error_type(exc: BaseException) -> str:
+    """The qualified class name of ``exc`` (``builtins`` left out), as spans and outcomes say."""
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+class _Nested:
+    """Enters each middleware's context manager in order and leaves them in reverse.
+
+    A middleware that fails to enter is skipped (logged); one that fails to leave is logged;
+    the block's own exception is re-raised in every case (``__exit__`` returns False).
+    """
+
+    __slots__ = ("_enter", "_hook", "_middleware", "_open")
+
+    def __init__(
+        self,
+        middleware: tuple[Middleware, ...],
+        enter: Callable[[Middleware], AbstractContextManager[object]],
+        hook: str,
+    ) -> None:
+        self._middleware = middleware
+        self._enter = enter
+        self._hook = hook
+        self._open: list[tuple[Middleware, AbstractContextManager[object]]] = []
+
+    def __enter__(self) -> None:
+        for middleware in self._middleware:
+            try:
+                manager = self._enter(middleware)
+                manager.__enter__()
+            except Exception:
+                _log.warning(
+                    "middleware %s failed entering %s; skipped",
+                    _name(middleware),
+                    self._hook,
+                    exc_info=True,
+                )
+                continue
+            self._open.append((middleware, manager))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        while self._open:
+            middleware, manager = self._open.pop()
+            try:
+                manager.__exit__(exc_type, exc, tb)  # a True ("swallowed") is ignored
+            except BaseException as raised:
+                if raised is exc:
+                    continue  # it re-raised the block's own exception: that is passing it on
+                if not isinstance(raised, Exception):
+                    raise  # KeyboardInterrupt, SystemExit: not ours to hide
+                _log.warning(
+                    "middleware %s failed leaving %s; ignored",
+                    _name(middleware),
+                    self._hook,
+                    exc_info=True,
+                )
+        return False
+
+
+def _overrides(middleware: Middleware, hook: str) -> bool:
+    return getattr(type(middleware), hook) is not getattr(Middleware, hook)
+
+
+def _name(middleware: Middleware) -> str:
+    return type(middleware).__qualname__

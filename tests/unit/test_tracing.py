@@ -11,7 +11,10 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import baggage, trace
@@ -22,6 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from streamjobs import tracing
 from streamjobs.errors import Discard, Retry
+from streamjobs.middleware import AttemptContext, Middleware, MiddlewareChain, SubmitContext
 
 REPO = Path(__file__).resolve().parents[2]
 TOPIC = "sj.default"
@@ -330,6 +334,95 @@ def test_trace_id_of_is_the_32_hex_digit_id_jaeger_shows(spans: InMemorySpanExpo
     assert tracing.trace_id_of(trace.INVALID_SPAN) is None
 
 
+# -- TracingMiddleware: the same spans through the middleware chain -----------------------------
+
+
+def _attempt_ctx(headers: tracing.Headers, attempt: int = 1) -> AttemptContext:
+    return AttemptContext(
+        task_id="t-1",
+        task="add",
+        key="k",
+        attempt=attempt,
+        queue="default",
+        topic=TOPIC,
+        partition=2,
+        offset=41,
+        group="sj.default.workers",
+        worker_id="w-1",
+        headers=tuple(headers),
+    )
+
+
+def _submit_ctx(**overrides: Any) -> SubmitContext:
+    fields: dict[str, Any] = {"task_id": "t-1", "task": "add", "key": "k", "queue": "default"}
+    return SubmitContext(**{**fields, "topic": TOPIC, **overrides})
+
+
+def test_tracing_middleware_wraps_a_submit_in_a_send_span_whose_context_rides_on_the_record(
+    spans: InMemorySpanExporter,
+) -> None:
+    ctx = _submit_ctx()
+    with MiddlewareChain([tracing.TracingMiddleware()]).submit(ctx):
+        send = trace.get_current_span()
+    assert isinstance(send, ReadableSpan)
+
+    assert send.name == f"send {TOPIC}"
+    assert send.kind is SpanKind.PRODUCER
+    (process,) = [_process(ctx.headers)]
+    assert process.parent is not None
+    assert process.parent.span_id == send.context.span_id
+
+
+def test_tracing_middleware_links_a_redriven_task_to_its_original_trace(
+    spans: InMemorySpanExporter,
+) -> None:
+    ctx = _submit_ctx(operation="redrive", origin_headers=(("traceparent", VALID_PARENT.encode()),))
+    with MiddlewareChain([tracing.TracingMiddleware()]).submit(ctx):
+        redrive = trace.get_current_span()
+    assert isinstance(redrive, ReadableSpan)
+
+    assert redrive.name == f"redrive {TOPIC}"
+    assert [_hex(link.context.trace_id) for link in redrive.links] == [VALID_TRACE_ID]
+    assert [name for name, _ in ctx.headers] == ["traceparent"]
+
+
+def test_tracing_middleware_runs_an_attempt_in_a_process_span_continued_by_the_retry_record(
+    spans: InMemorySpanExporter,
+) -> None:
+    chain = MiddlewareChain([tracing.TracingMiddleware()])
+    first = _attempt_ctx([("traceparent", VALID_PARENT.encode())])
+    with chain.attempt(first):
+        trace_id = tracing.current_trace_id()
+    second = _attempt_ctx(first.carry_headers, attempt=2)
+    with chain.attempt(second):
+        pass
+
+    one, two = sorted(spans.get_finished_spans(), key=lambda s: s.start_time or 0)
+    assert trace_id == VALID_TRACE_ID
+    assert (one.name, one.kind) == (f"process {TOPIC}", SpanKind.CONSUMER)
+    assert _hex(two.context.trace_id) == VALID_TRACE_ID
+    assert two.parent is not None
+    assert two.parent.span_id == one.context.span_id
+
+
+def test_tracing_middleware_marks_the_span_of_a_failed_attempt_even_when_another_swallows_it(
+    spans: InMemorySpanExporter,
+) -> None:
+    class Swallower(Middleware):
+        @contextmanager
+        def attempt(self, ctx: AttemptContext) -> Iterator[None]:
+            with suppress(Exception):
+                yield
+
+    chain = MiddlewareChain([tracing.TracingMiddleware(), Swallower()])
+    with pytest.raises(ValueError, match="three is bad"), chain.attempt(_attempt_ctx([])):
+        raise ValueError("three is bad")
+
+    (span,) = spans.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "ValueError"
+
+
 # -- processes without the test provider --------------------------------------------------------
 
 
@@ -375,6 +468,29 @@ def test_without_a_provider_an_incoming_trace_passes_through_to_retry_records() 
         """
     )
     assert out.splitlines() == [f"{VALID_TRACE_ID} {VALID_PARENT}", "[]"]
+
+
+def test_without_a_provider_the_middleware_adds_no_headers_but_passes_an_incoming_trace_on() -> (
+    None
+):
+    out = _python(
+        f"""
+        from streamjobs.middleware import AttemptContext, MiddlewareChain, SubmitContext
+        from streamjobs.tracing import TracingMiddleware
+        chain = MiddlewareChain([TracingMiddleware()])
+        submit = SubmitContext(task_id="t", task="a", key=None, queue="q", topic="q")
+        with chain.submit(submit):
+            pass
+        attempt = AttemptContext(
+            task_id="t", task="a", key=None, attempt=1, queue="q", topic="q", partition=0,
+            offset=0, group="g", worker_id="w", headers=(("traceparent", b"{VALID_PARENT}"),),
+        )
+        with chain.attempt(attempt):
+            pass
+        print(submit.headers, dict(attempt.carry_headers)["traceparent"].decode())
+        """
+    )
+    assert out.split() == ["[]", VALID_PARENT]
 
 
 def test_every_span_name_and_attribute_key_is_a_constant_of_the_tracing_module() -> None:

@@ -1,0 +1,386 @@
+"""The middleware chain without a broker: nesting order, and that no middleware can change an
+outcome (its own errors are logged and ignored, the wrapped block's error always comes out)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+import pytest
+
+from streamjobs import Producer, Settings, Task
+from streamjobs.middleware import (
+    AttemptContext,
+    AttemptOutcome,
+    Middleware,
+    MiddlewareChain,
+    SubmitContext,
+)
+from streamjobs.models import TaskState
+from streamjobs.topics import queue_topics
+
+
+def _attempt_ctx(**overrides: object) -> AttemptContext:
+    fields: dict[str, object] = {
+        "task_id": "t-1",
+        "task": "add",
+        "key": "k",
+        "attempt": 2,
+        "queue": "default",
+        "topic": "sj.default.retry.1s",
+        "partition": 0,
+        "offset": 7,
+        "group": "sj.default.workers",
+        "worker_id": "w-1",
+    }
+    return AttemptContext(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+def _submit_ctx() -> SubmitContext:
+    return SubmitContext(task_id="t-1", task="add", key="k", queue="default", topic="sj.default")
+
+
+class Recorder(Middleware):
+    """Writes what it sees to a shared journal, tagged with its name."""
+
+    def __init__(self, name: str, journal: list[str]) -> None:
+        self.name = name
+        self.journal = journal
+
+    @contextmanager
+    def submit(self, ctx: SubmitContext) -> Iterator[None]:
+        self.journal.append(f"{self.name} submit {ctx.task_id}")
+        yield
+        self.journal.append(f"{self.name} submitted")
+
+    @contextmanager
+    def attempt(self, ctx: AttemptContext) -> Iterator[None]:
+        self.journal.append(f"{self.name} enter {ctx.attempt}")
+        try:
+            yield
+        except Exception as exc:
+            self.journal.append(f"{self.name} exit {type(exc).__name__}")
+            raise
+        self.journal.append(f"{self.name} exit")
+
+    def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+        self.journal.append(f"{self.name} outcome {outcome.state}")
+
+
+class Swallower(Middleware):
+    """Tries to swallow the wrapped block's exception, as a generator and as a class would."""
+
+    @contextmanager
+    def attempt(self, ctx: AttemptContext) -> Iterator[None]:
+        with suppress(Exception):  # a generator that does not re-raise: __exit__ returns True
+            yield
+
+    def submit(self, ctx: SubmitContext) -> _TrueExit:
+        return _TrueExit()
+
+
+class _TrueExit:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return True
+
+
+class Broken(Middleware):
+    """Raises wherever it is called: entering, leaving or observing."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    @contextmanager
+    def attempt(self, ctx: AttemptContext) -> Iterator[None]:
+        if self.where == "enter":
+            raise RuntimeError("broken on enter")
+        try:
+            yield
+        finally:
+            if self.where == "exit":
+                raise RuntimeError("broken on exit")
+
+    def submit(self, ctx: SubmitContext) -> AbstractContextManager[None]:
+        raise RuntimeError("broken submit")
+
+    def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+        raise RuntimeError("broken outcome")
+
+
+class Replacer(Middleware):
+    """Raises an exception of its own in place of the handler's."""
+
+    @contextmanager
+    def attempt(self, ctx: AttemptContext) -> Iterator[None]:
+        try:
+            yield
+        except ValueError as exc:
+            raise KeyError("not the handler's") from exc
+
+
+def test_middleware_nest_in_list_order_the_first_outermost() -> None:
+    journal: list[str] = []
+    chain = MiddlewareChain([Recorder("a", journal), Recorder("b", journal)])
+
+    with chain.attempt(_attempt_ctx()):
+        journal.append("handler")
+    chain.outcome(_attempt_ctx(), AttemptOutcome(TaskState.SUCCEEDED, timedelta(0)))
+    with chain.submit(_submit_ctx()):
+        journal.append("produce")
+
+    assert journal == [
+        "a enter 2",
+        "b enter 2",
+        "handler",
+        "b exit",
+        "a exit",
+        "a outcome succeeded",
+        "b outcome succeeded",
+        "a submit t-1",
+        "b submit t-1",
+        "produce",
+        "b submitted",
+        "a submitted",
+    ]
+
+
+def test_the_handlers_exception_passes_through_every_middleware() -> None:
+    journal: list[str] = []
+    chain = MiddlewareChain([Recorder("a", journal)])
+
+    with pytest.raises(ValueError, match="bad input"), chain.attempt(_attempt_ctx()):
+        raise ValueError("bad input")
+    assert journal == ["a enter 2", "a exit ValueError"]
+
+
+def test_a_middleware_that_swallows_the_handlers_exception_does_not_turn_it_into_success() -> None:
+    journal: list[str] = []
+    chain = MiddlewareChain([Recorder("outer", journal), Swallower()])
+
+    with pytest.raises(ValueError, match="handler failed"), chain.attempt(_attempt_ctx()):
+        raise ValueError("handler failed")
+    with pytest.raises(ValueError, match="produce failed"), chain.submit(_submit_ctx()):
+        raise ValueError("produce failed")
+    # the outer middleware still sees the failure the inner one tried to hide
+    assert journal == ["outer enter 2", "outer exit ValueError", "outer submit t-1"]
+
+
+def test_a_middleware_raising_its_own_error_instead_of_the_handlers_is_logged_and_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chain = MiddlewareChain([Replacer()])
+
+    with pytest.raises(ValueError, match="handler failed"), chain.attempt(_attempt_ctx()):
+        raise ValueError("handler failed")
+    assert "middleware Replacer failed leaving attempt" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["enter", "exit"])
+def test_a_middleware_that_raises_does_not_change_the_outcome_and_is_logged(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal: list[str] = []
+    chain = MiddlewareChain([Recorder("a", journal), Broken(where), Recorder("b", journal)])
+    caplog.set_level(logging.WARNING, logger="streamjobs.middleware")
+
+    with chain.attempt(_attempt_ctx()):
+        journal.append("handler")
+        result = 5
+
+    assert result == 5
+    assert journal == ["a enter 2", "b enter 2", "handler", "b exit", "a exit"]
+    (record,) = caplog.records
+    assert (
+        record.getMessage()
+        == {
+            "enter": "middleware Broken failed entering attempt; skipped",
+            "exit": "middleware Broken failed leaving attempt; ignored",
+        }[where]
+    )
+    assert record.exc_info is not None
+
+
+def test_a_failing_middleware_keeps_the_handlers_own_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chain = MiddlewareChain([Broken("exit")])
+
+    with pytest.raises(ValueError, match="handler failed"), chain.attempt(_attempt_ctx()):
+        raise ValueError("handler failed")
+    assert "middleware Broken failed leaving attempt" in caplog.text
+
+
+def test_an_outcome_observer_that_raises_is_logged_and_the_others_still_hear(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal: list[str] = []
+    chain = MiddlewareChain([Broken("outcome"), Recorder("b", journal)])
+
+    chain.outcome(_attempt_ctx(), AttemptOutcome(TaskState.DEAD_LETTERED, timedelta(0)))
+
+    assert journal == ["b outcome dead_lettered"]
+    assert "middleware Broken failed in outcome; ignored" in caplog.text
+
+
+def test_a_keyboard_interrupt_from_a_middleware_is_not_hidden() -> None:
+    class Interrupting(Middleware):
+        @contextmanager
+        def attempt(self, ctx: AttemptContext) -> Iterator[None]:
+            yield
+            raise KeyboardInterrupt
+
+    with (
+        pytest.raises(KeyboardInterrupt),
+        MiddlewareChain([Interrupting()]).attempt(_attempt_ctx()),
+    ):
+        pass
+
+
+def test_the_outcome_and_the_contexts_are_frozen() -> None:
+    outcome = AttemptOutcome.failure(
+        TaskState.RETRY_SCHEDULED,
+        timedelta(milliseconds=3),
+        ValueError("nope"),
+        retry_tier=timedelta(seconds=1),
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outcome.state = TaskState.SUCCEEDED  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        _attempt_ctx().attempt = 1  # type: ignore[misc]
+    assert (outcome.error_type, outcome.error, outcome.retry_tier) == (
+        "ValueError",
+        "nope",
+        timedelta(seconds=1),
+    )
+    assert not outcome.succeeded
+
+
+def test_a_failures_error_type_is_the_qualified_class_name() -> None:
+    class Oops(Exception):
+        pass
+
+    outcome = AttemptOutcome.failure(TaskState.DEAD_LETTERED, timedelta(0), Oops("x"))
+    assert outcome.error_type == f"{__name__}.{Oops.__qualname__}"
+
+
+def test_a_chain_calls_only_the_hooks_a_middleware_overrides() -> None:
+    class OnlyOutcomes(Middleware):
+        def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+            pass
+
+    empty, observing = MiddlewareChain(), MiddlewareChain([OnlyOutcomes()])
+    assert empty.attempt(_attempt_ctx()) is observing.attempt(_attempt_ctx())  # shared no-op
+    assert not empty.observes_outcomes
+    assert observing.observes_outcomes
+
+
+def test_only_middleware_instances_join_a_chain() -> None:
+    with pytest.raises(TypeError, match="must subclass Middleware"):
+        MiddlewareChain([object()])  # type: ignore[list-item]
+
+
+# -- the producer runs the chain (a fake Kafka producer; no broker) -----------------------------
+
+
+class _Delivered:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class FakeKafkaProducer:
+    """Accepts every record and acknowledges it on the next poll."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, list[tuple[str, bytes]] | None]] = []
+        self._unacked: list[tuple[Callable[[Any, Any], None], int]] = []
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        on_delivery: Callable[[Any, Any], None] | None = None,
+    ) -> None:
+        self.records.append((topic, key, headers))
+        if on_delivery is not None:
+            self._unacked.append((on_delivery, len(self.records)))
+
+    def poll(self, timeout: float) -> int:
+        acked, self._unacked = self._unacked, []
+        for on_delivery, offset in acked:
+            on_delivery(None, _Delivered(offset))
+        return len(acked)
+
+    def flush(self, timeout: float) -> int:
+        self.poll(0)
+        return 0
+
+
+class HeaderAdder(Middleware):
+    def __init__(self) -> None:
+        self.seen: list[SubmitContext] = []
+
+    @contextmanager
+    def submit(self, ctx: SubmitContext) -> Iterator[None]:
+        self.seen.append(ctx)
+        ctx.headers.append(("x-seen-by", b"adder"))
+        yield
+
+
+@pytest.fixture
+def kafka(monkeypatch: pytest.MonkeyPatch) -> FakeKafkaProducer:
+    fake = FakeKafkaProducer()
+    monkeypatch.setattr("streamjobs.client.new_producer", lambda *_a, **_k: fake)
+    return fake
+
+
+class Add(Task):
+    a: int
+
+
+def test_submit_runs_the_chain_around_each_task_record_with_its_context_despite_a_broken_one(
+    kafka: FakeKafkaProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    adder = HeaderAdder()
+    settings = Settings(queue="orders", topic_prefix="sj")
+    with Producer(settings, middleware=[Broken("enter"), adder]) as producer:
+        now = producer.submit(Add(a=1), key="k-1")
+        later = producer.submit(Add(a=2), delay=timedelta(minutes=5))
+
+    first, second = adder.seen
+    topics = queue_topics(settings)
+    assert (first.task_id, first.task, first.key, first.queue) == (
+        now.task_id,
+        Add.task_name,
+        "k-1",
+        "orders",
+    )
+    assert (first.topic, first.operation, first.delay) == (topics.main, "submit", None)
+    assert second.task_id == later.task_id
+    assert second.topic in topics.delay.values()
+    assert second.delay is not None
+    assert timedelta(minutes=4) < second.delay <= timedelta(minutes=5)
+    task_records = [r for r in kafka.records if r[0] != topics.status and r[0] != topics.schemas]
+    assert [headers for _, _, headers in task_records] == [[("x-seen-by", b"adder")]] * 2
+    # the broken middleware was skipped, the submits went through
+    assert caplog.text.count("middleware Broken failed entering submit; skipped") == 2

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from streamjobs import (
 from streamjobs.client import murmur2_partition
 from streamjobs.codec import builtin
 from streamjobs.deadletter import decode_dead_letter
+from streamjobs.middleware import Middleware
 from streamjobs.settings import format_duration
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
@@ -424,10 +425,15 @@ def worker(request: pytest.FixtureRequest) -> Iterator[Callable[..., ThreadWorke
     """
     started: list[ThreadWorker] = []
 
-    def start(registry: TaskRegistry, worker_settings: Settings | None = None) -> ThreadWorker:
+    def start(
+        registry: TaskRegistry,
+        worker_settings: Settings | None = None,
+        *,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> ThreadWorker:
         if worker_settings is None:
             worker_settings = request.getfixturevalue("settings")
-        instance = Worker(worker_settings, registry)
+        instance = Worker(worker_settings, registry, middleware=middleware)
         errors: list[BaseException] = []
 
         def run() -> None:

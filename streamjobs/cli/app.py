@@ -79,9 +79,7 @@ def consume(
         service_name=service_name,
     )
     handlers = load_registry(registry)
-    provider = None
-    if settings.tracing_enabled:  # no endpoint configured: no SDK, no exporter, no cost
-        provider = telemetry.configure(settings.service_name, settings.otlp_endpoint)
+    provider = telemetry.configure(settings)  # no endpoint configured: no SDK, no cost
     worker = Worker(settings, handlers)
 
     def on_signal(signum: int, _frame: Any) -> None:

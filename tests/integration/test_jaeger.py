@@ -182,6 +182,63 @@ def test_task_from_one_process_and_its_attempts_in_another_form_one_jaeger_trace
     assert "ConnectionError" in drawn
 
 
+# what the README's service.py does, with the test's task type
+_SERVICE = """
+import sys
+from streamjobs import Producer, Settings, telemetry
+from tests.integration.jaeger_tasks import Flaky
+
+settings = Settings()
+telemetry.configure(settings, service_name=sys.argv[1])
+with Producer(settings) as producer:
+    handle = producer.submit(Flaky(token=sys.argv[1], failures=0), key="k")
+    print(handle.task_id, handle.wait(timeout=60))
+"""
+
+
+def test_a_service_with_the_one_call_setup_exports_its_send_span_into_the_tasks_trace(
+    jaeger: LocalJaeger,
+    settings: Settings,
+    traced_worker: Callable[[Settings, LocalJaeger, str], Path],
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    worker_service = f"streamjobs-worker-{unique_prefix}"
+    service = f"signup-{unique_prefix}"
+    traced_worker(settings, jaeger, worker_service)
+    env = worker_env(settings)
+    env.pop("OTEL_SDK_DISABLED", None)
+    env["STREAMJOBS_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    env["STREAMJOBS_TOPIC_PREFIX"] = settings.topic_prefix
+    env["STREAMJOBS_OTLP_ENDPOINT"] = jaeger.otlp_http_endpoint
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVICE, service],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    task_id, result = done.stdout.split(maxsplit=1)
+    assert result.strip() == "ok after 1 runs"
+
+    def both_spans() -> dict[str, Any] | None:
+        found = find_trace_by_task(jaeger.query_url, worker_service, task_id)
+        return found if found is not None and len(found["spans"]) >= 3 else None
+
+    try:
+        trace = wait_for(both_spans, 30.0, interval=0.25, message="the task's trace in Jaeger")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_jaeger_state(jaeger)}\n{_log_of(tmp_path)}") from None
+    (send,) = _span_by(trace, **{"span.kind": "producer"})
+    (attempt,) = _span_by(trace, **{"span.kind": "consumer", "streamjobs.task_id": task_id})
+    assert _service_of(trace, send) == service
+    assert _service_of(trace, attempt) == worker_service
+    assert _parent_of(attempt) == send["spanID"]
+
+
 def test_unknown_trace_and_unknown_task_are_none(jaeger: LocalJaeger) -> None:
     assert fetch_trace(jaeger.query_url, "0" * 31 + "1") is None
     assert find_trace_by_task(jaeger.query_url, "no-such-service", "no-such-task") is None

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from opentelemetry import trace
 
-from streamjobs import telemetry
+from streamjobs import Settings, telemetry
 from tests.tracing_support import SpanRelay
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,8 @@ def test_otlp_endpoint_is_a_base_url_like_otel_exporter_otlp_endpoint(
 
 def test_configure_leaves_an_installed_provider_alone(span_relay: SpanRelay) -> None:
     before = trace.get_tracer_provider()
-    assert telemetry.configure("not-used", "http://127.0.0.1:9") is None
+    settings = Settings(otlp_endpoint="http://127.0.0.1:9")
+    assert telemetry.configure(settings, service_name="not-used") is None
     assert trace.get_tracer_provider() is before
 
 
@@ -85,10 +86,11 @@ def otlp_sink() -> Iterator[_OtlpSink]:
 
 _EXPORT_ONE_SPAN = """
     import sys
-    from streamjobs import telemetry
-    provider = telemetry.configure("svc-under-test", sys.argv[1] if len(sys.argv) > 1 else None)
+    from streamjobs import Settings, telemetry
+    settings = Settings(otlp_endpoint=sys.argv[1]) if len(sys.argv) > 1 else Settings()
+    provider = telemetry.configure(settings, service_name="svc-under-test")
     assert provider is not None
-    assert telemetry.configure("again", None) is None
+    assert telemetry.configure(settings, service_name="again") is None
     from streamjobs.middleware import SubmitContext
     from streamjobs.tracing import TracingMiddleware
     ctx = SubmitContext(task_id="t-42", task="add", key=None, queue="default", topic="q")
@@ -135,13 +137,13 @@ def test_configure_without_an_endpoint_follows_the_standard_otel_variables(
     assert b"svc-under-test" in body
 
 
-def test_one_call_without_arguments_names_the_service_from_otel_service_name_and_flushes_at_exit(
+def test_without_a_service_name_the_standard_otel_service_name_applies_and_spans_flush_at_exit(
     otlp_sink: _OtlpSink,
 ) -> None:
     script = """
-        from streamjobs import telemetry
+        from streamjobs import Settings, telemetry
         from streamjobs.tracing import submit_span
-        telemetry.configure()
+        telemetry.configure(Settings())
         with submit_span("add", "t-43", "q", None):
             pass
     """
@@ -152,6 +154,7 @@ def test_one_call_without_arguments_names_the_service_from_otel_service_name_and
         "OTEL_SERVICE_NAME": "svc-from-env",
     }
     env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    env.pop("STREAMJOBS_SERVICE_NAME", None)
     subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, env=env, check=True, timeout=60
     )
@@ -159,3 +162,48 @@ def test_one_call_without_arguments_names_the_service_from_otel_service_name_and
     _, _, body = otlp_sink.requests.get(timeout=10)
     assert b"svc-from-env" in body
     assert b"t-43" in body
+
+
+def test_without_an_endpoint_configure_installs_nothing_and_loads_no_sdk() -> None:
+    script = """
+        import sys
+        from opentelemetry import trace
+        from streamjobs import Settings, telemetry
+        print(telemetry.configure(Settings(), service_name="svc"))
+        print(type(trace.get_tracer_provider()).__name__)
+        print(sorted(m for m in sys.modules if m.startswith("opentelemetry.sdk")))
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for name in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "STREAMJOBS_OTLP_ENDPOINT",
+    ):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.splitlines() == ["None", "ProxyTracerProvider", "[]"]
+
+
+def test_the_service_is_named_by_the_argument_then_streamjobs_then_otel_then_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def named(service_name: str | None = None, **settings: str) -> object:
+        resource = telemetry._resource(Settings(**settings), service_name)  # type: ignore[arg-type]
+        return resource.attributes["service.name"]
+
+    monkeypatch.delenv("STREAMJOBS_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    assert named() == "streamjobs"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-otel")
+    assert named() == "from-otel"
+    monkeypatch.setenv("STREAMJOBS_SERVICE_NAME", "from-streamjobs")
+    assert named() == "from-streamjobs"
+    assert named("from-code") == "from-code"

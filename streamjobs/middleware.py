@@ -23,6 +23,8 @@ Hooks (override any; the defaults do nothing)::
     outcome(ctx, AttemptOutcome) -> called once the attempt's outcome is written: acknowledged
                                     by Kafka (at least once) or staged in the transaction
                                     (exactly once); on the worker's poll thread, keep it quick
+    wants_submit() -> bool       -> asked once per submit call; False: no submit hook for
+                                    its tasks (an idle middleware costs nothing per task)
 
 Chains nest in list order: the first middleware is the outermost, so with
 ``[TracingMiddleware(), LogContext()]`` the log context sees the span tracing opened. Bad input
@@ -171,6 +173,12 @@ class Middleware:
         """Wrap producing the task record of ``ctx``."""
         return _NOTHING
 
+    def wants_submit(self) -> bool:
+        """Asked once per ``submit`` / ``submit_many`` call: False skips this middleware's
+        ``submit`` hook for the whole batch (tracing without an SDK or a current span), so an
+        idle middleware costs nothing per task."""
+        return True
+
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
         """Wrap one handler attempt; the handler's exception passes through (it is re-raised
         whatever this context manager does with it)."""
@@ -201,17 +209,19 @@ class MiddlewareChain:
 
     def submit(self, ctx: SubmitContext) -> AbstractContextManager[None]:
         """Every middleware's ``submit`` hook around the block, nested in chain order."""
-        wrapping = self._by_hook["submit"]
-        if not wrapping:
-            return _NOTHING
-        return _Nested(wrapping, lambda m: m.submit(ctx), "submit")
+        return _wrap(self._by_hook["submit"], "submit", ctx)
+
+    def for_submit(self) -> MiddlewareChain | None:
+        """The chain that wraps the records of one submit batch: the middleware that want it
+        now (:meth:`Middleware.wants_submit`), or None when none does."""
+        wanting = [m for m in self._by_hook["submit"] if _wants_submit(m)]
+        if not wanting:
+            return None
+        return self if len(wanting) == len(self._by_hook["submit"]) else MiddlewareChain(wanting)
 
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[None]:
         """Every middleware's ``attempt`` hook around the block, nested in chain order."""
-        wrapping = self._by_hook["attempt"]
-        if not wrapping:
-            return _NOTHING
-        return _Nested(wrapping, lambda m: m.attempt(ctx), "attempt")
+        return _wrap(self._by_hook["attempt"], "attempt", ctx)
 
     @property
     def observes_outcomes(self) -> bool:
@@ -243,30 +253,58 @@ def error_type(exc: BaseException) -> str:
     )
 
 
+def _wrap(
+    wrapping: tuple[Middleware, ...], hook: str, ctx: SubmitContext | AttemptContext
+) -> AbstractContextManager[None]:
+    if not wrapping:
+        return _NOTHING
+    if len(wrapping) > 1:
+        # each hook is called just before it is entered: an inner one may read what an outer
+        # one set up (the current span, say)
+        return _Nested(wrapping, hook, ctx)
+    # one middleware (the usual case): its hook can be called now, and when it has nothing to
+    # wrap this time (tracing without an SDK or a trace to continue), no guard is needed
+    (middleware,) = wrapping
+    try:
+        manager: AbstractContextManager[object] = getattr(middleware, hook)(ctx)
+    except Exception:
+        _log.warning(
+            "middleware %s failed entering %s; skipped", _name(middleware), hook, exc_info=True
+        )
+        return _NOTHING
+    return _NOTHING if manager is _NOTHING else _Nested(wrapping, hook, ctx, manager)
+
+
 class _Nested:
     """Enters each middleware's context manager in order and leaves them in reverse.
 
     A middleware that fails to enter is skipped (logged); one that fails to leave is logged;
-    the block's own exception is re-raised in every case (``__exit__`` returns False).
+    the block's own exception is re-raised in every case (``__exit__`` returns False). A hook
+    returning the base class's no-op (nothing to wrap this time) costs nothing more.
     """
 
-    __slots__ = ("_enter", "_hook", "_middleware", "_open")
+    __slots__ = ("_ctx", "_first", "_hook", "_middleware", "_open")
 
     def __init__(
         self,
         middleware: tuple[Middleware, ...],
-        enter: Callable[[Middleware], AbstractContextManager[object]],
         hook: str,
+        ctx: SubmitContext | AttemptContext,
+        first: AbstractContextManager[object] | None = None,
     ) -> None:
         self._middleware = middleware
-        self._enter = enter
         self._hook = hook
+        self._ctx = ctx
+        self._first = first  # the first middleware's manager, when its hook was called already
         self._open: list[tuple[Middleware, AbstractContextManager[object]]] = []
 
     def __enter__(self) -> None:
         for middleware in self._middleware:
             try:
-                manager = self._enter(middleware)
+                manager = self._first if self._first is not None else self._manager(middleware)
+                self._first = None
+                if manager is _NOTHING:
+                    continue
                 manager.__enter__()
             except Exception:
                 _log.warning(
@@ -277,6 +315,11 @@ class _Nested:
                 )
                 continue
             self._open.append((middleware, manager))
+
+    def _manager(self, middleware: Middleware) -> AbstractContextManager[object]:
+        hook: Callable[[SubmitContext | AttemptContext], AbstractContextManager[object]]
+        hook = getattr(middleware, self._hook)
+        return hook(self._ctx)
 
     def __exit__(
         self,
@@ -300,6 +343,14 @@ class _Nested:
                     exc_info=True,
                 )
         return False
+
+
+def _wants_submit(middleware: Middleware) -> bool:
+    try:
+        return middleware.wants_submit()
+    except Exception:
+        _log.warning("middleware %s failed in wants_submit; used", _name(middleware), exc_info=True)
+        return True
 
 
 def _overrides(middleware: Middleware, hook: str) -> bool:

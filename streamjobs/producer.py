@@ -381,10 +381,14 @@ class Producer:
             self._withdraw([item for item, error in zip(batch, acked, strict=True) if not error])
             return
         records = [_Pending() for _ in batch]
+        hooks = self._middleware.for_submit()  # once per batch: None when no middleware wraps
         for item, pending in zip(batch, records, strict=True):
             key = (item.key or item.task_id).encode()
+            if hooks is None:
+                self._produce(item.topic, key, item.value, [], pending)
+                continue
             ctx = item.submit_context(self.settings.queue)
-            with self._middleware.submit(ctx):  # middleware may add headers (trace context)
+            with hooks.submit(ctx):  # middleware may add headers (trace context)
                 self._produce(item.topic, key, item.value, ctx.headers, pending)
         delivered = self._settle(batch, records, "task")
         for item, pending, error in zip(batch, records, delivered, strict=True):

@@ -320,11 +320,14 @@ class TracingMiddleware(Middleware):
     an installed SDK and without an incoming trace context it opens nothing.
     """
 
-    def submit(self, ctx: SubmitContext) -> AbstractContextManager[object]:
+    def wants_submit(self) -> bool:
         # without a provider or a current span, a span (a replay's too: it is linked, not
         # parented) would be a no-op that injects no headers, so none is opened
+        return active()
+
+    def submit(self, ctx: SubmitContext) -> AbstractContextManager[object]:
         if not active():
-            return nullcontext()
+            return super().submit(ctx)  # the shared no-op: nothing to wrap
         return self._submit(ctx)
 
     @contextmanager
@@ -355,7 +358,7 @@ class TracingMiddleware(Middleware):
             offset=ctx.offset,
             group=ctx.group,
         )
-        return _NO_ATTEMPT if span is _NO_SPAN else self._attempt(ctx, span)
+        return super().attempt(ctx) if span is _NO_SPAN else self._attempt(ctx, span)
 
     @contextmanager
     def _attempt(
@@ -369,6 +372,3 @@ class TracingMiddleware(Middleware):
             except Exception as exc:
                 record_failure(span, exc)
                 raise
-
-
-_NO_ATTEMPT: AbstractContextManager[None] = nullcontext()

@@ -384,3 +384,42 @@ def test_submit_runs_the_chain_around_each_task_record_with_its_context_despite_
     assert [headers for _, _, headers in task_records] == [[("x-seen-by", b"adder")]] * 2
     # the broken middleware was skipped, the submits went through
     assert caplog.text.count("middleware Broken failed entering submit; skipped") == 2
+
+
+class Idle(HeaderAdder):
+    def wants_submit(self) -> bool:
+        return False
+
+
+class Undecided(HeaderAdder):
+    def wants_submit(self) -> bool:
+        raise RuntimeError("cannot tell")
+
+
+def test_a_middleware_that_does_not_want_a_batch_is_not_called_for_its_tasks(
+    kafka: FakeKafkaProducer,
+) -> None:
+    idle, adder = Idle(), HeaderAdder()
+    with Producer(Settings(topic_prefix="sj"), middleware=[idle, adder]) as producer:
+        producer.submit_many([Add(a=1), Add(a=2)])
+    with Producer(Settings(topic_prefix="sj"), middleware=[Idle()]) as producer:
+        producer.submit(Add(a=3))
+
+    assert idle.seen == []
+    assert len(adder.seen) == 2
+    assert MiddlewareChain([Idle()]).for_submit() is None
+    task_records = [
+        r for r in kafka.records if r[0] == queue_topics(Settings(topic_prefix="sj")).main
+    ]
+    assert [headers for _, _, headers in task_records] == [[("x-seen-by", b"adder")]] * 2 + [None]
+
+
+def test_a_middleware_that_cannot_tell_whether_it_wants_a_batch_gets_it(
+    kafka: FakeKafkaProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    undecided = Undecided()
+    with Producer(Settings(topic_prefix="sj"), middleware=[undecided]) as producer:
+        producer.submit(Add(a=1))
+
+    assert len(undecided.seen) == 1
+    assert "middleware Undecided failed in wants_submit; used" in caplog.text

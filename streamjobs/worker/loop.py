@@ -472,7 +472,8 @@ class Worker:
                 )
                 result = self._runner.call(handler, envelope, message.timestamp_ms)
         except Exception as exc:
-            self._failed(message, part, envelope, handler, exc, where, (ctx, started))
+            elapsed = _since(started)
+            self._failed(message, part, envelope, handler, exc, where, ctx, elapsed)
             if suspect:
                 self.ledger.end(message.topic, message.partition, message.offset)
             return
@@ -520,9 +521,9 @@ class Worker:
         handler: Handler,
         exc: BaseException,
         where: dict[str, Any],
-        attempt: tuple[AttemptContext, float],
+        ctx: AttemptContext,
+        elapsed: timedelta,
     ) -> None:
-        ctx, started = attempt
         policy = RetryPolicy(
             max_attempts=envelope["max_attempts"]
             or handler.max_attempts
@@ -531,7 +532,6 @@ class Worker:
             non_retryable=handler.non_retryable,
         )
         decision = decide(policy, envelope["attempt"], exc, status.now_ms())
-        elapsed = _since(started)
         if isinstance(decision, DeadLetter):
             outcome = AttemptOutcome.failure(
                 TaskState.DEAD_LETTERED, elapsed, exc, reason=decision.reason

@@ -1,8 +1,8 @@
 """Middleware: typed hooks around submitting a task and around each handler attempt.
 
 Owns the hook points, the frozen context each hook sees, the frozen outcome of an attempt, and
-the chain that runs the hooks so that they can observe and wrap but never decide: tracing
-(:class:`streamjobs.tracing.TracingMiddleware`, the default), metrics and log context live here.
+the chain that runs the hooks, so that tracing (:class:`streamjobs.tracing.TracingMiddleware`,
+the default), metrics and log context can observe and wrap but never decide.
 
 Deliberately does not let a middleware change what happens to a task. The worker, not the
 chain, decides success, retry and dead letter, writes the outcome and commits the offset:
@@ -27,26 +27,32 @@ Hooks (override any; the defaults do nothing)::
                                     its tasks (an idle middleware costs nothing per task)
 
 Chains nest in list order: the first middleware is the outermost, so with
-``[TracingMiddleware(), LogContext()]`` the log context sees the span tracing opened. Bad input
-that never reaches a handler (undecodable records, unknown task types, crash loops) has no
-attempt and so no hooks; :class:`streamjobs.worker.loop.WorkerStats` counts those.
+``[TracingMiddleware(), LogContext()]`` the log context sees the span tracing opened. Attempts
+of different keys run at once on several executor threads: a middleware's own state must be
+thread-safe. An outcome is heard at most once per attempt, and not at all when the partition
+was given up before the outcome was written (another worker runs the task again and reports
+it). Bad input that never reaches a handler (undecodable records, unknown task types, crash
+loops) has no attempt and so no hooks; :class:`streamjobs.worker.loop.WorkerStats` counts it.
 
-Example, a middleware timing attempts::
+Example, a log context per attempt and a line per outcome::
 
-    class AttemptTimer(Middleware):
-        def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
-            print(ctx.task, ctx.attempt, outcome.state, outcome.duration, outcome.error_type)
+    task_context: ContextVar[dict[str, object]] = ContextVar("task_context", default={})
 
+    class TaskLog(Middleware):
         @contextmanager
         def attempt(self, ctx: AttemptContext) -> Iterator[None]:
-            token = log_context.set({"task_id": ctx.task_id})
+            token = task_context.set({"task_id": ctx.task_id, "attempt": ctx.attempt})
             try:
                 yield
             finally:
-                log_context.reset(token)
+                task_context.reset(token)
 
-    Worker(settings, registry, middleware=[TracingMiddleware(), AttemptTimer()])
-    Producer(settings, middleware=[TracingMiddleware(), AttemptTimer()])
+        def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+            log.info("%s %s: %s in %s (%s)", ctx.task, ctx.task_id, outcome.state,
+                     outcome.duration, outcome.error_type or "ok")
+
+    Worker(settings, registry, middleware=[TracingMiddleware(), TaskLog()])
+    Producer(settings, middleware=[TracingMiddleware(), TaskLog()])
 
 ``middleware=None`` (the default) means ``[TracingMiddleware()]``; ``middleware=[]`` none at all
 (then no trace context travels with tasks either).
@@ -72,6 +78,8 @@ __all__ = [
     "MiddlewareChain",
     "RecordHeaders",
     "SubmitContext",
+    "chain_of",
+    "error_type",
 ]
 
 _log = logging.getLogger(__name__)

@@ -166,3 +166,23 @@ def test_a_middleware_that_raises_or_swallows_errors_leaves_failures_failing(
     assert [d["reason"] for d in dead] == ["swallowed_or_not"]
     assert "middleware Raising failed entering attempt; skipped" in caplog.text
     assert "middleware Raising failed in outcome; ignored" in caplog.text
+
+
+def test_under_exactly_once_middleware_hears_each_outcome_once(
+    make_settings: Callable[..., Settings], worker: Callable[..., ThreadWorker]
+) -> None:
+    settings = make_settings(exactly_once=True)
+    recording = Recording()
+    worker(_registry(), settings, middleware=[recording])
+
+    with Producer(settings) as producer:
+        retried = producer.submit(FailOnce(token="x"))
+        doomed = producer.submit(Doomed(why="gone"))
+        assert retried.wait(30.0) == "ok"
+
+    states = [o.state for _, o in wait_for(lambda: recording.heard(retried.task_id, 2), 30.0)]
+    [(_, dead)] = wait_for(lambda: recording.heard(doomed.task_id, 1), 30.0)
+    assert states == [TaskState.RETRY_SCHEDULED, TaskState.SUCCEEDED]
+    assert (dead.state, dead.reason) == (TaskState.DEAD_LETTERED, "gone")
+    wait_for(lambda: state_of(settings, doomed.task_id) == TaskState.DEAD_LETTERED, 30.0)
+    assert len(recording.heard(retried.task_id, 2)) == 2

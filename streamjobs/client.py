@@ -140,6 +140,16 @@ def cluster_ready(bootstrap_servers: str, timeout: float = 2.0) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record sits: its coordinates, and the time Kafka stamped on it there."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """A consumed Kafka record, in our types (confluent's Message has every field optional)."""
 
@@ -150,6 +160,10 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
+
+    @property
+    def position(self) -> Position:
+        return Position(self.topic, self.partition, self.offset, self.timestamp_ms)
 
 
 def consume(consumer: Consumer, count: int, timeout: float) -> list[Record]:

@@ -16,13 +16,13 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 
 from streamjobs import client, status
-from streamjobs.codec import builtin
+from streamjobs.envelope import Envelope, encode_envelope
 from streamjobs.errors import ConfigError, PayloadTooLarge, StreamJobsError, SubmitError
 from streamjobs.middleware import Middleware, SubmitContext, chain_of
 from streamjobs.models import Task, TaskState
@@ -34,7 +34,6 @@ from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 from streamjobs.tracing import TracingMiddleware
 
-_ENVELOPE = builtin("task_envelope")
 RecordHeaders = Sequence[tuple[str, bytes | None]]
 # bytes a record needs beyond key, value and headers (record batch framing, generous)
 _RECORD_OVERHEAD = 512
@@ -165,19 +164,19 @@ class Producer:
 
     def resubmit(
         self,
-        envelope: dict[str, Any],
+        envelope: Envelope,
         *,
         note: str,
-        origin: dict[str, Any] | None,
+        origin: client.Position | None,
         headers: RecordHeaders | None = None,
         operation: Literal["replay", "redrive"] = "replay",
     ) -> TaskHandle:
         """Queue an already-encoded task again under its own ``task_id`` and key.
 
-        For replays and dead-letter redrives: the caller chooses ``envelope["generation"]``
+        For replays and dead-letter redrives: the caller chooses ``envelope.generation``
         (higher than any earlier one, so the new statuses outrank the old); the attempt count
         starts again at 1 and the task runs now. ``note`` (who, from where) lands on the
-        ``queued`` status, ``origin`` (topic, partition, offset, timestamp_ms) on the envelope,
+        ``queued`` status, ``origin`` (where the task was read from) on the envelope,
         and the record's PRODUCER span is linked to the trace in ``headers``. Same confirmed
         two-phase write as :meth:`submit`. For many tasks, :meth:`prepare_resubmit` each and
         write them with one :meth:`resubmit_many`.
@@ -192,10 +191,10 @@ class Producer:
 
     def prepare_resubmit(
         self,
-        envelope: dict[str, Any],
+        envelope: Envelope,
         *,
         note: str,
-        origin: dict[str, Any] | None,
+        origin: client.Position | None,
         headers: RecordHeaders | None = None,
         operation: Literal["replay", "redrive"] = "replay",
     ) -> Resubmission:
@@ -204,25 +203,21 @@ class Producer:
         longer fits ``max_message_bytes``."""
         if self._closed:
             raise StreamJobsError("producer is closed")
-        if envelope["queue"] != self.settings.queue:
+        if envelope.queue != self.settings.queue:
             raise ConfigError(
-                f"task {envelope['task_id']} belongs to queue {envelope['queue']!r}, "
+                f"task {envelope.task_id} belongs to queue {envelope.queue!r}, "
                 f"this producer to {self.settings.queue!r}"
             )
         submitted = status.now_ms()
-        again = {
-            **envelope,
-            "attempt": 1,
-            "not_before_ms": None,
-            "submitted_at_ms": submitted,
-            "origin": origin,
-        }
-        key = again["key"]
-        value = self._encoded(again, f"task {again['task_id']}")
+        again = replace(
+            envelope, attempt=1, not_before_ms=None, submitted_at_ms=submitted, origin=origin
+        )
+        key = again.key
+        value = self._encoded(again, f"task {again.task_id}")
         topic = self._topics.main
         prepared = _Prepared(
-            task=again["task"],
-            task_id=again["task_id"],
+            task=again.task,
+            task_id=again.task_id,
             key=key,
             topic=topic,
             value=value,
@@ -297,20 +292,17 @@ class Producer:
             remaining = timedelta(milliseconds=not_before_ms - submitted)
             topic = self._topics.delay[pick_tier(self.settings.delay_tiers, remaining)]
             state = TaskState.SCHEDULED
-        envelope = {
-            "task_id": task_id,
-            "task": task_type.name,
-            "queue": self.settings.queue,
-            "key": key,
-            "payload": task_type.encode(task),
-            "payload_schema": task_type.fingerprint,
-            "attempt": 1,
-            "max_attempts": max_attempts,
-            "generation": 0,
-            "not_before_ms": not_before_ms if state is TaskState.SCHEDULED else None,
-            "submitted_at_ms": submitted,
-            "origin": None,
-        }
+        envelope = Envelope(
+            task_id=task_id,
+            task=task_type.name,
+            queue=self.settings.queue,
+            key=key,
+            payload=task_type.encode(task),
+            payload_schema=task_type.fingerprint,
+            max_attempts=max_attempts,
+            not_before_ms=not_before_ms if state is TaskState.SCHEDULED else None,
+            submitted_at_ms=submitted,
+        )
         value = self._encoded(envelope, f"task {task_type.name}")
         self._announce(task_type)
         return _Prepared(
@@ -325,10 +317,10 @@ class Producer:
             delay=remaining,
         )
 
-    def _encoded(self, envelope: dict[str, Any], what: str) -> bytes:
+    def _encoded(self, envelope: Envelope, what: str) -> bytes:
         """The envelope's bytes; PayloadTooLarge if the record would not fit."""
-        value = _ENVELOPE.encode(envelope)
-        size = len(value) + len(envelope["key"] or envelope["task_id"]) + _RECORD_OVERHEAD
+        value = encode_envelope(envelope)
+        size = len(value) + len(envelope.record_key) + _RECORD_OVERHEAD
         if size > self.settings.max_message_bytes:
             raise PayloadTooLarge(
                 f"{what} encodes to {size} bytes, over max_message_bytes="

@@ -27,6 +27,7 @@ from streamjobs.codec import (
     write_long,
     write_string,
 )
+from streamjobs.envelope import Envelope
 from streamjobs.errors import DecodeError, TaskFailed, TaskTimeout, TopicError
 from streamjobs.models import TaskState, status_version
 from streamjobs.settings import Settings
@@ -119,7 +120,7 @@ class _Clock:
 _CLOCK = _Clock()
 
 
-def encode_status(envelope: dict[str, Any], state: TaskState, **fields: Any) -> bytes:
+def encode_status(envelope: Envelope, state: TaskState, **fields: Any) -> bytes:
     """A status record for the task in ``envelope``; ``fields`` fill the optional columns."""
     unknown = fields.keys() - STATUS_FIELDS
     if unknown:
@@ -129,15 +130,15 @@ def encode_status(envelope: dict[str, Any], state: TaskState, **fields: Any) -> 
         return b"".join(
             (
                 _HEADER,
-                write_string(envelope["task_id"]),
-                write_string(envelope["task"]),
-                write_string(envelope["queue"]),
+                write_string(envelope.task_id),
+                write_string(envelope.task),
+                write_string(envelope.queue),
                 _STATE[state],
-                _version(envelope["generation"], envelope["attempt"], state),
-                write_int(envelope["attempt"]),
-                write_int(envelope["generation"]),
+                _version(envelope.generation, envelope.attempt, state),
+                write_int(envelope.attempt),
+                write_int(envelope.generation),
                 _CLOCK.now(),
-                optional_string(get("key", envelope["key"])),
+                optional_string(get("key", envelope.key)),
                 optional_string(get("result")),
                 optional_string(get("error_type")),
                 optional_string(get("error")),
@@ -147,8 +148,8 @@ def encode_status(envelope: dict[str, Any], state: TaskState, **fields: Any) -> 
                 optional_long(get("offset")),
                 optional_string(get("worker_id")),
                 optional_string(get("trace_id")),
-                optional_long(get("not_before_ms", envelope["not_before_ms"])),
-                optional_long(get("submitted_at_ms", envelope["submitted_at_ms"])),
+                optional_long(get("not_before_ms", envelope.not_before_ms)),
+                optional_long(get("submitted_at_ms", envelope.submitted_at_ms)),
                 optional_string(get("note")),
             )
         )
@@ -166,20 +167,20 @@ class AttemptStatuses:
 
     __slots__ = ("_after_time", "_attempt", "_before_state", "_generation", "_numbers", "_tail")
 
-    def __init__(self, envelope: dict[str, Any], where: dict[str, Any]) -> None:
+    def __init__(self, envelope: Envelope, where: dict[str, Any]) -> None:
         """``where``: the run's topic, partition, offset, worker_id and trace_id columns."""
         try:
-            self._generation = envelope["generation"]
-            self._attempt = envelope["attempt"]
+            self._generation = envelope.generation
+            self._attempt = envelope.attempt
             self._before_state = b"".join(
                 (
                     _HEADER,
-                    write_string(envelope["task_id"]),
-                    write_string(envelope["task"]),
-                    write_string(envelope["queue"]),
+                    write_string(envelope.task_id),
+                    write_string(envelope.task),
+                    write_string(envelope.queue),
                 )
             )
-            self._after_time = optional_string(envelope["key"])
+            self._after_time = optional_string(envelope.key)
             self._tail = b"".join(
                 (
                     NULL * 3,  # error_type, error, reason: a running or succeeded task has none
@@ -188,8 +189,8 @@ class AttemptStatuses:
                     optional_long(where["offset"]),
                     optional_string(where["worker_id"]),
                     optional_string(where["trace_id"]),
-                    optional_long(envelope["not_before_ms"]),
-                    optional_long(envelope["submitted_at_ms"]),
+                    optional_long(envelope.not_before_ms),
+                    optional_long(envelope.submitted_at_ms),
                     NULL,  # note
                 )
             )

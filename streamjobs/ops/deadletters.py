@@ -32,17 +32,10 @@ from streamjobs import client, status
 from streamjobs.client import OffsetRange, read_range
 from streamjobs.codec import decode_body
 from streamjobs.deadletter import decode_dead_letter
+from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.errors import BadInput, ConfigError, StreamJobsError, SubmitError
 from streamjobs.models import TaskState
-from streamjobs.ops.replay import (
-    CHUNK_SIZE,
-    ENVELOPE,
-    Chunks,
-    Progress,
-    default_actor,
-    plan_ranges,
-    to_ms,
-)
+from streamjobs.ops.replay import CHUNK_SIZE, Chunks, Progress, default_actor, plan_ranges, to_ms
 from streamjobs.producer import Producer, Resubmission
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
@@ -104,7 +97,7 @@ class DeadLetterDetail:
     """One dead letter in full: what ``dlq show`` prints."""
 
     info: DeadLetterInfo
-    envelope: dict[str, Any] | None
+    envelope: Envelope | None
     envelope_error: str | None
     args: dict[str, Any] | None
     payload_hex: str | None
@@ -114,7 +107,7 @@ class DeadLetterDetail:
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.info.as_dict(),
-            "envelope": self.envelope,
+            "envelope": None if self.envelope is None else _shown(self.envelope),
             "envelope_error": self.envelope_error,
             "args": self.args,
             "payload_hex": self.payload_hex,
@@ -243,22 +236,23 @@ def show(settings: Settings, ref: str) -> DeadLetterDetail:
         envelope = _envelope_of(dead)
     except BadInput as exc:
         return DeadLetterDetail(dead.info, None, f"{exc.reason}: {exc}", None, None, 0, headers)
-    payload: bytes = envelope["payload"]
-    shown = {
-        **{k: v for k, v in envelope.items() if k != "payload"},
-        "payload_schema": envelope["payload_schema"].hex(),
-    }
+    payload = envelope.payload
     args = _decoded_args(settings, envelope)
-    return DeadLetterDetail(dead.info, shown, None, args, payload.hex(), len(payload), headers)
+    return DeadLetterDetail(dead.info, envelope, None, args, payload.hex(), len(payload), headers)
 
 
-def _decoded_args(settings: Settings, envelope: dict[str, Any]) -> dict[str, Any] | None:
+def _shown(envelope: Envelope) -> dict[str, Any]:
+    """The envelope as ``dlq show`` prints it: the payload apart, the fingerprint in hex."""
+    fields = envelope.as_dict()
+    del fields["payload"]
+    return {**fields, "payload_schema": envelope.payload_schema.hex()}
+
+
+def _decoded_args(settings: Settings, envelope: Envelope) -> dict[str, Any] | None:
     """The task's arguments, decoded with its writer schema from the schemas topic, if there."""
     try:
-        writer = SchemaStore(settings).writer(
-            envelope["payload_schema"], envelope["submitted_at_ms"]
-        )
-        args = decode_body(writer, envelope["payload"], 0)
+        writer = SchemaStore(settings).writer(envelope.payload_schema, envelope.submitted_at_ms)
+        args = decode_body(writer, envelope.payload, 0)
     except BadInput:
         return None
     return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in args.items()}
@@ -270,7 +264,7 @@ def _original_headers(value: dict[str, Any] | None) -> list[tuple[str, bytes | N
     return [(h["key"], h["value"]) for h in value["original_headers"]]
 
 
-def _envelope_of(dead: _DeadLetter) -> dict[str, Any]:
+def _envelope_of(dead: _DeadLetter) -> Envelope:
     """The task envelope a dead letter keeps; BadInput when there is none to re-drive."""
     if dead.value is None:
         raise BadInput(dead.info.error or "undecodable dead letter", reason=UNDECODABLE)
@@ -278,7 +272,7 @@ def _envelope_of(dead: _DeadLetter) -> dict[str, Any]:
         raise BadInput("original value truncated to fit the dead-letter topic", reason="truncated")
     if not dead.value["original_value"]:
         raise BadInput("the original record had no value", reason="empty_value")
-    return ENVELOPE.decode(dead.value["original_value"])
+    return decode_envelope(dead.value["original_value"])
 
 
 # -- redrive ---------------------------------------------------------------------------------
@@ -359,36 +353,36 @@ class _Redriver:
         except BadInput as exc:
             reason = f"cannot be redriven, no decodable envelope ({exc.reason}): {exc}"
             return RedriveItem(ref, "skipped", dead.info.task_id, dead.info.task, reason), None
-        ids = {"task_id": envelope["task_id"], "task": envelope["task"]}
+        ids = (envelope.task_id, envelope.task)
         skip = self._skip_reason(envelope)
         if skip is not None:
-            return RedriveItem(ref, "skipped", **ids, reason=skip), None
-        self.done.add(envelope["task_id"])
-        current = self.statuses.get(envelope["task_id"])
-        known = [envelope["generation"], dead.info.generation, current.generation if current else 0]
-        again = {**envelope, "generation": max(known) + 1}
-        item = RedriveItem(ref, "would_redrive", **ids, generation=again["generation"])
+            return RedriveItem(ref, "skipped", *ids, reason=skip), None
+        self.done.add(envelope.task_id)
+        current = self.statuses.get(envelope.task_id)
+        known = [envelope.generation, dead.info.generation, current.generation if current else 0]
+        again = replace(envelope, generation=max(known) + 1)
+        item = RedriveItem(ref, "would_redrive", *ids, generation=again.generation)
         if self.producer is None:
             return item, None
         try:
             return replace(item, outcome="redriven"), self._prepare(dead, again)
         except StreamJobsError as exc:
-            return RedriveItem(ref, "failed", **ids, reason=f"not re-submitted: {exc}"), None
+            return RedriveItem(ref, "failed", *ids, reason=f"not re-submitted: {exc}"), None
 
-    def _skip_reason(self, envelope: dict[str, Any]) -> str | None:
-        task_id = envelope["task_id"]
-        if envelope["queue"] != self.settings.queue:
-            return f"belongs to queue {envelope['queue']!r}"
+    def _skip_reason(self, envelope: Envelope) -> str | None:
+        task_id = envelope.task_id
+        if envelope.queue != self.settings.queue:
+            return f"belongs to queue {envelope.queue!r}"
         if task_id in self.done:
             return "task already redriven in this run"
         current = self.statuses.get(task_id)
         if current is not None and current.state is TaskState.SUCCEEDED:
             return f"task has succeeded since (generation {current.generation})"
-        if current is not None and current.generation > envelope["generation"]:
+        if current is not None and current.generation > envelope.generation:
             return f"superseded: task is at generation {current.generation} ({current.state})"
         return None
 
-    def _prepare(self, dead: _DeadLetter, again: dict[str, Any]) -> Resubmission:
+    def _prepare(self, dead: _DeadLetter, again: Envelope) -> Resubmission:
         assert self.producer is not None
         record = dead.record
         when = datetime.now(UTC).isoformat(timespec="seconds")
@@ -396,12 +390,7 @@ class _Redriver:
         return self.producer.prepare_resubmit(
             again,
             note=note,
-            origin={
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "timestamp_ms": record.timestamp_ms,
-            },
+            origin=record.position,
             headers=_original_headers(dead.value),
             operation="redrive",
         )

@@ -26,9 +26,9 @@ from rich.text import Text
 
 from streamjobs import client, status
 from streamjobs.client import OffsetRange, read_range
+from streamjobs.envelope import decode_envelope
 from streamjobs.errors import BadInput
 from streamjobs.ops.deadletters import DeadLetterInfo, list_dead_letters
-from streamjobs.ops.replay import ENVELOPE
 from streamjobs.settings import Settings, format_duration
 from streamjobs.topics import QueueTopics, queue_topics
 
@@ -175,11 +175,11 @@ def _oldest_due(
             if record.partition in heads or not record.value:
                 continue
             try:
-                envelope = ENVELOPE.decode(record.value)
+                envelope = decode_envelope(record.value)
             except BadInput:
                 continue  # the worker dead-letters it; it is due at once
             released = record.timestamp_ms + delay // timedelta(milliseconds=1)
-            heads[record.partition] = envelope["not_before_ms"] or released
+            heads[record.partition] = envelope.not_before_ms or released
     return min(heads.values(), default=None)
 
 

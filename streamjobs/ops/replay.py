@@ -25,7 +25,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from streamjobs import client, status
 from streamjobs.client import OffsetRange, read_range
-from streamjobs.codec import builtin
+from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.errors import BadInput, ConfigError, SubmitError
 from streamjobs.models import TaskState
 from streamjobs.producer import Producer, Resubmission
@@ -34,7 +34,6 @@ from streamjobs.status import StatusView
 from streamjobs.taskhandle import TaskHandle
 from streamjobs.topics import queue_topics
 
-ENVELOPE = builtin("task_envelope")
 Outcome = Literal["replayed", "would_replay", "skipped", "failed"]
 Progress = Callable[[int, int], None]
 ItemT = TypeVar("ItemT")
@@ -228,30 +227,25 @@ class _Replayer:
             envelope = _decode(record.value)
         except BadInput as exc:
             return ReplayItem(*where, "failed", reason=f"{exc.reason}: {exc}"), None
-        if self.task is not None and envelope["task"] != self.task:
+        if self.task is not None and envelope.task != self.task:
             return None
-        ids = (envelope["task_id"], envelope["task"])
+        ids = (envelope.task_id, envelope.task)
         skip = self._skip_reason(envelope)
         if skip is not None:
             return ReplayItem(*where, "skipped", *ids, reason=skip), None
-        self.done.add(envelope["task_id"])
-        current = self.statuses.get(envelope["task_id"])
-        generation = max(envelope["generation"], current.generation if current else 0) + 1
+        self.done.add(envelope.task_id)
+        current = self.statuses.get(envelope.task_id)
+        generation = max(envelope.generation, current.generation if current else 0) + 1
         if self.producer is None:
             return ReplayItem(*where, "would_replay", *ids, generation=generation), None
         # failed until its chunk is written (or at once, when it cannot be prepared)
         item = ReplayItem(*where, "failed", *ids, generation=generation)
         try:
             prepared = self.producer.prepare_resubmit(
-                {**envelope, "generation": generation},
+                replace(envelope, generation=generation),
                 note=f"replayed from {record.topic}[{record.partition}]@{record.offset} "
                 f"by {self.actor}",
-                origin={
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "timestamp_ms": record.timestamp_ms,
-                },
+                origin=record.position,
                 headers=record.headers,
                 operation="replay",
             )
@@ -265,10 +259,10 @@ class _Replayer:
         results = self.producer.resubmit_many([prepared for _, prepared in chunk])
         return [_settled(item, result) for (item, _), result in zip(chunk, results, strict=True)]
 
-    def _skip_reason(self, envelope: dict[str, Any]) -> str | None:
-        task_id = envelope["task_id"]
-        if envelope["queue"] != self.settings.queue:
-            return f"belongs to queue {envelope['queue']!r}"
+    def _skip_reason(self, envelope: Envelope) -> str | None:
+        task_id = envelope.task_id
+        if envelope.queue != self.settings.queue:
+            return f"belongs to queue {envelope.queue!r}"
         if task_id in self.done:
             return "already replayed in this run"
         current = self.statuses.get(task_id)
@@ -285,10 +279,10 @@ def _settled(item: ReplayItem, result: TaskHandle | SubmitError) -> ReplayItem:
     )
 
 
-def _decode(value: bytes | None) -> dict[str, Any]:
+def _decode(value: bytes | None) -> Envelope:
     if not value:
         raise BadInput("empty value or tombstone", reason="empty_value")
-    return ENVELOPE.decode(value)
+    return decode_envelope(value)
 
 
 def replay(

@@ -16,6 +16,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+from streamjobs.envelope import Envelope
 from streamjobs.errors import BadInput, HandlerTimeout
 from streamjobs.registry import Handler
 from streamjobs.schemastore import SchemaStore
@@ -44,13 +45,13 @@ class HandlerRunner:
             if not self._loop.is_running():
                 self._loop.close()  # an unclosed loop warns (ResourceWarning) when collected
 
-    def call(self, handler: Handler, envelope: dict[str, Any], written_at_ms: int) -> str | None:
+    def call(self, handler: Handler, envelope: Envelope, written_at_ms: int) -> str | None:
         """Decode the payload, run the handler, return its result as JSON (None for None)."""
-        fingerprint = envelope["payload_schema"]
+        fingerprint = envelope.payload_schema
         writer = None
         if fingerprint != handler.task_type.fingerprint:
             writer = self._schemas.writer(fingerprint, written_at_ms)
-        task = handler.load(envelope["payload"], writer)
+        task = handler.load(envelope.payload, writer)
         timeout = handler.timeout or self._settings.task_timeout
         if handler.is_async:
             result = self._call_async(handler, task, timeout)

@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from streamjobs import client, status
+from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
 from streamjobs.middleware import AttemptContext, AttemptOutcome, Middleware, chain_of
 from streamjobs.models import TaskState
@@ -38,13 +39,7 @@ from streamjobs.worker.executor import KeyedExecutor
 from streamjobs.worker.handler_call import HandlerRunner
 from streamjobs.worker.handover import Handover
 from streamjobs.worker.keyorder import KeyOrder
-from streamjobs.worker.outcomes import (
-    ENVELOPE,
-    Builder,
-    OutcomeWriter,
-    OutRecord,
-    TransactionalWriter,
-)
+from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord, TransactionalWriter
 from streamjobs.worker.partitions import Assigned, Partition
 from streamjobs.worker.quarantine import StartLedger
 
@@ -292,26 +287,26 @@ class Worker:
             return
         self._begin(part, offset)
         try:
-            handler = self.registry.get(envelope["task"])
+            handler = self.registry.get(envelope.task)
         except BadInput as exc:
             self._dead_letter(message, part, envelope, exc.reason, exc)
             return
         self._dispatch(message, envelope, handler, part)
 
     def _dispatch(
-        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
+        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
     ) -> None:
         with self._queued_lock:
             self._queued += 1
         self._submit(message, envelope, handler, part)
 
     def _submit(
-        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
+        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
     ) -> None:
         """Hand an already counted task to the executor."""
         assert self._executor is not None
         self._executor.submit(
-            envelope["key"] or envelope["task_id"],
+            envelope.record_key,
             _bind(self._execute, message, envelope, handler, part),
         )
 
@@ -323,24 +318,24 @@ class Worker:
         part.next_offset = offset + 1
         part.tracker.dispatched(offset)
 
-    def _decode(self, message: client.Record) -> dict[str, Any]:
+    def _decode(self, message: client.Record) -> Envelope:
         value = message.value
         if not value:
             raise BadInput("empty or tombstone value on a task topic", reason="empty_value")
-        envelope = ENVELOPE.decode(value)
-        if clamp_attempt(envelope["attempt"]) is None:
-            raise BadInput(f"attempt {envelope['attempt']} out of range", reason="bad_attempt")
-        due = envelope["not_before_ms"]
+        envelope = decode_envelope(value)
+        if clamp_attempt(envelope.attempt) is None:
+            raise BadInput(f"attempt {envelope.attempt} out of range", reason="bad_attempt")
+        due = envelope.not_before_ms
         if due is not None and due - status.now_ms() > self._max_future_ms:
             raise BadInput(f"due time {due} is beyond max_future", reason="due_too_far")
         return envelope
 
     def _not_due(
-        self, message: client.Record, part: Partition, envelope: dict[str, Any], tier: timedelta
+        self, message: client.Record, part: Partition, envelope: Envelope, tier: timedelta
     ) -> bool:
         """Hold the partition if its head is not released yet; hop if released but not due."""
         now = status.now_ms()
-        due = envelope["not_before_ms"] or 0
+        due = envelope.not_before_ms or 0
         release = message.timestamp_ms + int(tier.total_seconds() * 1000)
         release = min(release, due) if due else release
         if release > now:
@@ -381,7 +376,7 @@ class Worker:
         self,
         message: client.Record,
         part: Partition,
-        envelope: dict[str, Any] | None,
+        envelope: Envelope | None,
         reason: str,
         exc: BaseException | None,
         where: dict[str, Any] | None = None,
@@ -399,7 +394,7 @@ class Worker:
     # -- execution (executor threads) ------------------------------------------------------
 
     def _execute(
-        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
+        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
     ) -> None:
         try:
             with part.lock:
@@ -420,7 +415,7 @@ class Worker:
                 self._queued_lock.notify()
 
     def _parked(
-        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
+        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
     ) -> bool:
         """key_ordered: a main-topic task waits while an earlier task of its key is in retry."""
         # parked before it leaves _queued (the caller's finally): never missing from both counts
@@ -439,7 +434,7 @@ class Worker:
             release()
 
     def _run_task(
-        self, message: client.Record, envelope: dict[str, Any], handler: Handler, part: Partition
+        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
     ) -> None:
         suspect = message.offset in part.suspect
         if suspect:
@@ -485,12 +480,12 @@ class Worker:
         if suspect:
             self.ledger.end(message.topic, message.partition, message.offset)
 
-    def _attempt_context(self, message: client.Record, envelope: dict[str, Any]) -> AttemptContext:
+    def _attempt_context(self, message: client.Record, envelope: Envelope) -> AttemptContext:
         return AttemptContext(
-            task_id=envelope["task_id"],
-            task=envelope["task"],
-            key=envelope["key"],
-            attempt=envelope["attempt"],
+            task_id=envelope.task_id,
+            task=envelope.task,
+            key=envelope.key,
+            attempt=envelope.attempt,
             queue=self.settings.queue,
             topic=message.topic,
             partition=message.partition,
@@ -517,7 +512,7 @@ class Worker:
         self,
         message: client.Record,
         part: Partition,
-        envelope: dict[str, Any],
+        envelope: Envelope,
         handler: Handler,
         exc: BaseException,
         where: dict[str, Any],
@@ -525,13 +520,13 @@ class Worker:
         elapsed: timedelta,
     ) -> None:
         policy = RetryPolicy(
-            max_attempts=envelope["max_attempts"]
+            max_attempts=envelope.max_attempts
             or handler.max_attempts
             or self.settings.max_attempts,
             tiers=tuple(self.settings.retry_tiers),
             non_retryable=handler.non_retryable,
         )
-        decision = decide(policy, envelope["attempt"], exc, status.now_ms())
+        decision = decide(policy, envelope.attempt, exc, status.now_ms())
         if isinstance(decision, DeadLetter):
             outcome = AttemptOutcome.failure(
                 TaskState.DEAD_LETTERED, elapsed, exc, reason=decision.reason

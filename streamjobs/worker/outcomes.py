@@ -20,21 +20,18 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streamjobs import client
-from streamjobs.codec import builtin
-from streamjobs.deadletter import Origin as DeadOrigin
 from streamjobs.deadletter import encode_dead_letter
+from streamjobs.envelope import Envelope, encode_envelope
 from streamjobs.errors import KafkaUnavailable, StreamJobsError, TransactionAborted, error_text
 from streamjobs.models import TaskState
 from streamjobs.retry import RetryAt
 from streamjobs.settings import Settings
 from streamjobs.status import AttemptStatuses, encode_status, now_ms
 from streamjobs.topics import QueueTopics
-
-ENVELOPE = builtin("task_envelope")
 
 Done = Callable[[], bool]  # False: the outcome is stale (its partition was given up): drop it
 Origin = tuple[str, int, int]  # topic, partition, offset of the record being settled
@@ -240,27 +237,27 @@ class Builder:
         self._topics = topics
         self._worker_id = worker_id
 
-    def status(self, envelope: dict[str, Any], state: TaskState, **fields: Any) -> OutRecord:
+    def status(self, envelope: Envelope, state: TaskState, **fields: Any) -> OutRecord:
         """A status record; always keyed by task id (a compacted topic rejects unkeyed ones)."""
         value = encode_status(envelope, state, **fields)
-        return OutRecord(self._topics.status, envelope["task_id"].encode(), value)
+        return OutRecord(self._topics.status, envelope.task_id.encode(), value)
 
     def run_status(
         self,
-        envelope: dict[str, Any],
+        envelope: Envelope,
         statuses: AttemptStatuses,
         state: TaskState,
         result: str | None = None,
     ) -> OutRecord:
         """``running`` or ``succeeded`` of one run, from its pre-encoded columns."""
         return OutRecord(
-            self._topics.status, envelope["task_id"].encode(), statuses.encode(state, result)
+            self._topics.status, envelope.task_id.encode(), statuses.encode(state, result)
         )
 
     def retry(
         self,
         record: client.Record,
-        envelope: dict[str, Any],
+        envelope: Envelope,
         decision: RetryAt,
         exc: BaseException,
         where: dict[str, Any],
@@ -268,14 +265,14 @@ class Builder:
     ) -> list[OutRecord]:
         """The next attempt on its tier (same key, so the same partition number) + its status."""
         tier_topic = self._topics.retry[decision.tier]
-        retried = {
-            **envelope,
-            "attempt": decision.attempt,
-            "not_before_ms": decision.not_before_ms,
-            "origin": origin_of(record),
-        }
+        retried = replace(
+            envelope,
+            attempt=decision.attempt,
+            not_before_ms=decision.not_before_ms,
+            origin=record.position,
+        )
         return [
-            OutRecord(tier_topic, record.key, ENVELOPE.encode(retried), headers),
+            OutRecord(tier_topic, record.key, encode_envelope(retried), headers),
             self.status(
                 envelope,
                 TaskState.RETRY_SCHEDULED,
@@ -289,22 +286,14 @@ class Builder:
     def dead_letter(
         self,
         record: client.Record,
-        envelope: dict[str, Any] | None,
+        envelope: Envelope | None,
         reason: str,
         exc: BaseException | None,
         where: dict[str, Any] | None,
     ) -> list[OutRecord]:
         """The dead letter (original bytes, reason) and, when the task id is known, its status."""
         value = encode_dead_letter(
-            DeadOrigin(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                timestamp_ms=record.timestamp_ms,
-                key=record.key,
-                value=record.value,
-                headers=record.headers,
-            ),
+            record,
             reason=reason,
             queue=self._settings.queue,
             worker_id=self._worker_id,
@@ -317,7 +306,7 @@ class Builder:
             return [OutRecord(self._topics.dlq, record.key, value, record.headers)]
         fields = moved(where or {"worker_id": self._worker_id}, self._topics.dlq)
         return [
-            OutRecord(self._topics.dlq, envelope["task_id"].encode(), value, record.headers),
+            OutRecord(self._topics.dlq, envelope.task_id.encode(), value, record.headers),
             self.status(
                 envelope,
                 TaskState.DEAD_LETTERED,
@@ -332,12 +321,3 @@ class Builder:
 def moved(where: dict[str, Any], topic: str) -> dict[str, Any]:
     """Status fields for a task that now sits on ``topic`` (offset unknown until delivered)."""
     return {**where, "topic": topic, "partition": None, "offset": None}
-
-
-def origin_of(record: client.Record) -> dict[str, Any]:
-    return {
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "timestamp_ms": record.timestamp_ms,
-    }

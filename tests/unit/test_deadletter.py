@@ -6,13 +6,24 @@ from typing import Any
 
 import pytest
 
+from streamjobs.client import Record
 from streamjobs.codec import builtin
-from streamjobs.deadletter import Origin, decode_dead_letter, encode_dead_letter
+from streamjobs.deadletter import decode_dead_letter, encode_dead_letter
+from streamjobs.envelope import Envelope
 
-ENVELOPE = {"task_id": "t-42", "task": "SendEmail", "attempt": 4, "generation": 2}
+ENVELOPE = Envelope(
+    task_id="t-42",
+    task="SendEmail",
+    queue="emails",
+    payload=b"",
+    payload_schema=bytes(8),
+    submitted_at_ms=1_700_000_000_000,
+    attempt=4,
+    generation=2,
+)
 
 
-def _origin(value: bytes | None = b"\xc3\x01original", **changes: Any) -> Origin:
+def _origin(value: bytes | None = b"\xc3\x01original", **changes: Any) -> Record:
     fields: dict[str, Any] = {
         "topic": "sj.emails.retry.5s",
         "partition": 3,
@@ -23,10 +34,10 @@ def _origin(value: bytes | None = b"\xc3\x01original", **changes: Any) -> Origin
         "headers": [("traceparent", b"00-abc-def-01"), ("empty", None)],
     }
     fields.update(changes)
-    return Origin(**fields)
+    return Record(**fields)
 
 
-def _encode(origin: Origin, max_bytes: int = 100_000, **kwargs: Any) -> bytes:
+def _encode(origin: Record, max_bytes: int = 100_000, **kwargs: Any) -> bytes:
     options: dict[str, Any] = {
         "reason": "max_attempts",
         "queue": "emails",

@@ -6,11 +6,14 @@ No broker: the producer here points at a closed port, and nothing in these tests
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from streamjobs import Producer, Settings, Task
+from streamjobs.client import Position
+from streamjobs.envelope import Envelope
 from streamjobs.errors import ConfigError, PayloadTooLarge
 from streamjobs.models import TaskState
 from streamjobs.ops.replay import Chunks
@@ -23,24 +26,22 @@ class Note(Task):
     text: str
 
 
-def envelope(settings: Settings, text: str = "hi", **changes: Any) -> dict[str, Any]:
+def envelope(settings: Settings, text: str = "hi", **changes: Any) -> Envelope:
     task_type = TaskType(Note, Note.task_name)
-    found: dict[str, Any] = {
-        "task_id": f"id-{text[:8]}",
-        "task": task_type.name,
-        "queue": settings.queue,
-        "key": "customer-1",
-        "payload": task_type.encode(Note(text=text)),
-        "payload_schema": task_type.fingerprint,
-        "attempt": 3,
-        "max_attempts": 3,
-        "generation": 2,
-        "not_before_ms": 1_700_000_000_000,
-        "submitted_at_ms": 1_700_000_000_000,
-        "origin": None,
-    }
-    found.update(changes)
-    return found
+    found = Envelope(
+        task_id=f"id-{text[:8]}",
+        task=task_type.name,
+        queue=settings.queue,
+        key="customer-1",
+        payload=task_type.encode(Note(text=text)),
+        payload_schema=task_type.fingerprint,
+        attempt=3,
+        max_attempts=3,
+        generation=2,
+        not_before_ms=1_700_000_000_000,
+        submitted_at_ms=1_700_000_000_000,
+    )
+    return replace(found, **changes)
 
 
 @pytest.fixture
@@ -61,11 +62,11 @@ def producer(settings: Settings) -> Iterator[Producer]:
         yield unconnected
 
 
-def prepare(producer: Producer, task_envelope: dict[str, Any]) -> Resubmission:
+def prepare(producer: Producer, task_envelope: Envelope) -> Resubmission:
     return producer.prepare_resubmit(
         task_envelope,
         note="replayed by ops@test",
-        origin={"topic": "unit.default", "partition": 0, "offset": 7, "timestamp_ms": 1},
+        origin=Position("unit.default", 0, 7, 1),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,24 +13,23 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError
 
 from streamjobs.codec import MAGIC, builtin
+from streamjobs.envelope import Envelope
 from streamjobs.errors import DecodeError
 from streamjobs.models import Task, TaskState, status_version
 from streamjobs.status import AttemptStatuses, StatusView, decode_status, encode_status
 
 
-def _envelope(**changes: Any) -> dict[str, Any]:
-    envelope: dict[str, Any] = {
-        "task_id": "3f0c9a",
-        "task": "SendEmail",
-        "queue": "emails",
-        "key": "customer-7",
-        "attempt": 1,
-        "generation": 0,
-        "not_before_ms": None,
-        "submitted_at_ms": 1_700_000_000_000,
-    }
-    envelope.update(changes)
-    return envelope
+def _envelope(**changes: Any) -> Envelope:
+    envelope = Envelope(
+        task_id="3f0c9a",
+        task="SendEmail",
+        queue="emails",
+        key="customer-7",
+        payload=b"",
+        payload_schema=bytes(8),
+        submitted_at_ms=1_700_000_000_000,
+    )
+    return replace(envelope, **changes)
 
 
 # --- status versions (models) ------------------------------------------------------------------
@@ -252,13 +252,13 @@ def test_encoded_status_bytes_are_fastavros_for_random_columns(state: TaskState)
         decoded = _fastavro_decoded(value)
         assert _fastavro_framed(decoded) == value
         expected = {
-            "task_id": envelope["task_id"],
-            "task": envelope["task"],
-            "queue": envelope["queue"],
+            "task_id": envelope.task_id,
+            "task": envelope.task,
+            "queue": envelope.queue,
             "state": state.value,
-            "version": status_version(envelope["generation"], envelope["attempt"], state),
-            "attempt": envelope["attempt"],
-            "generation": envelope["generation"],
+            "version": status_version(envelope.generation, envelope.attempt, state),
+            "attempt": envelope.attempt,
+            "generation": envelope.generation,
             "updated_at_ms": decoded["updated_at_ms"],
             **columns,
         }

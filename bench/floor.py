@@ -25,16 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import SAMPLE_WHERE, _sample_records, registry  # the same task and records
 
 from streamjobs import status
+from streamjobs.envelope import decode_envelope
 from streamjobs.models import TaskState
 from streamjobs.worker.handler_call import result_json
-from streamjobs.worker.outcomes import ENVELOPE
 
 
 def steps() -> list[tuple[str, Callable[[], Any]]]:
     from confluent_kafka import Producer
 
     value, statuses = _sample_records()
-    envelope = ENVELOPE.decode(value)
+    envelope = decode_envelope(value)
     handler = registry.get("Noop")
     # nothing listens on port 1 and the linger outlasts the run: records are only queued
     producer = Producer(
@@ -60,8 +60,8 @@ def steps() -> list[tuple[str, Callable[[], Any]]]:
         producer.produce("t", statuses[2], b"k", on_delivery=on_delivery)
 
     return [
-        ("decode envelope", lambda: ENVELOPE.decode(value)),
-        ("decode + validate payload", lambda: handler.load(envelope["payload"])),
+        ("decode envelope", lambda: decode_envelope(value)),
+        ("decode + validate payload", lambda: handler.load(envelope.payload)),
         ("encode running + succeeded", encode_statuses),
         ("queue 2 records (no I/O)", produce_two),
     ]

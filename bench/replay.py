@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamjobs import Producer, Settings, Task, topics
 from streamjobs.client import read_range
 from streamjobs.dev.kafka import given_or_local
-from streamjobs.ops.replay import ENVELOPE, plan_ranges, replay
+from streamjobs.envelope import Envelope, decode_envelope
+from streamjobs.ops.replay import plan_ranges, replay
 
 PARTITIONS = 6
 
@@ -77,21 +79,21 @@ def _first_offsets(sample: int) -> dict[str, Any]:
     return {"from_offset": 0, "to_offset": -(-sample // PARTITIONS) - 1}
 
 
-def _first_envelopes(settings: Settings, sample: int) -> list[dict[str, Any]]:
+def _first_envelopes(settings: Settings, sample: int) -> list[Envelope]:
     """The envelopes the one-at-a-time replay reads, while the topic holds only the N."""
     main = topics.queue_topics(settings).main
     ranges = plan_ranges(settings, main, **_first_offsets(sample))
     with contextlib.closing(read_range(settings, main, ranges)) as records:
-        return [ENVELOPE.decode(record.value or b"") for record in records]
+        return [decode_envelope(record.value or b"") for record in records]
 
 
-def _resubmit_loop(settings: Settings, envelopes: list[dict[str, Any]]) -> tuple[int, float]:
+def _resubmit_loop(settings: Settings, envelopes: list[Envelope]) -> tuple[int, float]:
     """``envelopes`` re-submitted one by one with ``Producer.resubmit``, after one untimed
     resubmit (of the last, once more) has connected the producer."""
     with Producer(settings) as producer:
 
-        def resubmit(envelope: dict[str, Any]) -> None:
-            again = {**envelope, "generation": envelope["generation"] + 2}
+        def resubmit(envelope: Envelope) -> None:
+            again = replace(envelope, generation=envelope.generation + 2)
             producer.resubmit(again, note="bench", origin=None)
 
         resubmit(envelopes[-1])

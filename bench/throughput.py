@@ -413,27 +413,22 @@ def _sample_records() -> tuple[bytes, tuple[bytes, bytes, bytes]]:
     """The bytes of a real no-op task record and of its ``queued``, ``running`` and
     ``succeeded`` status records, for the raw baselines."""
     from streamjobs import status
+    from streamjobs.envelope import Envelope, encode_envelope
     from streamjobs.models import TaskState
-    from streamjobs.producer import _ENVELOPE
     from streamjobs.tasktypes import TaskType
 
     task_type = TaskType(Noop, "Noop")
-    envelope: dict[str, Any] = {
-        "task_id": uuid.uuid4().hex,
-        "task": "Noop",
-        "queue": "default",
-        "key": "k1",
-        "payload": task_type.encode(Noop(n=1)),
-        "payload_schema": task_type.fingerprint,
-        "attempt": 1,
-        "max_attempts": None,
-        "generation": 0,
-        "not_before_ms": None,
-        "submitted_at_ms": int(time.time() * 1000),
-        "origin": None,
-    }
+    envelope = Envelope(
+        task_id=uuid.uuid4().hex,
+        task="Noop",
+        queue="default",
+        key="k1",
+        payload=task_type.encode(Noop(n=1)),
+        payload_schema=task_type.fingerprint,
+        submitted_at_ms=int(time.time() * 1000),
+    )
     run = status.AttemptStatuses(envelope, SAMPLE_WHERE)
-    return _ENVELOPE.encode(envelope), (
+    return encode_envelope(envelope), (
         status.encode_status(envelope, TaskState.QUEUED, topic=SAMPLE_WHERE["topic"]),
         run.encode(TaskState.RUNNING),
         run.encode(TaskState.SUCCEEDED, "null"),

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,14 @@ from streamjobs import (
     topics,
 )
 from streamjobs.client import murmur2_partition
-from streamjobs.codec import builtin
 from streamjobs.deadletter import decode_dead_letter
+from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.middleware import Middleware
 from streamjobs.settings import format_duration
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ENVELOPE = builtin("task_envelope")
 NO_OFFSET = -1  # what committed_offsets reports for a partition the group never committed
 
 # Short tiers keep retries and delays fast. The session keys apply to the classic group protocol
@@ -201,9 +200,9 @@ def state_of(settings: Settings, task_id: str) -> str | None:
     return None if view is None else view.state.value
 
 
-def envelopes(settings: Settings, topic: str) -> list[tuple[Rec, dict[str, Any]]]:
+def envelopes(settings: Settings, topic: str) -> list[tuple[Rec, Envelope]]:
     """The task envelopes on ``topic`` with the records that carried them."""
-    return [(r, ENVELOPE.decode(r.value)) for r in read_topic(settings, topic) if r.value]
+    return [(r, decode_envelope(r.value)) for r in read_topic(settings, topic) if r.value]
 
 
 def group_assignment(settings: Settings) -> dict[str, set[tuple[str, int]]]:
@@ -233,29 +232,18 @@ def key_for_partition(partition: int, partitions: int, stem: str = "key") -> str
 # -- hand-built records ---------------------------------------------------------------------
 
 
-def make_envelope(settings: Settings, task: Task, /, **overrides: Any) -> dict[str, Any]:
+def make_envelope(settings: Settings, task: Task, /, **overrides: Any) -> Envelope:
     """The envelope ``Producer.submit`` would write for ``task``, with ``overrides`` applied."""
     task_type = TaskType(type(task), type(task).task_name)
-    envelope = {
-        "task_id": uuid.uuid4().hex,
-        "task": task_type.name,
-        "queue": settings.queue,
-        "key": None,
-        "payload": task_type.encode(task),
-        "payload_schema": task_type.fingerprint,
-        "attempt": 1,
-        "max_attempts": None,
-        "generation": 0,
-        "not_before_ms": None,
-        "submitted_at_ms": status.now_ms(),
-        "origin": None,
-    }
-    envelope.update(overrides)
-    return envelope
-
-
-def encode_envelope(envelope: dict[str, Any]) -> bytes:
-    return ENVELOPE.encode(envelope)
+    envelope = Envelope(
+        task_id=uuid.uuid4().hex,
+        task=task_type.name,
+        queue=settings.queue,
+        payload=task_type.encode(task),
+        payload_schema=task_type.fingerprint,
+        submitted_at_ms=status.now_ms(),
+    )
+    return replace(envelope, **overrides)
 
 
 @dataclass(frozen=True)

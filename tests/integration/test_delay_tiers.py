@@ -59,7 +59,7 @@ def _tiers_holding(settings: Settings, task_id: str) -> set[timedelta]:
     return {
         delay
         for delay, topic in names.delay.items()
-        if any(envelope["task_id"] == task_id for _, envelope in envelopes(settings, topic))
+        if any(envelope.task_id == task_id for _, envelope in envelopes(settings, topic))
     }
 
 

@@ -171,7 +171,7 @@ def test_exactly_once_worker_writes_one_final_status_per_task_and_commits_every_
     assert [(d["reason"], d["attempts"]) for d in dead] == [("max_attempts", 3)]
     # the tier records, like the statuses, are committed once each
     on_tiers = Counter(
-        (topic, envelope["task_id"])
+        (topic, envelope.task_id)
         for topic in names.retry.values()
         for _, envelope in envelopes(settings, topic)
     )

@@ -12,22 +12,22 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import Field
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, status
 from streamjobs.codec import MAGIC
+from streamjobs.envelope import Envelope, encode_envelope
 from streamjobs.schemastore import schema_record
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
-    ENVELOPE,
     RawProducer,
     ThreadWorker,
     committed_offset,
     dead_letters,
-    encode_envelope,
     key_for_partition,
     latest,
     make_envelope,
@@ -63,7 +63,7 @@ class Poison:
     announce: tuple[bytes, bytes] | None = None  # a schema record to publish first
 
 
-def _good(settings: Settings, **overrides: object) -> dict[str, object]:
+def _good(settings: Settings, **overrides: Any) -> Envelope:
     return make_envelope(settings, Echo(n=POISON_N), **overrides)
 
 
@@ -90,14 +90,14 @@ def _wrong_record_type(settings: Settings) -> Poison:
 
 def _unknown_task(settings: Settings) -> Poison:
     envelope = _good(settings, task="nope")
-    return Poison(encode_envelope(envelope), task_id=str(envelope["task_id"]))
+    return Poison(encode_envelope(envelope), task_id=envelope.task_id)
 
 
 def _invalid_args(settings: Settings) -> Poison:
     # a payload that decodes with Echo's schema but violates its constraint (n >= 0)
     payload = TaskType(Echo, Echo.task_name).codec.encode_body({"n": -POISON_N})
     envelope = _good(settings, payload=payload)
-    return Poison(encode_envelope(envelope), task_id=str(envelope["task_id"]))
+    return Poison(encode_envelope(envelope), task_id=envelope.task_id)
 
 
 def _incompatible_schema(settings: Settings) -> Poison:
@@ -109,7 +109,7 @@ def _incompatible_schema(settings: Settings) -> Poison:
         payload_schema=other.fingerprint,
     )
     return Poison(
-        encode_envelope(envelope), task_id=str(envelope["task_id"]), announce=schema_record(other)
+        encode_envelope(envelope), task_id=envelope.task_id, announce=schema_record(other)
     )
 
 
@@ -237,11 +237,11 @@ def test_invalid_traceparent_header_is_ignored_and_the_task_still_runs(
 ) -> None:
     worker(echo_registry)
     envelope = make_envelope(settings, Echo(n=GOOD_N), task_id=uuid.uuid4().hex)
-    task_id = str(envelope["task_id"])
+    task_id = envelope.task_id
 
     sent = raw_producer.produce(
         queue_topics(settings).main,
-        ENVELOPE.encode(envelope),
+        encode_envelope(envelope),
         key=task_id.encode(),
         headers=[("traceparent", traceparent), ("tracestate", b"\xc3\x28=garbage")],
     )

@@ -123,8 +123,8 @@ def test_redriven_task_runs_again_with_its_task_id_and_key_and_succeeds(
     rec, envelope = envelopes(settings, names.main)[-1]
     assert (rec.partition, rec.offset) == (item.new_partition, item.new_offset)
     assert rec.key == b"customer-7"
-    assert envelope["task_id"] == handle.task_id
-    assert envelope["origin"]["topic"] == names.dlq
+    assert envelope.task_id == handle.task_id
+    assert envelope.origin.topic == names.dlq
     assert read_ledger(settings) == {item.ref}
 
 
@@ -178,7 +178,7 @@ def test_dead_letters_are_listed_and_shown_with_envelope_error_and_arguments(
     assert letter.origin_topic == queue_topics(settings).main
     assert letter.origin_offset == handle.offset
     assert detail.envelope is not None
-    assert detail.envelope["key"] == "customer-42"
+    assert detail.envelope.key == "customer-42"
     assert detail.args == {"order": 42}
     assert detail.payload_size > 0
     assert [d["ref"] for d in listed] == [letter.ref]
@@ -250,23 +250,24 @@ def test_redrive_spanning_several_chunks_acknowledges_each_chunks_ledger_entries
     )
     assert calls == dict.fromkeys(range(20), 2)
     names = queue_topics(settings)
-    redriven = [(r, e) for r, e in envelopes(settings, names.main) if e["generation"] == 1]
-    assert sorted(e["task_id"] for _, e in redriven) == sorted(key_of)
+    redriven = [(r, e) for r, e in envelopes(settings, names.main) if e.generation == 1]
+    assert sorted(e.task_id for _, e in redriven) == sorted(key_of)
     places = {(r.partition, r.offset): e for r, e in redriven}
     for item in summary.items:
         assert item.new_partition is not None
         assert item.new_offset is not None
         envelope = places[(item.new_partition, item.new_offset)]
-        assert envelope["task_id"] == item.task_id
-        origin = envelope["origin"]
-        assert (origin["topic"], f"{origin['partition']}:{origin['offset']}") == (
+        assert envelope.task_id == item.task_id
+        origin = envelope.origin
+        assert origin is not None
+        assert (origin.topic, f"{origin.partition}:{origin.offset}") == (
             names.dlq,
             item.ref,
         )
     # the dead-letter topic is keyed by task id, so what a redrive keeps is the order in which
     # it read the dead letters (the order of its items): per key, that is the order on main
     for key in keys:
-        on_main = [e["task_id"] for r, e in redriven if r.key == key.encode()]
+        on_main = [e.task_id for r, e in redriven if r.key == key.encode()]
         assert on_main == [i.task_id for i in summary.items if key_of[i.task_id or ""] == key]
 
 
@@ -301,6 +302,6 @@ def test_dead_letter_too_large_to_redrive_fails_alone_and_gets_no_ledger_entry(
     redriven = {i.task_id for i in summary.items if i.outcome == "redriven"}
     assert redriven == set(ref_of) - {big}
     assert read_ledger(settings) == {ref_of[t] for t in redriven}
-    on_main = [e["task_id"] for _, e in envelopes(settings, queue_topics(settings).main)]
+    on_main = [e.task_id for _, e in envelopes(settings, queue_topics(settings).main)]
     assert Counter(on_main) == {t: 1 if t == big else 2 for t in ref_of}
     assert state_of(settings, big) == "dead_lettered"

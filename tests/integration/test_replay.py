@@ -117,11 +117,11 @@ def test_replay_by_offset_reruns_exactly_the_selected_tasks_under_their_own_ids(
     assert view.key == "one-key"
     assert view.attempt == 1
     assert view.generation == 1
-    replayed = {env["task_id"]: (rec, env) for rec, env in envelopes(settings, main)[6:]}
+    replayed = {env.task_id: (rec, env) for rec, env in envelopes(settings, main)[6:]}
     record, envelope = replayed[handles[3].task_id]
     assert record.key == b"one-key"
-    assert envelope["origin"]["offset"] == handles[3].offset
-    assert envelope["generation"] == 1
+    assert envelope.origin.offset == handles[3].offset
+    assert envelope.generation == 1
 
 
 def test_replay_by_time_reruns_only_the_tasks_submitted_in_the_window(
@@ -300,8 +300,8 @@ def test_replay_spanning_several_chunks_resubmits_each_task_once_in_key_order(
     assert [len(batch) for batch in batches] == [7, 7, 6]
     assert progress == [(done, 20) for done in range(1, 21)]
     on_topic = envelopes(settings, main)
-    assert Counter(env["task_id"] for _, env in on_topic) == {h.task_id: 2 for h in handles}
-    replayed = {(rec.partition, rec.offset): env for rec, env in on_topic if env["generation"] == 1}
+    assert Counter(env.task_id for _, env in on_topic) == {h.task_id: 2 for h in handles}
+    replayed = {(rec.partition, rec.offset): env for rec, env in on_topic if env.generation == 1}
     assert len(replayed) == 20
     original = {(h.partition, h.offset): h.task_id for h in handles}
     for item in summary.items:
@@ -310,17 +310,15 @@ def test_replay_spanning_several_chunks_resubmits_each_task_once_in_key_order(
         assert item.new_partition is not None
         assert item.new_offset is not None
         envelope = replayed[(item.new_partition, item.new_offset)]
-        assert envelope["task_id"] == item.task_id
-        assert (envelope["origin"]["partition"], envelope["origin"]["offset"]) == (
+        assert envelope.task_id == item.task_id
+        assert (envelope.origin.partition, envelope.origin.offset) == (
             item.partition,
             item.offset,
         )
     for i, key in enumerate(keys):
         submit_order = [h.task_id for h in handles[i::3]]
         replay_order = [
-            env["task_id"]
-            for rec, env in on_topic
-            if env["generation"] == 1 and rec.key == key.encode()
+            env.task_id for rec, env in on_topic if env.generation == 1 and rec.key == key.encode()
         ]
         assert replay_order == submit_order
 
@@ -351,8 +349,8 @@ def test_replay_item_over_the_size_limit_fails_alone_and_the_rest_of_its_chunk_i
     others = [h.task_id for h in handles if h is not big]
     assert [i.task_id for i in summary.items if i.outcome == "replayed"] == others
     assert batches == [others[:4], others[4:]]  # the refused one never joined a chunk
-    replayed = [(r, e) for r, e in envelopes(settings, main) if e["generation"] == 1]
-    assert [e["task_id"] for _, e in replayed] == others
+    replayed = [(r, e) for r, e in envelopes(settings, main) if e.generation == 1]
+    assert [e.task_id for _, e in replayed] == others
     new_places = [(i.new_partition, i.new_offset) for i in summary.items if i.outcome == "replayed"]
     assert [(r.partition, r.offset) for r, _ in replayed] == new_places
     view = status.latest(settings, big.task_id)
@@ -386,9 +384,9 @@ def test_replayed_task_the_broker_refuses_fails_alone_and_its_queued_status_is_w
     replayed = {i.task_id: i for i in summary.items if i.outcome == "replayed"}
     assert set(replayed) == {h.task_id for h in small}
     on_topic = {
-        (r.partition, r.offset): e["task_id"]
+        (r.partition, r.offset): e.task_id
         for r, e in envelopes(settings, names.main)
-        if e["generation"] == 1
+        if e.generation == 1
     }
     assert on_topic == {(i.new_partition, i.new_offset): t for t, i in replayed.items()}
     big_statuses = [

@@ -10,7 +10,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -24,9 +23,9 @@ from streamjobs import (
     TaskRegistry,
     TaskState,
 )
+from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
-    ENVELOPE,
     ThreadWorker,
     dead_letters,
     envelopes,
@@ -63,10 +62,8 @@ class Attempts:
             return len(self.started[name])
 
 
-def _on_topic(settings: Settings, topic: str, task_id: str) -> list[dict[str, Any]]:
-    return [
-        envelope for _, envelope in envelopes(settings, topic) if envelope["task_id"] == task_id
-    ]
+def _on_topic(settings: Settings, topic: str, task_id: str) -> list[Envelope]:
+    return [envelope for _, envelope in envelopes(settings, topic) if envelope.task_id == task_id]
 
 
 def test_task_failing_twice_then_succeeding_ends_succeeded_at_attempt_3_via_two_tiers(
@@ -95,17 +92,17 @@ def test_task_failing_twice_then_succeeding_ends_succeeded_at_attempt_3_via_two_
     (original,) = _on_topic(settings, names.main, handle.task_id)
     (second,) = _on_topic(settings, names.retry[TIER_1], handle.task_id)
     (third,) = _on_topic(settings, names.retry[TIER_2], handle.task_id)
-    assert (second["attempt"], third["attempt"]) == (2, 3)
-    assert second["payload"] == third["payload"] == original["payload"]
-    assert second["origin"]["topic"] == names.main
-    assert second["origin"]["offset"] == handle.offset
-    assert third["origin"]["topic"] == names.retry[TIER_1]
+    assert (second.attempt, third.attempt) == (2, 3)
+    assert second.payload == third.payload == original.payload
+    assert second.origin.topic == names.main
+    assert second.origin.offset == handle.offset
+    assert third.origin.topic == names.retry[TIER_1]
     # each attempt started no earlier than the due time its retry record carried
     starts = attempts.started["flaky"]
-    assert starts[1] >= second["not_before_ms"]
-    assert starts[2] >= third["not_before_ms"]
-    assert second["not_before_ms"] - starts[0] >= TIER_1 // timedelta(milliseconds=1)
-    assert third["not_before_ms"] - starts[1] >= TIER_2 // timedelta(milliseconds=1)
+    assert starts[1] >= second.not_before_ms
+    assert starts[2] >= third.not_before_ms
+    assert second.not_before_ms - starts[0] >= TIER_1 // timedelta(milliseconds=1)
+    assert third.not_before_ms - starts[1] >= TIER_2 // timedelta(milliseconds=1)
     assert dead_letters(settings) == []
 
 
@@ -146,7 +143,7 @@ def test_always_failing_task_is_dead_lettered_after_max_attempts_with_its_origin
     assert letter["original_size"] == len(source.value or b"")
     assert letter["origin_key"] == b"k2"
     (first,) = _on_topic(settings, names.main, handle.task_id)
-    assert ENVELOPE.decode(letter["original_value"])["payload"] == first["payload"]
+    assert decode_envelope(letter["original_value"]).payload == first.payload
     view = latest(settings, handle.task_id)
     assert view is not None
     assert view.state is TaskState.DEAD_LETTERED

@@ -14,13 +14,13 @@ from collections.abc import Callable
 import pytest
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState
+from streamjobs.envelope import encode_envelope
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
     RawProducer,
     ThreadWorker,
     committed_offset,
     dead_letters,
-    encode_envelope,
     latest,
     make_envelope,
     read_topic,
@@ -131,10 +131,10 @@ def test_payload_with_a_fingerprint_on_no_schema_record_is_dead_lettered_unknown
         30.0,
         message="the orphaned task's offset to be committed",
     )
-    letters = [dl for dl in dead_letters(settings) if dl["task_id"] == envelope["task_id"]]
+    letters = [dl for dl in dead_letters(settings) if dl["task_id"] == envelope.task_id]
     assert [dl["reason"] for dl in letters] == ["unknown_schema"]
     assert letters[0]["original_value"] == encode_envelope(envelope)
-    view = latest(settings, str(envelope["task_id"]))
+    view = latest(settings, envelope.task_id)
     assert view is not None
     assert view.state is TaskState.DEAD_LETTERED
     assert view.reason == "unknown_schema"

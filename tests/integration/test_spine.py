@@ -259,7 +259,7 @@ def test_handler_exception_leaves_offset_uncommitted_until_its_outcome_is_writte
         ]
         assert (TaskState.RETRY_SCHEDULED, 1, "RuntimeError") in outcome
         retry_topic = queue_topics(settings).retry[min(settings.retry_tiers)]
-        assert [env["attempt"] for _, env in envelopes(settings, retry_topic)] == [2]
+        assert [env.attempt for _, env in envelopes(settings, retry_topic)] == [2]
         assert blocker.wait(30.0) == "blocker"  # the retry (attempt 2) succeeds
 
 

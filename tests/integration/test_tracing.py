@@ -18,11 +18,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState
+from streamjobs.envelope import encode_envelope
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (
     RawProducer,
     ThreadWorker,
-    encode_envelope,
     latest,
     make_envelope,
 )
@@ -217,7 +217,7 @@ def test_garbage_traceparent_still_runs_the_task_under_a_new_trace(
         key=b"k",
         headers=[("traceparent", traceparent), ("tracestate", b"\x00{{")],
     )
-    task_id = envelope["task_id"]
+    task_id = envelope.task_id
 
     wait_for(
         lambda: (

@@ -184,6 +184,10 @@ def test_dead_letters_are_listed_and_shown_with_envelope_error_and_arguments(
     assert [d["ref"] for d in listed] == [letter.ref]
     assert shown["args"] == {"order": 42}
     assert "payment gateway down" in shown["error"]
+    # the envelope as JSON: wire fields in schema order, the payload apart, the fingerprint hex
+    assert shown["envelope"]["key"] == "customer-42"
+    assert list(shown["envelope"]) == [n for n in detail.envelope.as_dict() if n != "payload"]
+    assert shown["envelope"]["payload_schema"] == detail.envelope.payload_schema.hex()
 
 
 def test_poison_dead_letter_is_reported_as_skipped_and_never_redriven(

@@ -171,8 +171,8 @@ def test_retry_with_delay_runs_the_next_attempt_no_earlier_than_that_delay(
     # 700 ms fits the 600 ms tier best (never a shorter wait than asked: it may hop on)
     (retried,) = _on_topic(settings, names.retry[TIER_2], handle.task_id)
     first, second = attempts.started["later"]
-    assert retried["not_before_ms"] - first >= asked // timedelta(milliseconds=1)
-    assert second >= retried["not_before_ms"]
+    assert retried.not_before_ms - first >= asked // timedelta(milliseconds=1)
+    assert second >= retried.not_before_ms
     assert dead_letters(settings) == []
 
 
@@ -266,6 +266,6 @@ def test_not_yet_due_retry_record_does_not_delay_an_unrelated_key_on_the_main_to
         assert failing.wait(30.0) == 2
     (retried,) = _on_topic(settings, names.retry[tier], failing.task_id)
     retry_started = attempts.started["failing"][1]
-    assert retry_started >= retried["not_before_ms"]
+    assert retry_started >= retried.not_before_ms
     assert all(attempts.started[f"other{n}"][0] < retry_started for n in range(3))
     assert max(latencies) < 1000, f"submit-to-start latencies (ms): {latencies}"

@@ -188,7 +188,7 @@ def _read(data: bytes) -> Envelope:
     origin, pos = _optional_position(data, pos)
     if pos != len(data):
         raise ValueError("trailing bytes")
-    # positional: a keyword call costs the worker a third more per task
+    # positional: keywords would cost about 0.5 us more per envelope, i.e. per task
     return Envelope(
         task_id,
         task,
@@ -222,23 +222,31 @@ def _long(data: bytes, pos: int) -> tuple[int, int]:
     return (z >> 1) ^ -(z & 1), pos + 1
 
 
-def _span(data: bytes, pos: int) -> tuple[int, int]:
-    """Where the content of the ``bytes`` or ``string`` at ``pos`` starts and ends."""
-    size, start = _long(data, pos)
-    end = start + size
-    if size < 0 or end > len(data):
-        raise ValueError("bad length")
-    return start, end
+# the length of a bytes or string is under 64 (one byte) in most envelopes: that case is inlined
 
 
 def _bytes(data: bytes, pos: int) -> tuple[bytes, int]:
-    start, end = _span(data, pos)
-    return data[start:end], end
+    size = data[pos]
+    if size < 0x80:
+        size, pos = (size >> 1) ^ -(size & 1), pos + 1
+    else:
+        size, pos = _long(data, pos)
+    end = pos + size
+    if size < 0 or end > len(data):
+        raise ValueError("bad length")
+    return data[pos:end], end
 
 
 def _string(data: bytes, pos: int) -> tuple[str, int]:
-    start, end = _span(data, pos)
-    return data[start:end].decode(), end
+    size = data[pos]
+    if size < 0x80:
+        size, pos = (size >> 1) ^ -(size & 1), pos + 1
+    else:
+        size, pos = _long(data, pos)
+    end = pos + size
+    if size < 0 or end > len(data):
+        raise ValueError("bad length")
+    return data[pos:end].decode(), end
 
 
 def _optional_string(data: bytes, pos: int) -> tuple[str | None, int]:

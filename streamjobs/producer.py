@@ -19,11 +19,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 
 from streamjobs import client, status
 from streamjobs.envelope import Envelope, encode_envelope
-from streamjobs.errors import ConfigError, PayloadTooLarge, StreamJobsError, SubmitError
+from streamjobs.errors import (
+    ConfigError,
+    KafkaUnavailable,
+    PayloadTooLarge,
+    StreamJobsError,
+    SubmitError,
+)
 from streamjobs.middleware import Middleware, SubmitContext, chain_of
 from streamjobs.models import Task, TaskState
 from streamjobs.retry import pick_tier
@@ -43,7 +49,7 @@ _RECORD_OVERHEAD = 512
 class _Pending:
     """One record waiting for its delivery report."""
 
-    error: Any = None
+    error: str | None = None  # "NAME: description" of a failed delivery or refusal
     partition: int = -1
     offset: int = -1
     done: bool = False
@@ -110,7 +116,7 @@ class Producer:
         self._middleware = chain_of(middleware, TracingMiddleware)
         self._topics = queue_topics(settings)
         self._timeout_s = timeout.total_seconds()
-        self._client: client.Producer | None = client.new_producer(
+        self._client: client.KafkaProducer | None = client.new_producer(
             settings, **{"message.timeout.ms": int(self._timeout_s * 1000)}
         )
         self._types: dict[type[Task], TaskType] = {}
@@ -260,7 +266,7 @@ class Producer:
     # -- internals ---------------------------------------------------------------------------
 
     @property
-    def _producer(self) -> client.Producer:
+    def _producer(self) -> client.KafkaProducer:
         if self._client is None:
             raise StreamJobsError("producer is closed")
         return self._client
@@ -416,24 +422,18 @@ class Producer:
         """Produce one record; its delivery report (or a refusal to queue it) lands on
         ``pending``."""
 
-        def on_delivery(error: Any, message: Any) -> None:
-            pending.error = error
-            if error is None:
-                pending.partition = message.partition()
-                pending.offset = message.offset()
+        def on_delivery(report: client.Delivery) -> None:
+            pending.error = report.error
+            pending.partition, pending.offset = report.partition, report.offset
             pending.done = True
 
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value, key, headers=list(headers) or None, on_delivery=on_delivery
-                )
-                return
-            except BufferError:  # local queue full: serve deliveries, then try again
-                self._producer.poll(0.05)
-            except client.KafkaException as exc:  # refused before it was queued
-                pending.error, pending.done = exc.args[0], True
-                return
+        try:
+            while not self._producer.produce(
+                topic, value, key, headers=headers, on_delivery=on_delivery
+            ):
+                self._producer.poll(0.05)  # local queue full: serve deliveries, then try again
+        except KafkaUnavailable as exc:  # refused before it was queued
+            pending.error, pending.done = str(exc), True
 
     def _settle(
         self, batch: Sequence[_Prepared], pendings: Sequence[_Pending], what: str
@@ -460,7 +460,7 @@ def _failure(
     if not pending.done:
         return SubmitError(f"{what} not confirmed within {timeout_s}s", task_id=task_id)
     if pending.error is not None:
-        return client.delivery_error(pending.error, task_id=task_id)
+        return SubmitError(f"record not confirmed by Kafka: {pending.error}", task_id=task_id)
     return None
 
 

@@ -45,8 +45,8 @@ def schema_record(task_type: TaskType) -> tuple[bytes, bytes]:
 class SchemaStore:
     """Writer schemas by fingerprint: the local task types first, then the schemas topic."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, settings: Settings, clients: client.Clients | None = None) -> None:
+        self._clients = clients or client.KafkaClients(settings)
         self._topic = queue_topics(settings).schemas
         self._known: dict[bytes, Any] = {}
         self._lock = threading.Lock()
@@ -81,7 +81,7 @@ class SchemaStore:
         """Read the whole (small, compacted, one-partition) schemas topic."""
         self._last_refresh = time.monotonic()
         self._refreshed_at_ms = time.time_ns() // 1_000_000
-        for record in _schema_records(self._settings):
+        for record in _schema_records(self._clients, self._topic):
             self._absorb(record)
 
     def _absorb(self, message: client.Record) -> None:
@@ -106,7 +106,8 @@ class PublishedSchema:
 def published(settings: Settings) -> list[PublishedSchema]:
     """Every writer schema on the queue's schemas topic, oldest first; hostile or broken
     records are skipped as the worker skips them."""
-    found = (_published(record.value) for record in _schema_records(settings))
+    records = _schema_records(client.KafkaClients(settings), queue_topics(settings).schemas)
+    found = (_published(record.value) for record in records)
     return [schema for schema in found if schema is not None]
 
 
@@ -149,10 +150,9 @@ def check(settings: Settings, task_types: Iterable[TaskType]) -> list[TypeCheck]
     return check_task_types(task_types, published(settings))
 
 
-def _schema_records(settings: Settings) -> Iterable[client.Record]:
-    topic = queue_topics(settings).schemas
-    ranges = client.ranges_to_end(settings, topic, {0: None})
-    return client.read_range(settings, topic, ranges, idle_timeout=10.0)
+def _schema_records(clients: client.Clients, topic: str) -> Iterable[client.Record]:
+    ranges = client.ranges_to_end(clients, topic, {0: None})
+    return client.read_range(clients, topic, ranges, idle_timeout=10.0)
 
 
 def _published(value: bytes | None) -> PublishedSchema | None:

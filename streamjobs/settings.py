@@ -1,7 +1,9 @@
 """Settings: the one frozen configuration object, built at the edge and passed down.
 
-Owns every knob (environment prefix ``STREAMJOBS_``) and its mapping to librdkafka keys.
-Does not read the environment anywhere else, hold a global instance, or talk to Kafka.
+Owns every knob (environment prefix ``STREAMJOBS_``) and its validation, including the refusal
+of a librdkafka passthrough (``kafka``) that names a key our correctness depends on. Does not map
+knobs to librdkafka keys (:mod:`streamjobs.client.config` does), read the environment anywhere
+else, hold a global instance, or talk to Kafka.
 """
 
 from __future__ import annotations
@@ -10,9 +12,17 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from streamjobs.client import config as client_config
 from streamjobs.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -104,7 +114,9 @@ class Settings(BaseSettings):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    kafka: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # the librdkafka passthrough for the long tail: guarded (see streamjobs.client.config), and
+    # its values never shown (they may be secrets: ssl.key.password)
+    kafka: dict[str, str | int | float | bool] = Field(default_factory=dict, repr=False)
 
     service_name: str = "streamjobs"
     otlp_endpoint: str | None = None
@@ -134,6 +146,18 @@ class Settings(BaseSettings):
     @classmethod
     def _optional_duration(cls, value: Any) -> timedelta | None:
         return None if value in (None, "", "none") else parse_duration(value)
+
+    @field_validator("kafka")
+    @classmethod
+    def _passthrough(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        client_config.guard(value)  # a ConfigError naming the key, not a pydantic error
+        return value
+
+    @field_serializer("kafka", when_used="json")
+    def _masked(self, value: dict[str, str | int | float | bool]) -> dict[str, str]:
+        return client_config.masked(value)
 
     @field_validator("topic_prefix", "queue")
     @classmethod
@@ -165,23 +189,3 @@ class Settings(BaseSettings):
     def group(self) -> str:
         """The worker consumer group: ``group_id`` or ``<prefix>.<queue>.workers``."""
         return self.group_id or f"{self.topic_prefix}.{self.queue}.workers"
-
-    def consumer_overrides(self) -> dict[str, str | int | float | bool]:
-        """Worker consumer keys derived from settings (static membership when an id is set)."""
-        return {"group.instance.id": self.group_instance_id} if self.group_instance_id else {}
-
-    def client_config(self) -> dict[str, str | int | float | bool]:
-        """librdkafka keys shared by every client; the passthrough ``kafka`` dict wins."""
-        config: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": self.bootstrap_servers,
-        }
-        if self.security_protocol:
-            config["security.protocol"] = self.security_protocol
-        if self.sasl_mechanism:
-            config["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
-            config["sasl.username"] = self.sasl_username
-        if self.sasl_password is not None:
-            config["sasl.password"] = self.sasl_password.get_secret_value()
-        config.update(self.kafka)
-        return config

@@ -229,16 +229,13 @@ def status_partition(partitions: int, task_id: str) -> int:
     return client.murmur2_partition(task_id.encode(), partitions)
 
 
-def _partition_count(consumer: client.Consumer, topic: str, timeout: float) -> int:
+def _partition_count(consumer: client.KafkaConsumer, topic: str, timeout: float) -> int:
     """The status topic's real partition count (it is shared by queues of one prefix)."""
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-    except client.KafkaException as exc:
-        raise client.unavailable(exc) from exc
-    found = metadata.topics.get(topic)
-    if found is None or found.error is not None or not found.partitions:
-        raise TopicError(f"status topic {topic} is missing (run `streamjobs topics ensure`)")
-    return len(found.partitions)
+        return len(consumer.partition_ids(topic, timeout))
+    except TopicError as exc:
+        message = f"status topic {topic} is missing (run `streamjobs topics ensure`)"
+        raise TopicError(message) from exc
 
 
 def latest(settings: Settings, task_id: str, *, timeout: float = 10.0) -> StatusView | None:
@@ -274,23 +271,23 @@ class _Follower:
         topic = queue_topics(settings).status
         self.consumer = client.new_reader(settings)
         partitions = _partition_count(self.consumer, topic, 10.0)
-        self.partition = client.tp(topic, status_partition(partitions, task_id))
+        number = status_partition(partitions, task_id)
         start = client.OFFSET_BEGINNING
         if since_ms is not None:
-            probe = client.tp(topic, self.partition.partition, max(0, since_ms - 5000))
-            found = self.consumer.offsets_for_times([probe], timeout=10.0)[0].offset
+            probe = {number: max(0, since_ms - 5000)}
+            found = self.consumer.offsets_for_times(topic, probe, timeout=10.0)[number]
             start = found if found >= 0 else client.OFFSET_END
-        self.partition.offset = start
+        self.partition = client.Position(topic, number, start)
         self.consumer.assign([self.partition])
 
     def close(self) -> None:
         self.consumer.close()
 
-    def _absorb(self, messages: list[client.Message]) -> None:
-        for message in messages:
-            if message.error() or message.key() != self.key:
+    def _absorb(self, records: list[client.Record]) -> None:
+        for record in records:
+            if record.key != self.key:
                 continue
-            value = message.value()
+            value = record.value
             if value is None:  # tombstone: the result expired
                 self.best = None
                 continue
@@ -303,12 +300,14 @@ class _Follower:
 
     def read_to_end(self, timeout: float) -> StatusView | None:
         try:
-            low, high = client.watermarks_when_ready(self.consumer, self.partition, timeout)
+            low, high = self.consumer.watermarks_when_ready(
+                self.partition.topic, self.partition.partition, timeout
+            )
             deadline = time.monotonic() + timeout
             while high > low and time.monotonic() < deadline:
-                self._absorb(self.consumer.consume(500, timeout=0.2))
+                self._absorb(self.consumer.consume(500, 0.2))
                 # compaction leaves gaps, so compare the fetch position, not the last offset seen
-                if self.consumer.position([self.partition])[0].offset >= high:
+                if self.consumer.positions([self.partition])[0].offset >= high:
                     break
             return self.best
         finally:
@@ -317,7 +316,7 @@ class _Follower:
     def until_final(self, timeout: float) -> StatusView:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._absorb(self.consumer.consume(500, timeout=min(0.2, timeout)))
+            self._absorb(self.consumer.consume(500, min(0.2, timeout)))
             if self.best is not None and self.best.state.final:
                 return self.best
         state = self.best.state.value if self.best else "unknown"
@@ -330,14 +329,15 @@ def snapshot(settings: Settings, *, timeout: float = 30.0) -> dict[str, StatusVi
     Tombstoned (expired) ids are absent. Cost is one pass over the compacted topic.
     """
     topic = queue_topics(settings).status
-    consumer = client.new_reader(settings)
+    clients = client.KafkaClients(settings)
+    consumer = clients.reader()
     try:
         partitions = _partition_count(consumer, topic, timeout)
     finally:
         consumer.close()
     views: dict[str, StatusView] = {}
-    ranges = client.ranges_to_end(settings, topic, dict.fromkeys(range(partitions)), timeout)
-    for record in client.read_range(settings, topic, ranges, idle_timeout=timeout):
+    ranges = client.ranges_to_end(clients, topic, dict.fromkeys(range(partitions)), timeout)
+    for record in client.read_range(clients, topic, ranges, idle_timeout=timeout):
         _merge(views, record)
     return views
 

@@ -100,19 +100,19 @@ def status_config(delete_retention_ms: str) -> dict[str, str]:
 def ensure(settings: Settings) -> list[str]:
     """Create the queue's missing topics, then verify them all. Returns the created names."""
     admin = client.new_admin(settings)
-    existing = client.topic_partitions(admin)
+    existing = admin.topic_partitions()
     missing = [s for s in topic_specs(settings) if s.name not in existing]
-    client.create_topics(admin, missing)
+    admin.create_topics(missing)
     _await_visible(admin, [s.name for s in missing])
     verify(settings)
     return [s.name for s in missing]
 
 
-def _await_visible(admin: client.AdminClient, names: list[str], timeout: float = 30.0) -> None:
+def _await_visible(admin: client.KafkaAdmin, names: list[str], timeout: float = 30.0) -> None:
     """Created topics reach the metadata cache a moment after CreateTopics returns."""
     deadline = time.monotonic() + timeout
     while names:
-        existing = client.topic_partitions(admin)
+        existing = admin.topic_partitions()
         names = [n for n in names if n not in existing]
         if names and time.monotonic() > deadline:
             raise TopicError(f"created topics not visible after {timeout}s: {names}")
@@ -124,7 +124,7 @@ def verify(settings: Settings) -> None:
     """Raise TopicError naming every topic that is missing or misconfigured."""
     admin = client.new_admin(settings)
     specs = topic_specs(settings)
-    existing = client.topic_partitions(admin)
+    existing = admin.topic_partitions()
     problems = [f"{s.name}: missing" for s in specs if s.name not in existing]
     # settings.partitions only sizes new topics; what must hold is that every tier has the main
     # topic's partition count, so a key keeps its partition number on every hop
@@ -136,7 +136,7 @@ def verify(settings: Settings) -> None:
         if main_count is not None and t in existing and existing[t] != main_count
     ]
     present = [s for s in specs if s.name in existing]
-    configs = client.topic_configs(admin, [s.name for s in present]) if present else {}
+    configs = admin.topic_configs([s.name for s in present]) if present else {}
     for spec in present:
         policy = spec.config.get("cleanup.policy")
         actual = configs.get(spec.name, {}).get("cleanup.policy")

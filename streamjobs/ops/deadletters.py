@@ -162,7 +162,7 @@ def read_ledger(settings: Settings) -> set[str]:
     """The ``"partition:offset"`` keys of every dead letter already re-driven."""
     topic = queue_topics(settings).redriven
     keys: set[str] = set()
-    for record in read_range(settings, topic, _whole(settings, topic)):
+    for record in read_range(client.KafkaClients(settings), topic, _whole(settings, topic)):
         if record.key is None:
             continue
         key = record.key.decode(errors="replace")
@@ -180,13 +180,17 @@ def _whole(settings: Settings, topic: str, since: datetime | None = None) -> lis
 
 
 def _dead_letters(
-    settings: Settings, ranges: list[OffsetRange] | None = None, since: datetime | None = None
+    settings: Settings,
+    ranges: list[OffsetRange] | None = None,
+    since: datetime | None = None,
 ) -> Iterator[_DeadLetter]:
     topic = queue_topics(settings).dlq
     ledger = read_ledger(settings)
     with contextlib.closing(
         read_range(
-            settings, topic, ranges if ranges is not None else _whole(settings, topic, since)
+            client.KafkaClients(settings),
+            topic,
+            ranges if ranges is not None else _whole(settings, topic, since),
         )
     ) as records:
         for record in records:

@@ -124,9 +124,9 @@ def _lags(settings: Settings, topics: list[str]) -> list[PartitionLag]:
     consumer = client.new_reader(settings)
     try:
         marks = {
-            (topic, p): client.watermarks(consumer, topic, p)
+            (topic, p): consumer.watermarks(topic, p)
             for topic in topics
-            for p in client.partition_ids(consumer, topic)
+            for p in consumer.partition_ids(topic)
         }
     finally:
         consumer.close()
@@ -170,7 +170,7 @@ def _oldest_due(
         for p in pending
     ]
     heads: dict[int, int] = {}
-    with contextlib.closing(read_range(settings, topic, ranges)) as records:
+    with contextlib.closing(read_range(client.KafkaClients(settings), topic, ranges)) as records:
         for record in records:
             if record.partition in heads or not record.value:
                 continue

@@ -79,12 +79,12 @@ def plan_ranges(
         raise ConfigError("give at most one end: to_offset or to_time (--to-offset/-time)")
     consumer = client.new_reader(settings)
     try:
-        partitions = client.partition_ids(consumer, topic)
+        partitions = consumer.partition_ids(topic)
         if partition is not None:
             if partition not in partitions:
                 raise ConfigError(f"{topic} has no partition {partition} (it has {partitions})")
             partitions = [partition]
-        marks = {p: client.watermarks(consumer, topic, p) for p in partitions}
+        marks = {p: consumer.watermarks(topic, p) for p in partitions}
         starts = _bounds(consumer, topic, marks, from_offset, from_time)
         ends = _bounds(
             consumer, topic, marks, None if to_offset is None else to_offset + 1, to_time
@@ -95,7 +95,7 @@ def plan_ranges(
 
 
 def _bounds(
-    consumer: client.Consumer,
+    consumer: client.KafkaConsumer,
     topic: str,
     marks: dict[int, tuple[int, int]],
     offset: int | None,
@@ -103,7 +103,7 @@ def _bounds(
 ) -> dict[int, int]:
     """An offset per partition from ``offset`` or ``moment`` (else the high watermark)."""
     if moment is not None:
-        found = client.offsets_for_times(consumer, topic, dict.fromkeys(marks, to_ms(moment)))
+        found = consumer.offsets_for_times(topic, dict.fromkeys(marks, to_ms(moment)))
         # -1: no record at or after that time, i.e. the range bound is the current end
         return {p: high if found[p] < 0 else found[p] for p, (_low, high) in marks.items()}
     if offset is not None:
@@ -332,7 +332,8 @@ def replay(
             settings, producer, task=task, force=force, actor=actor or default_actor()
         )
         chunks = Chunks(chunk_size, replayer.write)
-        records = stack.enter_context(contextlib.closing(read_range(settings, topic, ranges)))
+        reader = read_range(client.KafkaClients(settings), topic, ranges)
+        records = stack.enter_context(contextlib.closing(reader))
         for done, record in enumerate(records, start=1):
             decided = replayer.consider(record)
             if decided is not None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from streamjobs import client
 from streamjobs.errors import KafkaUnavailable, StreamJobsError, TransactionAborted
@@ -54,7 +53,7 @@ class Handover:
 
     # -- rebalances ------------------------------------------------------------------------
 
-    def assign(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
+    def assign(self, consumer: client.Consumer, partitions: list[client.Position]) -> None:
         keys = _keys(partitions)
         for key in keys:
             self._parts[key] = Partition(key)
@@ -65,14 +64,14 @@ class Handover:
             try:
                 for key, window in self._ledger.suspects(consumer, partitions).items():
                     self._parts[key].suspect = window
-            except (client.KafkaException, StreamJobsError) as exc:
+            except StreamJobsError as exc:
                 _log.warning("crash ledger unreadable, starts not counted: %s", exc)
             try:
                 self._ledger.mark(keys, active=True)
-            except (client.KafkaException, StreamJobsError) as exc:
+            except StreamJobsError as exc:
                 _log.warning("crash ledger unwritable, a crash here will not be noticed: %s", exc)
 
-    def revoke(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
+    def revoke(self, consumer: client.Consumer, partitions: list[client.Position]) -> None:
         """Stop starting tasks for these partitions, let started ones finish, commit, release."""
         parts = [self._parts[k] for k in _keys(partitions) if k in self._parts]
         for part in parts:
@@ -86,7 +85,7 @@ class Handover:
             del self._parts[part.key]
         self._forget_order(parts)
 
-    def lose(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
+    def lose(self, consumer: client.Consumer, partitions: list[client.Position]) -> None:
         """Another member may own these already: commit nothing, start nothing."""
         for key in _keys(partitions):
             part = self._parts.pop(key, None)
@@ -146,17 +145,17 @@ class Handover:
         for part in parts:
             offset = part.tracker.commit_offset()
             if offset is not None:
-                offsets.append(client.tp(part.key[0], part.key[1], offset))
+                offsets.append(client.Position(part.key[0], part.key[1], offset))
                 part.tracker.mark_committed(offset)
         if offsets:
             try:
                 self._writer.commit(consumer, offsets, asynchronous=asynchronous)
-            except client.KafkaException as exc:
-                _log.warning("commit failed (will retry): %s", exc)
-                self._forget_commits(offsets)
             except TransactionAborted as exc:
                 _log.warning("%s: re-reading uncommitted records", exc)
                 self._rewind(consumer)
+            except KafkaUnavailable as exc:
+                _log.warning("commit failed (will retry): %s", exc)
+                self._forget_commits(offsets)
 
     def _rewind(self, consumer: client.Consumer) -> None:
         """After an aborted transaction: forget uncommitted progress and re-read from the
@@ -166,12 +165,11 @@ class Handover:
         for part in old:
             with part.lock:
                 part.revoked = part.lost = True
-        positions = consumer.committed([client.tp(*p.key) for p in old], timeout=30.0)
+        positions = consumer.committed([client.Position(*p.key) for p in old], timeout=30.0)
         for position in positions:
-            key = (position.topic, position.partition)
-            self._parts[key] = Partition(key)
+            self._parts[position.key] = Partition(position.key)
             offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
-            consumer.seek(client.tp(key[0], key[1], offset))
+            consumer.seek(client.Position(position.topic, position.partition, offset))
         self._parts.lift(consumer, old)
         # the aborted transaction's retry records were never written, and the tasks parked
         # behind them are read again: count every key's retries afresh from what Kafka has
@@ -179,18 +177,18 @@ class Handover:
         if self._order is not None:
             self._order.adopt_pending(consumer, [p.key for p in old])
 
-    def committed(self, error: Any, partitions: list[client.TopicPartition]) -> None:
-        """librdkafka's report of an asynchronous commit."""
+    def committed(self, error: str | None, partitions: list[client.Position]) -> None:
+        """librdkafka's report of an asynchronous commit (``error`` None: it succeeded)."""
         if error is not None:
             _log.warning("async commit failed (will retry): %s", error)
             self._forget_commits(partitions)
 
-    def _forget_commits(self, partitions: list[client.TopicPartition]) -> None:
+    def _forget_commits(self, partitions: list[client.Position]) -> None:
         for key in _keys(partitions):
             part = self._parts.get(key)
             if part is not None:
                 part.tracker.committed = None
 
 
-def _keys(partitions: Sequence[client.TopicPartition]) -> list[TopicKey]:
-    return [(p.topic, p.partition) for p in partitions]
+def _keys(partitions: Sequence[client.Position]) -> list[TopicKey]:
+    return [p.key for p in partitions]

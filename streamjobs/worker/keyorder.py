@@ -72,18 +72,18 @@ class KeyGate:
 
     def adopt_pending(
         self,
-        settings: Settings,
+        clients: client.Clients,
         consumer: client.Consumer,
         retry_topics: Iterable[str],
         partitions: list[int],
     ) -> None:
         """Count the retries waiting on newly assigned partitions' tiers, per key, before any
         main-topic task of theirs can start (reads from the group's committed offsets)."""
-        tiers = [client.tp(t, p) for t in retry_topics for p in partitions]
+        tiers = [client.Position(t, p) for t in retry_topics for p in partitions]
         if not tiers:
             return
         starts = consumer.committed(tiers, timeout=30.0)
-        for partition, keys in pending_keys(settings, starts).items():
+        for partition, keys in pending_keys(clients, starts).items():
             self.adopt(partition, keys)
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -109,9 +109,11 @@ class KeyOrder:
     dead-lettered) unblocks it and releases the key's parked tasks. Thread-safe.
     """
 
-    def __init__(self, settings: Settings, topics: QueueTopics) -> None:
+    def __init__(
+        self, settings: Settings, topics: QueueTopics, clients: client.Clients | None = None
+    ) -> None:
         self.gate = KeyGate()
-        self._settings = settings
+        self._clients = clients or client.KafkaClients(settings)
         self._main = topics.main
         self._retry_topics = frozenset(topics.retry.values())
 
@@ -133,7 +135,7 @@ class KeyOrder:
     def adopt_pending(self, consumer: client.Consumer, keys: Iterable[tuple[str, int]]) -> None:
         """Newly assigned partitions: count the retries waiting on their tiers."""
         mains = [p for t, p in keys if t == self._main]
-        self.gate.adopt_pending(self._settings, consumer, self._retry_topics, mains)
+        self.gate.adopt_pending(self._clients, consumer, self._retry_topics, mains)
 
     def forget(self, keys: Iterable[tuple[str, int]]) -> None:
         """Partitions given up: drop their keys' counts and parked tasks."""
@@ -148,7 +150,7 @@ def _slot(record: client.Record) -> Slot:
 
 
 def pending_keys(
-    settings: Settings, starts: Sequence[client.TopicPartition], timeout: float = 30.0
+    clients: client.Clients, starts: Sequence[client.Position], timeout: float = 30.0
 ) -> dict[int, list[bytes]]:
     """Keys of the records between each tier partition's committed offset and its end, by
     partition number: the retries a new owner inherits."""
@@ -157,7 +159,7 @@ def pending_keys(
     for start in starts:
         by_topic[start.topic][start.partition] = start.offset
     for topic, offsets in by_topic.items():
-        ranges = client.ranges_to_end(settings, topic, offsets, timeout)
-        for record in client.read_range(settings, topic, ranges, idle_timeout=timeout):
+        ranges = client.ranges_to_end(clients, topic, offsets, timeout)
+        for record in client.read_range(clients, topic, ranges, idle_timeout=timeout):
             found[record.partition].append(record.key or b"")
     return found

@@ -75,7 +75,10 @@ class Worker:
         *,
         worker_id: str | None = None,
         middleware: Sequence[Middleware] | None = None,
+        clients: client.Clients | None = None,
     ) -> None:
+        """``clients`` builds the Kafka clients (default: real ones from ``settings``); a test
+        passes a fake to run the worker without a broker."""
         self.settings = settings
         self.registry = registry
         self.middleware = chain_of(middleware, TracingMiddleware)
@@ -83,7 +86,8 @@ class Worker:
         self.stats = WorkerStats()
         self.assigned = threading.Event()
         self._topics = queue_topics(settings)
-        self._schemas = SchemaStore(settings)
+        self._clients = clients or client.KafkaClients(settings)
+        self._schemas = SchemaStore(settings, self._clients)
         for handler in registry:
             self._schemas.add(handler.task_type)
         self._stop = threading.Event()
@@ -95,7 +99,7 @@ class Worker:
         self._ledger: StartLedger | None = None
         self._handover_now: Handover | None = None  # while running
         key_ordered = settings.ordering == "key_ordered"
-        self._order = KeyOrder(settings, self._topics) if key_ordered else None
+        self._order = KeyOrder(settings, self._topics, self._clients) if key_ordered else None
         self._runner: HandlerRunner | None = None
         self._executor: KeyedExecutor | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
@@ -121,7 +125,7 @@ class Worker:
     def run(self) -> None:
         """Consume until stopped. Raises KafkaUnavailable if outcomes could not be written."""
         self._writer = self._new_writer()
-        self._ledger = StartLedger(self.settings, self._topics.starts)
+        self._ledger = StartLedger(self.settings, self._topics.starts, self._clients)
         self._handover_now = Handover(
             self.settings, self._parts, self._writer, self._ledger, self._order
         )
@@ -129,12 +133,7 @@ class Worker:
             self.settings, self._schemas, needs_loop=any(h.is_async for h in self.registry)
         )
         self._executor = KeyedExecutor(self.settings.concurrency)
-        consumer = client.new_consumer(
-            self.settings,
-            self.settings.group,
-            on_commit=self._on_commit,
-            **self.settings.consumer_overrides(),
-        )
+        consumer = self._clients.worker_consumer(self._on_commit)
         self._consumer = consumer
         consumer.subscribe(
             self._topics.task_topics,
@@ -157,8 +156,9 @@ class Worker:
             # fences (aborts) the dead one's open transaction at once; otherwise the id is unique
             # and an orphaned transaction ends after transaction.timeout.ms (10 s by default).
             slot = self.settings.group_instance_id or self.worker_id
-            return TransactionalWriter(self.settings, self.fail, f"{self.settings.group}.{slot}")
-        return OutcomeWriter(self.settings, self.fail)
+            transactional_id = f"{self.settings.group}.{slot}"
+            return TransactionalWriter(self.settings, self.fail, transactional_id, self._clients)
+        return OutcomeWriter(self.settings, self.fail, self._clients)
 
     @property
     def in_flight(self) -> int:
@@ -205,7 +205,7 @@ class Worker:
         room = self.settings.max_in_flight - self._limit_parking(consumer)
         if room > 0 or self._parts.backpressure:
             try:
-                records = client.consume(consumer, max(1, min(_BATCH, room)), _POLL_TIMEOUT_S)
+                records = consumer.consume(max(1, min(_BATCH, room)), _POLL_TIMEOUT_S)
             except KafkaUnavailable as exc:
                 self.fail(exc)
                 return
@@ -256,17 +256,17 @@ class Worker:
 
     # librdkafka calls these from consume(), on the poll thread; they are the Worker's own so
     # that the consumer holds no reference to the writer or the ledger once the worker stops
-    def _on_assign(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
-        self._handover.assign(consumer, partitions)
+    def _on_assign(self, partitions: list[client.Position]) -> None:
+        self._handover.assign(self.consumer, partitions)
         self.assigned.set()
 
-    def _on_revoke(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
-        self._handover.revoke(consumer, partitions)
+    def _on_revoke(self, partitions: list[client.Position]) -> None:
+        self._handover.revoke(self.consumer, partitions)
 
-    def _on_lost(self, consumer: Any, partitions: list[client.TopicPartition]) -> None:
-        self._handover.lose(consumer, partitions)
+    def _on_lost(self, partitions: list[client.Position]) -> None:
+        self._handover.lose(self.consumer, partitions)
 
-    def _on_commit(self, error: Any, partitions: list[client.TopicPartition]) -> None:
+    def _on_commit(self, error: str | None, partitions: list[client.Position]) -> None:
         self._handover.committed(error, partitions)
 
     # -- routing (poll thread) -------------------------------------------------------------

@@ -46,9 +46,6 @@ class OutRecord:
     headers: Sequence[tuple[str, bytes | None]] | None = None
 
 
-_COMMIT_TRIES = 3
-
-
 class _Acks:
     """Counts the acknowledgements one outcome still needs."""
 
@@ -59,10 +56,10 @@ class _Acks:
         self.done = done
         self.on_error = on_error
 
-    def delivered(self, error: Any, _message: Any) -> None:
-        if error is not None:
+    def delivered(self, report: client.Delivery) -> None:
+        if report.error is not None:
             # not durable: the offset must never complete; the worker stops and a restart redoes it
-            self.on_error(KafkaUnavailable(f"outcome write failed: {error}"))
+            self.on_error(KafkaUnavailable(f"outcome write failed: {report.error}"))
             return
         self.remaining -= 1
         if self.remaining == 0:
@@ -74,9 +71,12 @@ class OutcomeWriter:
 
     exactly_once = False
 
-    def __init__(self, settings: Settings, on_error: OnError) -> None:
+    def __init__(
+        self, settings: Settings, on_error: OnError, clients: client.Clients | None = None
+    ) -> None:
         # outcomes are not waited on by anyone: a short linger batches them at high rates
-        self._producer = client.new_producer(settings, **{"linger.ms": 2})
+        clients = clients or client.KafkaClients(settings)
+        self._producer: client.Producer = clients.producer(**{"linger.ms": 2})
         self._outbox: deque[tuple[Sequence[OutRecord], Done | None]] = deque()
         self._on_error = on_error
         self._poll_thread = threading.get_ident()
@@ -100,30 +100,25 @@ class OutcomeWriter:
         self._producer.flush(timeout)
 
     def commit(
-        self, consumer: client.Consumer, offsets: list[client.TopicPartition], *, asynchronous: bool
+        self, consumer: client.Consumer, offsets: list[client.Position], *, asynchronous: bool
     ) -> None:
-        client.commit(consumer, offsets, asynchronous=asynchronous)
+        """Commit ``offsets`` to the group; KafkaUnavailable when a synchronous commit fails."""
+        consumer.commit(offsets, asynchronous=asynchronous)
 
     def close(self, timeout: float) -> None:
         self.flush(timeout)
 
-    def _produce(self, record: OutRecord, callback: Any) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    record.topic,
-                    record.value,
-                    record.key,
-                    headers=list(record.headers) if record.headers else None,
-                    on_delivery=callback,
-                )
-                return
-            except BufferError:
-                # the local queue is full: the poll thread serves deliveries, others wait for it
-                if threading.get_ident() == self._poll_thread:
-                    self._producer.poll(0.01)
-                else:
-                    time.sleep(0.001)
+    def _produce(
+        self, record: OutRecord, callback: Callable[[client.Delivery], None] | None
+    ) -> None:
+        while not self._producer.produce(
+            record.topic, record.value, record.key, headers=record.headers, on_delivery=callback
+        ):
+            # the local queue is full: the poll thread serves deliveries, others wait for it
+            if threading.get_ident() == self._poll_thread:
+                self._producer.poll(0.01)
+            else:
+                time.sleep(0.001)
 
 
 class TransactionalWriter(OutcomeWriter):
@@ -136,24 +131,21 @@ class TransactionalWriter(OutcomeWriter):
 
     exactly_once = True
 
-    def __init__(self, settings: Settings, on_error: OnError, transactional_id: str) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        settings: Settings,
+        on_error: OnError,
+        transactional_id: str,
+        clients: client.Clients | None = None,
+    ) -> None:
         self._on_error = on_error
         self._poll_thread = threading.get_ident()
-        self._transactional_id = transactional_id
         self._handover: deque[tuple[Sequence[OutRecord], Origin, Done | None]] = deque()
         self._staged: dict[tuple[str, int], dict[int, list[OutRecord]]] = defaultdict(dict)
-        self._producer = self._new_producer()
-
-    def _new_producer(self) -> client.Producer:
-        overrides: dict[str, str | int] = {"transactional.id": self._transactional_id}
-        # a transaction spans one commit: if its worker dies, readers (read_committed) wait for
-        # it only this long; the settings' kafka dict still wins
-        if "transaction.timeout.ms" not in self._settings.kafka:
-            overrides["transaction.timeout.ms"] = 10_000
-        producer = client.new_producer(self._settings, **overrides)
-        producer.init_transactions(30.0)
-        return producer
+        clients = clients or client.KafkaClients(settings)
+        self._producer: client.TransactionalProducer = clients.transactional_producer(
+            transactional_id
+        )
 
     def write(self, records: Sequence[OutRecord], origin: Origin, done: Done | None) -> None:
         self._handover.append((records, origin, done))  # deque.append is thread-safe
@@ -168,7 +160,7 @@ class TransactionalWriter(OutcomeWriter):
         self._producer.poll(timeout)
 
     def commit(
-        self, consumer: client.Consumer, offsets: list[client.TopicPartition], *, asynchronous: bool
+        self, consumer: client.Consumer, offsets: list[client.Position], *, asynchronous: bool
     ) -> None:
         """One transaction: the staged outcomes below each committed offset, then the offsets."""
         del asynchronous  # a transaction commit is always synchronous
@@ -176,46 +168,27 @@ class TransactionalWriter(OutcomeWriter):
         if not offsets:
             return
         try:
-            self._producer.begin_transaction()
+            self._producer.begin()
             for position in offsets:
                 stage = self._staged.get((position.topic, position.partition), {})
                 for offset in sorted(o for o in stage if o < position.offset):
                     for record in stage.pop(offset):
                         self._produce(record, None)
-            self._producer.send_offsets_to_transaction(
-                offsets, consumer.consumer_group_metadata(), 30.0
-            )
-            self._commit_transaction()
-        except client.KafkaException as exc:
+            self._producer.send_offsets(offsets, consumer.group_metadata(), 30.0)
+            self._producer.commit(30.0)
+        except KafkaUnavailable as exc:
             self._recover(exc)
 
-    def _commit_transaction(self) -> None:
-        """Commit; a retriable error leaves the outcome unknown, and the same call is the way
-        to learn it (librdkafka's contract), so it is repeated a few times before giving up."""
-        for attempt in range(_COMMIT_TRIES):
-            try:
-                self._producer.commit_transaction(30.0)
-                return
-            except client.KafkaException as exc:
-                if not exc.args[0].retriable() or attempt == _COMMIT_TRIES - 1:
-                    raise
-
-    def _recover(self, exc: client.KafkaException) -> None:
+    def _recover(self, exc: KafkaUnavailable) -> None:
         """After a failed commit: abort if the producer still can, else replace it (a new
         instance with the same transactional id fences the old one's transaction). Either way
         the uncommitted work is read and run again; versioned status records make any outcome
         written twice harmless to readers."""
-        error = exc.args[0]
         self._staged.clear()
-        if not error.fatal():
-            try:
-                self._producer.abort_transaction(30.0)
-            except client.KafkaException:
-                pass  # cannot even abort: replace the producer below
-            else:
-                raise TransactionAborted(f"transaction aborted: {error.str()}") from exc
-        self._producer = self._new_producer()
-        raise TransactionAborted(f"transactional producer replaced: {error.str()}") from exc
+        if self._producer.abort(30.0):
+            raise TransactionAborted(f"transaction aborted: {exc}") from exc
+        self._producer.renew()
+        raise TransactionAborted(f"transactional producer replaced: {exc}") from exc
 
     def drop(self, keys: Sequence[tuple[str, int]]) -> None:
         """Forget staged outcomes of partitions this worker lost (never written)."""

@@ -51,8 +51,10 @@ _RELEASED = b"released"
 class StartLedger:
     """Start counts of suspect records, read once per assignment, written before each start."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self._settings = settings
+    def __init__(
+        self, settings: Settings, topic: str, clients: client.Clients | None = None
+    ) -> None:
+        self._clients = clients or client.KafkaClients(settings)
         self._topic = topic
         self._counts: dict[bytes, int] = {}
         self._owners: dict[bytes, bytes] = {}
@@ -60,17 +62,15 @@ class StartLedger:
         self._held: dict[tuple[str, int], int] = {}  # this owner's leases: dispatch below them
         self.window = 2 * settings.max_in_flight
         self._lock = threading.Lock()
-        self._producer = client.new_producer(settings, **{"linger.ms": 0})
+        self._producer = self._clients.producer(**{"linger.ms": 0})
 
     def load(self) -> None:
         """Read the whole (compacted, one-partition) ledger: called when partitions arrive."""
         counts: dict[bytes, int] = {}
         owners: dict[bytes, bytes] = {}
         leases: dict[bytes, int] = {}
-        ranges = client.ranges_to_end(self._settings, self._topic, {0: None}, _SYNC_TIMEOUT_S)
-        reader = client.read_range(
-            self._settings, self._topic, ranges, idle_timeout=_SYNC_TIMEOUT_S
-        )
+        ranges = client.ranges_to_end(self._clients, self._topic, {0: None}, _SYNC_TIMEOUT_S)
+        reader = client.read_range(self._clients, self._topic, ranges, idle_timeout=_SYNC_TIMEOUT_S)
         for record in reader:
             _apply(counts, owners, leases, record)
         with self._lock:
@@ -79,7 +79,7 @@ class StartLedger:
             self._leases = leases
 
     def suspects(
-        self, consumer: client.Consumer, partitions: list[client.TopicPartition]
+        self, consumer: client.Consumer, partitions: list[client.Position]
     ) -> dict[tuple[str, int], range]:
         """Offsets whose starts must be counted, for partitions whose last owner died: from
         the committed offset to twice ``max_in_flight`` beyond, or to its lease if further
@@ -110,7 +110,7 @@ class StartLedger:
             return
         until = offset + self.window
         self._held[partition] = until  # once per lease even when the write below fails
-        self._producer.produce(self._topic, str(until).encode(), lease_key(*partition))
+        self._send(lease_key(*partition), str(until).encode())
         if self._producer.flush(_SYNC_TIMEOUT_S):
             raise KafkaUnavailable("could not record a dispatch lease in the crash ledger")
 
@@ -120,7 +120,7 @@ class StartLedger:
         for topic, partition in partitions:
             self._held.pop((topic, partition), None)  # another owner may have leased since
             self._owners[owner_key(topic, partition)] = value
-            self._producer.produce(self._topic, value, owner_key(topic, partition))
+            self._send(owner_key(topic, partition), value)
         if partitions and self._producer.flush(_SYNC_TIMEOUT_S):
             raise KafkaUnavailable("could not record partition ownership in the crash ledger")
 
@@ -130,7 +130,7 @@ class StartLedger:
         with self._lock:
             starts = self._counts.get(key, 0) + 1
             self._counts[key] = starts
-        self._producer.produce(self._topic, str(starts).encode(), key)
+        self._send(key, str(starts).encode())
         # flushed before the handler runs: a crash during it must find this count
         if self._producer.flush(_SYNC_TIMEOUT_S):
             raise KafkaUnavailable("could not record a task start in the crash ledger")
@@ -141,11 +141,15 @@ class StartLedger:
         key = ledger_key(topic, partition, offset)
         with self._lock:
             self._counts.pop(key, None)
-        self._producer.produce(self._topic, None, key)
+        self._send(key, None)
         self._producer.poll(0)
 
     def close(self) -> None:
         self._producer.flush(_SYNC_TIMEOUT_S)
+
+    def _send(self, key: bytes, value: bytes | None) -> None:
+        if not self._producer.produce(self._topic, value, key):
+            raise KafkaUnavailable("the crash ledger's producer queue is full")
 
 
 def _apply(

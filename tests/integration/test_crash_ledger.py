@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka import Consumer
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, client
 from streamjobs.topics import queue_topics
@@ -62,8 +61,8 @@ def test_new_owner_suspects_every_record_taken_behind_a_task_holding_the_commit(
     )
 
     topics = queue_topics(settings)
-    main = client.tp(topics.main, 0)
-    reader = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.group})
+    main = client.Position(topics.main, 0)
+    reader = client.KafkaClients(settings).consumer(settings.group)
     ledger = StartLedger(settings, topics.starts)
     try:
         [committed] = reader.committed([main], timeout=10.0)

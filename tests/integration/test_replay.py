@@ -66,10 +66,7 @@ def counting_registry(calls: Counter[int], *, fail_first: Iterable[int] = ()) ->
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = client.new_reader(settings)
     try:
-        return {
-            p: client.watermarks(consumer, topic, p)[1]
-            for p in client.partition_ids(consumer, topic)
-        }
+        return {p: consumer.watermarks(topic, p)[1] for p in consumer.partition_ids(topic)}
     finally:
         consumer.close()
 

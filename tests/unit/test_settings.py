@@ -120,37 +120,58 @@ def test_sasl_password_is_a_secret_that_repr_and_dump_never_show() -> None:
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings)
     assert "hunter2" not in settings.model_dump_json()
-    assert settings.client_config()["sasl.password"] == "hunter2"
 
 
-def test_client_config_maps_security_settings_to_librdkafka_keys() -> None:
-    settings = Settings(
-        bootstrap_servers="b:9092",
-        security_protocol="SASL_SSL",
-        sasl_mechanism="SCRAM-SHA-512",
-        sasl_username="svc",
-        sasl_password="pw",
-    )
-    assert settings.client_config() == {
-        "bootstrap.servers": "b:9092",
-        "security.protocol": "SASL_SSL",
-        "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": "svc",
-        "sasl.password": "pw",
-    }
-    assert Settings(bootstrap_servers="b:9092").client_config() == {"bootstrap.servers": "b:9092"}
+def test_passthrough_values_are_never_shown_by_repr_or_json_dump() -> None:
+    settings = Settings(kafka={"ssl.key.password": "s3cret", "linger.ms": 7})
+    assert "s3cret" not in repr(settings)
+    dumped = settings.model_dump_json()
+    assert "s3cret" not in dumped
+    assert '"ssl.key.password":"**********"' in dumped, "the key is shown, its value masked"
+    assert settings.kafka["ssl.key.password"] == "s3cret", "the clients still get the value"
 
 
-def test_passthrough_kafka_dict_wins_in_client_config() -> None:
-    settings = Settings(
-        bootstrap_servers="b:9092",
-        security_protocol="PLAINTEXT",
-        kafka={"bootstrap.servers": "other:9092", "security.protocol": "SSL", "linger.ms": 7},
-    )
-    config = settings.client_config()
-    assert config["bootstrap.servers"] == "other:9092"
-    assert config["security.protocol"] == "SSL"
-    assert config["linger.ms"] == 7
+@pytest.mark.parametrize(
+    "key",
+    [
+        "enable.idempotence",
+        "acks",
+        "request.required.acks",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "isolation.level",
+        "transactional.id",
+        "group.id",
+        "enable.partition.eof",
+        "partitioner",
+        "auto.offset.reset",
+        "bootstrap.servers",
+    ],
+)
+def test_passthrough_naming_a_correctness_key_is_a_config_error_naming_it(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{key}' is not allowed: .+"):
+        Settings(kafka={key: "x"})
+
+
+def test_passthrough_guard_applies_to_the_environment_variable_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAMJOBS_KAFKA", '{"enable.auto.commit": true}')
+    with pytest.raises(ConfigError, match=r"'enable\.auto\.commit' is not allowed"):
+        Settings()
+
+
+@pytest.mark.parametrize("key", ["Enable.Idempotence", " acks", "ISOLATION.LEVEL"])
+def test_passthrough_guard_is_not_fooled_by_case_or_spaces(key: str) -> None:
+    with pytest.raises(ConfigError, match="is not allowed"):
+        Settings(kafka={key: "x"})
+
+
+@pytest.mark.parametrize("key", ["max.in.flight.requests.per.connection", "max.in.flight"])
+def test_more_than_five_in_flight_requests_is_refused_with_idempotence(key: str) -> None:
+    assert Settings(kafka={key: 5}).kafka == {key: 5}
+    with pytest.raises(ConfigError, match="at most 5 in flight"):
+        Settings(kafka={key: 6})
 
 
 @pytest.mark.parametrize("field", ["topic_prefix", "queue"])

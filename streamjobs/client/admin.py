@@ -1,0 +1,90 @@
+"""Topic administration: confluent-kafka's ``AdminClient`` behind our methods and errors.
+
+Owns :class:`KafkaAdmin` (partition counts, topic creation, effective topic configs, deletion)
+and :func:`cluster_ready`. Raises only :mod:`streamjobs.errors`. Does not decide which topics a
+queue needs (:mod:`streamjobs.topics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-exported in stubs
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
+
+from streamjobs.client.config import Config
+from streamjobs.client.failures import code_of, text_of, unavailable
+from streamjobs.client.records import TopicSpec
+from streamjobs.errors import TopicError
+
+
+class KafkaAdmin:
+    """One librdkafka admin client."""
+
+    def __init__(self, config: Config) -> None:
+        self._admin = AdminClient(config)
+
+    def topic_partitions(self, timeout: float = 10.0) -> dict[str, int]:
+        """Partition count of every topic the cluster reports."""
+        try:
+            metadata: Any = self._admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise unavailable(exc) from exc
+        return {
+            name: len(meta.partitions) for name, meta in metadata.topics.items() if not meta.error
+        }
+
+    def create_topics(self, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
+        """Create the missing topics; an existing topic is left alone (verify checks it)."""
+        new = [
+            NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config))
+            for s in specs
+        ]
+        if not new:
+            return
+        futures = self._admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if code_of(exc) != KafkaError.TOPIC_ALREADY_EXISTS:
+                    reason = text_of(exc)
+                    raise TopicError(f"cannot create topic {name}: {reason}") from exc
+
+    def topic_configs(
+        self, names: Iterable[str], timeout: float = 10.0
+    ) -> dict[str, dict[str, str]]:
+        """Effective configuration of each named topic."""
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+        result: dict[str, dict[str, str]] = {}
+        described = self._admin.describe_configs(resources, request_timeout=timeout)
+        for resource, future in described.items():
+            try:
+                entries = future.result()
+            except KafkaException as exc:
+                reason = text_of(exc)
+                raise TopicError(f"cannot describe {resource.name}: {reason}") from exc
+            result[resource.name] = {k: str(v.value) for k, v in entries.items()}
+        return result
+
+    def delete_topics(self, names: list[str], timeout: float = 30.0) -> None:
+        for future in self._admin.delete_topics(names, operation_timeout=timeout).values():
+            try:
+                future.result()
+            except KafkaException as exc:
+                raise unavailable(exc, "topic deletion failed") from exc
+
+
+def cluster_ready(bootstrap_servers: str, timeout: float = 2.0) -> bool:
+    """True when a broker at ``bootstrap_servers`` answers a metadata request with a broker."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    try:
+        metadata: Any = admin.list_topics(timeout=timeout)
+        return bool(metadata.brokers)
+    except KafkaException:
+        return False

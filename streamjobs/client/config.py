@@ -1,0 +1,197 @@
+"""Settings to librdkafka keys: the one place that names them, and the keys nobody may change.
+
+Owns the mapping from :class:`~streamjobs.settings.Settings` to each client's configuration
+(bootstrap, security and SASL, message sizes, the group protocol, static membership, the
+transactional id), the keys our correctness depends on (idempotence, ``acks=all``, manual offset
+store and commit, ``read_committed``, the Java-compatible partitioner, ...) and :func:`guard`,
+which refuses a passthrough (``Settings.kafka``, env ``STREAMJOBS_KAFKA``) naming any of them.
+Does not build clients (:mod:`streamjobs.client.kafka`) and never imports Settings at run time:
+Settings calls :func:`guard` while it validates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from streamjobs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamjobs.settings import Settings
+
+Value = str | int | float | bool
+Config = dict[str, Value]
+_log = logging.getLogger(__name__)
+_READER_GROUP = "streamjobs-reader"
+_IDEMPOTENT_MAX_IN_FLIGHT = 5
+
+_IDEMPOTENCE = "the producer is always idempotent: a retried send may not duplicate or reorder"
+_ACKS = "every write is confirmed by all in-sync replicas (acks=all) before a task counts as done"
+_COMMIT = "offsets are committed only after a task's outcome is durable (commit after success)"
+_STORE = "offsets are stored only by the worker, once a task's outcome is durable"
+_PROTOCOL = "set by group_protocol (STREAMJOBS_GROUP_PROTOCOL): the handover needs it"
+
+# keys our correctness depends on, and why: a passthrough naming one is a ConfigError
+GUARDED: Mapping[str, str] = {
+    "enable.idempotence": _IDEMPOTENCE,
+    "enable.gapless.guarantee": _IDEMPOTENCE,
+    "acks": _ACKS,
+    "request.required.acks": _ACKS,
+    "enable.auto.commit": _COMMIT,
+    "auto.commit.enable": _COMMIT,
+    "enable.auto.offset.store": _STORE,
+    "isolation.level": "workers and readers see only committed transactions (read_committed)",
+    "transactional.id": "each exactly_once worker gets its own, from its group and instance id",
+    "group.id": "the worker's group comes from group_id (STREAMJOBS_GROUP_ID)",
+    "group.instance.id": "static membership comes from group_instance_id",
+    "group.protocol": _PROTOCOL,
+    "group.remote.assignor": _PROTOCOL + " (range keeps main and tier partitions together)",
+    "partition.assignment.strategy": _PROTOCOL + " (rebalances must be incremental)",
+    "partitioner": "key -> partition must match the Java client's (murmur2_random)",
+    "auto.offset.reset": "a new group must start at the earliest record, or queued tasks are lost",
+    "enable.partition.eof": "the worker's poll loop does not expect end-of-partition events",
+    "allow.auto.create.topics": "topics are created by `streamjobs topics ensure`, co-partitioned",
+    "bootstrap.servers": "set by bootstrap_servers (STREAMJOBS_BOOTSTRAP_SERVERS)",
+    "security.protocol": "set by security_protocol (STREAMJOBS_SECURITY_PROTOCOL)",
+    "sasl.mechanism": "set by sasl_mechanism (STREAMJOBS_SASL_MECHANISM)",
+    "sasl.mechanisms": "set by sasl_mechanism (STREAMJOBS_SASL_MECHANISM)",
+    "sasl.username": "set by sasl_username (STREAMJOBS_SASL_USERNAME)",
+    "sasl.password": "set by sasl_password (STREAMJOBS_SASL_PASSWORD), kept secret",
+    "message.max.bytes": "set by max_message_bytes: submits are size-checked against it",
+}
+# limits rather than fixed values: only a value beyond them is refused
+_MAX_IN_FLIGHT = ("max.in.flight.requests.per.connection", "max.in.flight")
+
+
+def guard(passthrough: Mapping[str, Value]) -> None:
+    """Refuse passthrough keys that would switch off what our correctness depends on.
+
+    Raises ConfigError naming the key and why (librdkafka matches keys exactly; so do we, after
+    trimming and lower-casing, so a near-miss spelling cannot slip through).
+    """
+    for raw, value in passthrough.items():
+        key = raw.strip().lower()
+        why = GUARDED.get(key)
+        if why is not None:
+            raise ConfigError(f"kafka passthrough key {raw!r} is not allowed: {why}")
+        if key in _MAX_IN_FLIGHT and _above(value, _IDEMPOTENT_MAX_IN_FLIGHT):
+            raise ConfigError(
+                f"kafka passthrough key {raw!r}={value!r} is not allowed: the idempotent "
+                f"producer keeps order only with at most {_IDEMPOTENT_MAX_IN_FLIGHT} in flight"
+            )
+
+
+def _above(value: Value, limit: int) -> bool:
+    try:
+        return int(value) > limit
+    except (TypeError, ValueError):
+        return True  # not a number: librdkafka would refuse it later, with less context
+
+
+def masked(passthrough: Mapping[str, Value]) -> dict[str, str]:
+    """The passthrough for display: keys only (its values may be secrets: ssl.key.password)."""
+    return dict.fromkeys(passthrough, "**********")
+
+
+def common_config(settings: Settings) -> Config:
+    """Keys shared by every client: where the cluster is and how to authenticate, then the
+    passthrough's long tail (already guarded by Settings)."""
+    config: Config = {"bootstrap.servers": settings.bootstrap_servers, "log_level": 3}
+    if settings.security_protocol:
+        config["security.protocol"] = settings.security_protocol
+    if settings.sasl_mechanism:
+        config["sasl.mechanism"] = settings.sasl_mechanism
+    if settings.sasl_username:
+        config["sasl.username"] = settings.sasl_username
+    if settings.sasl_password is not None:
+        config["sasl.password"] = settings.sasl_password.get_secret_value()
+    config.update(settings.kafka)
+    return config
+
+
+def producer_config(settings: Settings, **overrides: Value) -> Config:
+    """Producer keys. Idempotence is off by default in librdkafka: we always turn it on."""
+    config = common_config(settings)
+    # code-chosen tuning (a linger, a message timeout) wins over the passthrough
+    config.update(overrides)
+    config.update(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.max.bytes": settings.max_message_bytes,
+            # the Java client's partitioner, so a Java producer and we agree on key -> partition
+            "partitioner": "murmur2_random",
+        }
+    )
+    config.setdefault("linger.ms", 0)  # a confirmed submit waits for its ack: no lingering
+    config.setdefault("compression.type", "lz4")
+    return config
+
+
+def transactional_config(settings: Settings, transactional_id: str) -> Config:
+    """An exactly-once worker's producer: its own transactional id, short transactions."""
+    overrides: Config = {"transactional.id": transactional_id}
+    # a transaction spans one commit: if its worker dies, readers (read_committed) wait for it
+    # only this long; the passthrough may set another
+    if "transaction.timeout.ms" not in settings.kafka:
+        overrides["transaction.timeout.ms"] = 10_000
+    return producer_config(settings, **overrides)
+
+
+def consumer_config(settings: Settings, group: str) -> Config:
+    """Consumer keys: nothing is stored or committed unless the worker says so."""
+    config = common_config(settings)
+    config.setdefault("fetch.wait.max.ms", 100)  # a resumed tier partition joins the next fetch
+    config.setdefault("fetch.message.max.bytes", max(settings.max_message_bytes, 1_048_576))
+    config.update(
+        {
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": False,
+            **_group_protocol(settings),
+        }
+    )
+    if settings.group_protocol == "consumer":
+        for key in _BROKER_SIDE_KEYS & config.keys():
+            if key not in _warned:
+                _warned.add(key)
+                _log.warning("%s is set on the broker with group.protocol=consumer; ignored", key)
+            del config[key]
+    return config
+
+
+def worker_config(settings: Settings) -> Config:
+    """The worker's group member: the settings' group, static membership when an id is set."""
+    config = consumer_config(settings, settings.group)
+    if settings.group_instance_id:
+        config["group.instance.id"] = settings.group_instance_id
+    return config
+
+
+def reader_config(settings: Settings) -> Config:
+    """A consumer reading by assignment (status lookups, replay, dlq): never commits."""
+    return consumer_config(settings, _READER_GROUP)
+
+
+def admin_config(settings: Settings) -> Config:
+    return common_config(settings)
+
+
+# KIP-848 moved these to the broker (group.consumer.session.timeout.ms, ...)
+_warned: set[str] = set()  # warn once per process, not once per client
+_BROKER_SIDE_KEYS = {"session.timeout.ms", "heartbeat.interval.ms"}
+
+
+def _group_protocol(settings: Settings) -> Config:
+    """The group protocol. ``consumer`` (KIP-848, Kafka 4+): incremental rebalances decided by
+    the broker's ``range`` assignor, which balances every topic on its own and gives a worker the
+    same partition numbers of the main and tier topics. ``classic``: cooperative-sticky, which
+    balances partition counts over all topics, so one worker may get every main-topic partition
+    and another only tiers."""
+    if settings.group_protocol == "consumer":
+        return {"group.protocol": "consumer", "group.remote.assignor": "range"}
+    return {"partition.assignment.strategy": "cooperative-sticky"}

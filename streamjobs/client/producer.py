@@ -1,0 +1,167 @@
+"""The producers: confluent-kafka's ``Producer`` behind our methods, types and errors.
+
+Owns :class:`KafkaProducer` (produce with a delivery report in our types, a full local queue
+reported instead of raised, poll and flush), :class:`KafkaTransactionalProducer` (begin, send
+offsets, commit with librdkafka's retry contract, abort, and renewal that fences a broken
+instance) and :func:`produce_confirmed`. Raises only :mod:`streamjobs.errors`. Does not choose
+what to write (the producer, the worker) nor its configuration (:mod:`streamjobs.client.config`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaException, Message, Producer, TopicPartition
+
+from streamjobs.client.config import Config
+from streamjobs.client.failures import describe, is_fatal, is_retriable, unavailable
+from streamjobs.client.ports import OnDelivery, ProduceHeaders
+from streamjobs.client.records import Delivery, GroupMetadata, Position
+from streamjobs.errors import KafkaUnavailable
+
+_COMMIT_TRIES = 3
+_INIT_TIMEOUT_S = 30.0
+
+
+class KafkaProducer:
+    """One librdkafka producer. ``produce`` is thread-safe; delivery reports run in the thread
+    that calls :meth:`poll` or :meth:`flush`."""
+
+    def __init__(self, config: Config) -> None:
+        self._producer = Producer(config)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        *,
+        headers: ProduceHeaders | None = None,
+        on_delivery: OnDelivery | None = None,
+    ) -> bool:
+        """Queue one record (``value`` None is a tombstone). False when the local queue is full
+        (serve delivery reports, then try again); KafkaUnavailable when librdkafka refuses the
+        record outright (too large, unknown topic, ...)."""
+        try:
+            if on_delivery is None:
+                self._producer.produce(topic, value, key, headers=_headers(headers))
+            else:
+                self._producer.produce(
+                    topic, value, key, headers=_headers(headers), on_delivery=_report(on_delivery)
+                )
+        except BufferError:
+            return False
+        except KafkaException as exc:
+            raise unavailable(exc, "record refused") from exc
+        return True
+
+    def poll(self, timeout: float) -> int:
+        """Serve delivery reports for up to ``timeout`` seconds; returns how many were served."""
+        return int(self._producer.poll(timeout))
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for every queued record's report; returns how many remain."""
+        return int(self._producer.flush(timeout))
+
+
+class KafkaTransactionalProducer(KafkaProducer):
+    """A producer with a ``transactional.id``: records and consumed offsets commit together.
+
+    Every call raises KafkaUnavailable on failure; :meth:`abort` then says whether the producer
+    can still abort, else :meth:`renew` replaces it (a new instance with the same id fences the
+    old one's transaction).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._fatal = False
+        super().__init__(config)
+        self._call(self._producer.init_transactions, _INIT_TIMEOUT_S)
+
+    def begin(self) -> None:
+        self._call(self._producer.begin_transaction)
+
+    def send_offsets(
+        self, offsets: Sequence[Position], group: GroupMetadata, timeout: float = 30.0
+    ) -> None:
+        """Add the consumed ``offsets`` to the open transaction (committed with it)."""
+        wanted = [TopicPartition(p.topic, p.partition, p.offset) for p in offsets]
+        self._call(self._producer.send_offsets_to_transaction, wanted, group.handle, timeout)
+
+    def commit(self, timeout: float = 30.0) -> None:
+        """Commit; a retriable error leaves the outcome unknown, and the same call is the way
+        to learn it (librdkafka's contract), so it is repeated a few times before giving up."""
+        for attempt in range(_COMMIT_TRIES):
+            try:
+                self._producer.commit_transaction(timeout)
+                return
+            except KafkaException as exc:
+                if not is_retriable(exc) or attempt == _COMMIT_TRIES - 1:
+                    self._fatal = self._fatal or is_fatal(exc)
+                    raise unavailable(exc, "transaction failed") from exc
+
+    def abort(self, timeout: float = 30.0) -> bool:
+        """Abort the open transaction; False when the producer cannot (a fatal error, such as
+        being fenced): then only :meth:`renew` helps."""
+        if self._fatal:
+            return False
+        try:
+            self._producer.abort_transaction(timeout)
+        except KafkaException:
+            return False
+        return True
+
+    def renew(self) -> None:
+        """Replace the librdkafka producer by a new one with the same transactional id."""
+        self._producer = Producer(self._config)
+        self._fatal = False
+        self._call(self._producer.init_transactions, _INIT_TIMEOUT_S)
+
+    def _call(self, method: Callable[..., Any], *args: Any) -> None:
+        try:
+            method(*args)
+        except KafkaException as exc:
+            self._fatal = self._fatal or is_fatal(exc)
+            raise unavailable(exc, "transaction failed") from exc
+
+
+def produce_confirmed(
+    producer: KafkaProducer,
+    topic: str,
+    records: Sequence[tuple[bytes, bytes | None]],
+    timeout: float = 30.0,
+) -> None:
+    """Produce ``(key, value)`` records (None is a tombstone) and wait for every acknowledgement.
+
+    Raises KafkaUnavailable naming the first failure, or when acknowledgements do not arrive in
+    ``timeout`` seconds: the caller must not act as if the records were durable.
+    """
+    errors: list[str] = []
+
+    def on_delivery(report: Delivery) -> None:
+        if report.error is not None:
+            errors.append(report.error)
+
+    for key, value in records:
+        while not producer.produce(topic, value, key, on_delivery=on_delivery):
+            producer.poll(0.05)  # local queue full: serve acknowledgements, then try again
+    remaining = producer.flush(timeout)
+    if errors:
+        raise KafkaUnavailable(f"write to {topic} failed: {errors[0]}")
+    if remaining:
+        raise KafkaUnavailable(f"{remaining} records to {topic} not acknowledged in {timeout}s")
+
+
+def _headers(headers: ProduceHeaders | None) -> list[tuple[str, str | bytes | None]] | None:
+    return list(headers) if headers else None
+
+
+def _report(on_delivery: OnDelivery) -> Callable[[Any, Message], None]:
+    def report(error: Any, message: Message) -> None:
+        if error is not None:
+            on_delivery(Delivery(describe(error)))
+        else:
+            on_delivery(Delivery(None, int(message.partition() or 0), int(message.offset() or 0)))
+
+    return report

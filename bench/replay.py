@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamjobs import Producer, Settings, Task, topics
-from streamjobs.client import read_range
+from streamjobs.client import KafkaClients, read_range
 from streamjobs.dev.kafka import given_or_local
 from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.ops.replay import plan_ranges, replay
@@ -83,7 +83,7 @@ def _first_envelopes(settings: Settings, sample: int) -> list[Envelope]:
     """The envelopes the one-at-a-time replay reads, while the topic holds only the N."""
     main = topics.queue_topics(settings).main
     ranges = plan_ranges(settings, main, **_first_offsets(sample))
-    with contextlib.closing(read_range(settings, main, ranges)) as records:
+    with contextlib.closing(read_range(KafkaClients(settings), main, ranges)) as records:
         return [decode_envelope(record.value or b"") for record in records]
 
 

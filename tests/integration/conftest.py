@@ -486,7 +486,6 @@ def membership(monkeypatch: pytest.MonkeyPatch) -> Membership:
 
         def recorded(
             self: Worker,
-            consumer: Any,
             partitions: list[Any],
             _kind: str = kind,
             _f: Any = original,
@@ -494,7 +493,7 @@ def membership(monkeypatch: pytest.MonkeyPatch) -> Membership:
             if partitions:
                 parts = frozenset((p.topic, p.partition) for p in partitions)
                 log.events.append((self.worker_id, _kind, parts))
-            _f(self, consumer, partitions)
+            _f(self, partitions)
 
         monkeypatch.setattr(Worker, f"_on_{kind}", recorded)
     return log

@@ -6,7 +6,7 @@ or ``KafkaException``. One concept per module:
 
 - :mod:`~streamjobs.client.config`: Settings to librdkafka keys, and the guarded keys;
 - :mod:`~streamjobs.client.records`: the frozen types that cross the boundary;
-- :mod:`~streamjobs.client.ports`: the protocols the worker needs (a fake satisfies them);
+- :mod:`~streamjobs.client.protocols`: the protocols the worker needs (a fake satisfies them);
 - :mod:`~streamjobs.client.consumer`, :mod:`~streamjobs.client.producer`,
   :mod:`~streamjobs.client.admin`: the wrappers of confluent-kafka's three clients;
 - :mod:`~streamjobs.client.failures`: ``KafkaException`` turned into our errors;
@@ -23,12 +23,12 @@ from streamjobs.client.admin import KafkaAdmin, cluster_ready
 from streamjobs.client.clients import KafkaClients, new_admin, new_producer, new_reader
 from streamjobs.client.consumer import KafkaConsumer
 from streamjobs.client.partitioner import murmur2_partition
-from streamjobs.client.ports import Clients, Consumer, Producer, TransactionalProducer
 from streamjobs.client.producer import (
     KafkaProducer,
     KafkaTransactionalProducer,
     produce_confirmed,
 )
+from streamjobs.client.protocols import Clients, Consumer, Producer, TransactionalProducer
 from streamjobs.client.reading import committed_offsets, ranges_to_end, read_range
 from streamjobs.client.records import (
     OFFSET_BEGINNING,

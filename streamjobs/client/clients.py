@@ -2,7 +2,7 @@
 
 Owns turning one :class:`~streamjobs.settings.Settings` into configured consumer, reader,
 producer, transactional producer and admin instances (keys from :mod:`streamjobs.client.config`).
-Code that should run against a fake takes a :class:`~streamjobs.client.ports.Clients` instead
+Code that should run against a fake takes a :class:`~streamjobs.client.protocols.Clients` instead
 of building its own. Does not read or write records.
 """
 
@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 from streamjobs.client import config
 from streamjobs.client.admin import KafkaAdmin
 from streamjobs.client.consumer import KafkaConsumer
-from streamjobs.client.ports import OnCommit
 from streamjobs.client.producer import KafkaProducer, KafkaTransactionalProducer
+from streamjobs.client.protocols import OnCommit
 
 if TYPE_CHECKING:
     from streamjobs.settings import Settings
 
 
 class KafkaClients:
-    """The real clients of one Settings (satisfies :class:`~streamjobs.client.ports.Clients`)."""
+    """The real clients of one Settings; satisfies :class:`~streamjobs.client.protocols.Clients`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -5,7 +5,7 @@ Owns the mapping from :class:`~streamjobs.settings.Settings` to each client's co
 transactional id), the keys our correctness depends on (idempotence, ``acks=all``, manual offset
 store and commit, ``read_committed``, the Java-compatible partitioner, ...) and :func:`guard`,
 which refuses a passthrough (``Settings.kafka``, env ``STREAMJOBS_KAFKA``) naming any of them.
-Does not build clients (:mod:`streamjobs.client.kafka`) and never imports Settings at run time:
+Does not build clients (:mod:`streamjobs.client.clients`) and never imports Settings at run time:
 Settings calls :func:`guard` while it validates.
 """
 

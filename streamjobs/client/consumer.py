@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from streamjobs.client.config import Config
 from streamjobs.client.failures import code_of, describe, is_retriable, unavailable
-from streamjobs.client.ports import OnCommit, OnPartitions
+from streamjobs.client.protocols import OnCommit, OnPartitions
 from streamjobs.client.records import GroupMetadata, Position, Record
 from streamjobs.errors import KafkaUnavailable, TopicError
 

@@ -16,7 +16,7 @@ from confluent_kafka import KafkaException, Message, Producer, TopicPartition
 
 from streamjobs.client.config import Config
 from streamjobs.client.failures import describe, is_fatal, is_retriable, unavailable
-from streamjobs.client.ports import OnDelivery, ProduceHeaders
+from streamjobs.client.protocols import OnDelivery, ProduceHeaders
 from streamjobs.client.records import Delivery, GroupMetadata, Position
 from streamjobs.errors import KafkaUnavailable
 

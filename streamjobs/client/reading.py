@@ -2,7 +2,7 @@
 
 Owns the catch-up reads every small compacted topic needs (the schemas, the crash ledger, the
 status snapshot, replay and dead-letter scans): the ranges from a start to each partition's
-current end, and the records within them. Built on the :class:`~streamjobs.client.ports.Clients`
+current end, and the records within them. Built on the :class:`~streamjobs.client.protocols.Clients`
 protocol only, so it runs against a fake too. Does not decode records.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from streamjobs.client.clients import KafkaClients
-from streamjobs.client.ports import Clients
+from streamjobs.client.protocols import Clients
 from streamjobs.client.records import OffsetRange, Position, Record
 from streamjobs.errors import KafkaUnavailable
 

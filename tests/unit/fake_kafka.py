@@ -1,7 +1,7 @@
 """A small in-memory stand-in for :mod:`streamjobs.client`, for unit tests without a broker.
 
 :class:`FakeKafka` is the "cluster": it hands out fake consumers and producers through the
-:class:`~streamjobs.client.ports.Clients` interface (pass it as ``clients=``) and keeps what a
+:class:`~streamjobs.client.protocols.Clients` interface (pass it as ``clients=``) and keeps what a
 test asserts on: every record produced, every acknowledgement, every commit, in one ``events``
 log. Acknowledgements of a held topic wait until the test releases it (``hold``/``release``),
 and a topic can be made to fail its deliveries, so a test controls when Kafka "has" an outcome.
@@ -25,7 +25,7 @@ from streamjobs.client import (
     Position,
     Record,
 )
-from streamjobs.client.ports import OnCommit, OnDelivery, OnPartitions, ProduceHeaders
+from streamjobs.client.protocols import OnCommit, OnDelivery, OnPartitions, ProduceHeaders
 from streamjobs.codec import builtin
 from streamjobs.errors import KafkaUnavailable
 from streamjobs.models import Task
@@ -45,7 +45,7 @@ class Sent:
 
 
 class FakeKafka:
-    """The shared state of the fake clients; satisfies ``streamjobs.client.ports.Clients``."""
+    """The shared state of the fake clients; satisfies ``streamjobs.client.protocols.Clients``."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -81,7 +81,7 @@ class FakeKafka:
     def commits(self) -> list[Position]:
         return [p for batch in self.kinds("commit") for p in batch]
 
-    # -- streamjobs.client.ports.Clients ---------------------------------------------------
+    # -- streamjobs.client.protocols.Clients ---------------------------------------------------
 
     def worker_consumer(self, on_commit: OnCommit) -> FakeConsumer:
         self.consumer = FakeConsumer(self, on_commit)
@@ -132,7 +132,7 @@ class FakeConsumer:
             self._records.extend(records)
             self._ready.notify()
 
-    # streamjobs.client.ports.Consumer
+    # streamjobs.client.protocols.Consumer
 
     def subscribe(
         self,
@@ -206,7 +206,7 @@ class FakeConsumer:
 
 
 class FakeProducer:
-    """Takes every record; reports deliveries from ``poll``/``flush`` while acks are open."""
+    """Takes every record; reports deliveries from ``poll``/``flush`` unless their topic is held."""
 
     def __init__(self, kafka: FakeKafka) -> None:
         self.kafka = kafka

@@ -206,7 +206,7 @@ def test_revoked_partition_commits_its_finished_task_and_leaves_the_next_one_uns
         release.wait(5.0)
         return task.a
 
-    start(registry)
+    running = start(registry)
     assert kafka.consumer is not None
     # concurrency=1: the second task waits in the executor behind the first
     kafka.consumer.deliver(
@@ -214,9 +214,11 @@ def test_revoked_partition_commits_its_finished_task_and_leaves_the_next_one_uns
         task_record(Add(a=1, b=0), topic=MAIN, offset=1),
     )
     wait_for(lambda: started == [0], 5.0, message="the first task to start")
-    _polls_pass(kafka, 3)  # the second record was taken too
+    part = running.worker._parts[(MAIN, 0)]
+    wait_for(lambda: len(part.tracker) == 2, 5.0, message="the second record to be taken")
     kafka.consumer.rebalance("revoke", (MAIN, 0))
-    release.set()  # finishes within the revoke's grace
+    wait_for(lambda: part.revoked, 5.0, message="the revoke to begin")
+    release.set()  # the first task finishes within the revoke's grace
     wait_for(lambda: Position(MAIN, 0, 1) in kafka.commits(), 5.0, message="the revoke's commit")
     _polls_pass(kafka, 5)
     assert started == [0], "a queued task of a revoked partition must never start"

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from streamjobs.client import config as client_config
+from streamjobs.client import guarded
 from streamjobs.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    # the librdkafka passthrough for the long tail: guarded (see streamjobs.client.config), and
+    # the librdkafka passthrough for the long tail: guarded (see streamjobs.client.guarded), and
     # its values never shown (they may be secrets: ssl.key.password)
     kafka: dict[str, str | int | float | bool] = Field(default_factory=dict, repr=False)
 
@@ -152,12 +152,12 @@ class Settings(BaseSettings):
     def _passthrough(
         cls, value: dict[str, str | int | float | bool]
     ) -> dict[str, str | int | float | bool]:
-        client_config.guard(value)  # a ConfigError naming the key, not a pydantic error
+        guarded.guard(value)  # a ConfigError naming the key, not a pydantic error
         return value
 
     @field_serializer("kafka", when_used="json")
     def _masked(self, value: dict[str, str | int | float | bool]) -> dict[str, str]:
-        return client_config.masked(value)
+        return guarded.masked(value)
 
     @field_validator("topic_prefix", "queue")
     @classmethod

@@ -4,7 +4,8 @@ Everything else in streamjobs talks to Kafka through this package and sees
 :class:`Record`, :class:`Position` and :mod:`streamjobs.errors`, never a confluent-kafka object
 or ``KafkaException``. One concept per module:
 
-- :mod:`~streamjobs.client.config`: Settings to librdkafka keys, and the guarded keys;
+- :mod:`~streamjobs.client.config`: Settings to librdkafka keys;
+- :mod:`~streamjobs.client.guarded`: the keys a passthrough may not name;
 - :mod:`~streamjobs.client.records`: the frozen types that cross the boundary;
 - :mod:`~streamjobs.client.protocols`: the protocols the worker needs (a fake satisfies them);
 - :mod:`~streamjobs.client.consumer`, :mod:`~streamjobs.client.producer`,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from streamjobs.client import config
 from streamjobs.client.admin import KafkaAdmin
 from streamjobs.client.consumer import KafkaConsumer
+from streamjobs.client.guarded import Value
 from streamjobs.client.producer import KafkaProducer, KafkaTransactionalProducer
 from streamjobs.client.protocols import OnCommit
 
@@ -38,7 +39,7 @@ class KafkaClients:
         """A consumer for reading by assignment (status lookups, replay, dlq): never commits."""
         return KafkaConsumer(config.reader_config(self.settings))
 
-    def producer(self, **overrides: config.Value) -> KafkaProducer:
+    def producer(self, **overrides: Value) -> KafkaProducer:
         """An idempotent producer with ``acks=all``; ``overrides`` tune it (``linger.ms``)."""
         return KafkaProducer(config.producer_config(self.settings, **overrides))
 
@@ -52,7 +53,7 @@ class KafkaClients:
         return KafkaAdmin(config.admin_config(self.settings))
 
 
-def new_producer(settings: Settings, **overrides: config.Value) -> KafkaProducer:
+def new_producer(settings: Settings, **overrides: Value) -> KafkaProducer:
     return KafkaClients(settings).producer(**overrides)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from streamjobs.client.config import Value
+from streamjobs.client.guarded import Value
 from streamjobs.client.records import Delivery, GroupMetadata, Position, Record
 
 OnPartitions = Callable[[list[Position]], None]

@@ -1,4 +1,5 @@
-"""streamjobs.client.config: Settings mapped to librdkafka keys, in one place.
+"""streamjobs.client.config and .guarded: Settings mapped to librdkafka keys in one place,
+and the keys a passthrough may not name.
 
 No broker: the configurations are plain dicts.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamjobs.client import config
+from streamjobs.client import config, guarded
 from streamjobs.errors import ConfigError
 from streamjobs.settings import Settings
 
@@ -93,15 +94,15 @@ def test_transactions_time_out_after_ten_seconds_unless_the_passthrough_says_oth
     assert config.transactional_config(longer, "g.w-1")["transaction.timeout.ms"] == 60_000
 
 
-@pytest.mark.parametrize("key", sorted(config.GUARDED))
+@pytest.mark.parametrize("key", sorted(guarded.GUARDED))
 def test_every_guarded_key_is_refused_with_its_reason(key: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        config.guard({key: "x"})
-    assert f"{key!r} is not allowed: {config.GUARDED[key]}" in str(raised.value)
+        guarded.guard({key: "x"})
+    assert f"{key!r} is not allowed: {guarded.GUARDED[key]}" in str(raised.value)
 
 
 def test_masked_passthrough_keeps_keys_and_hides_every_value() -> None:
-    assert config.masked({"ssl.key.password": "s3cret", "linger.ms": 5}) == {
+    assert guarded.masked({"ssl.key.password": "s3cret", "linger.ms": 5}) == {
         "ssl.key.password": "**********",
         "linger.ms": "**********",
     }

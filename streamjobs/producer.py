@@ -116,7 +116,7 @@ class Producer:
         self._middleware = chain_of(middleware, TracingMiddleware)
         self._topics = queue_topics(settings)
         self._timeout_s = timeout.total_seconds()
-        self._client: client.KafkaProducer | None = client.new_producer(
+        self._client: client.Producer | None = client.new_producer(
             settings, **{"message.timeout.ms": int(self._timeout_s * 1000)}
         )
         self._types: dict[type[Task], TaskType] = {}
@@ -266,7 +266,7 @@ class Producer:
     # -- internals ---------------------------------------------------------------------------
 
     @property
-    def _producer(self) -> client.KafkaProducer:
+    def _producer(self) -> client.Producer:
         if self._client is None:
             raise StreamJobsError("producer is closed")
         return self._client

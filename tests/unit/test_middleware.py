@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
 
 import pytest
 
 from streamjobs import Producer, Settings, Task
+from streamjobs.client import Delivery
 from streamjobs.middleware import (
     AttemptContext,
     AttemptOutcome,
@@ -295,40 +295,31 @@ def test_only_middleware_instances_join_a_chain() -> None:
 # -- the producer runs the chain (a fake Kafka producer; no broker) -----------------------------
 
 
-class _Delivered:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-
 class FakeKafkaProducer:
-    """Accepts every record and acknowledges it on the next poll."""
+    """Accepts every record and acknowledges it on the next poll (streamjobs.client.Producer)."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes | None, list[tuple[str, bytes]] | None]] = []
-        self._unacked: list[tuple[Callable[[Any, Any], None], int]] = []
+        self._unacked: list[tuple[Callable[[Delivery], None], int]] = []
 
     def produce(
         self,
         topic: str,
         value: bytes | None,
-        key: bytes | None,
+        key: bytes | None = None,
+        *,
         headers: list[tuple[str, bytes]] | None = None,
-        on_delivery: Callable[[Any, Any], None] | None = None,
-    ) -> None:
-        self.records.append((topic, key, headers))
+        on_delivery: Callable[[Delivery], None] | None = None,
+    ) -> bool:
+        self.records.append((topic, key, list(headers) if headers else None))
         if on_delivery is not None:
             self._unacked.append((on_delivery, len(self.records)))
+        return True
 
     def poll(self, timeout: float) -> int:
         acked, self._unacked = self._unacked, []
         for on_delivery, offset in acked:
-            on_delivery(None, _Delivered(offset))
+            on_delivery(Delivery(None, 0, offset))
         return len(acked)
 
     def flush(self, timeout: float) -> int:

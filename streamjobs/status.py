@@ -277,7 +277,7 @@ class _Follower:
             probe = {number: max(0, since_ms - 5000)}
             found = self.consumer.offsets_for_times(topic, probe, timeout=10.0)[number]
             start = found if found >= 0 else client.OFFSET_END
-        self.partition = client.Position(topic, number, start)
+        self.partition = client.TopicPartition(topic, number, start)
         self.consumer.assign([self.partition])
 
     def close(self) -> None:

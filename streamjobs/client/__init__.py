@@ -1,8 +1,8 @@
 """The Kafka client: the one home of confluent-kafka, wrapped in our methods, types and errors.
 
-Everything else in streamjobs talks to Kafka through this package and sees
-:class:`Record`, :class:`Position` and :mod:`streamjobs.errors`, never a confluent-kafka object
-or ``KafkaException``. One concept per module:
+Everything else in streamjobs talks to Kafka through this package and sees :class:`Record`,
+:class:`TopicPartition` and :mod:`streamjobs.errors`, never a confluent-kafka object or
+``KafkaException``. One concept per module:
 
 - :mod:`~streamjobs.client.config`: Settings to librdkafka keys;
 - :mod:`~streamjobs.client.guarded`: the keys a passthrough may not name;
@@ -40,6 +40,7 @@ from streamjobs.client.records import (
     OffsetRange,
     Position,
     Record,
+    TopicPartition,
     TopicSpec,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "Position",
     "Producer",
     "Record",
+    "TopicPartition",
     "TopicSpec",
     "TransactionalProducer",
     "cluster_ready",

@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamjobs.client.config import Config
 from streamjobs.client.failures import code_of, describe, is_retriable, unavailable
 from streamjobs.client.protocols import OnCommit, OnPartitions
-from streamjobs.client.records import GroupMetadata, Position, Record
+from streamjobs.client.records import GroupMetadata, Record, TopicPartition
 from streamjobs.errors import KafkaUnavailable, TopicError
 
 _log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class KafkaConsumer:
         extra: dict[str, Any] = {}
         if on_commit is not None:
 
-            def committed(error: Any, partitions: list[TopicPartition]) -> None:
+            def committed(error: Any, partitions: list[KafkaTopicPartition]) -> None:
                 on_commit(None if error is None else describe(error), _positions(partitions))
 
             extra["on_commit"] = committed
@@ -67,7 +68,7 @@ class KafkaConsumer:
         """This member's group generation, for a transaction's offsets (KIP-447 fencing)."""
         return GroupMetadata(self._consumer.consumer_group_metadata())
 
-    def commit(self, offsets: Sequence[Position], *, asynchronous: bool) -> None:
+    def commit(self, offsets: Sequence[TopicPartition], *, asynchronous: bool) -> None:
         """Commit ``offsets`` (each the next offset to read); KafkaUnavailable when a
         synchronous commit fails (an asynchronous one reports through ``on_commit``)."""
         wanted = _partitions(offsets)
@@ -79,7 +80,9 @@ class KafkaConsumer:
         except KafkaException as exc:
             raise unavailable(exc, "commit failed") from exc
 
-    def committed(self, partitions: Sequence[Position], timeout: float) -> list[Position]:
+    def committed(
+        self, partitions: Sequence[TopicPartition], timeout: float
+    ) -> list[TopicPartition]:
         """The group's committed offset per partition (OFFSET_INVALID where none is)."""
         try:
             found = self._consumer.committed(_partitions(partitions), timeout=timeout)
@@ -108,30 +111,30 @@ class KafkaConsumer:
             records.append(_record(message))
         return records
 
-    def assign(self, positions: Sequence[Position]) -> None:
+    def assign(self, positions: Sequence[TopicPartition]) -> None:
         """Read ``positions`` by assignment, outside any group's rebalances."""
         self._consumer.assign(_partitions(positions))
 
-    def pause(self, partitions: Sequence[Position]) -> None:
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
         try:
             self._consumer.pause(_partitions(partitions))
         except KafkaException as exc:
             raise unavailable(exc, "pause failed") from exc
 
-    def resume(self, partitions: Sequence[Position]) -> None:
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
         """Resume; KafkaUnavailable when a partition is no longer assigned."""
         try:
             self._consumer.resume(_partitions(partitions))
         except KafkaException as exc:
             raise unavailable(exc, "resume failed") from exc
 
-    def seek(self, position: Position) -> None:
+    def seek(self, position: TopicPartition) -> None:
         try:
             self._consumer.seek(_partition(position))
         except KafkaException as exc:
             raise unavailable(exc, "seek failed") from exc
 
-    def positions(self, partitions: Sequence[Position]) -> list[Position]:
+    def positions(self, partitions: Sequence[TopicPartition]) -> list[TopicPartition]:
         """The fetch position (next offset to be returned) of each assigned partition."""
         try:
             return _positions(self._consumer.position(_partitions(partitions)))
@@ -159,7 +162,7 @@ class KafkaConsumer:
         """(low, high): the first offset still kept and the offset the next record will get."""
         try:
             low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
+                KafkaTopicPartition(topic, partition), timeout=timeout
             )
         except KafkaException as exc:
             raise unavailable(exc) from exc
@@ -172,7 +175,7 @@ class KafkaConsumer:
         while True:
             try:
                 low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout
+                    KafkaTopicPartition(topic, partition), timeout=timeout
                 )
                 return int(low), int(high)
             except KafkaException as exc:
@@ -189,7 +192,7 @@ class KafkaConsumer:
         A partition with no such record maps to ``OFFSET_END`` (-1): callers clamp it to the
         high watermark.
         """
-        wanted = [TopicPartition(topic, p, t) for p, t in times_ms.items()]
+        wanted = [KafkaTopicPartition(topic, p, t) for p, t in times_ms.items()]
         if not wanted:
             return {}
         try:
@@ -220,13 +223,13 @@ def _as_bytes(value: str | bytes | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 
 
-def _partition(position: Position) -> TopicPartition:
-    return TopicPartition(position.topic, position.partition, position.offset)
+def _partition(position: TopicPartition) -> KafkaTopicPartition:
+    return KafkaTopicPartition(position.topic, position.partition, position.offset)
 
 
-def _partitions(positions: Iterable[Position]) -> list[TopicPartition]:
-    return [TopicPartition(p.topic, p.partition, p.offset) for p in positions]
+def _partitions(positions: Iterable[TopicPartition]) -> list[KafkaTopicPartition]:
+    return [KafkaTopicPartition(p.topic, p.partition, p.offset) for p in positions]
 
 
-def _positions(partitions: Iterable[TopicPartition]) -> list[Position]:
-    return [Position(str(p.topic), int(p.partition), int(p.offset)) for p in partitions]
+def _positions(partitions: Iterable[KafkaTopicPartition]) -> list[TopicPartition]:
+    return [TopicPartition(str(p.topic), int(p.partition), int(p.offset)) for p in partitions]

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamjobs.client.config import Config
 from streamjobs.client.failures import describe, is_fatal, is_retriable, unavailable
 from streamjobs.client.protocols import OnDelivery, ProduceHeaders
-from streamjobs.client.records import Delivery, GroupMetadata, Position
+from streamjobs.client.records import Delivery, GroupMetadata, TopicPartition
 from streamjobs.errors import KafkaUnavailable
 
 _COMMIT_TRIES = 3
@@ -83,10 +84,10 @@ class KafkaTransactionalProducer(KafkaProducer):
         self._call(self._producer.begin_transaction)
 
     def send_offsets(
-        self, offsets: Sequence[Position], group: GroupMetadata, timeout: float = 30.0
+        self, offsets: Sequence[TopicPartition], group: GroupMetadata, timeout: float = 30.0
     ) -> None:
         """Add the consumed ``offsets`` to the open transaction (committed with it)."""
-        wanted = [TopicPartition(p.topic, p.partition, p.offset) for p in offsets]
+        wanted = [KafkaTopicPartition(p.topic, p.partition, p.offset) for p in offsets]
         self._call(self._producer.send_offsets_to_transaction, wanted, group.handle, timeout)
 
     def commit(self, timeout: float = 30.0) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from streamjobs.client.clients import KafkaClients
 from streamjobs.client.protocols import Clients
-from streamjobs.client.records import OffsetRange, Position, Record
+from streamjobs.client.records import OffsetRange, Record, TopicPartition
 from streamjobs.errors import KafkaUnavailable
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def read_range(
         return
     consumer = clients.reader()
     try:
-        consumer.assign([Position(topic, p, r.start) for p, r in todo.items()])
+        consumer.assign([TopicPartition(topic, p, r.start) for p, r in todo.items()])
         deadline = time.monotonic() + idle_timeout
         while todo:
             records = consumer.consume(500, 0.2)
@@ -48,7 +48,7 @@ def read_range(
                 wanted = todo.get(record.partition)
                 if wanted is not None and wanted.start <= record.offset < wanted.end:
                     yield record
-            for position in consumer.positions([Position(topic, p) for p in todo]):
+            for position in consumer.positions([TopicPartition(topic, p) for p in todo]):
                 if position.offset >= todo[position.partition].end:
                     del todo[position.partition]
             if records:
@@ -84,7 +84,7 @@ def committed_offsets(
     Asks the group coordinator without joining the group: the consumer never subscribes, so a
     running worker group is not rebalanced.
     """
-    wanted = [Position(t, p) for t, p in partitions]
+    wanted = [TopicPartition(t, p) for t, p in partitions]
     if not wanted:
         return {}
     consumer = KafkaClients(settings).consumer(group)

@@ -1,4 +1,4 @@
-"""The Kafka nouns the rest of streamjobs sees: records, positions, delivery reports, ranges.
+"""The Kafka nouns the rest of streamjobs sees: records, partitions, delivery reports, ranges.
 
 Owns the frozen types that cross the client boundary in place of confluent-kafka's objects
 (whose every field is optional), and the special offsets. Does not talk to Kafka.
@@ -19,6 +19,16 @@ Headers = list[tuple[str, bytes | None]]
 
 
 @dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record sits: its coordinates, and the time Kafka stamped on it there."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """A consumed Kafka record, in our types."""
 
@@ -30,10 +40,15 @@ class Record:
     value: bytes | None
     headers: Headers
 
+    @property
+    def position(self) -> Position:
+        return Position(self.topic, self.partition, self.offset, self.timestamp_ms)
+
 
 @dataclass(frozen=True, slots=True)
-class Position:
-    """A partition of a topic, and an offset in it (a commit, a seek, a fetch position).
+class TopicPartition:
+    """A partition of a topic, and an offset in it: a commit, a seek, a fetch position (ours,
+    frozen, in place of confluent-kafka's mutable class of the same name).
 
     ``offset`` is the *next* record to read; it may be one of the logical offsets above.
     """

@@ -53,7 +53,7 @@ class Handover:
 
     # -- rebalances ------------------------------------------------------------------------
 
-    def assign(self, consumer: client.Consumer, partitions: list[client.Position]) -> None:
+    def assign(self, consumer: client.Consumer, partitions: list[client.TopicPartition]) -> None:
         keys = _keys(partitions)
         for key in keys:
             self._parts[key] = Partition(key)
@@ -71,7 +71,7 @@ class Handover:
             except StreamJobsError as exc:
                 _log.warning("crash ledger unwritable, a crash here will not be noticed: %s", exc)
 
-    def revoke(self, consumer: client.Consumer, partitions: list[client.Position]) -> None:
+    def revoke(self, consumer: client.Consumer, partitions: list[client.TopicPartition]) -> None:
         """Stop starting tasks for these partitions, let started ones finish, commit, release."""
         parts = [self._parts[k] for k in _keys(partitions) if k in self._parts]
         for part in parts:
@@ -85,7 +85,7 @@ class Handover:
             del self._parts[part.key]
         self._forget_order(parts)
 
-    def lose(self, consumer: client.Consumer, partitions: list[client.Position]) -> None:
+    def lose(self, consumer: client.Consumer, partitions: list[client.TopicPartition]) -> None:
         """Another member may own these already: commit nothing, start nothing."""
         for key in _keys(partitions):
             part = self._parts.pop(key, None)
@@ -145,7 +145,7 @@ class Handover:
         for part in parts:
             offset = part.tracker.commit_offset()
             if offset is not None:
-                offsets.append(client.Position(part.key[0], part.key[1], offset))
+                offsets.append(client.TopicPartition(part.key[0], part.key[1], offset))
                 part.tracker.mark_committed(offset)
         if offsets:
             try:
@@ -165,11 +165,11 @@ class Handover:
         for part in old:
             with part.lock:
                 part.revoked = part.lost = True
-        positions = consumer.committed([client.Position(*p.key) for p in old], timeout=30.0)
+        positions = consumer.committed([client.TopicPartition(*p.key) for p in old], timeout=30.0)
         for position in positions:
             self._parts[position.key] = Partition(position.key)
             offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
-            consumer.seek(client.Position(position.topic, position.partition, offset))
+            consumer.seek(client.TopicPartition(position.topic, position.partition, offset))
         self._parts.lift(consumer, old)
         # the aborted transaction's retry records were never written, and the tasks parked
         # behind them are read again: count every key's retries afresh from what Kafka has
@@ -177,18 +177,18 @@ class Handover:
         if self._order is not None:
             self._order.adopt_pending(consumer, [p.key for p in old])
 
-    def committed(self, error: str | None, partitions: list[client.Position]) -> None:
+    def committed(self, error: str | None, partitions: list[client.TopicPartition]) -> None:
         """librdkafka's report of an asynchronous commit (``error`` None: it succeeded)."""
         if error is not None:
             _log.warning("async commit failed (will retry): %s", error)
             self._forget_commits(partitions)
 
-    def _forget_commits(self, partitions: list[client.Position]) -> None:
+    def _forget_commits(self, partitions: list[client.TopicPartition]) -> None:
         for key in _keys(partitions):
             part = self._parts.get(key)
             if part is not None:
                 part.tracker.committed = None
 
 
-def _keys(partitions: Sequence[client.Position]) -> list[TopicKey]:
+def _keys(partitions: Sequence[client.TopicPartition]) -> list[TopicKey]:
     return [p.key for p in partitions]

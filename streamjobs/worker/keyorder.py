@@ -79,7 +79,7 @@ class KeyGate:
     ) -> None:
         """Count the retries waiting on newly assigned partitions' tiers, per key, before any
         main-topic task of theirs can start (reads from the group's committed offsets)."""
-        tiers = [client.Position(t, p) for t in retry_topics for p in partitions]
+        tiers = [client.TopicPartition(t, p) for t in retry_topics for p in partitions]
         if not tiers:
             return
         starts = consumer.committed(tiers, timeout=30.0)
@@ -150,7 +150,7 @@ def _slot(record: client.Record) -> Slot:
 
 
 def pending_keys(
-    clients: client.Clients, starts: Sequence[client.Position], timeout: float = 30.0
+    clients: client.Clients, starts: Sequence[client.TopicPartition], timeout: float = 30.0
 ) -> dict[int, list[bytes]]:
     """Keys of the records between each tier partition's committed offset and its end, by
     partition number: the retries a new owner inherits."""

@@ -256,17 +256,17 @@ class Worker:
 
     # librdkafka calls these from consume(), on the poll thread; they are the Worker's own so
     # that the consumer holds no reference to the writer or the ledger once the worker stops
-    def _on_assign(self, partitions: list[client.Position]) -> None:
+    def _on_assign(self, partitions: list[client.TopicPartition]) -> None:
         self._handover.assign(self.consumer, partitions)
         self.assigned.set()
 
-    def _on_revoke(self, partitions: list[client.Position]) -> None:
+    def _on_revoke(self, partitions: list[client.TopicPartition]) -> None:
         self._handover.revoke(self.consumer, partitions)
 
-    def _on_lost(self, partitions: list[client.Position]) -> None:
+    def _on_lost(self, partitions: list[client.TopicPartition]) -> None:
         self._handover.lose(self.consumer, partitions)
 
-    def _on_commit(self, error: str | None, partitions: list[client.Position]) -> None:
+    def _on_commit(self, error: str | None, partitions: list[client.TopicPartition]) -> None:
         self._handover.committed(error, partitions)
 
     # -- routing (poll thread) -------------------------------------------------------------

@@ -100,7 +100,7 @@ class OutcomeWriter:
         self._producer.flush(timeout)
 
     def commit(
-        self, consumer: client.Consumer, offsets: list[client.Position], *, asynchronous: bool
+        self, consumer: client.Consumer, offsets: list[client.TopicPartition], *, asynchronous: bool
     ) -> None:
         """Commit ``offsets`` to the group; KafkaUnavailable when a synchronous commit fails."""
         consumer.commit(offsets, asynchronous=asynchronous)
@@ -160,7 +160,7 @@ class TransactionalWriter(OutcomeWriter):
         self._producer.poll(timeout)
 
     def commit(
-        self, consumer: client.Consumer, offsets: list[client.Position], *, asynchronous: bool
+        self, consumer: client.Consumer, offsets: list[client.TopicPartition], *, asynchronous: bool
     ) -> None:
         """One transaction: the staged outcomes below each committed offset, then the offsets."""
         del asynchronous  # a transaction commit is always synchronous

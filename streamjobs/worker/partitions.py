@@ -201,7 +201,7 @@ class Assigned(dict[TopicKey, Partition]):
         """Partitions being given up leave unpaused. librdkafka (2.16) keeps an application
         pause across unassign and a later assign, while our view of a partition assigned
         again starts unpaused: it would never be consumed."""
-        paused = [client.Position(*p.key) for p in parts if p.pauses]
+        paused = [client.TopicPartition(*p.key) for p in parts if p.pauses]
         for part in parts:
             part.pauses.clear()
         if paused:
@@ -213,14 +213,14 @@ class Assigned(dict[TopicKey, Partition]):
     def lift(self, consumer: client.Consumer, parts: list[Partition]) -> None:
         """Resume ``parts`` without seeking (they are re-read from a seek of their own) and
         end the pauses of all partitions; those still called for are decided afresh."""
-        consumer.resume([client.Position(*p.key) for p in parts if p.pauses])
+        consumer.resume([client.TopicPartition(*p.key) for p in parts if p.pauses])
         self.backpressure = False
         self.parking.engaged = False
 
 
 def _pause(consumer: client.Consumer, part: Partition, reason: Pause) -> None:
     if not part.pauses:
-        consumer.pause([client.Position(*part.key)])
+        consumer.pause([client.TopicPartition(*part.key)])
     part.pauses.add(reason)
 
 
@@ -234,6 +234,6 @@ def _unpause(consumer: client.Consumer, part: Partition, reason: Pause) -> None:
 
 
 def resume(consumer: client.Consumer, part: Partition, offset: int | None) -> None:
-    consumer.resume([client.Position(*part.key)])
+    consumer.resume([client.TopicPartition(*part.key)])
     if offset is not None:  # drop what was prefetched before the pause; re-read from here
-        consumer.seek(client.Position(part.key[0], part.key[1], offset))
+        consumer.seek(client.TopicPartition(part.key[0], part.key[1], offset))

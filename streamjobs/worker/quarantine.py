@@ -79,7 +79,7 @@ class StartLedger:
             self._leases = leases
 
     def suspects(
-        self, consumer: client.Consumer, partitions: list[client.Position]
+        self, consumer: client.Consumer, partitions: list[client.TopicPartition]
     ) -> dict[tuple[str, int], range]:
         """Offsets whose starts must be counted, for partitions whose last owner died: from
         the committed offset to twice ``max_in_flight`` beyond, or to its lease if further

@@ -61,7 +61,7 @@ def test_new_owner_suspects_every_record_taken_behind_a_task_holding_the_commit(
     )
 
     topics = queue_topics(settings)
-    main = client.Position(topics.main, 0)
+    main = client.TopicPartition(topics.main, 0)
     reader = client.KafkaClients(settings).consumer(settings.group)
     ledger = StartLedger(settings, topics.starts)
     try:

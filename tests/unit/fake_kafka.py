@@ -22,8 +22,8 @@ from streamjobs.client import (
     OFFSET_INVALID,
     Delivery,
     GroupMetadata,
-    Position,
     Record,
+    TopicPartition,
 )
 from streamjobs.client.protocols import OnCommit, OnDelivery, OnPartitions, ProduceHeaders
 from streamjobs.codec import builtin
@@ -78,7 +78,7 @@ class FakeKafka:
     def produced(self, topic: str | None = None) -> list[Sent]:
         return [s for s in self.kinds("produce") if topic is None or s.topic == topic]
 
-    def commits(self) -> list[Position]:
+    def commits(self) -> list[TopicPartition]:
         return [p for batch in self.kinds("commit") for p in batch]
 
     # -- streamjobs.client.protocols.Clients ---------------------------------------------------
@@ -113,7 +113,7 @@ class FakeConsumer:
         self._records: deque[Record] = deque()
         self._ready = threading.Condition()
         self.paused: set[tuple[str, int]] = set()
-        self.seeks: list[Position] = []
+        self.seeks: list[TopicPartition] = []
         self.polls = 0
         self.closed = False
         self.fail_commits = False
@@ -122,7 +122,7 @@ class FakeConsumer:
 
     def rebalance(self, kind: str, *partitions: tuple[str, int]) -> None:
         """Queue an ``assign``, ``revoke`` or ``lost`` of ``partitions`` for the next consume."""
-        positions = [Position(t, p) for t, p in partitions]
+        positions = [TopicPartition(t, p) for t, p in partitions]
         with self._ready:
             self._events.append(lambda: self.callbacks[kind](positions))
             self._ready.notify()
@@ -162,7 +162,7 @@ class FakeConsumer:
     def _deliverable(self) -> list[Record]:
         return [r for r in self._records if (r.topic, r.partition) not in self.paused]
 
-    def commit(self, offsets: Sequence[Position], *, asynchronous: bool) -> None:
+    def commit(self, offsets: Sequence[TopicPartition], *, asynchronous: bool) -> None:
         if self.fail_commits:
             raise KafkaUnavailable("commit failed: _TRANSPORT: fake")
         self.kafka.log("commit", list(offsets))
@@ -173,30 +173,33 @@ class FakeConsumer:
             with self._ready:
                 self._events.append(lambda: on_commit(None, list(offsets)))
 
-    def committed(self, partitions: Sequence[Position], timeout: float) -> list[Position]:
+    def committed(
+        self, partitions: Sequence[TopicPartition], timeout: float
+    ) -> list[TopicPartition]:
         with self.kafka.lock:
             found = self.kafka.committed
             return [
-                Position(p.topic, p.partition, found.get(p.key, OFFSET_INVALID)) for p in partitions
+                TopicPartition(p.topic, p.partition, found.get(p.key, OFFSET_INVALID))
+                for p in partitions
             ]
 
     def group_metadata(self) -> GroupMetadata:
         return GroupMetadata("fake-generation")
 
-    def assign(self, positions: Sequence[Position]) -> None:
+    def assign(self, positions: Sequence[TopicPartition]) -> None:
         pass
 
-    def pause(self, partitions: Sequence[Position]) -> None:
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
         self.paused.update(p.key for p in partitions)
 
-    def resume(self, partitions: Sequence[Position]) -> None:
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
         self.paused.difference_update(p.key for p in partitions)
 
-    def seek(self, position: Position) -> None:
+    def seek(self, position: TopicPartition) -> None:
         self.seeks.append(position)
 
-    def positions(self, partitions: Sequence[Position]) -> list[Position]:
-        return [Position(p.topic, p.partition, 0) for p in partitions]
+    def positions(self, partitions: Sequence[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(p.topic, p.partition, 0) for p in partitions]
 
     def watermarks_when_ready(self, topic: str, partition: int, timeout: float) -> tuple[int, int]:
         return (0, 0)  # every topic a reader looks at is empty
@@ -281,7 +284,7 @@ class FakeTransactionalProducer(FakeProducer):
         self.aborted = 0
         self._fatal = False
         self._open: list[Sent] | None = None
-        self._offsets: list[Position] = []
+        self._offsets: list[TopicPartition] = []
 
     def _queue(self, sent: Sent, on_delivery: OnDelivery | None) -> Sent | None:
         queued = super()._queue(sent, on_delivery)
@@ -293,7 +296,7 @@ class FakeTransactionalProducer(FakeProducer):
         self._open = []
 
     def send_offsets(
-        self, offsets: Sequence[Position], group: GroupMetadata, timeout: float = 30.0
+        self, offsets: Sequence[TopicPartition], group: GroupMetadata, timeout: float = 30.0
     ) -> None:
         self._offsets = list(offsets)
 

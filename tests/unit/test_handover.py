@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from streamjobs.client import OFFSET_BEGINNING, Position
+from streamjobs.client import OFFSET_BEGINNING, TopicPartition
 from streamjobs.errors import StreamJobsError
 from streamjobs.settings import Settings
 from streamjobs.worker.handover import Handover
@@ -65,7 +65,7 @@ def test_assign_takes_the_partitions_and_marks_them_owned_in_the_crash_ledger(
     kafka: FakeKafka,
 ) -> None:
     handover, parts, _writer, consumer = _handover(kafka)
-    handover.assign(consumer, [Position(MAIN, 0), Position(MAIN, 1)])
+    handover.assign(consumer, [TopicPartition(MAIN, 0), TopicPartition(MAIN, 1)])
     assert sorted(parts) == [(MAIN, 0), (MAIN, 1)]
     owners = {s.key: s.value for s in kafka.produced(STARTS)}
     assert owners == {owner_key(MAIN, 0): b"active", owner_key(MAIN, 1): b"active"}
@@ -75,23 +75,23 @@ def test_revoke_commits_the_contiguous_completed_work_and_releases_the_partition
     kafka: FakeKafka,
 ) -> None:
     handover, parts, _writer, consumer = _handover(kafka)
-    handover.assign(consumer, [Position(MAIN, 0)])
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
     _progress(parts[(MAIN, 0)], range(4), completed=[0, 1, 3])  # 2 is still in flight
-    handover.revoke(consumer, [Position(MAIN, 0)])
-    assert kafka.commits() == [Position(MAIN, 0, 2)], "never past the task still in flight"
+    handover.revoke(consumer, [TopicPartition(MAIN, 0)])
+    assert kafka.commits() == [TopicPartition(MAIN, 0, 2)], "never past the task still in flight"
     assert (MAIN, 0) not in parts
     assert kafka.produced(STARTS)[-1].value == b"released", "a clean handover"
 
 
 def test_revoke_waits_for_queued_outcomes_and_commits_them(kafka: FakeKafka) -> None:
     handover, parts, writer, consumer = _handover(kafka)
-    handover.assign(consumer, [Position(MAIN, 0)])
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
     part = parts[(MAIN, 0)]
     _progress(part, range(2), completed=[0])
     # offset 1's task finished: its outcome is queued, not yet produced nor acknowledged
     writer.write([OutRecord(STATUS, b"t-1", b"succeeded")], (MAIN, 0, 1), part.completer(1))
-    handover.revoke(consumer, [Position(MAIN, 0)])
-    assert kafka.commits() == [Position(MAIN, 0, 2)]
+    handover.revoke(consumer, [TopicPartition(MAIN, 0)])
+    assert kafka.commits() == [TopicPartition(MAIN, 0, 2)]
     assert [s.key for s in kafka.produced(STATUS)] == [b"t-1"]
 
 
@@ -99,11 +99,11 @@ def test_revoked_partition_refuses_new_tasks_and_leaves_no_pause_behind(
     kafka: FakeKafka,
 ) -> None:
     handover, parts, _writer, consumer = _handover(kafka)
-    handover.assign(consumer, [Position(MAIN, 0)])
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
     part = parts[(MAIN, 0)]
     parts.hold(consumer, part, 5, until_ms=2**62)  # a held head pauses it
     assert consumer.paused == {(MAIN, 0)}
-    handover.revoke(consumer, [Position(MAIN, 0)])
+    handover.revoke(consumer, [TopicPartition(MAIN, 0)])
     assert part.revoked, "the executor checks this before starting a queued task"
     assert consumer.paused == set(), "librdkafka would keep the pause into a later assignment"
 
@@ -112,11 +112,11 @@ def test_lost_partitions_commit_nothing_and_their_late_outcomes_never_complete(
     kafka: FakeKafka,
 ) -> None:
     handover, parts, _writer, consumer = _handover(kafka)
-    handover.assign(consumer, [Position(MAIN, 0)])
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
     part = parts[(MAIN, 0)]
     _progress(part, range(3), completed=[0, 1])
     done = part.completer(2)
-    handover.lose(consumer, [Position(MAIN, 0)])
+    handover.lose(consumer, [TopicPartition(MAIN, 0)])
     assert kafka.commits() == [], "another member may own it already"
     assert (MAIN, 0) not in parts
     assert done() is False, "an outcome of a lost partition must not count"
@@ -125,40 +125,40 @@ def test_lost_partitions_commit_nothing_and_their_late_outcomes_never_complete(
 
 def test_lost_partitions_drop_staged_exactly_once_outcomes(kafka: FakeKafka) -> None:
     handover, parts, writer, consumer = _handover(kafka, exactly_once=True)
-    handover.assign(consumer, [Position(MAIN, 0)])
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
     part = parts[(MAIN, 0)]
     _progress(part, range(1), completed=[])
     writer.write([OutRecord(STATUS, b"t-0", b"succeeded")], (MAIN, 0, 0), part.completer(0))
     writer.serve()  # staged: written only with the commit of offset 1
-    handover.lose(consumer, [Position(MAIN, 0)])
-    writer.commit(consumer, [Position(MAIN, 0, 1)], asynchronous=False)
+    handover.lose(consumer, [TopicPartition(MAIN, 0)])
+    writer.commit(consumer, [TopicPartition(MAIN, 0, 1)], asynchronous=False)
     [(records, _offsets)] = kafka.kinds("transaction")
     assert records == [], "a lost partition's staged outcome was written"
 
 
 def test_failed_async_commit_is_committed_again_on_the_next_round(kafka: FakeKafka) -> None:
     handover, parts, _writer, consumer = _handover(kafka)
-    handover.assign(consumer, [Position(MAIN, 0)])
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
     part = parts[(MAIN, 0)]
     _progress(part, range(1), completed=[0])
     handover.commit(consumer, [part], asynchronous=True)
     handover.commit(consumer, [part], asynchronous=True)
-    assert kafka.commits() == [Position(MAIN, 0, 1)], "nothing new: nothing committed again"
-    handover.committed("REQUEST_TIMED_OUT: fake", [Position(MAIN, 0, 1)])
+    assert kafka.commits() == [TopicPartition(MAIN, 0, 1)], "nothing new: nothing committed again"
+    handover.committed("REQUEST_TIMED_OUT: fake", [TopicPartition(MAIN, 0, 1)])
     handover.commit(consumer, [part], asynchronous=True)
-    assert kafka.commits() == [Position(MAIN, 0, 1), Position(MAIN, 0, 1)]
+    assert kafka.commits() == [TopicPartition(MAIN, 0, 1), TopicPartition(MAIN, 0, 1)]
 
 
 def test_failed_sync_commit_is_logged_and_retried_later(kafka: FakeKafka) -> None:
     handover, parts, _writer, consumer = _handover(kafka)
-    handover.assign(consumer, [Position(MAIN, 0)])
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
     part = parts[(MAIN, 0)]
     _progress(part, range(1), completed=[0])
     consumer.fail_commits = True
     handover.commit(consumer, [part], asynchronous=False)
     consumer.fail_commits = False
     handover.commit(consumer, [part], asynchronous=False)
-    assert kafka.commits() == [Position(MAIN, 0, 1)]
+    assert kafka.commits() == [TopicPartition(MAIN, 0, 1)]
 
 
 @pytest.mark.parametrize("failure", ["abortable", "fatal"])
@@ -166,7 +166,7 @@ def test_aborted_transaction_rewinds_to_the_committed_offsets(
     kafka: FakeKafka, failure: str
 ) -> None:
     handover, parts, _writer, consumer = _handover(kafka, exactly_once=True)
-    handover.assign(consumer, [Position(MAIN, 0), Position(MAIN, 1)])
+    handover.assign(consumer, [TopicPartition(MAIN, 0), TopicPartition(MAIN, 1)])
     kafka.committed[(MAIN, 0)] = 7  # partition 1 has no commit yet
     old = parts[(MAIN, 0)]
     _progress(old, range(7, 10), completed=[7, 8, 9])
@@ -178,8 +178,8 @@ def test_aborted_transaction_rewinds_to_the_committed_offsets(
     assert old.lost, "their outcomes must never count"
     assert parts[(MAIN, 0)] is not old, "progress starts afresh from the committed offset"
     assert sorted(consumer.seeks, key=lambda p: p.partition) == [
-        Position(MAIN, 0, 7),
-        Position(MAIN, 1, OFFSET_BEGINNING),
+        TopicPartition(MAIN, 0, 7),
+        TopicPartition(MAIN, 1, OFFSET_BEGINNING),
     ]
     if failure == "fatal":
         assert producer.renewed == 1, "a fenced producer is replaced"  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamjobs.client import Position
+from streamjobs.client import TopicPartition
 from streamjobs.errors import KafkaUnavailable, StreamJobsError
 from streamjobs.settings import Settings
 from streamjobs.worker.outcomes import (
@@ -90,7 +90,7 @@ def test_full_local_queue_is_served_and_the_record_produced_again(
 def test_commit_goes_to_the_group(kafka: FakeKafka, errors: list[StreamJobsError]) -> None:
     writer = OutcomeWriter(SETTINGS, errors.append, kafka)
     consumer = FakeConsumer(kafka, None)
-    writer.commit(consumer, [Position(MAIN, 0, 5)], asynchronous=False)
+    writer.commit(consumer, [TopicPartition(MAIN, 0, 5)], asynchronous=False)
     assert kafka.committed == {(MAIN, 0): 5}
 
 
@@ -114,11 +114,11 @@ def test_exactly_once_writes_the_outcomes_below_the_commit_with_the_offsets_in_o
     writer.serve()
     assert kafka.produced() == [], "staged until the commit"
     assert part.tracker.commit_offset() == 2, "staging completes the offset"
-    writer.commit(FakeConsumer(kafka, None), [Position(MAIN, 0, 1)], asynchronous=True)
+    writer.commit(FakeConsumer(kafka, None), [TopicPartition(MAIN, 0, 1)], asynchronous=True)
     [(records, offsets)] = kafka.kinds("transaction")
     assert [r.value for r in records] == [b"done-0"], "only the outcomes below the commit"
-    assert offsets == [Position(MAIN, 0, 1)]
-    writer.commit(FakeConsumer(kafka, None), [Position(MAIN, 0, 2)], asynchronous=True)
+    assert offsets == [TopicPartition(MAIN, 0, 1)]
+    writer.commit(FakeConsumer(kafka, None), [TopicPartition(MAIN, 0, 2)], asynchronous=True)
     assert [r.value for r in kafka.kinds("transaction")[1][0]] == [b"done-1"]
 
 
@@ -129,7 +129,7 @@ def test_exactly_once_never_stages_an_outcome_of_a_partition_given_up(
     part = _part(0)
     writer.write([OutRecord(STATUS, b"a", b"done-0")], (MAIN, 0, 0), part.completer(0))
     part.lost = True
-    writer.commit(FakeConsumer(kafka, None), [Position(MAIN, 0, 1)], asynchronous=False)
+    writer.commit(FakeConsumer(kafka, None), [TopicPartition(MAIN, 0, 1)], asynchronous=False)
     [(records, _offsets)] = kafka.kinds("transaction")
     assert records == []
 
@@ -146,10 +146,10 @@ def test_failed_transaction_is_aborted_or_its_producer_replaced_and_nothing_is_c
     writer.write([OutRecord(STATUS, b"a", b"done-0")], (MAIN, 0, 0), part.completer(0))
     producer.fail_next = failure
     with pytest.raises(TransactionAborted, match=message):
-        writer.commit(FakeConsumer(kafka, None), [Position(MAIN, 0, 1)], asynchronous=False)
+        writer.commit(FakeConsumer(kafka, None), [TopicPartition(MAIN, 0, 1)], asynchronous=False)
     assert kafka.committed == {}
     assert producer.renewed == renewed
     # the staged outcome went with the transaction: the record is read and run again
-    writer.commit(FakeConsumer(kafka, None), [Position(MAIN, 0, 1)], asynchronous=False)
+    writer.commit(FakeConsumer(kafka, None), [TopicPartition(MAIN, 0, 1)], asynchronous=False)
     [(records, _offsets)] = kafka.kinds("transaction")
     assert records == []

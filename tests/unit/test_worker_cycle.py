@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from streamjobs import Settings, Task, TaskRegistry
-from streamjobs.client import Position
+from streamjobs.client import TopicPartition
 from streamjobs.errors import KafkaUnavailable
 from streamjobs.status import decode_status
 from streamjobs.topics import queue_topics
@@ -113,10 +113,12 @@ def test_offset_is_committed_only_after_the_tasks_outcome_is_acknowledged(
         lambda: "succeeded" in _states(kafka.produced(TOPICS.status)), 5.0, message="the outcome"
     )
     _polls_pass(kafka, 20)  # many commit intervals pass while Kafka has not acknowledged it
-    assert Position(MAIN, 0, 1) not in kafka.commits(), "committed before the outcome was durable"
+    assert TopicPartition(MAIN, 0, 1) not in kafka.commits(), (
+        "committed before the outcome was durable"
+    )
 
     kafka.release()
-    wait_for(lambda: Position(MAIN, 0, 1) in kafka.commits(), 5.0, message="the commit")
+    wait_for(lambda: TopicPartition(MAIN, 0, 1) in kafka.commits(), 5.0, message="the commit")
     order = [(kind, getattr(what, "topic", what)) for kind, what in kafka.events]
     acked = max(
         i for i, (kind, topic) in enumerate(order) if (kind, topic) == ("ack", TOPICS.status)
@@ -145,7 +147,7 @@ def test_failing_handler_commits_once_its_retry_record_and_status_are_acknowledg
     assert not kafka.commits(), "committed before the retry record was durable"
 
     kafka.release()
-    wait_for(lambda: Position(MAIN, 0, 1) in kafka.commits(), 5.0, message="the commit")
+    wait_for(lambda: TopicPartition(MAIN, 0, 1) in kafka.commits(), 5.0, message="the commit")
     assert "retry_scheduled" in _states(kafka.produced(TOPICS.status))
     [retry] = kafka.produced(first_tier)
     assert retry.key == b"task-0", "a retry keeps the task's key, hence its partition number"
@@ -166,7 +168,7 @@ def test_undecodable_record_is_dead_lettered_and_committed_without_running_anyth
     kafka.consumer.deliver(
         type(garbage)(MAIN, 0, 0, garbage.timestamp_ms, b"k", b"\x00garbage", [])
     )
-    wait_for(lambda: Position(MAIN, 0, 1) in kafka.commits(), 5.0, message="the commit")
+    wait_for(lambda: TopicPartition(MAIN, 0, 1) in kafka.commits(), 5.0, message="the commit")
     [dead] = kafka.produced(TOPICS.dlq)
     assert dead.value is not None
     assert b"\x00garbage" in dead.value, "the dead letter keeps the original bytes"
@@ -189,7 +191,7 @@ def test_failed_outcome_delivery_stops_the_worker_and_never_commits_the_offset(
     wait_for(lambda: running.error is not None, 5.0, message="the worker to stop")
     assert isinstance(running.error, KafkaUnavailable)
     assert "outcome write failed" in str(running.error)
-    assert Position(MAIN, 0, 1) not in kafka.commits()
+    assert TopicPartition(MAIN, 0, 1) not in kafka.commits()
     assert kafka.consumer.closed, "the worker leaves the group when it stops"
 
 
@@ -219,7 +221,9 @@ def test_revoked_partition_commits_its_finished_task_and_leaves_the_next_one_uns
     kafka.consumer.rebalance("revoke", (MAIN, 0))
     wait_for(lambda: part.revoked, 5.0, message="the revoke to begin")
     release.set()  # the first task finishes within the revoke's grace
-    wait_for(lambda: Position(MAIN, 0, 1) in kafka.commits(), 5.0, message="the revoke's commit")
+    wait_for(
+        lambda: TopicPartition(MAIN, 0, 1) in kafka.commits(), 5.0, message="the revoke's commit"
+    )
     _polls_pass(kafka, 5)
     assert started == [0], "a queued task of a revoked partition must never start"
-    assert Position(MAIN, 0, 2) not in kafka.commits(), "the unstarted task was committed"
+    assert TopicPartition(MAIN, 0, 2) not in kafka.commits(), "the unstarted task was committed"

@@ -26,12 +26,10 @@ from streamjobs.client import (
     TopicPartition,
 )
 from streamjobs.client.protocols import OnCommit, OnDelivery, OnPartitions, ProduceHeaders
-from streamjobs.codec import builtin
+from streamjobs.envelope import Envelope, encode_envelope
 from streamjobs.errors import KafkaUnavailable
 from streamjobs.models import Task
 from streamjobs.tasktypes import TaskType
-
-ENVELOPE = builtin("task_envelope")
 
 
 @dataclass(frozen=True)
@@ -337,26 +335,21 @@ def task_record(
     """The record a streamjobs producer would have written for ``task``."""
     task_type = TaskType(type(task), type(task).task_name)
     task_id = task_id or f"task-{offset}"
-    envelope = {
-        "task_id": task_id,
-        "task": task_type.name,
-        "queue": queue,
-        "key": key,
-        "payload": task_type.encode(task),
-        "payload_schema": task_type.fingerprint,
-        "attempt": 1,
-        "max_attempts": None,
-        "generation": 0,
-        "not_before_ms": None,
-        "submitted_at_ms": 1_700_000_000_000,
-        "origin": None,
-    }
+    envelope = Envelope(
+        task_id=task_id,
+        task=task_type.name,
+        queue=queue,
+        payload=task_type.encode(task),
+        payload_schema=task_type.fingerprint,
+        submitted_at_ms=1_700_000_000_000,
+        key=key,
+    )
     return Record(
         topic=topic,
         partition=partition,
         offset=offset,
         timestamp_ms=1_700_000_000_000,
         key=(key or task_id).encode(),
-        value=ENVELOPE.encode(envelope),
+        value=encode_envelope(envelope),
         headers=[],
     )

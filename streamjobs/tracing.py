@@ -47,6 +47,7 @@ __all__ = [
     "ATTR_OPERATION_TYPE",
     "ATTR_PARTITION",
     "ATTR_RETRY_REASON",
+    "ATTR_SCHEDULE",
     "ATTR_SYSTEM",
     "ATTR_TASK",
     "ATTR_TASK_ID",
@@ -55,6 +56,7 @@ __all__ = [
     "OP_REDRIVE",
     "OP_REPLAY",
     "OP_SEND",
+    "SCHEDULE_HEADER",
     "SCHEMA_URL",
     "SYSTEM_KAFKA",
     "TRACER_NAME",
@@ -63,6 +65,7 @@ __all__ = [
     "TracingMiddleware",
     "current_trace_id",
     "extract",
+    "fire_span",
     "inject",
     "process_span",
     "record_failure",
@@ -103,6 +106,9 @@ ATTR_TASK = "streamjobs.task"
 ATTR_ATTEMPT = "streamjobs.attempt"
 ATTR_RETRY_REASON = "streamjobs.retry.reason"
 EVENT_RETRY_REQUESTED = "streamjobs.retry_requested"
+#: The recurring schedule that fired a task: a span attribute, and the record header carrying it.
+ATTR_SCHEDULE = "streamjobs.schedule"
+SCHEDULE_HEADER = "streamjobs-schedule"
 
 #: The default (W3C) propagator's record headers; the global propagator decides the real set.
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -203,6 +209,24 @@ def submit_span(task: str, task_id: str, topic: str, key: str | None) -> Iterato
         yield inject()
 
 
+@contextmanager
+def fire_span(schedule: str, due_ms: int, lateness_ms: int) -> Iterator[None]:
+    """An INTERNAL span around one fire of a recurring schedule; the task's PRODUCER span
+    (:func:`submit_span`) opened inside it is its child."""
+    if not _recording():
+        yield
+        return
+    attributes: dict[str, str | int] = {
+        ATTR_SCHEDULE: schedule,
+        "streamjobs.schedule.due_ms": due_ms,
+        "streamjobs.schedule.lateness_ms": lateness_ms,
+    }
+    with _tracer().start_as_current_span(
+        f"fire {schedule}", kind=SpanKind.INTERNAL, attributes=attributes
+    ):
+        yield
+
+
 def process_span(
     headers: RecordHeaders,
     *,
@@ -243,6 +267,9 @@ def _process_span(
     attributes[ATTR_PARTITION] = str(partition)
     attributes[ATTR_OFFSET] = offset
     attributes[ATTR_CONSUMER_GROUP] = group
+    schedule = _schedule_of(headers)
+    if schedule is not None:
+        attributes[ATTR_SCHEDULE] = schedule
     token = otel_context.attach(extract(headers))
     try:
         with _tracer().start_as_current_span(
@@ -255,6 +282,14 @@ def _process_span(
             yield span
     finally:
         otel_context.detach(token)
+
+
+def _schedule_of(headers: RecordHeaders) -> str | None:
+    for name, value in headers or ():
+        if name == SCHEDULE_HEADER and value is not None:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            return text[:200]
+    return None
 
 
 @contextmanager

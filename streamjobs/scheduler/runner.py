@@ -1,0 +1,355 @@
+"""The scheduler every worker runs: follow the schedules topic, and fire while leading.
+
+Owns :class:`Scheduler`, a thread beside the :class:`~streamjobs.Worker` (``streamjobs consume``
+starts one): a consumer in the queue's scheduler group (``<prefix>.<queue>.scheduler``) subscribed
+to the one-partition schedules topic, the :class:`~streamjobs.scheduler.leader.Leadership` its
+rebalances drive, and the loop that fires owed due times, manual triggers and publishes the
+schedules declared in code. The partition's offsets are never committed: each new owner reads the
+compacted topic from its start. The loop sleeps in ``poll`` until the next due time or the next
+record (a CLI ``pause``, ``trigger``...), so a fire is late only by the poll wake-up and one
+transaction. Does not compute due times, build records or own the transactional producer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from streamjobs import client
+from streamjobs.errors import DecodeError, PayloadTooLarge, StreamJobsError
+from streamjobs.producer import Producer
+from streamjobs.registry import ScheduleDeclaration, TaskRegistry
+from streamjobs.scheduler.book import Book, Entry
+from streamjobs.scheduler.catchup import plan
+from streamjobs.scheduler.fires import CannotFire, FireBuilder
+from streamjobs.scheduler.leader import Leadership, Role
+from streamjobs.scheduler.state import (
+    Definition,
+    Fire,
+    State,
+    definition_key,
+    encode_definition,
+    encode_state,
+    fire_task_id,
+    parse_key,
+    state_key,
+    trigger_key,
+    trigger_task_id,
+)
+from streamjobs.scheduler.timing import from_ms, next_due, to_ms
+from streamjobs.scheduler.transaction import Aborted, Fenced, FireTransactions, Out
+from streamjobs.settings import Settings
+from streamjobs.topics import queue_topics
+
+_log = logging.getLogger(__name__)
+_IDLE_POLL_S = 0.5  # a follower, or a leader with nothing due soon, still notices stop()
+_RETRY_S = 1.0  # after an aborted transaction
+
+
+def scheduler_group(settings: Settings) -> str:
+    return f"{settings.topic_prefix}.{settings.queue}.scheduler"
+
+
+def declared_definition(
+    declared: ScheduleDeclaration, queue: str, now_ms: int, existing: Definition | None
+) -> Definition:
+    """The definition a code declaration publishes (keeping an existing one's creation time)."""
+    every_s = None if declared.every is None else int(declared.every.total_seconds())
+    return Definition(
+        name=declared.name,
+        queue=queue,
+        task=declared.task.task_name,
+        args_json=declared.task.model_dump_json(),
+        created_at_ms=existing.created_at_ms if existing else now_ms,
+        updated_at_ms=now_ms,
+        key=declared.key,
+        cron=declared.cron,
+        every_s=every_s,
+        timezone=declared.timezone,
+        catch_up=declared.catch_up,
+        source="code",
+    )
+
+
+class Scheduler:
+    """Fires the queue's recurring tasks while this process leads. ``start()``, then ``stop()``.
+
+    ``on_failure`` is called (from the scheduler thread) when the scheduler cannot go on, e.g.
+    Kafka unusable: ``streamjobs consume`` passes ``Worker.fail`` so the process exits non-zero
+    rather than living on without a scheduler.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: TaskRegistry,
+        *,
+        owner: str | None = None,
+        on_failure: Callable[[StreamJobsError], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}"
+        self.leadership = Leadership(self.owner)
+        self._registry = registry
+        self._topics = queue_topics(settings)
+        self._on_failure = on_failure
+        self._book = Book()
+        self._txn = FireTransactions(settings)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._builder: FireBuilder | None = None
+        self._retry_at = 0.0
+        # refuse bad declarations at start, not at the first fire
+        for declared in registry.schedules:
+            declared_definition(declared, settings.queue, 0, None)
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership.leading
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run_guarded, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run_guarded(self) -> None:
+        try:
+            self.run()
+        except StreamJobsError as exc:
+            _log.error("scheduler stopped: %s", exc)
+            if self._on_failure is not None:
+                self._on_failure(exc)
+
+    def run(self) -> None:
+        """Follow and fire until ``stop()``. Raises KafkaUnavailable if Kafka fails for good."""
+        with Producer(self.settings) as producer:
+            self._builder = FireBuilder(producer, self._registry, self._topics)
+            while not self._stop.is_set():
+                consumer = self._join()
+                try:
+                    self._follow(consumer)
+                except Fenced as exc:
+                    # the outcome of our last transaction is unknown or a newer leader exists:
+                    # leave the group and read everything again before firing anything
+                    _log.warning("scheduler %s: stepping down: %s", self.owner, exc)
+                finally:
+                    self.leadership.released()
+                    self._txn.close()
+                    consumer.close()
+
+    def _join(self) -> client.Consumer:
+        self._book.clear()
+        consumer = client.new_consumer(self.settings, scheduler_group(self.settings))
+        consumer.subscribe(
+            [self._topics.schedules],
+            on_assign=self._on_assign,
+            on_revoke=self._on_release,
+            on_lost=self._on_release,
+        )
+        return consumer
+
+    def _on_assign(self, _consumer: object, partitions: list[client.TopicPartition]) -> None:
+        if partitions:
+            self._book.clear()  # never committed: a new assignment reads from the start
+            self.leadership.assigned()
+
+    def _on_release(self, _consumer: object, partitions: list[client.TopicPartition]) -> None:
+        if partitions:
+            self.leadership.released()
+            self._txn.close()
+
+    def _follow(self, consumer: client.Consumer) -> None:
+        while not self._stop.is_set():
+            for record in client.consume(consumer, 500, self._wait_s()):
+                self._absorb(record)
+            if self.leadership.must_claim:
+                self._claim(consumer)
+            if self.leadership.role is Role.CATCHING_UP:
+                position = client.positions(consumer, self._topics.schedules, [0])[0]
+                if self.leadership.read_to(max(position, 0)):
+                    _log.info("scheduler %s: leading the %s schedules", self.owner, self._queue)
+                    self._publish_declared()
+            if self.leadership.leading and time.monotonic() >= self._retry_at:
+                self._fire_owed()
+
+    @property
+    def _queue(self) -> str:
+        return self.settings.queue
+
+    def _absorb(self, record: client.Record) -> None:
+        key = parse_key(record.key)
+        if key is None or key.queue != self._queue:
+            return
+        # while leading, state records read back are our own, possibly older than the state we
+        # hold (applied at commit): applying them would make an old due time owed again
+        if key.kind == "state" and self.leadership.leading:
+            return
+        self._book.apply(record.key, record.value)
+
+    def _claim(self, consumer: client.Consumer) -> None:
+        self._txn.claim()
+        _, end = client.watermarks(consumer, self._topics.schedules, 0)
+        self.leadership.claimed(end)
+
+    def _wait_s(self) -> float:
+        if not self.leadership.leading:
+            return 0.1 if self.leadership.role is Role.CATCHING_UP else _IDLE_POLL_S
+        now = datetime.now(UTC)
+        soonest = _IDLE_POLL_S
+        for entry in self._book.of_queue(self._queue):
+            if entry.triggers:
+                return 0.0
+            due = self._next_due(entry, now)
+            if due is not None:
+                soonest = min(soonest, (due - now).total_seconds())
+        return max(0.0, soonest)
+
+    def _since_ms(self, entry: Entry) -> int | None:
+        """The due time after which fires are owed; None when the schedule must not fire."""
+        definition = entry.definition
+        if definition is None or entry.paused:
+            return None
+        since = definition.created_at_ms
+        if entry.state is not None and entry.state.settled_due_ms is not None:
+            since = max(since, entry.state.settled_due_ms)
+        if entry.pause is not None:  # resumed: what fell due while paused is not owed
+            since = max(since, entry.pause.requested_at_ms)
+        return since
+
+    def _next_due(self, entry: Entry, now: datetime) -> datetime | None:
+        since = self._since_ms(entry)
+        if since is None or entry.definition is None:
+            return None
+        return next_due(entry.definition.cadence, from_ms(since))
+
+    # -- firing (leader only) -------------------------------------------------------------
+
+    def _fire_owed(self) -> None:
+        for entry in list(self._book.of_queue(self._queue)):
+            try:
+                self._fire_triggers(entry)
+                self._fire_cadence(entry)
+                self._forget_removed(entry)
+            except Aborted as exc:
+                _log.warning("schedule %s: %s; retrying", entry.name, exc)
+                self._retry_at = time.monotonic() + _RETRY_S
+                return
+
+    def _fire_cadence(self, entry: Entry) -> None:
+        since = self._since_ms(entry)
+        definition = entry.definition
+        if since is None or definition is None:
+            return
+        now = datetime.now(UTC)
+        owed = plan(
+            definition.cadence,
+            definition.policy,
+            since=from_ms(since),
+            now=now,
+            limit=definition.catch_up_limit,
+        )
+        if owed.settled is None:
+            return
+        state = self._state(entry)
+        if owed.skipped:
+            _log.warning(
+                "schedule %s: %d due time(s) skipped (catch_up=%s)",
+                definition.name,
+                owed.skipped,
+                definition.catch_up,
+            )
+            state = state.skipping(
+                owed.skipped, to_ms(owed.settled), owner=self.owner, now_ms=to_ms(now)
+            )
+        if not owed.fire:
+            self._commit(entry, [], state)
+            return
+        for due in owed.fire:
+            fire = Fire(to_ms(due), _now_ms(), fire_task_id(self._queue, definition.name, due))
+            state = self._fire(entry, definition, state, fire, [])
+
+    def _fire_triggers(self, entry: Entry) -> None:
+        definition = entry.definition
+        for request in sorted(entry.triggers, key=lambda r: entry.triggers[r].requested_at_ms):
+            tombstone = Out(
+                self._topics.schedules, trigger_key(self._queue, entry.name, request), None
+            )
+            if definition is None:  # removed meanwhile: the request lapses
+                self._write([tombstone])
+                entry.triggers.pop(request, None)
+                continue
+            now = _now_ms()
+            task_id = trigger_task_id(self._queue, entry.name, request)
+            fire = Fire(now, now, task_id, triggered=True)
+            self._fire(entry, definition, self._state(entry), fire, [tombstone])
+            entry.triggers.pop(request, None)
+
+    def _fire(
+        self, entry: Entry, definition: Definition, state: State, fire: Fire, extra: list[Out]
+    ) -> State:
+        assert self._builder is not None
+        try:
+            built = self._builder.build(definition, state, fire, owner=self.owner)
+        except (CannotFire, PayloadTooLarge, DecodeError) as exc:
+            # a definition that cannot make a task here: record why, and do not try again for
+            # this due time (a trigger lapses), or every loop would log it again
+            _log.error("schedule %s: cannot fire %s: %s", definition.name, fire.task_id, exc)
+            failed = state.failed(fire, f"{fire.task_id}: {exc}", owner=self.owner)
+            self._commit(entry, extra, failed)
+            return failed
+        self._write([*built.records, *extra])
+        entry.state = built.state
+        _log.info(
+            "schedule %s fired task %s (due %s, %d ms late)",
+            definition.name,
+            fire.task_id,
+            from_ms(fire.due_ms).isoformat(),
+            fire.lateness_ms,
+        )
+        return built.state
+
+    def _commit(self, entry: Entry, extra: list[Out], state: State) -> None:
+        key = state_key(self._queue, entry.name)
+        self._write([*extra, Out(self._topics.schedules, key, encode_state(state))])
+        entry.state = state
+
+    def _forget_removed(self, entry: Entry) -> None:
+        """A removed schedule's state is deleted too (a schedule added again starts afresh)."""
+        if entry.definition is None and entry.state is not None:
+            self._write([Out(self._topics.schedules, state_key(self._queue, entry.name), None)])
+            entry.state = None
+
+    def _state(self, entry: Entry) -> State:
+        return entry.state or State(entry.name, self._queue, updated_at_ms=_now_ms())
+
+    def _write(self, records: list[Out]) -> None:
+        self._txn.write(records)
+
+    def _publish_declared(self) -> None:
+        """Write the schedules declared in code whose definition on the topic differs."""
+        now = _now_ms()
+        for declared in self._registry.schedules:
+            entry = self._book.get(self._queue, declared.name)
+            existing = entry.definition if entry else None
+            wanted = declared_definition(declared, self._queue, now, existing)
+            if existing is not None and existing.same_schedule(wanted):
+                continue
+            key = definition_key(self._queue, declared.name)
+            self._write([Out(self._topics.schedules, key, encode_definition(wanted))])
+            self._book.apply(key, encode_definition(wanted))
+            _log.info(
+                "schedule %s published from code: %s", declared.name, wanted.cadence.describe()
+            )
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

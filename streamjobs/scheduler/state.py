@@ -62,7 +62,8 @@ class Definition:
     def __post_init__(self) -> None:
         check_name(self.name)
         _ = self.cadence  # validates cron, interval and zone
-        CatchUp(self.catch_up)
+        if self.catch_up not in set(CatchUp):
+            raise ConfigError(f"catch_up={self.catch_up!r}: use skip, latest or all")
         if self.catch_up_limit < 1:
             raise ConfigError("catch_up_limit must be at least 1")
 

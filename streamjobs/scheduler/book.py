@@ -42,6 +42,19 @@ class Entry:
     def paused(self) -> bool:
         return self.pause is not None and self.pause.paused
 
+    def owed_since_ms(self) -> int | None:
+        """The due time after which fires are owed; None when the schedule must not fire
+        (removed or paused). Never before its creation; a resumed schedule owes nothing that
+        fell due while it was paused."""
+        if self.definition is None or self.paused:
+            return None
+        since = self.definition.created_at_ms
+        if self.state is not None and self.state.settled_due_ms is not None:
+            since = max(since, self.state.settled_due_ms)
+        if self.pause is not None:
+            since = max(since, self.pause.requested_at_ms)
+        return since
+
     @property
     def empty(self) -> bool:
         return not (self.definition or self.state or self.pause or self.triggers)

@@ -1,11 +1,12 @@
-"""The records of one fire: the task, its ``queued`` status, and the schedule's new state.
+"""The records of one fire: the task and its ``queued`` status, and the schedule's new state.
 
 Owns turning a schedule definition and a due time into what the fire's transaction writes: the
 task built from the definition's JSON fields with the task model (found in the worker's registry
 or among the schedules declared in code), encoded by :meth:`streamjobs.Producer.encode` exactly as
 ``submit`` would (deterministic ``task_id``, ``streamjobs-schedule`` header, a ``fire`` span around
-the PRODUCER span), and the state record that settles the due time. Does not decide which due
-times to fire or write anything.
+the PRODUCER span), and the schedule state that settles the due time (its record is written once
+per round by :mod:`streamjobs.scheduler.rounds`). Does not decide which due times to fire or
+write anything.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from streamjobs.errors import StreamJobsError
 from streamjobs.models import Task
 from streamjobs.producer import Producer
 from streamjobs.registry import TaskRegistry
-from streamjobs.scheduler.state import Definition, Fire, State, encode_state, state_key
+from streamjobs.scheduler.state import Definition, Fire, State
 from streamjobs.scheduler.transaction import Out
 from streamjobs.topics import QueueTopics
 
@@ -33,6 +34,8 @@ class CannotFire(StreamJobsError):
 
 @dataclass(frozen=True, slots=True)
 class FireRecords:
+    """The task record and its ``queued`` status, and the schedule's state after the fire."""
+
     records: list[Out]
     state: State
 
@@ -74,10 +77,5 @@ class FireBuilder:
         records = [
             Out(self._topics.status, encoded.task_id.encode(), encoded.queued_status),
             Out(encoded.topic, encoded.record_key, encoded.value, headers),
-            Out(
-                self._topics.schedules,
-                state_key(definition.queue, definition.name),
-                encode_state(new_state),
-            ),
         ]
         return FireRecords(records, new_state)

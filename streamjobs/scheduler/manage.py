@@ -97,12 +97,8 @@ def summarize(entry: Entry, now: datetime) -> Summary | None:
     if definition is None:
         return None
     state = entry.state
-    since = definition.created_at_ms
-    if state is not None and state.settled_due_ms is not None:
-        since = max(since, state.settled_due_ms)
-    if entry.pause is not None:
-        since = max(since, entry.pause.requested_at_ms)
-    upcoming = None if entry.paused else next_due(definition.cadence, from_ms(since))
+    since = entry.owed_since_ms()
+    upcoming = None if since is None else next_due(definition.cadence, from_ms(since))
     return Summary(
         name=definition.name,
         task=definition.task,

@@ -6,8 +6,9 @@ to the one-partition schedules topic, the :class:`~streamjobs.scheduler.leader.L
 rebalances drive, and the loop that fires owed due times, manual triggers and publishes the
 schedules declared in code. The partition's offsets are never committed: each new owner reads the
 compacted topic from its start. The loop sleeps in ``poll`` until the next due time or the next
-record (a CLI ``pause``, ``trigger``...), so a fire is late only by the poll wake-up and one
-transaction. Does not compute due times, build records or own the transactional producer.
+record (a CLI ``pause``, ``trigger``...); then everything owed is written as one transaction
+(:mod:`streamjobs.scheduler.rounds`), so a fire is late only by the wake-up and that transaction.
+Does not compute due times, build records or own the transactional producer.
 """
 
 from __future__ import annotations
@@ -21,25 +22,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from streamjobs import client
-from streamjobs.errors import DecodeError, PayloadTooLarge, StreamJobsError
+from streamjobs.errors import StreamJobsError
 from streamjobs.producer import Producer
 from streamjobs.registry import ScheduleDeclaration, TaskRegistry
 from streamjobs.scheduler.book import Book, Entry
-from streamjobs.scheduler.catchup import plan
-from streamjobs.scheduler.fires import CannotFire, FireBuilder
+from streamjobs.scheduler.fires import FireBuilder
 from streamjobs.scheduler.leader import Leadership, Role
+from streamjobs.scheduler.rounds import Round
 from streamjobs.scheduler.state import (
     Definition,
-    Fire,
-    State,
     definition_key,
     encode_definition,
-    encode_state,
-    fire_task_id,
     parse_key,
-    state_key,
-    trigger_key,
-    trigger_task_id,
 )
 from streamjobs.scheduler.timing import from_ms, next_due, to_ms
 from streamjobs.scheduler.transaction import Aborted, Fenced, FireTransactions, Out
@@ -203,6 +197,9 @@ class Scheduler:
     def _wait_s(self) -> float:
         if not self.leadership.leading:
             return 0.1 if self.leadership.role is Role.CATCHING_UP else _IDLE_POLL_S
+        backoff = self._retry_at - time.monotonic()
+        if backoff > 0:  # an aborted transaction: try again after a pause, not in a busy loop
+            return min(backoff, _IDLE_POLL_S)
         now = datetime.now(UTC)
         soonest = _IDLE_POLL_S
         for entry in self._book.of_queue(self._queue):
@@ -213,20 +210,8 @@ class Scheduler:
                 soonest = min(soonest, (due - now).total_seconds())
         return max(0.0, soonest)
 
-    def _since_ms(self, entry: Entry) -> int | None:
-        """The due time after which fires are owed; None when the schedule must not fire."""
-        definition = entry.definition
-        if definition is None or entry.paused:
-            return None
-        since = definition.created_at_ms
-        if entry.state is not None and entry.state.settled_due_ms is not None:
-            since = max(since, entry.state.settled_due_ms)
-        if entry.pause is not None:  # resumed: what fell due while paused is not owed
-            since = max(since, entry.pause.requested_at_ms)
-        return since
-
     def _next_due(self, entry: Entry, now: datetime) -> datetime | None:
-        since = self._since_ms(entry)
+        since = entry.owed_since_ms()
         if since is None or entry.definition is None:
             return None
         return next_due(entry.definition.cadence, from_ms(since))
@@ -234,105 +219,21 @@ class Scheduler:
     # -- firing (leader only) -------------------------------------------------------------
 
     def _fire_owed(self) -> None:
-        for entry in list(self._book.of_queue(self._queue)):
-            try:
-                self._fire_triggers(entry)
-                self._fire_cadence(entry)
-                self._forget_removed(entry)
-            except Aborted as exc:
-                _log.warning("schedule %s: %s; retrying", entry.name, exc)
-                self._retry_at = time.monotonic() + _RETRY_S
-                return
-
-    def _fire_cadence(self, entry: Entry) -> None:
-        since = self._since_ms(entry)
-        definition = entry.definition
-        if since is None or definition is None:
-            return
-        now = datetime.now(UTC)
-        owed = plan(
-            definition.cadence,
-            definition.policy,
-            since=from_ms(since),
-            now=now,
-            limit=definition.catch_up_limit,
-        )
-        if owed.settled is None:
-            return
-        state = self._state(entry)
-        if owed.skipped:
-            _log.warning(
-                "schedule %s: %d due time(s) skipped (catch_up=%s)",
-                definition.name,
-                owed.skipped,
-                definition.catch_up,
-            )
-            state = state.skipping(
-                owed.skipped, to_ms(owed.settled), owner=self.owner, now_ms=to_ms(now)
-            )
-        if not owed.fire:
-            self._commit(entry, [], state)
-            return
-        for due in owed.fire:
-            fire = Fire(to_ms(due), _now_ms(), fire_task_id(self._queue, definition.name, due))
-            state = self._fire(entry, definition, state, fire, [])
-
-    def _fire_triggers(self, entry: Entry) -> None:
-        definition = entry.definition
-        for request in sorted(entry.triggers, key=lambda r: entry.triggers[r].requested_at_ms):
-            tombstone = Out(
-                self._topics.schedules, trigger_key(self._queue, entry.name, request), None
-            )
-            if definition is None:  # removed meanwhile: the request lapses
-                self._write([tombstone])
-                entry.triggers.pop(request, None)
-                continue
-            now = _now_ms()
-            task_id = trigger_task_id(self._queue, entry.name, request)
-            fire = Fire(now, now, task_id, triggered=True)
-            self._fire(entry, definition, self._state(entry), fire, [tombstone])
-            entry.triggers.pop(request, None)
-
-    def _fire(
-        self, entry: Entry, definition: Definition, state: State, fire: Fire, extra: list[Out]
-    ) -> State:
+        """Everything owed now, in one transaction; nothing of it if the transaction aborts."""
         assert self._builder is not None
+        batch = Round(self._builder, self.owner, self._topics.schedules)
+        now = datetime.now(UTC)
+        for entry in list(self._book.of_queue(self._queue)):
+            batch.add(entry, now, to_ms(now))
+        if batch.empty:
+            return
         try:
-            built = self._builder.build(definition, state, fire, owner=self.owner)
-        except (CannotFire, PayloadTooLarge, DecodeError) as exc:
-            # a definition that cannot make a task here: record why, and do not try again for
-            # this due time (a trigger lapses), or every loop would log it again
-            _log.error("schedule %s: cannot fire %s: %s", definition.name, fire.task_id, exc)
-            failed = state.failed(fire, f"{fire.task_id}: {exc}", owner=self.owner)
-            self._commit(entry, extra, failed)
-            return failed
-        self._write([*built.records, *extra])
-        entry.state = built.state
-        _log.info(
-            "schedule %s fired task %s (due %s, %d ms late)",
-            definition.name,
-            fire.task_id,
-            from_ms(fire.due_ms).isoformat(),
-            fire.lateness_ms,
-        )
-        return built.state
-
-    def _commit(self, entry: Entry, extra: list[Out], state: State) -> None:
-        key = state_key(self._queue, entry.name)
-        self._write([*extra, Out(self._topics.schedules, key, encode_state(state))])
-        entry.state = state
-
-    def _forget_removed(self, entry: Entry) -> None:
-        """A removed schedule's state is deleted too (a schedule added again starts afresh)."""
-        if entry.definition is None and entry.state is not None:
-            self._write([Out(self._topics.schedules, state_key(self._queue, entry.name), None)])
-            entry.state = None
-
-    def _state(self, entry: Entry) -> State:
-        return entry.state or State(entry.name, self._queue, updated_at_ms=_now_ms())
-
-    def _write(self, records: list[Out]) -> None:
-        self._txn.write(records)
+            self._txn.write(batch.records)
+        except Aborted as exc:
+            _log.warning("scheduler %s: %s; retrying", self.owner, exc)
+            self._retry_at = time.monotonic() + _RETRY_S
+            return
+        batch.settle()
 
     def _publish_declared(self) -> None:
         """Write the schedules declared in code whose definition on the topic differs."""
@@ -344,7 +245,7 @@ class Scheduler:
             if existing is not None and existing.same_schedule(wanted):
                 continue
             key = definition_key(self._queue, declared.name)
-            self._write([Out(self._topics.schedules, key, encode_definition(wanted))])
+            self._txn.write([Out(self._topics.schedules, key, encode_definition(wanted))])
             self._book.apply(key, encode_definition(wanted))
             _log.info(
                 "schedule %s published from code: %s", declared.name, wanted.cadence.describe()

@@ -70,6 +70,8 @@ registry.schedule("failover", every=timedelta(seconds=1), task=Beat(), catch_up=
 
 
 def _percentiles(label: str, values_ms: list[float]) -> str:
+    if not values_ms:
+        return f"{label:>8} lateness ms: no fires"
     ordered = sorted(values_ms)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return (
@@ -154,6 +156,7 @@ def lateness(bootstrap: str, schedules: int, seconds: float, load: int) -> None:
     print(_percentiles("fired", fired))
     print(_percentiles("visible", visible))
     print(f"worker ran {worker.stats.succeeded} tasks")
+    _drop_topics(settings)
 
 
 def _load(settings: Settings, rate: int, stop: threading.Event) -> None:
@@ -211,6 +214,14 @@ def failover(bootstrap: str, kills: int, workers: int) -> None:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(30)
+        _drop_topics(settings)
+
+
+def _drop_topics(settings: Settings) -> None:
+    """A shared broker keeps no benchmark topics behind."""
+    admin = client.new_admin(settings)
+    names = [s.name for s in topics.topic_specs(settings)]
+    client.delete_topics(admin, names)
 
 
 def _state(settings: Settings) -> object:

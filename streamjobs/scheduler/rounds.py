@@ -44,7 +44,7 @@ class Round:
     records: list[Out] = field(default_factory=list)
     _states: dict[str, tuple[Entry, State | None]] = field(default_factory=dict)
     _triggers: list[tuple[Entry, str]] = field(default_factory=list)
-    _fired: list[Fire] = field(default_factory=list)
+    _fired: list[tuple[str, Fire]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -65,9 +65,10 @@ class Round:
             entry.state = state
         for entry, request in self._triggers:
             entry.triggers.pop(request, None)
-        for fire in self._fired:
+        for name, fire in self._fired:
             _log.info(
-                "schedule fired task %s (due %s, %d ms late)",
+                "schedule %s fired task %s (due %s, %d ms late)",
+                name,
                 fire.task_id,
                 from_ms(fire.due_ms).isoformat(),
                 fire.lateness_ms,
@@ -133,7 +134,7 @@ class Round:
             return
         self.records.extend(built.records)
         self._set(entry, built.state)
-        self._fired.append(fire)
+        self._fired.append((definition.name, fire))
 
     def _set(self, entry: Entry, state: State) -> None:
         """Replace the entry's pending state record in this round (only the newest is written)."""

@@ -129,6 +129,7 @@ def add_schedule(
     """Add a schedule: a task type and its JSON fields, on a cron expression or an interval."""
     from streamjobs.scheduler import manage
     from streamjobs.scheduler.state import Definition
+    from streamjobs.scheduler.timing import Cadence
     from streamjobs.status import now_ms
 
     settings = _settings(bootstrap_servers, topic_prefix, queue)
@@ -136,7 +137,8 @@ def add_schedule(
         json.loads(args)
     except ValueError as exc:
         raise ConfigError(f"--args is not JSON: {exc}") from exc
-    every_s = None if every is None else int(parse_duration(every).total_seconds())
+    interval = None if every is None else Cadence(every=parse_duration(every)).every
+    every_s = None if interval is None else int(interval.total_seconds())
     now = now_ms()
     definition = Definition(
         name=name,

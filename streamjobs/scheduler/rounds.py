@@ -139,6 +139,7 @@ class Round:
     def _set(self, entry: Entry, state: State) -> None:
         """Replace the entry's pending state record in this round (only the newest is written)."""
         key = self._state_key(entry)
-        self.records = [r for r in self.records if r.key != key]
+        topic = self.schedules_topic
+        self.records = [r for r in self.records if r.key != key or r.topic != topic]
         self.records.append(Out(self.schedules_topic, key, encode_state(state)))
         self._states[entry.name] = (entry, state)

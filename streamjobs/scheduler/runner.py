@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from streamjobs import client
-from streamjobs.errors import StreamJobsError
+from streamjobs.errors import KafkaUnavailable, StreamJobsError
 from streamjobs.producer import Producer
 from streamjobs.registry import ScheduleDeclaration, TaskRegistry
 from streamjobs.scheduler.book import Book, Entry
@@ -43,6 +43,7 @@ from streamjobs.topics import queue_topics
 _log = logging.getLogger(__name__)
 _IDLE_POLL_S = 0.5  # a follower, or a leader with nothing due soon, still notices stop()
 _RETRY_S = 1.0  # after an aborted transaction
+_REJOIN_S = 5.0  # after Kafka failed us
 
 
 def scheduler_group(settings: Settings) -> str:
@@ -73,9 +74,10 @@ def declared_definition(
 class Scheduler:
     """Fires the queue's recurring tasks while this process leads. ``start()``, then ``stop()``.
 
-    ``on_failure`` is called (from the scheduler thread) when the scheduler cannot go on, e.g.
-    Kafka unusable: ``streamjobs consume`` passes ``Worker.fail`` so the process exits non-zero
-    rather than living on without a scheduler.
+    Kafka failures are retried (the scheduler leaves the group, so another worker may lead, and
+    joins again). ``on_failure`` is called (from the scheduler thread) when it cannot go on for
+    any other reason: ``streamjobs consume`` passes ``Worker.fail`` so the process exits non-zero
+    and is restarted, rather than living on without a scheduler.
     """
 
     def __init__(
@@ -118,27 +120,37 @@ class Scheduler:
     def _run_guarded(self) -> None:
         try:
             self.run()
-        except StreamJobsError as exc:
-            _log.error("scheduler stopped: %s", exc)
+        except Exception as exc:  # a thread's death must reach the worker, whatever it was
+            error = exc if isinstance(exc, StreamJobsError) else StreamJobsError(repr(exc))
+            _log.exception("scheduler stopped: %s", error)
             if self._on_failure is not None:
-                self._on_failure(exc)
+                self._on_failure(error)
 
     def run(self) -> None:
-        """Follow and fire until ``stop()``. Raises KafkaUnavailable if Kafka fails for good."""
+        """Follow and fire until ``stop()``.
+
+        Kafka failing (or a transaction fenced) never stops the worker: the scheduler leaves the
+        group, so another worker can lead, and joins again after a pause.
+        """
         with Producer(self.settings) as producer:
             self._builder = FireBuilder(producer, self._registry, self._topics)
             while not self._stop.is_set():
                 consumer = self._join()
+                pause = 0.0
                 try:
                     self._follow(consumer)
                 except Fenced as exc:
-                    # the outcome of our last transaction is unknown or a newer leader exists:
-                    # leave the group and read everything again before firing anything
+                    # our last transaction's outcome is unknown, or a newer leader exists: read
+                    # everything again (as a new member) before firing anything
                     _log.warning("scheduler %s: stepping down: %s", self.owner, exc)
+                except KafkaUnavailable as exc:
+                    _log.error("scheduler %s: %s; joining again in %ss", self.owner, exc, _REJOIN_S)
+                    pause = _REJOIN_S
                 finally:
                     self.leadership.released()
                     self._txn.close()
                     consumer.close()
+                self._stop.wait(pause)
 
     def _join(self) -> client.Consumer:
         self._book.clear()

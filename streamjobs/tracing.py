@@ -56,7 +56,6 @@ __all__ = [
     "OP_REDRIVE",
     "OP_REPLAY",
     "OP_SEND",
-    "SCHEDULE_HEADER",
     "SCHEMA_URL",
     "SYSTEM_KAFKA",
     "TRACER_NAME",
@@ -106,9 +105,8 @@ ATTR_TASK = "streamjobs.task"
 ATTR_ATTEMPT = "streamjobs.attempt"
 ATTR_RETRY_REASON = "streamjobs.retry.reason"
 EVENT_RETRY_REQUESTED = "streamjobs.retry_requested"
-#: The recurring schedule that fired a task: a span attribute, and the record header carrying it.
+#: The recurring schedule that fired a task (on the fire span and the process span).
 ATTR_SCHEDULE = "streamjobs.schedule"
-SCHEDULE_HEADER = "streamjobs-schedule"
 
 #: The default (W3C) propagator's record headers; the global propagator decides the real set.
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -237,6 +235,7 @@ def process_span(
     partition: int,
     offset: int,
     group: str,
+    schedule: str | None = None,
 ) -> AbstractContextManager[Span]:
     """The CONSUMER span a handler runs in: a child of the context in ``headers``.
 
@@ -246,7 +245,8 @@ def process_span(
     """
     if not _recording() and not any(name in _CONTEXT_HEADERS for name, _ in headers or ()):
         return _NO_SPAN  # no SDK and nothing to pass on: a no-op span costs ~10 us
-    return _process_span(headers, task, task_id, attempt, topic, partition, offset, group)
+    where = (topic, partition, offset, group, schedule)
+    return _process_span(headers, task, task_id, attempt, where)
 
 
 _NO_SPAN = nullcontext(trace.INVALID_SPAN)  # reusable: nullcontext keeps no state
@@ -258,16 +258,13 @@ def _process_span(
     task: str,
     task_id: str,
     attempt: int,
-    topic: str,
-    partition: int,
-    offset: int,
-    group: str,
+    where: tuple[str, int, int, str, str | None],
 ) -> Iterator[Span]:
+    topic, partition, offset, group, schedule = where
     attributes = _task_attributes(OP_PROCESS, task, task_id, attempt, topic)
     attributes[ATTR_PARTITION] = str(partition)
     attributes[ATTR_OFFSET] = offset
     attributes[ATTR_CONSUMER_GROUP] = group
-    schedule = _schedule_of(headers)
     if schedule is not None:
         attributes[ATTR_SCHEDULE] = schedule
     token = otel_context.attach(extract(headers))
@@ -282,14 +279,6 @@ def _process_span(
             yield span
     finally:
         otel_context.detach(token)
-
-
-def _schedule_of(headers: RecordHeaders) -> str | None:
-    for name, value in headers or ():
-        if name == SCHEDULE_HEADER and value is not None:
-            text = value.decode(errors="replace") if isinstance(value, bytes) else value
-            return text[:200]
-    return None
 
 
 @contextmanager
@@ -392,6 +381,7 @@ class TracingMiddleware(Middleware):
             partition=ctx.partition,
             offset=ctx.offset,
             group=ctx.group,
+            schedule=ctx.schedule,
         )
         return super().attempt(ctx) if span is _NO_SPAN else self._attempt(ctx, span)
 

@@ -3,10 +3,11 @@
 Owns turning a schedule definition and a due time into what the fire's transaction writes: the
 task built from the definition's JSON fields with the task model (found in the worker's registry
 or among the schedules declared in code), encoded by :meth:`streamjobs.Producer.encode` exactly as
-``submit`` would (deterministic ``task_id``, ``streamjobs-schedule`` header, a ``fire`` span around
-the PRODUCER span), and the schedule state that settles the due time (its record is written once
-per round by :mod:`streamjobs.scheduler.rounds`). Does not decide which due times to fire or
-write anything.
+``submit`` would, under the producer's submit middleware (tracing: the PRODUCER span, inside a
+``fire`` span; the hooks wrap the encoding, since the record itself is written later in the
+round's transaction), with a deterministic ``task_id`` and a ``streamjobs-schedule`` header; and
+the schedule state that settles the due time (its record is written once per round by
+:mod:`streamjobs.scheduler.rounds`). Does not decide which due times to fire or write anything.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from streamjobs import tracing
 from streamjobs.errors import StreamJobsError
+from streamjobs.middleware import SCHEDULE_HEADER
 from streamjobs.models import Task
 from streamjobs.producer import Producer
 from streamjobs.registry import TaskRegistry
@@ -66,13 +68,10 @@ class FireBuilder:
     def build(self, definition: Definition, state: State, fire: Fire, *, owner: str) -> FireRecords:
         """The fire's records; raises CannotFire (or PayloadTooLarge) before anything is made."""
         task = self.task(definition)
-        encoded = self._producer.encode(task, task_id=fire.task_id, key=definition.key)
-        span = (encoded.task, encoded.task_id, encoded.topic, encoded.key)
-        with (
-            tracing.fire_span(definition.name, fire.due_ms, fire.lateness_ms),
-            tracing.submit_span(*span) as trace,
-        ):
-            headers = [*trace, (tracing.SCHEDULE_HEADER, definition.name.encode())]
+        # the producer's submit middleware (tracing: the PRODUCER span) runs inside the fire span
+        with tracing.fire_span(definition.name, fire.due_ms, fire.lateness_ms):
+            encoded = self._producer.encode(task, task_id=fire.task_id, key=definition.key)
+        headers = [*encoded.headers, (SCHEDULE_HEADER, definition.name.encode())]
         new_state = state.fired(fire, owner=owner)
         records = [
             Out(self._topics.status, encoded.task_id.encode(), encoded.queued_status),

@@ -8,6 +8,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from streamjobs import Settings, StreamJobsError, TaskRegistry, TaskState
 from streamjobs.cli import app
+from streamjobs.middleware import AttemptContext, Middleware
 from streamjobs.scheduler import Scheduler
 from streamjobs.scheduler.state import schedule_of
 from tests.fault.schedule_handlers import plain, registry
@@ -24,6 +26,17 @@ from tests.integration.scheduling import due_times, fire_ids, gaps, state_of
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
+
+
+class HeardSchedules(Middleware):
+    """Records ``AttemptContext.schedule`` per task id."""
+
+    def __init__(self) -> None:
+        self.schedules: dict[str, str | None] = {}
+
+    def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
+        self.schedules[ctx.task_id] = ctx.schedule
+        return super().attempt(ctx)
 
 
 @pytest.fixture
@@ -68,7 +81,8 @@ def test_a_schedule_declared_in_code_fires_each_due_time_once_and_its_tasks_succ
     scheduler: Callable[..., Scheduler],
     cli: Callable[..., Any],
 ) -> None:
-    worker(registry)
+    heard = HeardSchedules()
+    worker(registry, middleware=[heard])
     scheduler(settings, registry)
 
     wait_for(lambda: len(fire_ids(settings, "tick")) >= 4, 30.0, message="four fires")
@@ -89,6 +103,7 @@ def test_a_schedule_declared_in_code_fires_each_due_time_once_and_its_tasks_succ
     shown = json.loads(cli("status", ids[0], "--json").output)
     assert shown["schedule"] == "tick"
     assert shown["state"] == "succeeded"
+    assert heard.schedules.get(ids[0]) == "tick"  # middleware see the schedule of each attempt
 
 
 def test_a_second_scheduler_of_the_queue_never_fires_while_the_first_leads(

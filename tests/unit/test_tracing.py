@@ -511,7 +511,21 @@ def test_a_fire_span_names_its_schedule_and_parents_the_fired_tasks_producer_spa
     assert fire.attributes["streamjobs.schedule.lateness_ms"] == 12
     assert producer.parent is not None
     assert producer.parent.span_id == fire.context.span_id
-    process = _process([*headers, (tracing.SCHEDULE_HEADER, b"nightly-cleanup")])
+    holder: list[trace.Span] = []
+    with tracing.process_span(
+        headers,
+        task="add",
+        task_id="t-1",
+        attempt=1,
+        topic=TOPIC,
+        partition=0,
+        offset=0,
+        group="g",
+        schedule="nightly-cleanup",
+    ) as span:
+        holder.append(span)
+    process = holder[0]
+    assert isinstance(process, ReadableSpan)
     assert process.attributes is not None
     assert process.attributes[tracing.ATTR_SCHEDULE] == "nightly-cleanup"
     assert process.context.trace_id == fire.context.trace_id

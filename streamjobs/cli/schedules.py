@@ -72,15 +72,13 @@ def show_schedule(
     as_json: AsJson = False,
 ) -> None:
     """One schedule, with its recent fires, their task ids and the tasks' states."""
-    from datetime import UTC, datetime
-
     from streamjobs.scheduler import manage
     from streamjobs.scheduler.timing import from_ms
 
     settings = _settings(bootstrap_servers, topic_prefix, queue)
     entry = manage.entry(settings, name)
     assert entry.definition is not None  # manage.entry raises for a removed schedule
-    summary = manage.summarize(entry, datetime.now(UTC))
+    summary = manage.summarize(entry)
     fires = list(entry.state.recent) if entry.state else []
     states = manage.recent_states(settings, fires)
     recent = [

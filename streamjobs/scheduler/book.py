@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from streamjobs.errors import DecodeError
 from streamjobs.scheduler.state import (
@@ -23,6 +24,7 @@ from streamjobs.scheduler.state import (
     decode_state,
     parse_key,
 )
+from streamjobs.scheduler.timing import from_ms, next_due
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +56,13 @@ class Entry:
         if self.pause is not None:
             since = max(since, self.pause.requested_at_ms)
         return since
+
+    def next_due(self) -> datetime | None:
+        """The next due time of its cadence (None when it must not fire)."""
+        since = self.owed_since_ms()
+        if since is None or self.definition is None:
+            return None
+        return next_due(self.definition.cadence, from_ms(since))
 
     @property
     def empty(self) -> bool:

@@ -14,7 +14,7 @@ import getpass
 import os
 import socket
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from streamjobs import client, status
 from streamjobs.errors import ConfigError
@@ -31,7 +31,7 @@ from streamjobs.scheduler.state import (
     trigger_key,
     trigger_task_id,
 )
-from streamjobs.scheduler.timing import from_ms, next_due
+from streamjobs.scheduler.timing import from_ms
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
 
@@ -91,21 +91,19 @@ class Summary:
         }
 
 
-def summarize(entry: Entry, now: datetime) -> Summary | None:
+def summarize(entry: Entry) -> Summary | None:
     """The entry as ``list`` shows it; None for a removed schedule (no definition)."""
     definition = entry.definition
     if definition is None:
         return None
     state = entry.state
-    since = entry.owed_since_ms()
-    upcoming = None if since is None else next_due(definition.cadence, from_ms(since))
     return Summary(
         name=definition.name,
         task=definition.task,
         cadence=definition.cadence.describe(),
         catch_up=definition.catch_up,
         paused=entry.paused,
-        next_due=upcoming,
+        next_due=entry.next_due(),
         last_fire=state.last_fire if state else None,
         owner=state.owner if state else None,
         fires=state.fires if state else 0,
@@ -117,8 +115,7 @@ def summarize(entry: Entry, now: datetime) -> Summary | None:
 
 
 def summaries(settings: Settings) -> list[Summary]:
-    now = datetime.now(UTC)
-    found = (summarize(e, now) for e in read_book(settings).of_queue(settings.queue))
+    found = (summarize(e) for e in read_book(settings).of_queue(settings.queue))
     return [s for s in found if s is not None]
 
 

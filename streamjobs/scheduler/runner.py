@@ -25,7 +25,7 @@ from streamjobs import client
 from streamjobs.errors import KafkaUnavailable, StreamJobsError
 from streamjobs.producer import Producer
 from streamjobs.registry import ScheduleDeclaration, TaskRegistry
-from streamjobs.scheduler.book import Book, Entry
+from streamjobs.scheduler.book import Book
 from streamjobs.scheduler.fires import FireBuilder
 from streamjobs.scheduler.leader import Leadership, Role
 from streamjobs.scheduler.rounds import Round
@@ -35,7 +35,7 @@ from streamjobs.scheduler.state import (
     encode_definition,
     parse_key,
 )
-from streamjobs.scheduler.timing import from_ms, next_due, to_ms
+from streamjobs.scheduler.timing import to_ms
 from streamjobs.scheduler.transaction import Aborted, Fenced, FireTransactions, Out
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
@@ -217,16 +217,10 @@ class Scheduler:
         for entry in self._book.of_queue(self._queue):
             if entry.triggers:
                 return 0.0
-            due = self._next_due(entry, now)
+            due = entry.next_due()
             if due is not None:
                 soonest = min(soonest, (due - now).total_seconds())
         return max(0.0, soonest)
-
-    def _next_due(self, entry: Entry, now: datetime) -> datetime | None:
-        since = entry.owed_since_ms()
-        if since is None or entry.definition is None:
-            return None
-        return next_due(entry.definition.cadence, from_ms(since))
 
     # -- firing (leader only) -------------------------------------------------------------
 

@@ -35,14 +35,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, Worker, client, topics
-from streamjobs.codec import builtin
+from streamjobs.envelope import decode_envelope
 from streamjobs.scheduler import Scheduler
 from streamjobs.scheduler.manage import read_book
 from streamjobs.scheduler.state import due_of, schedule_of
 from streamjobs.topics import queue_topics
 
 ROOT = Path(__file__).resolve().parents[1]
-ENVELOPE = builtin("task_envelope")
 
 
 class Beat(Task):
@@ -106,7 +105,7 @@ class FireWatch:
                 for record in client.consume(consumer, 500, 0.1):
                     now = time.time()
                     assert record.value is not None
-                    task_id = ENVELOPE.decode(record.value)["task_id"]
+                    task_id = decode_envelope(record.value).task_id
                     if schedule_of(task_id) is not None:
                         self.seen[task_id] = (now, record.timestamp_ms / 1000)
         finally:
@@ -264,7 +263,7 @@ def _fire_ids(settings: Settings) -> list[str]:
     ids = []
     for record in client.read_range(settings, topic, ranges):
         assert record.value is not None
-        task_id = ENVELOPE.decode(record.value)["task_id"]
+        task_id = decode_envelope(record.value).task_id
         if schedule_of(task_id) == "failover":
             ids.append(task_id)
     return ids

@@ -6,13 +6,11 @@ import itertools
 from datetime import datetime, timedelta
 
 from streamjobs import Settings
-from streamjobs.codec import builtin
+from streamjobs.envelope import decode_envelope
 from streamjobs.scheduler.manage import read_book
 from streamjobs.scheduler.state import State, due_of, schedule_of
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import read_topic
-
-ENVELOPE = builtin("task_envelope")
 
 
 def fire_ids(settings: Settings, schedule: str) -> list[str]:
@@ -20,7 +18,7 @@ def fire_ids(settings: Settings, schedule: str) -> list[str]:
     ids = []
     for record in read_topic(settings, queue_topics(settings).main):
         assert record.value is not None
-        task_id = ENVELOPE.decode(record.value)["task_id"]
+        task_id = decode_envelope(record.value).task_id
         if schedule_of(task_id) == schedule:
             ids.append(task_id)
     return ids

@@ -11,8 +11,9 @@ the partition after the group moved it), so a candidate becomes leader in two st
 2. **catch up**: read the schedules topic (``read_committed``) up to the end offset seen after
    the claim. The fenced leader can write nothing more, so the states read are final.
 
-Only then does it fire. Losing the partition, or being fenced by a newer claimant, ends
-leadership at once; a fenced scheduler that still owns the partition claims again.
+Only then does it fire. Losing the partition ends leadership at once. Being fenced by a newer
+claimant (or a commit whose outcome is unknown) makes the runner leave the group and join again
+as a new member, so it reads everything again before it can lead.
 
 Owns :class:`Leadership`, pure and unit-tested. Does not touch Kafka
 (:mod:`streamjobs.scheduler.runner` does, and reports events here).
@@ -57,11 +58,6 @@ class Leadership:
     def released(self) -> None:
         """The partition was revoked or lost, or the scheduler stops."""
         self._move(Role.FOLLOWER)
-
-    def fenced(self) -> None:
-        """A newer producer with our transactional id exists: stop firing at once."""
-        if self.role is not Role.FOLLOWER:
-            self._move(Role.CLAIMING)
 
     def claimed(self, end_offset: int) -> None:
         """The claim fenced earlier leaders; the topic must be read up to ``end_offset``."""

@@ -49,20 +49,15 @@ def test_losing_the_partition_stops_firing_at_once() -> None:
     assert not lead.leading
 
 
-def test_a_fenced_leader_that_still_owns_the_partition_claims_again() -> None:
+def test_a_leader_reassigned_the_partition_claims_again_before_firing() -> None:
     lead = leader()
-    lead.fenced()
+    lead.released()
+    lead.assigned()
     assert lead.must_claim
     assert not lead.leading
     lead.claimed(end_offset=9)
     assert lead.read_to(9)
     assert lead.terms == 2
-
-
-def test_a_fenced_follower_stays_a_follower() -> None:
-    lead = Leadership("w1")
-    lead.fenced()
-    assert lead.role is Role.FOLLOWER
 
 
 def test_a_reassignment_while_catching_up_starts_the_claim_over() -> None:

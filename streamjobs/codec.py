@@ -262,7 +262,10 @@ def _compile_flat_writer(schema: dict[str, Any]) -> Any:
 
 
 def _builtins() -> list[SchemaCodec]:
-    names = ("task_envelope", "task_status", "dead_letter", "task_schema")
+    names = (
+        *("task_envelope", "task_status", "dead_letter", "task_schema"),
+        *("schedule_definition", "schedule_state", "schedule_control"),
+    )
     return [builtin(name) for name in names]
 
 

@@ -71,6 +71,7 @@ from typing import Literal
 from streamjobs.models import TaskState
 
 __all__ = [
+    "SCHEDULE_HEADER",
     "AttemptContext",
     "AttemptOutcome",
     "Headers",
@@ -89,7 +90,19 @@ Headers = list[tuple[str, bytes]]
 #: Headers as read from a record (a value may be missing).
 RecordHeaders = tuple[tuple[str, bytes | None], ...]
 
+#: The record header naming the recurring schedule that fired a task (``AttemptContext.schedule``).
+SCHEDULE_HEADER = "streamjobs-schedule"
+
 _HOOKS = ("submit", "attempt", "outcome")
+
+
+def schedule_of(headers: Iterable[tuple[str, bytes | str | None]]) -> str | None:
+    """The schedule named by a record's ``streamjobs-schedule`` header, if it has one."""
+    for name, value in headers:
+        if name == SCHEDULE_HEADER and value is not None:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            return text[:200]
+    return None
 
 
 @dataclass(frozen=True, slots=True)

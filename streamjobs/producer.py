@@ -97,6 +97,25 @@ class Resubmission:
     _prepared: _Prepared = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedTask:
+    """A task validated and encoded exactly as :meth:`Producer.submit` would write it, for a
+    writer of its own (the scheduler writes it in a Kafka transaction): the task record
+    (``topic``, ``record_key``, ``value``, ``headers``) and its ``queued`` status record."""
+
+    task: str
+    task_id: str
+    key: str | None
+    topic: str
+    value: bytes = field(repr=False)
+    queued_status: bytes = field(repr=False)
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def record_key(self) -> bytes:
+        return (self.key or self.task_id).encode()
+
+
 class Producer:
     """Submits tasks to a queue. Thread-safe; one per process is plenty. Use as a context manager.
 
@@ -248,6 +267,27 @@ class Producer:
         items = [r._prepared for r in batch]
         self._write_each(items)
         return [_outcome(item) for item in items]
+
+    def encode(self, task: Task, *, task_id: str, key: str | None = None) -> EncodedTask:
+        """Validate, encode and size-check ``task`` for the main topic, under the submit hooks
+        of the producer's middleware (their headers are on the result); produces nothing but
+        its type's writer schema (confirmed, once)."""
+        prepared = self._prepare(task, key, task_id, None, None)
+        headers: list[tuple[str, bytes]] = []
+        hooks = self._middleware.for_submit()
+        if hooks is not None:
+            ctx = prepared.submit_context(self.settings.queue)
+            with hooks.submit(ctx):  # middleware may add headers (trace context)
+                headers = list(ctx.headers)
+        return EncodedTask(
+            prepared.task,
+            prepared.task_id,
+            prepared.key,
+            prepared.topic,
+            prepared.value,
+            prepared.status_value,
+            tuple(headers),
+        )
 
     def status(self, task_id: str, timeout: float = 10.0) -> status.StatusView | None:
         return status.latest(self.settings, task_id, timeout=timeout)

@@ -2,7 +2,9 @@
 
 Owns handler registration (a decorator, by task type), payload decoding into the task model
 (resolving older writer schemas) and validation errors as ``InvalidArgs``. Does not run handlers
-or route failures (:mod:`streamjobs.worker.loop`, :mod:`streamjobs.retry`). Nothing is looked up by
+or route failures (:mod:`streamjobs.worker.loop`, :mod:`streamjobs.retry`). Also holds the
+recurring tasks declared in code (``schedule``) for :mod:`streamjobs.scheduler` to publish; their
+cron expressions and zones are checked there, when the scheduler starts. Nothing is looked up by
 importing names found in records: a task type unknown here is ``UnknownTask``.
 """
 
@@ -50,11 +52,25 @@ class Handler:
         return task
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleDeclaration:
+    """A recurring task declared in code with :meth:`TaskRegistry.schedule`."""
+
+    name: str
+    task: Task
+    cron: str | None
+    every: timedelta | None
+    timezone: str
+    catch_up: str
+    key: str | None
+
+
 class TaskRegistry:
     """Handlers by task type name. Build one at import time of your worker module."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._schedules: dict[str, ScheduleDeclaration] = {}
 
     def handler(
         self,
@@ -83,6 +99,38 @@ class TaskRegistry:
             return func
 
         return register
+
+    def schedule(
+        self,
+        name: str,
+        *,
+        task: Task,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        timezone: str = "UTC",
+        catch_up: str = "latest",
+        key: str | None = None,
+    ) -> None:
+        """Fire ``task`` on a cron expression (in ``timezone``) or ``every`` interval.
+
+        Every worker running this registry publishes the declaration to the schedules topic
+        when it leads; ``catch_up`` is ``latest`` (default), ``skip`` or ``all`` (see the
+        README's "Recurring tasks").
+        """
+        if not isinstance(task, Task):
+            raise ConfigError(f"schedule() takes a Task instance, got {task!r}")
+        if (cron is None) == (every is None):
+            raise ConfigError(f"schedule {name!r}: give exactly one of cron=... or every=...")
+        if name in self._schedules:
+            raise ConfigError(f"schedule {name!r} is already declared")
+        self._schedules[name] = ScheduleDeclaration(
+            name, task, cron, every, timezone, catch_up, key
+        )
+
+    @property
+    def schedules(self) -> list[ScheduleDeclaration]:
+        """The recurring tasks declared in code."""
+        return list(self._schedules.values())
 
     def get(self, name: str) -> Handler:
         try:

@@ -1,9 +1,9 @@
 """Topic policy: names, partition counts and configs of every topic of a queue, in one place.
 
 Owns the naming scheme (``<prefix>.<queue>``, ``.retry.<delay>``, ``.delay.<delay>``, ``.dlq``,
-``<prefix>.status``, ``<prefix>.schemas``), the configuration each topic needs, and
-``ensure``/``verify``. streamjobs never relies on broker auto-creation. Does not produce or
-consume records.
+``<prefix>.status``, ``<prefix>.schemas``, ``<prefix>.schedules``), the configuration each topic
+needs, and ``ensure``/``verify``. streamjobs never relies on broker auto-creation. Does not
+produce or consume records.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class QueueTopics:
     starts: str
     status: str
     schemas: str
+    schedules: str
 
     @property
     def task_topics(self) -> list[str]:
@@ -57,6 +58,7 @@ def queue_topics(settings: Settings) -> QueueTopics:
         starts=f"{base}.starts",
         status=f"{settings.topic_prefix}.status",
         schemas=f"{settings.topic_prefix}.schemas",
+        schedules=f"{settings.topic_prefix}.schedules",
     )
 
 
@@ -83,6 +85,12 @@ def topic_specs(settings: Settings) -> list[client.TopicSpec]:
     specs.append(client.TopicSpec(names.status, parts, rf, status_config(status_retention)))
     specs.append(
         client.TopicSpec(names.schemas, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"})
+    )
+    # recurring tasks: definitions and states; one partition, whose owner is the scheduling leader
+    specs.append(
+        client.TopicSpec(
+            names.schedules, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"}
+        )
     )
     return specs
 

@@ -47,6 +47,7 @@ __all__ = [
     "ATTR_OPERATION_TYPE",
     "ATTR_PARTITION",
     "ATTR_RETRY_REASON",
+    "ATTR_SCHEDULE",
     "ATTR_SYSTEM",
     "ATTR_TASK",
     "ATTR_TASK_ID",
@@ -63,6 +64,7 @@ __all__ = [
     "TracingMiddleware",
     "current_trace_id",
     "extract",
+    "fire_span",
     "inject",
     "process_span",
     "record_failure",
@@ -103,6 +105,8 @@ ATTR_TASK = "streamjobs.task"
 ATTR_ATTEMPT = "streamjobs.attempt"
 ATTR_RETRY_REASON = "streamjobs.retry.reason"
 EVENT_RETRY_REQUESTED = "streamjobs.retry_requested"
+#: The recurring schedule that fired a task (on the fire span and the process span).
+ATTR_SCHEDULE = "streamjobs.schedule"
 
 #: The default (W3C) propagator's record headers; the global propagator decides the real set.
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -203,6 +207,24 @@ def submit_span(task: str, task_id: str, topic: str, key: str | None) -> Iterato
         yield inject()
 
 
+@contextmanager
+def fire_span(schedule: str, due_ms: int, lateness_ms: int) -> Iterator[None]:
+    """An INTERNAL span around one fire of a recurring schedule; the task's PRODUCER span
+    (:func:`submit_span`) opened inside it is its child."""
+    if not _recording():
+        yield
+        return
+    attributes: dict[str, str | int] = {
+        ATTR_SCHEDULE: schedule,
+        "streamjobs.schedule.due_ms": due_ms,
+        "streamjobs.schedule.lateness_ms": lateness_ms,
+    }
+    with _tracer().start_as_current_span(
+        f"fire {schedule}", kind=SpanKind.INTERNAL, attributes=attributes
+    ):
+        yield
+
+
 def process_span(
     headers: RecordHeaders,
     *,
@@ -213,6 +235,7 @@ def process_span(
     partition: int,
     offset: int,
     group: str,
+    schedule: str | None = None,
 ) -> AbstractContextManager[Span]:
     """The CONSUMER span a handler runs in: a child of the context in ``headers``.
 
@@ -222,7 +245,8 @@ def process_span(
     """
     if not _recording() and not any(name in _CONTEXT_HEADERS for name, _ in headers or ()):
         return _NO_SPAN  # no SDK and nothing to pass on: a no-op span costs ~10 us
-    return _process_span(headers, task, task_id, attempt, topic, partition, offset, group)
+    where = (topic, partition, offset, group, schedule)
+    return _process_span(headers, task, task_id, attempt, where)
 
 
 _NO_SPAN = nullcontext(trace.INVALID_SPAN)  # reusable: nullcontext keeps no state
@@ -234,15 +258,15 @@ def _process_span(
     task: str,
     task_id: str,
     attempt: int,
-    topic: str,
-    partition: int,
-    offset: int,
-    group: str,
+    where: tuple[str, int, int, str, str | None],
 ) -> Iterator[Span]:
+    topic, partition, offset, group, schedule = where
     attributes = _task_attributes(OP_PROCESS, task, task_id, attempt, topic)
     attributes[ATTR_PARTITION] = str(partition)
     attributes[ATTR_OFFSET] = offset
     attributes[ATTR_CONSUMER_GROUP] = group
+    if schedule is not None:
+        attributes[ATTR_SCHEDULE] = schedule
     token = otel_context.attach(extract(headers))
     try:
         with _tracer().start_as_current_span(
@@ -357,6 +381,7 @@ class TracingMiddleware(Middleware):
             partition=ctx.partition,
             offset=ctx.offset,
             group=ctx.group,
+            schedule=ctx.schedule,
         )
         return super().attempt(ctx) if span is _NO_SPAN else self._attempt(ctx, span)
 

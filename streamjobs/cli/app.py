@@ -5,8 +5,9 @@ Owns the ``app`` (the console entry point), the core commands (``consume``, ``to
 ``status``, ``demo``, ``settings``), the signal handlers of ``consume`` (SIGTERM/SIGINT →
 graceful stop) and human-readable output. Registered on this app: the operator commands on a
 queue's records (``replay``, ``dlq``, ``inspect``, ``purge``, ``trace``) from
-:mod:`streamjobs.cli.ops`, ``schemas export|check`` from :mod:`streamjobs.cli.schemas`, and the
-local development services (``dev-broker``, ``dev-jaeger``) from :mod:`streamjobs.cli.dev`.
+:mod:`streamjobs.cli.ops`, ``schemas export|check`` from :mod:`streamjobs.cli.schemas`,
+``schedules ...`` from :mod:`streamjobs.cli.schedules`, and the local development services
+(``dev-broker``, ``dev-jaeger``) from :mod:`streamjobs.cli.dev`.
 Errors and exit codes follow the one idiom of :mod:`streamjobs.cli.options`. Does not implement
 behaviour: every command calls into the library module that owns it.
 """
@@ -23,6 +24,7 @@ import typer
 from streamjobs import status, topics
 from streamjobs.cli import dev as cli_dev
 from streamjobs.cli import ops as cli_ops
+from streamjobs.cli import schedules as cli_schedules
 from streamjobs.cli import schemas as cli_schemas
 from streamjobs.cli.options import (
     Bootstrap,
@@ -64,6 +66,7 @@ def consume(
 ) -> None:
     """Run a worker in the queue's consumer group until SIGTERM/SIGINT."""
     from streamjobs import telemetry
+    from streamjobs.scheduler import Scheduler
     from streamjobs.worker.loop import Worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
@@ -81,6 +84,8 @@ def consume(
     handlers = load_registry(registry)
     provider = telemetry.configure(settings)  # no endpoint configured: no SDK, no cost
     worker = Worker(settings, handlers)
+    # every worker runs the scheduler; the one owning the schedules partition fires
+    scheduler = Scheduler(settings, handlers, owner=worker.worker_id, on_failure=worker.fail)
 
     def on_signal(signum: int, _frame: Any) -> None:
         logging.getLogger("streamjobs").info("signal %d: stopping after current tasks", signum)
@@ -95,8 +100,10 @@ def consume(
     )
     try:
         topics.verify(settings)
+        scheduler.start()
         worker.run()
     finally:
+        scheduler.stop()
         if provider is not None:
             provider.shutdown()  # flushes the last spans to the exporter
 
@@ -152,10 +159,13 @@ def status_command(
             else f"{task_id}: unknown (no status record for this id)"
         )
         raise typer.Exit(1)
+    from streamjobs.scheduler.state import schedule_of
+
+    shown = {**view.as_dict(), "schedule": schedule_of(task_id)}
     if as_json:
-        typer.echo(json.dumps(view.as_dict(), default=str))
+        typer.echo(json.dumps(shown, default=str))
         return
-    for name, value in view.as_dict().items():
+    for name, value in shown.items():
         if value is not None:
             typer.echo(f"{name:>16}: {value}")
 
@@ -192,6 +202,7 @@ def main() -> None:  # pragma: no cover - console entry point
 cli_ops.register(app)  # replay, dlq, inspect, purge, trace
 cli_schemas.register(app)  # schemas export, schemas check
 cli_dev.register(app)  # dev-broker, dev-jaeger
+cli_schedules.register(app)  # schedules list|show|add|remove|pause|resume|trigger
 
 
 if __name__ == "__main__":  # pragma: no cover

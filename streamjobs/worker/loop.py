@@ -27,7 +27,13 @@ from typing import Any
 from streamjobs import client, status
 from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
-from streamjobs.middleware import AttemptContext, AttemptOutcome, Middleware, chain_of
+from streamjobs.middleware import (
+    AttemptContext,
+    AttemptOutcome,
+    Middleware,
+    chain_of,
+    schedule_of,
+)
 from streamjobs.models import TaskState
 from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import DeadLetter, RetryPolicy, clamp_attempt, decide, pick_tier
@@ -493,6 +499,7 @@ class Worker:
             group=self.settings.group,
             worker_id=self.worker_id,
             headers=tuple(message.headers),
+            schedule=schedule_of(message.headers),
         )
 
     def _observer(self, ctx: AttemptContext, outcome: AttemptOutcome) -> Callable[[], None] | None:

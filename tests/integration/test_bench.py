@@ -76,3 +76,13 @@ def test_floor_bench_prints_each_step_and_the_bound_it_implies() -> None:
     for label in (*steps, "queue 2 records (no I/O)", "total per task"):
         assert re.search(rf"^{re.escape(label)}\s+{_NUMBER} us$", out, re.M), out
     assert re.search(rf"^at most, one core\s+{_NUMBER} tasks/s$", out, re.M), out
+
+
+def test_schedules_bench_prints_fire_lateness_percentiles(kafka_bootstrap: str) -> None:
+    out = _run_bench(
+        kafka_bootstrap,
+        "schedules.py",
+        *("--schedules", "3", "--seconds", "3", "--load", "20", "--kills", "0"),
+    )
+    for label in ("fired", "visible"):
+        assert re.search(rf"{label} lateness ms: p50 +{_NUMBER} +p99 +{_NUMBER} +max", out), out

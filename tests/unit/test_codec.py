@@ -234,9 +234,12 @@ def _packaged_schema_names() -> list[str]:
     return sorted(f.name.removesuffix(".avsc") for f in files if f.name.endswith(".avsc"))
 
 
-def test_packaged_schemas_are_the_four_wire_contracts() -> None:
+def test_packaged_schemas_are_the_wire_contracts() -> None:
     assert _packaged_schema_names() == [
         "dead_letter",
+        "schedule_control",
+        "schedule_definition",
+        "schedule_state",
         "task_envelope",
         "task_schema",
         "task_status",

@@ -94,7 +94,14 @@ def test_specs_cover_every_topic_of_the_queue_exactly_once(settings: Settings) -
         names.starts,
         names.status,
         names.schemas,
+        names.schedules,
     }
+
+
+def test_schedules_topic_is_one_compacted_partition_whose_owner_leads(settings: Settings) -> None:
+    spec = next(s for s in topic_specs(settings) if s.name == "acme.schedules")
+    assert spec.partitions == 1
+    assert spec.config["cleanup.policy"] == "compact"
 
 
 def test_tiers_dlq_and_status_share_the_main_partition_count(settings: Settings) -> None:

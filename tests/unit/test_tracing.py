@@ -498,3 +498,34 @@ def test_every_span_name_and_attribute_key_is_a_constant_of_the_tracing_module()
     ops = {v for k, v in vars(tracing).items() if k.startswith("OP_")}
     assert ops == {"send", "process", "replay", "redrive"}
     assert all(key.startswith(("messaging.", "streamjobs.", "error.")) for key in keys)
+
+
+def test_a_fire_span_names_its_schedule_and_parents_the_fired_tasks_producer_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    with tracing.fire_span("nightly-cleanup", 1_000, 12):
+        producer, headers = _submit()
+    fire = next(s for s in spans.get_finished_spans() if s.name == "fire nightly-cleanup")
+    assert fire.attributes is not None
+    assert fire.attributes[tracing.ATTR_SCHEDULE] == "nightly-cleanup"
+    assert fire.attributes["streamjobs.schedule.lateness_ms"] == 12
+    assert producer.parent is not None
+    assert producer.parent.span_id == fire.context.span_id
+    holder: list[trace.Span] = []
+    with tracing.process_span(
+        headers,
+        task="add",
+        task_id="t-1",
+        attempt=1,
+        topic=TOPIC,
+        partition=0,
+        offset=0,
+        group="g",
+        schedule="nightly-cleanup",
+    ) as span:
+        holder.append(span)
+    process = holder[0]
+    assert isinstance(process, ReadableSpan)
+    assert process.attributes is not None
+    assert process.attributes[tracing.ATTR_SCHEDULE] == "nightly-cleanup"
+    assert process.context.trace_id == fire.context.trace_id

@@ -98,11 +98,11 @@ class FireWatch:
     def _run(self) -> None:
         topic = queue_topics(self._settings).main
         consumer = client.new_reader(self._settings)
-        parts = client.partition_ids(consumer, topic)
-        consumer.assign([client.tp(topic, p, client.OFFSET_END) for p in parts])
+        parts = consumer.partition_ids(topic)
+        consumer.assign([client.TopicPartition(topic, p, client.OFFSET_END) for p in parts])
         try:
             while not self._stop.is_set():
-                for record in client.consume(consumer, 500, 0.1):
+                for record in consumer.consume(500, 0.1):
                     now = time.time()
                     assert record.value is not None
                     task_id = decode_envelope(record.value).task_id
@@ -220,7 +220,7 @@ def _drop_topics(settings: Settings) -> None:
     """A shared broker keeps no benchmark topics behind."""
     admin = client.new_admin(settings)
     names = [s.name for s in topics.topic_specs(settings)]
-    client.delete_topics(admin, names)
+    admin.delete_topics(names)
 
 
 def _state(settings: Settings) -> object:
@@ -256,12 +256,13 @@ def _fire_ids(settings: Settings) -> list[str]:
     topic = queue_topics(settings).main
     consumer = client.new_reader(settings)
     try:
-        parts = client.partition_ids(consumer, topic)
+        parts = consumer.partition_ids(topic)
     finally:
         consumer.close()
-    ranges = client.ranges_to_end(settings, topic, dict.fromkeys(parts))
+    clients = client.KafkaClients(settings)
+    ranges = client.ranges_to_end(clients, topic, dict.fromkeys(parts))
     ids = []
-    for record in client.read_range(settings, topic, ranges):
+    for record in client.read_range(clients, topic, ranges):
         assert record.value is not None
         task_id = decode_envelope(record.value).task_id
         if schedule_of(task_id) == "failover":

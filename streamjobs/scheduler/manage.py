@@ -40,8 +40,9 @@ def read_book(settings: Settings, timeout: float = 10.0) -> Book:
     """Everything the schedules topic holds now."""
     topic = queue_topics(settings).schedules
     book = Book()
-    ranges = client.ranges_to_end(settings, topic, {0: None}, timeout)
-    for record in client.read_range(settings, topic, ranges, idle_timeout=timeout):
+    clients = client.KafkaClients(settings)
+    ranges = client.ranges_to_end(clients, topic, {0: None}, timeout)
+    for record in client.read_range(clients, topic, ranges, idle_timeout=timeout):
         book.apply(record.key, record.value)
     return book
 

@@ -152,9 +152,9 @@ class Scheduler:
                     consumer.close()
                 self._stop.wait(pause)
 
-    def _join(self) -> client.Consumer:
+    def _join(self) -> client.KafkaConsumer:
         self._book.clear()
-        consumer = client.new_consumer(self.settings, scheduler_group(self.settings))
+        consumer = client.KafkaClients(self.settings).consumer(scheduler_group(self.settings))
         consumer.subscribe(
             [self._topics.schedules],
             on_assign=self._on_assign,
@@ -163,24 +163,25 @@ class Scheduler:
         )
         return consumer
 
-    def _on_assign(self, _consumer: object, partitions: list[client.TopicPartition]) -> None:
+    def _on_assign(self, partitions: list[client.TopicPartition]) -> None:
         if partitions:
             self._book.clear()  # never committed: a new assignment reads from the start
             self.leadership.assigned()
 
-    def _on_release(self, _consumer: object, partitions: list[client.TopicPartition]) -> None:
+    def _on_release(self, partitions: list[client.TopicPartition]) -> None:
         if partitions:
             self.leadership.released()
             self._txn.close()
 
-    def _follow(self, consumer: client.Consumer) -> None:
+    def _follow(self, consumer: client.KafkaConsumer) -> None:
         while not self._stop.is_set():
-            for record in client.consume(consumer, 500, self._wait_s()):
+            for record in consumer.consume(500, self._wait_s()):
                 self._absorb(record)
             if self.leadership.must_claim:
                 self._claim(consumer)
             if self.leadership.role is Role.CATCHING_UP:
-                position = client.positions(consumer, self._topics.schedules, [0])[0]
+                (at,) = consumer.positions([client.TopicPartition(self._topics.schedules, 0)])
+                position = at.offset
                 if self.leadership.read_to(max(position, 0)):
                     _log.info("scheduler %s: leading the %s schedules", self.owner, self._queue)
                     self._publish_declared()
@@ -201,9 +202,9 @@ class Scheduler:
             return
         self._book.apply(record.key, record.value)
 
-    def _claim(self, consumer: client.Consumer) -> None:
+    def _claim(self, consumer: client.KafkaConsumer) -> None:
         self._txn.claim()
-        _, end = client.watermarks(consumer, self._topics.schedules, 0)
+        _, end = consumer.watermarks(self._topics.schedules, 0)
         self.leadership.claimed(end)
 
     def _wait_s(self) -> float:

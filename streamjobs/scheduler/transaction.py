@@ -48,21 +48,14 @@ class FireTransactions:
     """Writes record batches as transactions; ``claim`` first, again after ``Fenced``."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._producer: client.Producer | None = None
+        self._clients = client.KafkaClients(settings)
+        self._id = transactional_id(settings)
+        self._producer: client.TransactionalProducer | None = None
 
     def claim(self) -> None:
         """Start the queue's transactional producer, fencing (aborting) any earlier leader's."""
         self.close()
-        overrides: dict[str, str | int] = {"transactional.id": transactional_id(self._settings)}
-        if "transaction.timeout.ms" not in self._settings.kafka:
-            overrides["transaction.timeout.ms"] = 10_000
-        producer = client.new_producer(self._settings, **overrides)
-        try:
-            producer.init_transactions(_TIMEOUT_S)
-        except client.KafkaException as exc:
-            raise client.unavailable(exc) from exc
-        self._producer = producer
+        self._producer = self._clients.transactional_producer(self._id)
 
     def write(self, records: Sequence[Out]) -> None:
         """One transaction. Raises Aborted (nothing visible) or Fenced (unknown: step down)."""
@@ -70,32 +63,26 @@ class FireTransactions:
         if producer is None:
             raise Fenced("no claimed producer")
         try:
-            producer.begin_transaction()
+            producer.begin()
             for record in records:
-                producer.produce(
-                    record.topic,
-                    record.value,
-                    record.key,
-                    headers=list(record.headers) or None,
+                queued = producer.produce(
+                    record.topic, record.value, record.key, headers=list(record.headers) or None
                 )
-            producer.commit_transaction(_TIMEOUT_S)
-        except client.KafkaException as exc:
-            error = exc.args[0]
-            if error.txn_requires_abort():
-                self._abort(producer)
-                raise Aborted(f"fire transaction aborted: {error.str()}") from exc
-            self.close()
-            raise Fenced(f"fire transaction failed: {error.name()}: {error.str()}") from exc
-        except BufferError as exc:  # a handful of records never fill the queue; be safe
-            self._abort(producer)
-            raise Aborted("producer queue full") from exc
+                if not queued:  # a handful of records never fill the queue; be safe
+                    self._abort(producer, "producer queue full")
+            producer.commit(_TIMEOUT_S)
+        except Aborted:
+            raise
+        except KafkaUnavailable as exc:
+            # abortable: nothing of it is visible and the fire is still owed; not abortable
+            # (fenced, or the commit's outcome unknown): step down and read everything again
+            self._abort(producer, f"fire transaction aborted: {exc}")
 
-    def _abort(self, producer: client.Producer) -> None:
-        try:
-            producer.abort_transaction(_TIMEOUT_S)
-        except client.KafkaException as exc:
-            self.close()
-            raise Fenced(f"cannot abort the fire transaction: {exc.args[0].str()}") from exc
+    def _abort(self, producer: client.TransactionalProducer, why: str) -> None:
+        if producer.abort(_TIMEOUT_S):
+            raise Aborted(why)
+        self.close()
+        raise Fenced(f"fire transaction failed and cannot be aborted: {why}")
 
     def close(self) -> None:
         if self._producer is not None:

@@ -22,7 +22,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from streamjobs.errors import DecodeError, UnsafeSchema
+from streamjobs.errors import DecodeError, EncodeError, UnsafeSchema
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -67,15 +67,18 @@ class SchemaCodec:
                 encoded: bytes = self._flat(record)
                 return encoded
             except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-                raise DecodeError(
-                    f"cannot encode {self.name}: {exc}", reason="encode_error"
-                ) from exc
+                raise self._encode_error(record, exc) from exc
         buffer = io.BytesIO()
         try:
             schemaless_writer(buffer, self.parsed, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise DecodeError(f"cannot encode {self.name}: {exc}", reason="encode_error") from exc
+            raise self._encode_error(record, exc) from exc
         return buffer.getvalue()
+
+    def _encode_error(self, record: Record, cause: Exception) -> EncodeError:
+        path = misfit_path(self.schema, record)
+        where = f" field {path}" if path else ""
+        return EncodeError(f"cannot encode {self.name}{where}: {cause}", path=path)
 
     def encode(self, record: Record) -> bytes:
         """Single-object encoding: ``C3 01``, the 8-byte fingerprint, then the Avro body."""
@@ -274,3 +277,75 @@ def builtin(name: str) -> SchemaCodec:
     """The codec of a packaged schema: ``task_envelope``, ``task_status``, ``dead_letter``..."""
     text = resources.files("streamjobs.schemas").joinpath(f"{name}.avsc").read_text("utf-8")
     return SchemaCodec(json.loads(text))
+
+
+# -- which field does not fit ----------------------------------------------------------------
+
+_FITS: dict[str, Any] = {
+    "null": lambda v: v is None,
+    "boolean": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and -(2**31) <= v < 2**31,
+    "long": lambda v: isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63,
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "double": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "bytes": lambda v: isinstance(v, bytes),
+}
+
+
+def misfit_path(schema: Any, value: Any) -> str | None:
+    """The path of the first value in ``value`` that does not fit ``schema`` (``items[0].qty``;
+    ``""`` for the whole value), or None if all fits: pure, for an encode error's message."""
+    return _Misfit().find(schema, value, "")
+
+
+class _Misfit:
+    """Walks a schema and a value together, remembering named types as it meets them."""
+
+    def __init__(self) -> None:
+        self.named: dict[str, Any] = {}
+
+    def find(self, schema: Any, value: Any, path: str) -> str | None:
+        if isinstance(schema, list):  # a union: fits if one branch fits
+            misses = [self.find(branch, value, path) for branch in schema]
+            return None if None in misses else path
+        if isinstance(schema, str):
+            if schema in _FITS:
+                return None if _FITS[schema](value) else path
+            return self.find(self.named.get(schema, "null"), value, path)
+        return self._complex(schema, value, path)
+
+    def _complex(self, schema: dict[str, Any], value: Any, path: str) -> str | None:
+        kind = schema["type"]
+        if "name" in schema:
+            self.named[schema["name"]] = schema
+            self.named[f"{schema.get('namespace', '')}.{schema['name']}".lstrip(".")] = schema
+        if kind == "record":
+            return self._record(schema, value, path)
+        if kind == "array":
+            if not isinstance(value, list | tuple):
+                return path
+            items = (self.find(schema["items"], v, f"{path}[{i}]") for i, v in enumerate(value))
+            return next((p for p in items if p is not None), None)
+        if kind == "map":
+            if not isinstance(value, dict):
+                return path
+            entries = (self.find(schema["values"], v, f"{path}[{k!r}]") for k, v in value.items())
+            return next((p for p in entries if p is not None), None)
+        if kind == "enum":
+            return None if value in schema["symbols"] else path
+        if kind == "fixed":
+            return None if isinstance(value, bytes) and len(value) == schema["size"] else path
+        return self.find(kind, value, path)  # {"type": "string", "logicalType": ...}
+
+    def _record(self, schema: dict[str, Any], value: Any, path: str) -> str | None:
+        if not isinstance(value, dict):
+            return path
+        for field in schema["fields"]:
+            where = f"{path}.{field['name']}" if path else field["name"]
+            if field["name"] not in value and "default" not in field:
+                return where
+            found = self.find(field["type"], value.get(field["name"], field.get("default")), where)
+            if found is not None:
+                return found
+        return None

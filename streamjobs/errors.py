@@ -17,6 +17,7 @@ that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker.loop`.
     ├── HandlerTimeout                   a handler ran past its timeout (retried by policy)
     └── BadInput                         input that can never succeed; carries ``reason``
         ├── DecodeError                  reason: decode_error, trailing_bytes, unknown_schema, ...
+        ├── EncodeError                  reason: encode_error; carries the ``path`` of the field
         ├── UnknownTask                  reason: unknown_task
         ├── InvalidArgs                  reason: invalid_args
         ├── PayloadTooLarge              reason: payload_too_large
@@ -100,6 +101,18 @@ class DecodeError(BadInput):
     """Bytes that are not a valid record of a known schema."""
 
     reason = "decode_error"
+
+
+class EncodeError(BadInput):
+    """A value that does not fit its schema (a task that bypassed validation, a record built
+    wrong), refused before anything is written. ``path`` names the field, e.g. ``items[0].qty``
+    (None when it could not be told)."""
+
+    reason = "encode_error"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class UnknownTask(BadInput):

@@ -159,6 +159,22 @@ class Settings(BaseSettings):
     def _masked(self, value: dict[str, str | int | float | bool]) -> dict[str, str]:
         return guarded.masked(value)
 
+    @field_serializer("retry_tiers", "delay_tiers", when_used="json")
+    def _tiers_as_written(self, tiers: list[timedelta]) -> list[str]:
+        # `streamjobs settings` shows 1s as 1s (the topic-name spelling), not ISO 8601's PT1S
+        return [format_duration(t) for t in tiers]
+
+    @field_serializer(
+        "max_future",
+        "commit_interval",
+        "shutdown_grace",
+        "status_retention",
+        "task_timeout",
+        when_used="json",
+    )
+    def _duration_as_written(self, delay: timedelta | None) -> str | None:
+        return None if delay is None else format_duration(delay)
+
     @field_validator("topic_prefix", "queue")
     @classmethod
     def _topic_part(cls, value: str) -> str:

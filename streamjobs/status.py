@@ -28,7 +28,7 @@ from streamjobs.codec import (
     write_string,
 )
 from streamjobs.envelope import Envelope
-from streamjobs.errors import DecodeError, TaskFailed, TaskTimeout, TopicError
+from streamjobs.errors import DecodeError, EncodeError, TaskFailed, TaskTimeout, TopicError
 from streamjobs.models import TaskState, status_version
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
@@ -154,7 +154,7 @@ def encode_status(envelope: Envelope, state: TaskState, **fields: Any) -> bytes:
             )
         )
     except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise DecodeError(f"cannot encode TaskStatus: {exc}", reason="encode_error") from exc
+        raise EncodeError(f"cannot encode TaskStatus: {exc}") from exc
 
 
 class AttemptStatuses:
@@ -196,7 +196,7 @@ class AttemptStatuses:
             )
             self._numbers = write_int(self._attempt) + write_int(self._generation)
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-            raise DecodeError(f"cannot encode TaskStatus: {exc}", reason="encode_error") from exc
+            raise EncodeError(f"cannot encode TaskStatus: {exc}") from exc
 
     def encode(self, state: TaskState, result: str | None = None) -> bytes:
         return b"".join(

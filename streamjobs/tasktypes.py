@@ -246,7 +246,7 @@ class TaskType:
         return self.codec.fingerprint
 
     def encode(self, task: BaseModel) -> bytes:
-        return self.codec.encode_body(task.model_dump(mode="json"))
+        return self.codec.encode_body(task.model_dump(mode="json", warnings=False))
 
 
 def schema_text(task_type: TaskType) -> str:

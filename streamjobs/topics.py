@@ -2,13 +2,17 @@
 
 Owns the naming scheme (``<prefix>.<queue>``, ``.retry.<delay>``, ``.delay.<delay>``, ``.dlq``,
 ``<prefix>.status``, ``<prefix>.schemas``, ``<prefix>.schedules``), the configuration each topic
-needs, and ``ensure``/``verify``. streamjobs never relies on broker auto-creation. Does not
-produce or consume records.
+needs, ``ensure``/``verify``, and :func:`tier_drift`: the queue's tier topics on the cluster
+against the tiers of the settings (tiers changed, or a command run without the workers'
+``STREAMJOBS_RETRY_TIERS``). streamjobs never relies on broker auto-creation. Does not produce or
+consume records.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -60,6 +64,42 @@ def queue_topics(settings: Settings) -> QueueTopics:
         schemas=f"{settings.topic_prefix}.schemas",
         schedules=f"{settings.topic_prefix}.schedules",
     )
+
+
+@dataclass(frozen=True)
+class TierDrift:
+    """The queue's tier topics on the cluster that the settings do not name (``extra``: records
+    there are read by no worker with these settings), and the settings' tiers with no topic
+    (``missing``)."""
+
+    extra: list[str]
+    missing: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.extra or self.missing)
+
+
+def compare_tiers(settings: Settings, existing: Iterable[str]) -> TierDrift:
+    """Which ``<prefix>.<queue>.retry.<d>`` / ``.delay.<d>`` topics of ``existing`` differ from
+    the settings' tiers (pure)."""
+    names = queue_topics(settings)
+    tier = re.compile(rf"{re.escape(names.main)}\.(retry|delay)\.\d+(ms|s|m|h|d)")
+    on_cluster = {t for t in existing if tier.fullmatch(t)}
+    wanted = {*names.retry.values(), *names.delay.values()}
+    return TierDrift(extra=sorted(on_cluster - wanted), missing=sorted(wanted - on_cluster))
+
+
+def tier_drift(settings: Settings) -> TierDrift:
+    """:func:`compare_tiers` against the cluster's topics."""
+    return compare_tiers(settings, client.topic_partitions(client.new_admin(settings)))
+
+
+TIERS_CHANGED_HINT = (
+    "the retry/delay tiers differ from the cluster's tier topics: run with the workers' "
+    "STREAMJOBS_RETRY_TIERS and STREAMJOBS_DELAY_TIERS; after changing them, run "
+    "`streamjobs topics ensure` with the new values and keep the old tiers until their "
+    "backlog is empty (`streamjobs inspect`)"
+)
 
 
 def topic_specs(settings: Settings) -> list[client.TopicSpec]:
@@ -151,4 +191,8 @@ def verify(settings: Settings) -> None:
         if policy and actual != policy:
             problems.append(f"{spec.name}: cleanup.policy={actual}, expected {policy}")
     if problems:
+        drift = compare_tiers(settings, existing)
+        if drift.missing and drift.extra:  # tiers changed, or this command lacks the variables
+            problems.append(f"tier topics on the cluster not in the settings: {drift.extra}")
+            problems.append(TIERS_CHANGED_HINT)
         raise TopicError("topics not as expected:\n  " + "\n  ".join(problems))

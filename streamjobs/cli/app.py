@@ -27,12 +27,20 @@ from streamjobs.cli import ops as cli_ops
 from streamjobs.cli import schedules as cli_schedules
 from streamjobs.cli import schemas as cli_schemas
 from streamjobs.cli.options import (
+    EXIT_FAILED,
     Bootstrap,
     Prefix,
     Queue,
     ReportingGroup,
     build_settings,
     load_registry,
+    setting_default,
+)
+from streamjobs.models import TaskState
+
+STATUS_EXIT_CODES = (
+    "Exit codes: 0 succeeded, or not final yet (queued, scheduled, running, retry_scheduled); "
+    "1 dead-lettered, an unknown id, or --wait timed out; 2 bad settings or arguments."
 )
 
 app = typer.Typer(
@@ -51,8 +59,19 @@ def consume(
     bootstrap_servers: Bootstrap = None,
     topic_prefix: Prefix = None,
     queue: Queue = None,
-    group: Annotated[str | None, typer.Option("--group", "-g", help="Consumer group.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Tasks run in parallel.")] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            "-g",
+            help="Consumer group.",
+            show_default="$STREAMJOBS_GROUP_ID or <prefix>.<queue>.workers",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Tasks run in parallel.", show_default=setting_default("concurrency")),
+    ] = None,
     exactly_once: Annotated[
         bool,
         typer.Option("--exactly-once", help="Statuses, retries and offsets in one transaction."),
@@ -60,8 +79,17 @@ def consume(
     instance_id: Annotated[
         str | None, typer.Option(help="Static group membership id (group.instance.id).")
     ] = None,
-    otlp_endpoint: Annotated[str | None, typer.Option(help="OTLP/HTTP endpoint.")] = None,
-    service_name: Annotated[str | None, typer.Option(help="Service name in traces.")] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="OTLP/HTTP endpoint; none: no spans exported.",
+            show_default="$STREAMJOBS_OTLP_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+    ] = None,
+    service_name: Annotated[
+        str | None,
+        typer.Option(help="Service name in traces.", show_default=setting_default("service_name")),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
 ) -> None:
     """Run a worker in the queue's consumer group until SIGTERM/SIGINT."""
@@ -101,6 +129,14 @@ def consume(
     try:
         topics.verify(settings)
         scheduler.start()
+        for topic, backlog in _stranded(settings).items():
+            if backlog:
+                logging.getLogger("streamjobs").warning(
+                    "%s: %d tasks waiting on a tier these settings do not name; no worker "
+                    "with them reads it (see `streamjobs topics verify`)",
+                    topic,
+                    backlog,
+                )
         worker.run()
     finally:
         scheduler.stop()
@@ -113,7 +149,10 @@ def topics_ensure(
     bootstrap_servers: Bootstrap = None,
     topic_prefix: Prefix = None,
     queue: Queue = None,
-    partitions: Annotated[int | None, typer.Option(help="Partitions of new topics.")] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(help="Partitions of new topics.", show_default=setting_default("partitions")),
+    ] = None,
 ) -> None:
     """Create the queue's missing topics and verify all of them."""
     settings = build_settings(
@@ -132,15 +171,36 @@ def topics_ensure(
 def topics_verify(
     bootstrap_servers: Bootstrap = None, topic_prefix: Prefix = None, queue: Queue = None
 ) -> None:
-    """Fail (exit 1) if a topic is missing or misconfigured, e.g. a status topic not compacted."""
+    """Exit 1 if a topic is missing or misconfigured (e.g. a status topic not compacted), or if
+    tier topics the settings do not name still hold tasks (no worker with them reads those)."""
     settings = build_settings(
         bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix, queue=queue
     )
     topics.verify(settings)
+    stranded = _stranded(settings)
+    for topic, backlog in stranded.items():
+        typer.echo(f"{topic}: not in the settings' tiers; {backlog} tasks waiting there")
+    if any(stranded.values()):
+        typer.echo(f"error: {topics.TIERS_CHANGED_HINT}", err=True)
+        raise typer.Exit(EXIT_FAILED)
     typer.echo("ok")
 
 
-@app.command("status")
+def _stranded(settings: Any) -> dict[str, int]:
+    """Tier topics of the queue on the cluster that the settings do not name, with the tasks
+    the workers' group has not consumed from each."""
+    extra = topics.tier_drift(settings).extra
+    if not extra:
+        return {}
+    from streamjobs.ops.inspect import lags
+
+    backlog = dict.fromkeys(extra, 0)
+    for lag in lags(settings, extra):
+        backlog[lag.topic] += lag.lag
+    return backlog
+
+
+@app.command("status", epilog=STATUS_EXIT_CODES)
 def status_command(
     task_id: str,
     bootstrap_servers: Bootstrap = None,
@@ -149,7 +209,9 @@ def status_command(
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Print a task's latest state and result. Exit 1 (and say so) for an unknown id."""
+    """Print a task's latest state and result (times in UTC, with their age)."""
+    from streamjobs.cli import output
+
     settings = build_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
     view = status.wait(settings, task_id, timeout) if wait else status.latest(settings, task_id)
     if view is None:
@@ -158,16 +220,18 @@ def status_command(
             if as_json
             else f"{task_id}: unknown (no status record for this id)"
         )
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     from streamjobs.scheduler.state import schedule_of
 
-    shown = {**view.as_dict(), "schedule": schedule_of(task_id)}
+    schedule = schedule_of(task_id)
     if as_json:
-        typer.echo(json.dumps(shown, default=str))
-        return
-    for name, value in shown.items():
-        if value is not None:
-            typer.echo(f"{name:>16}: {value}")
+        typer.echo(json.dumps({**view.as_dict(), "schedule": schedule}, default=str))
+    else:
+        lines = output.status_lines(view, status.now_ms())
+        lines += [f"{'schedule':>12}: {schedule}"] if schedule is not None else []
+        typer.echo("\n".join(lines))
+    if view.state is TaskState.DEAD_LETTERED:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

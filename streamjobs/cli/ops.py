@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from streamjobs import status
-from streamjobs.cli.options import Bootstrap, Prefix, Queue, build_settings
+from streamjobs.cli.options import Bootstrap, Prefix, Queue, build_settings, setting_default
 from streamjobs.errors import ConfigError, StreamJobsError
 from streamjobs.settings import Settings
 
@@ -26,6 +26,8 @@ dlq_app = typer.Typer(help="List, show and re-drive dead letters.", no_args_is_h
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; write nothing.")]
 TaskName = Annotated[str | None, typer.Option("--task", help="Only tasks of this type.")]
+#: Columns of a trace waterfall printed with no terminal (its bars scale to the width).
+PIPED_WIDTH = 120
 Since = Annotated[str | None, typer.Option("--since", help="ISO time or a duration ago (2h).")]
 
 
@@ -54,11 +56,12 @@ def parse_time(text: str | None) -> Any:
 
 def _run_with_progress(label: str, job: Any) -> Any:
     """Run ``job(progress_callback)`` under a progress bar on stderr."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from streamjobs.cli.output import console as new_console
+
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
     with bar:
         task = bar.add_task(label, total=None)
@@ -136,8 +139,7 @@ def dlq_list(
     queue: Queue = None,
 ) -> None:
     """Dead letters of the queue, with reason, task, attempts and error."""
-    from rich.console import Console
-
+    from streamjobs.cli.output import console
     from streamjobs.ops import deadletters as redrive
     from streamjobs.ops import inspect as inspection
 
@@ -146,7 +148,7 @@ def dlq_list(
     if as_json:
         typer.echo(json.dumps([d.as_dict() for d in letters]))
     else:
-        Console().print(inspection.render_dead_letters(letters))
+        console().print(inspection.render_dead_letters(letters))
 
 
 @dlq_app.command("show")
@@ -212,8 +214,7 @@ def inspect_command(
     queue: Queue = None,
 ) -> None:
     """Lag per partition, tasks by state, throughput, tier backlog, dead letters by reason."""
-    from rich.console import Console
-
+    from streamjobs.cli.output import console
     from streamjobs.ops import inspect as inspection
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
@@ -221,7 +222,7 @@ def inspect_command(
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
-        Console().print(inspection.render(report))
+        console().print(inspection.render(report))
 
 
 def purge_command(
@@ -251,13 +252,26 @@ def trace_command(
     task_id: str,
     bootstrap_servers: Bootstrap = None,
     topic_prefix: Prefix = None,
-    jaeger: Annotated[str | None, typer.Option(help="Jaeger query URL.")] = None,
-    service: Annotated[str | None, typer.Option(help="Service to search in Jaeger.")] = None,
-    width: Annotated[int | None, typer.Option(help="Columns of the waterfall.")] = None,
+    jaeger: Annotated[
+        str | None,
+        typer.Option(help="Jaeger query URL.", show_default=setting_default("jaeger_query_url")),
+    ] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            help="Service to search in Jaeger.", show_default=setting_default("service_name")
+        ),
+    ] = None,
+    width: Annotated[
+        int | None,
+        typer.Option(
+            help="Columns of the waterfall.",
+            show_default=f"the terminal's; {PIPED_WIDTH} with no terminal",
+        ),
+    ] = None,
 ) -> None:
-    """Draw a task's trace (every attempt) as a waterfall, from Jaeger's query API."""
-    import shutil
-
+    """Draw a task's trace (every attempt) as a waterfall, from Jaeger's query API; a redriven
+    or replayed task's earlier trace(s) too, earliest first."""
     from streamjobs.ops import traceview
 
     settings = build_settings(
@@ -268,11 +282,21 @@ def trace_command(
     )
     view = status.latest(settings, task_id, timeout=10.0)
     url = settings.jaeger_query_url
-    found = traceview.fetch_trace(url, view.trace_id) if view and view.trace_id else None
-    found = found or traceview.find_trace_by_task(url, settings.service_name, task_id)
-    if found is None:
+    # the latest run's trace, and the earlier runs a redrive or replay links it to
+    found = traceview.fetch_with_links(url, view.trace_id) if view and view.trace_id else []
+    if not found:
+        first = traceview.find_trace_by_task(url, settings.service_name, task_id)
+        found = traceview.fetch_with_links(url, first["traceID"]) if first else []
+    if not found:
         raise StreamJobsError(f"no trace for task {task_id} in Jaeger at {url}")
-    typer.echo(traceview.render(found, width=width or shutil.get_terminal_size().columns))
+    typer.echo(traceview.render({"data": found}, width=width or _terminal_width()))
+
+
+def _terminal_width() -> int:
+    import shutil
+    import sys
+
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else PIPED_WIDTH
 
 
 def register(app: typer.Typer) -> None:

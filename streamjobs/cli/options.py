@@ -12,6 +12,15 @@ group (:class:`ReportingGroup`) prints it as one line ``error: ...`` on stderr a
 * ``2`` the command cannot run as given: a ``ConfigError`` (bad settings, a bad argument value,
   a ``MODULE:REGISTRY`` that does not load) and typer's own usage errors.
 
+"Done" means good news: a command that answers a question exits 0 only when the answer is good
+(``status`` of a dead-lettered task exits 1, ``topics verify`` exits 1 when tier topics on the
+cluster hold tasks the settings no longer consume). A command with its own codes lists them in
+its ``--help``.
+
+The group also keeps ``--help`` honest: flags (``--json``, ``--help``, ``--dry-run``) are shown
+without a value placeholder (typer's rich help would print ``--json <bool>``), and an option
+whose default comes from Settings says so with ``show_default`` (see :func:`setting_default`).
+
 Defines no command: :mod:`streamjobs.cli.app`, :mod:`streamjobs.cli.ops`,
 :mod:`streamjobs.cli.schemas` and :mod:`streamjobs.cli.dev` do.
 """
@@ -34,16 +43,48 @@ from streamjobs.settings import Settings
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+
+def setting_default(field: str) -> str:
+    """The ``show_default`` text of an option whose default comes from Settings: its variable,
+    else the Settings default, e.g. ``$STREAMJOBS_CONCURRENCY or 1``."""
+    default = Settings.model_fields[field].default
+    return f"$STREAMJOBS_{field.upper()} or {default}"
+
+
 Bootstrap = Annotated[
-    str | None, typer.Option("--bootstrap-servers", "-b", help="Kafka bootstrap servers.")
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        "-b",
+        help="Kafka bootstrap servers.",
+        show_default=setting_default("bootstrap_servers"),
+    ),
 ]
-Prefix = Annotated[str | None, typer.Option("--topic-prefix", help="Topic name prefix.")]
-Queue = Annotated[str | None, typer.Option("--queue", "-q", help="Queue name.")]
+Prefix = Annotated[
+    str | None,
+    typer.Option(
+        "--topic-prefix", help="Topic name prefix.", show_default=setting_default("topic_prefix")
+    ),
+]
+Queue = Annotated[
+    str | None,
+    typer.Option("--queue", "-q", help="Queue name.", show_default=setting_default("queue")),
+]
 
 
 class ReportingGroup(TyperGroup):
     """The root command group: a StreamJobsError escaping any command (or sub-command) becomes
-    ``error: ...`` on stderr and its exit code, the same way for every command."""
+    ``error: ...`` on stderr and its exit code, the same way for every command; every flag of
+    the command tree is shown in ``--help`` without a value placeholder."""
+
+    _flags_plain = False
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        # the root's params are read before any sub-command parses or prints its help
+        if not self._flags_plain:
+            self._flags_plain = True
+            _plain_flags(self, ctx)
+        return super().get_params(ctx)
 
     def invoke(self, ctx: Any) -> Any:  # ctx: typer's vendored click Context
         try:
@@ -51,6 +92,17 @@ class ReportingGroup(TyperGroup):
         except StreamJobsError as exc:
             typer.echo(f"error: {one_line(str(exc))}", err=True)
             raise typer.Exit(exit_code(exc)) from exc
+
+
+def _plain_flags(command: Any, ctx: Any) -> None:
+    """Give every flag of ``command`` and its sub-commands (``--help`` included) an empty
+    metavar: typer's rich help prints ``metavar`` when set, and a ``<bool>`` placeholder
+    otherwise, as if a flag took a value."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _plain_flags(sub, ctx)
 
 
 def exit_code(error: StreamJobsError) -> int:

@@ -20,7 +20,7 @@ from streamjobs.errors import Retry
 from streamjobs.models import Task, TaskState
 from streamjobs.producer import Producer
 from streamjobs.registry import TaskRegistry
-from streamjobs.settings import Settings
+from streamjobs.settings import Settings, format_duration
 from streamjobs.worker.loop import Worker
 
 registry = TaskRegistry()
@@ -51,7 +51,8 @@ _first_attempts: dict[str, int] = {}
 
 def run(settings: Settings, *, tasks: int, keys: int) -> bool:
     """Ensure topics, run one worker, submit ``tasks`` over ``keys`` keys, verify outcomes."""
-    console = Console(stderr=True)
+    # a terminal wraps long lines itself; piped (make demo | tee), a line stays one line
+    console = Console(stderr=True, soft_wrap=True)
     console.print(f"[bold]streamjobs demo[/] on {settings.bootstrap_servers}")
     created = topics.ensure(settings)
     console.print(f"topics ready ({len(created)} created)")
@@ -71,7 +72,7 @@ def run(settings: Settings, *, tasks: int, keys: int) -> bool:
         f"every task had its first attempt after {first_pass:.2f}s "
         f"= {len(ids) / first_pass:,.0f} tasks/s submitted and run; "
         f"{worker.stats.retried} were retried through the "
-        f"{settings.retry_tiers[0].total_seconds():g}s retry tier"
+        f"{format_duration(settings.retry_tiers[0])} retry tier"
     )
     return states[TaskState.SUCCEEDED.value] == len(ids)
 

@@ -6,7 +6,10 @@ cluster, nothing from a worker's memory: end offsets (high watermarks), the work
 committed offsets (asked without joining the group), the status topic (counts by state; tasks
 per second = ``succeeded`` statuses updated in the last minute), the head of each retry/delay
 tier partition (tier records are ordered by due time, so the head is the oldest due) and the
-dead-letter topic (count by reason, how many are re-driven).
+dead-letter topic (count by reason, how many are re-driven). Tiers are the settings' and any
+other tier topic of the queue on the cluster (:func:`streamjobs.topics.compare_tiers`): a tier
+left behind by a change of ``STREAMJOBS_RETRY_TIERS`` shows with its backlog, marked as read by
+no worker with these settings, and a tier of the settings with no topic is listed as missing.
 
 Does not change anything, watch continuously, or serve metrics.
 """
@@ -29,8 +32,8 @@ from streamjobs.client import OffsetRange, read_range
 from streamjobs.envelope import decode_envelope
 from streamjobs.errors import BadInput
 from streamjobs.ops.deadletters import DeadLetterInfo, list_dead_letters
-from streamjobs.settings import Settings, format_duration
-from streamjobs.topics import QueueTopics, queue_topics
+from streamjobs.settings import Settings, format_duration, parse_duration
+from streamjobs.topics import TIERS_CHANGED_HINT, TierDrift, compare_tiers, queue_topics
 
 TierKind = Literal["retry", "delay"]
 # records read past a tier partition's committed offset to find its head (markers leave gaps)
@@ -58,6 +61,7 @@ class TierBacklog:
     delay: timedelta
     lag: int
     oldest_due_ms: int | None
+    configured: bool = True  # False: on the cluster, not in the settings (no worker reads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class Report:
     tiers: list[TierBacklog]
     dead_letters: dict[str, int]
     redriven: int
+    missing_tiers: list[str]
 
     @property
     def tasks_per_second(self) -> float:
@@ -99,7 +104,10 @@ def inspect(settings: Settings, *, timeout: float = 30.0) -> Report:
     """Read the queue's figures from Kafka (a few reads; cost grows with the status and DLQ)."""
     names = queue_topics(settings)
     taken = status.now_ms()
-    partitions = _lags(settings, names.task_topics)
+    existing = client.topic_partitions(client.new_admin(settings))
+    drift = compare_tiers(settings, existing)
+    present = [t for t in names.task_topics if t in existing] + drift.extra
+    partitions = lags(settings, present)
     views = [v for v in status.snapshot(settings, timeout=timeout).values()]
     mine = [v for v in views if v.queue == settings.queue]
     states = Counter(v.state.value for v in mine)
@@ -114,13 +122,14 @@ def inspect(settings: Settings, *, timeout: float = 30.0) -> Report:
         partitions=partitions,
         states=dict(sorted(states.items())),
         succeeded_last_minute=recent,
-        tiers=_tiers(settings, names, partitions),
+        tiers=_tiers(settings, _tier_topics(settings, drift), partitions),
         dead_letters=dict(sorted(Counter(d.reason for d in letters).items())),
         redriven=sum(1 for d in letters if d.redriven),
+        missing_tiers=drift.missing,
     )
 
 
-def _lags(settings: Settings, topics: list[str]) -> list[PartitionLag]:
+def lags(settings: Settings, topics: list[str]) -> list[PartitionLag]:
     consumer = client.new_reader(settings)
     try:
         marks = {
@@ -140,24 +149,47 @@ def _lags(settings: Settings, topics: list[str]) -> list[PartitionLag]:
     return lags
 
 
-def _tiers(settings: Settings, names: QueueTopics, lags: list[PartitionLag]) -> list[TierBacklog]:
+def _tier_topics(
+    settings: Settings, drift: TierDrift
+) -> list[tuple[str, TierKind, timedelta, bool]]:
+    """Each tier topic to report: the settings' (present on the cluster), then the extra ones."""
+    names = queue_topics(settings)
     families: list[tuple[TierKind, dict[timedelta, str]]] = [
         ("retry", names.retry),
         ("delay", names.delay),
     ]
+    tiers = [
+        (topic, kind, delay, True)
+        for kind, family in families
+        for delay, topic in family.items()
+        if topic not in drift.missing
+    ]
+    for topic in drift.extra:
+        kind, _, spelled = topic[len(names.main) + 1 :].partition(".")
+        tiers.append(
+            (topic, "retry" if kind == "retry" else "delay", parse_duration(spelled), False)
+        )
+    return tiers
+
+
+def _tiers(
+    settings: Settings,
+    topics: list[tuple[str, TierKind, timedelta, bool]],
+    lags: list[PartitionLag],
+) -> list[TierBacklog]:
     tiers = []
-    for kind, family in families:
-        for delay, topic in family.items():
-            pending = [p for p in lags if p.topic == topic and p.lag > 0]
-            tiers.append(
-                TierBacklog(
-                    topic=topic,
-                    kind=kind,
-                    delay=delay,
-                    lag=sum(p.lag for p in pending),
-                    oldest_due_ms=_oldest_due(settings, topic, delay, pending),
-                )
+    for topic, kind, delay, configured in topics:
+        pending = [p for p in lags if p.topic == topic and p.lag > 0]
+        tiers.append(
+            TierBacklog(
+                topic=topic,
+                kind=kind,
+                delay=delay,
+                lag=sum(p.lag for p in pending),
+                oldest_due_ms=_oldest_due(settings, topic, delay, pending),
+                configured=configured,
             )
+        )
     return tiers
 
 
@@ -222,7 +254,7 @@ def _state_table(report: Report) -> Table:
 
 def _tier_table(report: Report) -> Table:
     table = Table(title="retry and delay tiers", title_justify="left")
-    for name in ("tier", "topic", "backlog", "oldest due"):
+    for name in ("tier", "topic", "backlog", "oldest due", "note"):
         table.add_column(name, justify="right" if name == "backlog" else "left")
     for tier in report.tiers:
         table.add_row(
@@ -230,7 +262,13 @@ def _tier_table(report: Report) -> Table:
             tier.topic,
             str(tier.lag),
             _time(tier.oldest_due_ms, report.taken_at_ms),
+            "" if tier.configured else "not in the settings: no worker with them reads it",
         )
+    for topic in report.missing_tiers:
+        table.add_row("", topic, "", "", "missing: run `streamjobs topics ensure`")
+    if any(not t.configured for t in report.tiers) or report.missing_tiers:
+        table.caption = "tiers differ from the settings: " + TIERS_CHANGED_HINT
+        table.caption_justify = "left"
     return table
 
 

@@ -267,7 +267,7 @@ class _Replayer:
             return "already replayed in this run"
         current = self.statuses.get(task_id)
         if not self.force and current is not None and current.state is TaskState.SUCCEEDED:
-            return f"succeeded (generation {current.generation}); use force to run it again"
+            return f"succeeded (generation {current.generation}); use --force to run it again"
         return None
 
 

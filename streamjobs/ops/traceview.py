@@ -34,7 +34,7 @@ from typing import Any
 from streamjobs.errors import StreamJobsError
 from streamjobs.tracing import ATTR_ATTEMPT, ATTR_TASK, ATTR_TASK_ID
 
-__all__ = ["fetch_trace", "find_trace_by_task", "render"]
+__all__ = ["fetch_trace", "fetch_with_links", "find_trace_by_task", "linked_trace_ids", "render"]
 
 _LABEL_MAX = 60
 _BAR_MIN = 20
@@ -233,6 +233,44 @@ def fetch_trace(query_url: str, trace_id: str, *, timeout: float = 10.0) -> dict
     found = _get(url, timeout)
     traces = found.get("data") if found is not None else None
     return traces[0] if isinstance(traces, list) and traces else None
+
+
+def linked_trace_ids(trace: Mapping[str, Any]) -> list[str]:
+    """The other traces ``trace`` links to (a redrive's or replay's span links the run it
+    re-submits), in first-seen order (pure)."""
+    own = trace.get("traceID")
+    found: dict[str, None] = {}
+    for raw in trace.get("spans") or ():
+        for ref in raw.get("references") or ():
+            other = ref.get("traceID")
+            if other and other != own and other != raw.get("traceID"):
+                found[str(other)] = None
+    return list(found)
+
+
+def fetch_with_links(
+    query_url: str, trace_id: str, *, limit: int = 10, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """The trace ``trace_id`` and every trace it links to, transitively (a task redriven twice:
+    three traces), at most ``limit``, earliest first; empty if ``trace_id`` is unknown. A linked
+    trace Jaeger no longer has is left out."""
+    traces: dict[str, dict[str, Any]] = {}
+    asked: set[str] = set()
+    todo = [trace_id]
+    while todo and len(traces) < limit:
+        wanted = todo.pop(0)
+        if wanted in asked:
+            continue
+        asked.add(wanted)
+        found = fetch_trace(query_url, wanted, timeout=timeout)
+        if found is not None:
+            traces[str(found.get("traceID", wanted))] = found
+            todo += linked_trace_ids(found)
+    return sorted(traces.values(), key=_started_us)
+
+
+def _started_us(trace: Mapping[str, Any]) -> int:
+    return min((int(s.get("startTime", 0)) for s in trace.get("spans") or ()), default=0)
 
 
 def find_trace_by_task(

@@ -16,7 +16,7 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from streamjobs.codec import HEADER_SIZE, MAGIC, SchemaCodec, builtin, parse, schema_fingerprint
-from streamjobs.errors import BadInput, DecodeError, UnsafeSchema
+from streamjobs.errors import BadInput, DecodeError, EncodeError, UnsafeSchema
 
 # --- CRC-64-AVRO exactly as the Avro specification spells it ("Schema Fingerprints") ----------
 _EMPTY = 0xC15D213AA4D7A795
@@ -81,7 +81,7 @@ def login() -> SchemaCodec:
     return SchemaCodec(LOGIN)
 
 
-def _reason(excinfo: pytest.ExceptionInfo[DecodeError]) -> str:
+def _reason(excinfo: pytest.ExceptionInfo[DecodeError] | pytest.ExceptionInfo[EncodeError]) -> str:
     return excinfo.value.reason
 
 
@@ -209,10 +209,10 @@ def test_decode_error_is_bad_input_so_the_record_is_dead_lettered(transfer: Sche
 def test_record_that_does_not_fit_the_schema_fails_to_encode_with_reason_encode_error(
     transfer: SchemaCodec,
 ) -> None:
-    with pytest.raises(DecodeError) as excinfo:
+    with pytest.raises(EncodeError) as excinfo:
         transfer.encode({"source": "a", "target": "b"})
     assert _reason(excinfo) == "encode_error"
-    with pytest.raises(DecodeError) as excinfo:
+    with pytest.raises(EncodeError) as excinfo:
         transfer.encode({"source": "a", "target": "b", "amount": "lots"})
     assert _reason(excinfo) == "encode_error"
 
@@ -342,7 +342,7 @@ def test_flat_record_missing_fields_with_defaults_is_written_with_the_defaults()
 
 
 def test_flat_record_missing_a_field_without_default_fails_with_reason_encode_error() -> None:
-    with pytest.raises(DecodeError) as excinfo:
+    with pytest.raises(EncodeError) as excinfo:
         SchemaCodec(FLAT).encode_body({"b": 1})
     assert _reason(excinfo) == "encode_error"
 
@@ -351,7 +351,7 @@ def test_flat_record_with_an_out_of_range_int_fails_with_reason_encode_error() -
     codec = SchemaCodec({"type": "record", "name": "N", "fields": [{"name": "n", "type": "int"}]})
     assert codec.decode_body(codec.encode_body({"n": 2**31 - 1})) == {"n": 2**31 - 1}
     for bad in (2**31, "7", None):
-        with pytest.raises(DecodeError) as excinfo:
+        with pytest.raises(EncodeError) as excinfo:
             codec.encode_body({"n": bad})
         assert _reason(excinfo) == "encode_error"
 
@@ -361,7 +361,7 @@ def test_a_fixed_of_the_wrong_size_fails_with_reason_encode_error() -> None:
     rng = random.Random(7)
     record = {f["name"]: _random_value(rng, f["type"]) for f in codec.schema["fields"]}
     record["payload_schema"] = b"short"
-    with pytest.raises(DecodeError) as excinfo:
+    with pytest.raises(EncodeError) as excinfo:
         codec.encode(record)
     assert _reason(excinfo) == "encode_error"
 
@@ -371,6 +371,6 @@ def test_a_nested_record_missing_a_field_fails_with_reason_encode_error() -> Non
     rng = random.Random(8)
     record = {f["name"]: _random_value(rng, f["type"]) for f in codec.schema["fields"]}
     record["origin"] = {"topic": "t", "partition": 1}  # offset and timestamp_ms missing
-    with pytest.raises(DecodeError) as excinfo:
+    with pytest.raises(EncodeError) as excinfo:
         codec.encode(record)
     assert _reason(excinfo) == "encode_error"

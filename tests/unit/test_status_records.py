@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from streamjobs.codec import MAGIC, builtin
 from streamjobs.envelope import Envelope
-from streamjobs.errors import DecodeError
+from streamjobs.errors import DecodeError, EncodeError
 from streamjobs.models import Task, TaskState, status_version
 from streamjobs.status import AttemptStatuses, StatusView, decode_status, encode_status
 
@@ -281,7 +281,7 @@ def test_a_column_the_status_record_does_not_have_is_a_type_error() -> None:
 
 
 def test_a_column_of_the_wrong_type_fails_with_reason_encode_error() -> None:
-    with pytest.raises(DecodeError) as excinfo:
+    with pytest.raises(EncodeError) as excinfo:
         encode_status(_envelope(), TaskState.QUEUED, partition="three")
     assert excinfo.value.reason == "encode_error"
 

@@ -295,3 +295,54 @@ def test_up_reuses_one_detached_jaeger_and_down_stops_it() -> None:
     finally:
         down(ports.query_http)
         shutil.rmtree(default_cache_dir() / "jaeger" / f"run-{ports.query_http}")
+
+
+def test_trace_of_a_replayed_task_shows_the_earlier_trace_it_links_to(
+    jaeger: LocalJaeger,
+    settings: Settings,
+    traced_worker: Callable[[Settings, LocalJaeger, str], Path],
+    span_relay: SpanRelay,
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from streamjobs.cli import app
+    from streamjobs.ops.replay import replay
+
+    worker_service = f"streamjobs-worker-{unique_prefix}"
+    traced_worker(settings, jaeger, worker_service)
+    exporter = OTLPSpanExporter(endpoint=otlp_traces_url(jaeger.otlp_http_endpoint))
+    with span_relay.routing(BatchSpanProcessor(exporter)):
+        with Producer(settings) as producer:
+            handle = producer.submit(Flaky(token=unique_prefix, failures=0), key="k")
+            assert handle.wait(60.0) == "ok after 1 runs", _log_of(tmp_path)
+        first = latest(settings, handle.task_id)
+        assert first is not None
+        summary = replay(settings, topic=queue_topics(settings).main, from_offset=0, force=True)
+        assert summary.replayed == 1
+
+    def replayed() -> str | None:
+        view = latest(settings, handle.task_id)
+        done = view is not None and view.generation > first.generation and view.state.final
+        return view.trace_id if done and view.trace_id != first.trace_id else None
+
+    second_trace = wait_for(replayed, 60.0, interval=0.25, message="the replayed run")
+
+    def both_in_jaeger() -> str | None:
+        shown = CliRunner().invoke(
+            app,
+            ["trace", handle.task_id, "--bootstrap-servers", settings.bootstrap_servers,
+             "--topic-prefix", settings.topic_prefix, "--jaeger", jaeger.query_url],
+            catch_exceptions=False,
+        )  # fmt: skip
+        complete = shown.exit_code == 0 and shown.output.count("process ") >= 2
+        return shown.output if complete else None
+
+    try:
+        drawn = wait_for(both_in_jaeger, 30.0, interval=0.5, message="both traces drawn")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_jaeger_state(jaeger)}\n{_log_of(tmp_path)}") from None
+    headers = [line for line in drawn.splitlines() if line.startswith("trace ")]
+    assert [h.split()[1] for h in headers] == [first.trace_id, second_trace]  # earliest first
+    assert f"linked to {first.trace_id}" in drawn

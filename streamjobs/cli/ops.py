@@ -11,7 +11,9 @@ options (:mod:`streamjobs.cli.options`) or any behaviour. `status` stays a singl
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -54,8 +56,8 @@ def parse_time(text: str | None) -> Any:
     return moment if moment.tzinfo is not None else moment.astimezone()
 
 
-def _run_with_progress(label: str, job: Any) -> Any:
-    """Run ``job(progress_callback)`` under a progress bar on stderr."""
+def _run_with_progress(settings: Settings, label: str, job: Any) -> Any:
+    """Run ``job(progress_callback)`` under a progress bar on stderr, its spans exported."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from streamjobs.cli.output import console as new_console
@@ -63,9 +65,23 @@ def _run_with_progress(label: str, job: Any) -> Any:
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
     console = new_console(stderr=True)
     bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
-    with bar:
+    with _traced(settings), bar:
         task = bar.add_task(label, total=None)
         return job(lambda done, total: bar.update(task, completed=done, total=max(total, done)))
+
+
+@contextlib.contextmanager
+def _traced(settings: Settings) -> Iterator[None]:
+    """Export the replay/redrive spans (linked to each task's earlier trace, so ``trace ID`` can
+    follow them) when an OTLP endpoint is configured; nothing is installed otherwise."""
+    from streamjobs import telemetry
+
+    provider = telemetry.configure(settings)
+    try:
+        yield
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flushes the spans
 
 
 def _report(summary: Any, as_json: bool, counts: str, *, only_problems: bool) -> NoReturn:
@@ -108,6 +124,7 @@ def replay_command(
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
     summary = _run_with_progress(
+        settings,
         "would replay" if dry_run else "replaying",
         lambda progress: replay.replay(
             settings,
@@ -191,6 +208,7 @@ def dlq_redrive(
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
     summary = _run_with_progress(
+        settings,
         "would redrive" if dry_run else "redriving",
         lambda progress: redrive.redrive(
             settings,

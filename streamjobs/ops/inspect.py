@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -77,7 +77,7 @@ class Report:
     tiers: list[TierBacklog]
     dead_letters: dict[str, int]
     redriven: int
-    missing_tiers: list[str]
+    missing_tiers: list[str] = field(default_factory=list)  # tiers of the settings, no topic
 
     @property
     def tasks_per_second(self) -> float:

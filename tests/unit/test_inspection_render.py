@@ -61,6 +61,7 @@ def test_json_report_is_plain_data_with_durations_spelled_like_topic_names() -> 
         "delay": "5s",
         "lag": 2,
         "oldest_due_ms": NOW_MS + 4000,
+        "configured": True,
     }
     assert data["partitions"][1]["committed"] is None
     assert data["dead_letters"] == {"decode_error": 1, "max_attempts": 4}
@@ -142,3 +143,27 @@ def test_tier_partitions_that_never_held_a_record_are_left_out_of_the_table_only
     assert "│ acme.emails.retry.5s │         0 │" not in text
     assert "1 empty tier partitions not shown" in text
     assert len(subject.as_dict()["partitions"]) == 3
+
+
+def test_a_tier_the_settings_do_not_name_and_a_missing_one_are_marked_with_what_to_run() -> None:
+    left_behind = TierBacklog(
+        "acme.emails.retry.30s", "retry", timedelta(seconds=30), 7, NOW_MS - 1000, configured=False
+    )
+    subject = report(tiers=[*report().tiers, left_behind], missing_tiers=["acme.emails.retry.10s"])
+
+    text = render_text(subject, width=400)
+    data = subject.as_dict()
+
+    (row,) = [line for line in text.splitlines() if "acme.emails.retry.30s" in line]
+    assert "retry 30s" in row
+    assert " 7 " in row
+    assert "not in the settings: no worker with them reads it" in row
+    (missing,) = [line for line in text.splitlines() if "acme.emails.retry.10s" in line]
+    assert "missing: run `streamjobs topics ensure`" in missing
+    assert "tiers differ from the settings" in text
+    assert data["missing_tiers"] == ["acme.emails.retry.10s"]
+    assert data["tiers"][-1]["configured"] is False
+
+
+def test_tiers_that_match_the_settings_add_no_caption() -> None:
+    assert "tiers differ" not in render_text(report(), width=400)

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from streamjobs import client
 from streamjobs.errors import TopicError
-from streamjobs.settings import Settings, format_duration
+from streamjobs.settings import Settings, format_duration, parse_duration
 
 _DAY_MS = 86_400_000
 
@@ -83,10 +83,16 @@ def compare_tiers(settings: Settings, existing: Iterable[str]) -> TierDrift:
     """Which ``<prefix>.<queue>.retry.<d>`` / ``.delay.<d>`` topics of ``existing`` differ from
     the settings' tiers (pure)."""
     names = queue_topics(settings)
-    tier = re.compile(rf"{re.escape(names.main)}\.(retry|delay)\.\d+(ms|s|m|h|d)")
-    on_cluster = {t for t in existing if tier.fullmatch(t)}
-    wanted = {*names.retry.values(), *names.delay.values()}
-    return TierDrift(extra=sorted(on_cluster - wanted), missing=sorted(wanted - on_cluster))
+    tier = re.compile(rf"{re.escape(names.main)}\.(retry|delay)\.(\d+(?:ms|s|m|h|d))")
+    wanted = [*names.retry.values(), *names.delay.values()]  # retry then delay, shortest first
+    found = {m.group(0): m for m in map(tier.fullmatch, existing) if m is not None}
+    extra = sorted(
+        (m for name, m in found.items() if name not in wanted),
+        key=lambda m: (m.group(1) != "retry", parse_duration(m.group(2))),
+    )
+    return TierDrift(
+        extra=[m.group(0) for m in extra], missing=[t for t in wanted if t not in found]
+    )
 
 
 def tier_drift(settings: Settings) -> TierDrift:
@@ -95,10 +101,10 @@ def tier_drift(settings: Settings) -> TierDrift:
 
 
 TIERS_CHANGED_HINT = (
-    "the retry/delay tiers differ from the cluster's tier topics: run with the workers' "
-    "STREAMJOBS_RETRY_TIERS and STREAMJOBS_DELAY_TIERS; after changing them, run "
-    "`streamjobs topics ensure` with the new values and keep the old tiers until their "
-    "backlog is empty (`streamjobs inspect`)"
+    "tier topics differ from these settings: run this command with the workers' "
+    "STREAMJOBS_RETRY_TIERS and STREAMJOBS_DELAY_TIERS; to change the tiers, run "
+    "`streamjobs topics ensure` with the new values and keep the old ones in the list until "
+    "their backlog is 0 (`streamjobs inspect`)"
 )
 
 
@@ -193,6 +199,8 @@ def verify(settings: Settings) -> None:
     if problems:
         drift = compare_tiers(settings, existing)
         if drift.missing and drift.extra:  # tiers changed, or this command lacks the variables
-            problems.append(f"tier topics on the cluster not in the settings: {drift.extra}")
+            problems.append(
+                "tier topics on the cluster not in the settings: " + ", ".join(drift.extra)
+            )
             problems.append(TIERS_CHANGED_HINT)
         raise TopicError("topics not as expected:\n  " + "\n  ".join(problems))

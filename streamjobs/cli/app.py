@@ -37,6 +37,7 @@ from streamjobs.cli.options import (
     setting_default,
 )
 from streamjobs.models import TaskState
+from streamjobs.settings import Settings
 
 STATUS_EXIT_CODES = (
     "Exit codes: 0 succeeded, or not final yet (queued, scheduled, running, retry_scheduled); "
@@ -186,7 +187,7 @@ def topics_verify(
     typer.echo("ok")
 
 
-def _stranded(settings: Any) -> dict[str, int]:
+def _stranded(settings: Settings) -> dict[str, int]:
     """Tier topics of the queue on the cluster that the settings do not name, with the tasks
     the workers' group has not consumed from each."""
     extra = topics.tier_drift(settings).extra

@@ -176,7 +176,8 @@ def dlq_show(
     topic_prefix: Prefix = None,
     queue: Queue = None,
 ) -> None:
-    """One dead letter: error, attempts, origin, envelope and task arguments."""
+    """One dead letter: error, attempts, origin, envelope and task arguments (times in UTC)."""
+    from streamjobs.cli.output import field_lines
     from streamjobs.ops import deadletters as redrive
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
@@ -184,9 +185,7 @@ def dlq_show(
     if as_json:
         typer.echo(json.dumps(detail.as_dict(), default=str))
         return
-    for name, value in detail.as_dict().items():
-        if value is not None and value != {}:
-            typer.echo(f"{name:>18}: {value}")
+    typer.echo("\n".join(field_lines(detail.as_dict(), status.now_ms())))
 
 
 @dlq_app.command("redrive")

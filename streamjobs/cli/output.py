@@ -59,9 +59,23 @@ _SHOWN = (
 )  # fmt: skip
 
 
+def field_lines(fields: dict[str, Any], now_ms: int, width: int = 18) -> list[str]:
+    """``name: value`` lines of a record's fields, empty ones left out; a time field (``*_ms``
+    epoch milliseconds) is shown under its name without ``_ms``, in UTC with its age."""
+    lines = []
+    for name, value in fields.items():
+        if value is None or value == {}:
+            continue
+        if name.endswith("_ms") and isinstance(value, int):
+            name, value = name.removesuffix("_ms"), moment(value, now_ms)
+        lines.append(f"{name:>{width}}: {value}")
+    return lines
+
+
 def status_lines(view: StatusView, now_ms: int) -> list[str]:
     """A task's status as ``label: value`` lines, times in UTC with ages, empty fields left out."""
     fields: dict[str, Any] = view.as_dict()
+    fields["result"] = view.result_json  # the handler's value as JSON, as --json has it
     if view.topic is not None:
         fields["origin"] = f"{view.topic}[{view.partition}]@{view.offset}"
     lines = []

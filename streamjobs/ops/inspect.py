@@ -267,7 +267,7 @@ def _tier_table(report: Report) -> Table:
     for topic in report.missing_tiers:
         table.add_row("", topic, "", "", "missing: run `streamjobs topics ensure`")
     if any(not t.configured for t in report.tiers) or report.missing_tiers:
-        table.caption = "tiers differ from the settings: " + TIERS_CHANGED_HINT
+        table.caption = TIERS_CHANGED_HINT
         table.caption_justify = "left"
     return table
 

@@ -3,7 +3,9 @@ typer's CliRunner, which is not a terminal)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +64,14 @@ def test_status_of_a_dead_lettered_task_exits_1_with_its_reason_and_utc_times(
     assert " ago)" in shown.output
     assert "version" not in shown.output
     assert as_json.exit_code == 1
+    letters = json.loads(_cli("dlq", "list", *_where(settings), "--json").stdout)
+    (letter,) = [d for d in letters if d["task_id"] == handle.task_id]
+    shown_letter = _cli("dlq", "show", letter["ref"], *_where(settings))
+    assert shown_letter.exit_code == 0, shown_letter.output
+    assert re.search(
+        r"failed_at: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+ s ago\)", shown_letter.stdout
+    )
+    assert "_ms:" not in shown_letter.stdout.split("envelope:")[0]
     assert '"version"' in as_json.stdout
     assert '"updated_at_ms"' in as_json.stdout
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from streamjobs import Settings, Task
 from streamjobs.cli import app
-from streamjobs.cli.output import age, moment, status_lines
+from streamjobs.cli.output import age, field_lines, moment, status_lines
 from streamjobs.codec import SchemaCodec, misfit_path
 from streamjobs.errors import BadInput, EncodeError
 from streamjobs.models import TaskState
@@ -98,6 +98,16 @@ def test_a_moment_is_iso_8601_utc_with_its_age() -> None:
     assert moment(None, 0) == "-"
 
 
+def test_field_lines_show_epoch_millisecond_fields_as_utc_times_and_skip_empty_ones() -> None:
+    lines = field_lines(
+        {"ref": "0:4", "failed_at_ms": 1_764_906_588_000, "error": None, "headers": {}},
+        now_ms=1_764_906_598_000,
+        width=10,
+    )
+
+    assert lines == ["       ref: 0:4", " failed_at: 2025-12-05T03:49:48Z (10 s ago)"]
+
+
 def _view(**overrides: Any) -> StatusView:
     fields: dict[str, Any] = dict.fromkeys(StatusView.__dataclass_fields__)
     fields.update(
@@ -133,6 +143,18 @@ def test_tier_topics_on_the_cluster_are_compared_with_the_settings() -> None:
     assert drift.missing == ["p.default.retry.3s"]
     wanted = ["p.default.retry.1s", "p.default.retry.3s", "p.default.delay.1m"]
     assert not compare_tiers(settings, wanted)
+
+
+def test_tier_differences_are_listed_retry_first_then_by_delay() -> None:
+    settings = Settings(topic_prefix="p", retry_tiers="5s,30s,5m,30m", delay_tiers="1m")
+    on_cluster = ["p.default.delay.90s", "p.default.retry.3s", "p.default.retry.1s"]
+
+    drift = compare_tiers(settings, on_cluster)
+
+    assert drift.extra == ["p.default.retry.1s", "p.default.retry.3s", "p.default.delay.90s"]
+    assert drift.missing == [f"p.default.retry.{d}" for d in ("5s", "30s", "5m", "30m")] + [
+        "p.default.delay.1m"
+    ]
 
 
 def test_a_queue_named_like_a_tier_is_not_taken_for_one() -> None:

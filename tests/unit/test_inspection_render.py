@@ -160,10 +160,10 @@ def test_a_tier_the_settings_do_not_name_and_a_missing_one_are_marked_with_what_
     assert "not in the settings: no worker with them reads it" in row
     (missing,) = [line for line in text.splitlines() if "acme.emails.retry.10s" in line]
     assert "missing: run `streamjobs topics ensure`" in missing
-    assert "tiers differ from the settings" in text
+    assert "tier topics differ from these settings" in text
     assert data["missing_tiers"] == ["acme.emails.retry.10s"]
     assert data["tiers"][-1]["configured"] is False
 
 
 def test_tiers_that_match_the_settings_add_no_caption() -> None:
-    assert "tiers differ" not in render_text(report(), width=400)
+    assert "differ" not in render_text(report(), width=400)

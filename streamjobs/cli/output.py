@@ -55,7 +55,7 @@ _TIMES = {"updated_at_ms": "updated", "submitted_at_ms": "submitted", "not_befor
 _SHOWN = (
     "task_id", "task", "queue", "state", "attempt", "generation", "key", "result", "reason",
     "error_type", "error", "note", "submitted_at_ms", "not_before_ms", "updated_at_ms",
-    "worker_id", "origin", "trace_id",
+    "worker_id", "record", "trace_id",
 )  # fmt: skip
 
 
@@ -76,8 +76,9 @@ def status_lines(view: StatusView, now_ms: int) -> list[str]:
     """A task's status as ``label: value`` lines, times in UTC with ages, empty fields left out."""
     fields: dict[str, Any] = view.as_dict()
     fields["result"] = view.result_json  # the handler's value as JSON, as --json has it
-    if view.topic is not None:
-        fields["origin"] = f"{view.topic}[{view.partition}]@{view.offset}"
+    if view.topic is not None:  # where the task's record is (a tier's topic while scheduled)
+        where = f"[{view.partition}]@{view.offset}" if view.partition is not None else ""
+        fields["record"] = f"{view.topic}{where}"
     lines = []
     for name in _SHOWN:
         value = fields.get(name)

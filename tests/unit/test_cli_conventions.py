@@ -119,12 +119,27 @@ def _view(**overrides: Any) -> StatusView:
     return StatusView(**fields)
 
 
+def test_status_lines_of_a_scheduled_task_name_the_tier_it_waits_in_and_when_it_is_due() -> None:
+    scheduled = _view(
+        state=TaskState.SCHEDULED,
+        topic="p.default.delay.1m",
+        partition=None,
+        offset=None,
+        not_before_ms=1_764_906_588_000 + 300_000,
+    )
+
+    text = "\n".join(status_lines(scheduled, now_ms=1_764_906_588_000))
+
+    assert text.endswith("record: p.default.delay.1m")
+    assert "due: 2025-12-05T03:54:48Z (in 5 min)" in text
+
+
 def test_status_lines_show_times_in_utc_with_ages_and_leave_the_version_to_json() -> None:
     lines = status_lines(_view(), now_ms=1_764_906_708_000)
 
     text = "\n".join(lines)
     assert "updated: 2025-12-05T03:49:48Z (2 min ago)" in text
-    assert "origin: p.default.retry.5s[2]@41" in text
+    assert "record: p.default.retry.5s[2]@41" in text
     assert "version" not in text
     assert "1764906588000" not in text
     assert "state: dead_lettered" in text

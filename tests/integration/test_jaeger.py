@@ -346,3 +346,60 @@ def test_trace_of_a_replayed_task_shows_the_earlier_trace_it_links_to(
     headers = [line for line in drawn.splitlines() if line.startswith("trace ")]
     assert [h.split()[1] for h in headers] == [first.trace_id, second_trace]  # earliest first
     assert f"linked to {first.trace_id}" in drawn
+
+
+def test_the_readme_service_and_worker_with_an_otlp_endpoint_make_one_trace(
+    jaeger: LocalJaeger,
+    settings: Settings,
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    from tests.integration.test_readme import readme_example
+
+    (tmp_path / "tasks.py").write_text(readme_example("# tasks.py"))
+    (tmp_path / "service.py").write_text(readme_example("# service.py"))
+    env = worker_env(settings)
+    env.pop("OTEL_SDK_DISABLED", None)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    env["STREAMJOBS_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    env["STREAMJOBS_TOPIC_PREFIX"] = settings.topic_prefix
+    env["STREAMJOBS_OTLP_ENDPOINT"] = jaeger.otlp_http_endpoint
+    worker_service = f"streamjobs-worker-{unique_prefix}"
+    command = [sys.executable, "-m", "streamjobs.cli", "consume", "tasks:registry"]
+    command += ["--service-name", worker_service]
+    log = tmp_path / "worker.log"
+    with log.open("ab") as out:
+        worker = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
+    try:
+        done = subprocess.run(
+            [sys.executable, "service.py"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr + _log_of(tmp_path)
+        task_id = done.stdout.splitlines()[0].split()[1]
+
+        def both_spans() -> dict[str, Any] | None:
+            found = find_trace_by_task(jaeger.query_url, worker_service, task_id)
+            return found if found is not None and len(found["spans"]) >= 2 else None
+
+        try:
+            trace = wait_for(both_spans, 30.0, interval=0.25, message="the README task's trace")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_jaeger_state(jaeger)}\n{_log_of(tmp_path)}") from None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30.0)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10.0)
+    (send,) = _span_by(trace, **{"span.kind": "producer"})
+    (attempt,) = _span_by(trace, **{"span.kind": "consumer", "streamjobs.task_id": task_id})
+    assert _service_of(trace, send) == "signup"  # the README's service_name
+    assert _service_of(trace, attempt) == worker_service
+    assert _parent_of(attempt) == send["spanID"]

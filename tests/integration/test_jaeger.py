@@ -297,7 +297,9 @@ def test_up_reuses_one_detached_jaeger_and_down_stops_it() -> None:
         shutil.rmtree(default_cache_dir() / "jaeger" / f"run-{ports.query_http}")
 
 
-def test_trace_of_a_replayed_task_shows_the_earlier_trace_it_links_to(
+@pytest.mark.parametrize("rerun", ["replay", "redrive"])
+def test_trace_of_a_rerun_task_shows_the_earlier_trace_it_links_to(
+    rerun: str,
     jaeger: LocalJaeger,
     settings: Settings,
     traced_worker: Callable[[Settings, LocalJaeger, str], Path],
@@ -307,27 +309,38 @@ def test_trace_of_a_replayed_task_shows_the_earlier_trace_it_links_to(
 ) -> None:
     from typer.testing import CliRunner
 
+    from streamjobs import TaskFailed
     from streamjobs.cli import app
+    from streamjobs.ops.deadletters import redrive
     from streamjobs.ops.replay import replay
 
     worker_service = f"streamjobs-worker-{unique_prefix}"
     traced_worker(settings, jaeger, worker_service)
+    # replay: a task that succeeded, run again; redrive: one dead-lettered after every attempt
+    failures = 0 if rerun == "replay" else settings.max_attempts
     exporter = OTLPSpanExporter(endpoint=otlp_traces_url(jaeger.otlp_http_endpoint))
     with span_relay.routing(BatchSpanProcessor(exporter)):
         with Producer(settings) as producer:
-            handle = producer.submit(Flaky(token=unique_prefix, failures=0), key="k")
-            assert handle.wait(60.0) == "ok after 1 runs", _log_of(tmp_path)
+            handle = producer.submit(Flaky(token=unique_prefix, failures=failures), key="k")
+            if rerun == "replay":
+                assert handle.wait(60.0) == "ok after 1 runs", _log_of(tmp_path)
+            else:
+                with pytest.raises(TaskFailed):
+                    handle.wait(60.0)
         first = latest(settings, handle.task_id)
         assert first is not None
-        summary = replay(settings, topic=queue_topics(settings).main, from_offset=0, force=True)
-        assert summary.replayed == 1
+        if rerun == "replay":
+            main = queue_topics(settings).main
+            assert replay(settings, topic=main, from_offset=0, force=True).replayed == 1
+        else:
+            assert redrive(settings).redriven == 1
 
-    def replayed() -> str | None:
+    def rerun_done() -> str | None:
         view = latest(settings, handle.task_id)
         done = view is not None and view.generation > first.generation and view.state.final
         return view.trace_id if done and view.trace_id != first.trace_id else None
 
-    second_trace = wait_for(replayed, 60.0, interval=0.25, message="the replayed run")
+    second_trace = wait_for(rerun_done, 60.0, interval=0.25, message=f"the {rerun} run")
 
     def both_in_jaeger() -> str | None:
         shown = CliRunner().invoke(
@@ -336,7 +349,8 @@ def test_trace_of_a_replayed_task_shows_the_earlier_trace_it_links_to(
              "--topic-prefix", settings.topic_prefix, "--jaeger", jaeger.query_url],
             catch_exceptions=False,
         )  # fmt: skip
-        complete = shown.exit_code == 0 and shown.output.count("process ") >= 2
+        # every attempt of the first run (one, or all max_attempts) and the re-run's one
+        complete = shown.exit_code == 0 and shown.output.count("process ") >= max(failures, 1) + 1
         return shown.output if complete else None
 
     try:
@@ -346,6 +360,7 @@ def test_trace_of_a_replayed_task_shows_the_earlier_trace_it_links_to(
     headers = [line for line in drawn.splitlines() if line.startswith("trace ")]
     assert [h.split()[1] for h in headers] == [first.trace_id, second_trace]  # earliest first
     assert f"linked to {first.trace_id}" in drawn
+    assert f"{rerun} " in drawn  # the re-run's own span, in the second trace
 
 
 def test_the_readme_service_and_worker_with_an_otlp_endpoint_make_one_trace(

@@ -97,7 +97,7 @@ def compare_tiers(settings: Settings, existing: Iterable[str]) -> TierDrift:
 
 def tier_drift(settings: Settings) -> TierDrift:
     """:func:`compare_tiers` against the cluster's topics."""
-    return compare_tiers(settings, client.topic_partitions(client.new_admin(settings)))
+    return compare_tiers(settings, client.new_admin(settings).topic_partitions())
 
 
 TIERS_CHANGED_HINT = (

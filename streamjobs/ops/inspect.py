@@ -104,7 +104,7 @@ def inspect(settings: Settings, *, timeout: float = 30.0) -> Report:
     """Read the queue's figures from Kafka (a few reads; cost grows with the status and DLQ)."""
     names = queue_topics(settings)
     taken = status.now_ms()
-    existing = client.topic_partitions(client.new_admin(settings))
+    existing = client.new_admin(settings).topic_partitions()
     drift = compare_tiers(settings, existing)
     present = [t for t in names.task_topics if t in existing] + drift.extra
     partitions = lags(settings, present)

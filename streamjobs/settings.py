@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     commit_interval: timedelta = timedelta(milliseconds=200)
     shutdown_grace: timedelta = timedelta(seconds=30)
     crash_limit: int = Field(default=3, ge=1)
+    # how often `streamjobs consume` reports on <prefix>.workers (streamjobs.metrics.heartbeat)
+    heartbeat_interval: timedelta = Field(
+        default=timedelta(seconds=5), ge=timedelta(milliseconds=100)
+    )
     exactly_once: bool = False
 
     max_message_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
@@ -136,7 +140,12 @@ class Settings(BaseSettings):
         return _duration_list(value)
 
     @field_validator(
-        "max_future", "commit_interval", "shutdown_grace", "status_retention", mode="before"
+        "max_future",
+        "commit_interval",
+        "shutdown_grace",
+        "status_retention",
+        "heartbeat_interval",
+        mode="before",
     )
     @classmethod
     def _duration(cls, value: Any) -> timedelta:

@@ -1,11 +1,11 @@
 """Topic policy: names, partition counts and configs of every topic of a queue, in one place.
 
 Owns the naming scheme (``<prefix>.<queue>``, ``.retry.<delay>``, ``.delay.<delay>``, ``.dlq``,
-``<prefix>.status``, ``<prefix>.schemas``, ``<prefix>.schedules``), the configuration each topic
-needs, ``ensure``/``verify``, and :func:`tier_drift`: the queue's tier topics on the cluster
-against the tiers of the settings (tiers changed, or a command run without the workers'
-``STREAMJOBS_RETRY_TIERS``). streamjobs never relies on broker auto-creation. Does not produce or
-consume records.
+``<prefix>.status``, ``<prefix>.schemas``, ``<prefix>.schedules``, ``<prefix>.workers``), the
+configuration each topic needs, ``ensure``/``verify``, and :func:`tier_drift`: the queue's tier
+topics on the cluster against the tiers of the settings (tiers changed, or a command run without
+the workers' ``STREAMJOBS_RETRY_TIERS``). streamjobs never relies on broker auto-creation. Does
+not produce or consume records.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class QueueTopics:
     status: str
     schemas: str
     schedules: str
+    workers: str
 
     @property
     def task_topics(self) -> list[str]:
@@ -63,6 +64,7 @@ def queue_topics(settings: Settings) -> QueueTopics:
         status=f"{settings.topic_prefix}.status",
         schemas=f"{settings.topic_prefix}.schemas",
         schedules=f"{settings.topic_prefix}.schedules",
+        workers=f"{settings.topic_prefix}.workers",
     )
 
 
@@ -138,7 +140,18 @@ def topic_specs(settings: Settings) -> list[client.TopicSpec]:
             names.schedules, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"}
         )
     )
+    # worker heartbeats (streamjobs.metrics.heartbeat): the latest report per worker; a killed
+    # worker's last report is deleted a day later (graceful stops write a tombstone at once)
+    specs.append(client.TopicSpec(names.workers, 1, rf, _WORKERS_CONFIG))
     return specs
+
+
+_WORKERS_CONFIG = {
+    "cleanup.policy": "compact,delete",
+    "retention.ms": str(_DAY_MS),
+    "segment.ms": str(3_600_000),
+    "min.cleanable.dirty.ratio": "0.1",
+}
 
 
 def status_config(delete_retention_ms: str) -> dict[str, str]:

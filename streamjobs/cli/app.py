@@ -26,6 +26,7 @@ from streamjobs.cli import dev as cli_dev
 from streamjobs.cli import ops as cli_ops
 from streamjobs.cli import schedules as cli_schedules
 from streamjobs.cli import schemas as cli_schemas
+from streamjobs.cli import workers as cli_workers
 from streamjobs.cli.options import (
     EXIT_FAILED,
     Bootstrap,
@@ -268,6 +269,7 @@ cli_ops.register(app)  # replay, dlq, inspect, purge, trace
 cli_schemas.register(app)  # schemas export, schemas check
 cli_dev.register(app)  # dev-broker, dev-jaeger
 cli_schedules.register(app)  # schedules list|show|add|remove|pause|resume|trigger
+cli_workers.register(app)  # workers
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -168,6 +168,17 @@ class KafkaConsumer:
             raise unavailable(exc) from exc
         return int(low), int(high)
 
+    def cached_end(self, topic: str, partition: int) -> int | None:
+        """The end offset of an assigned partition as of the last fetch from it, without asking
+        the broker (None before the first fetch): cheap enough to read every second."""
+        try:
+            _, high = self._consumer.get_watermark_offsets(
+                KafkaTopicPartition(topic, partition), cached=True
+            )
+        except KafkaException:
+            return None
+        return int(high) if high >= 0 else None
+
     def watermarks_when_ready(self, topic: str, partition: int, timeout: float) -> tuple[int, int]:
         """(low, high) offsets, retrying the transient errors of a just-created topic (no leader
         elected yet) until ``timeout``; raises KafkaUnavailable after that."""

@@ -147,6 +147,7 @@ class Handover:
             if offset is not None:
                 offsets.append(client.TopicPartition(part.key[0], part.key[1], offset))
                 part.tracker.mark_committed(offset)
+                part.committed_at = time.time()
         if offsets:
             try:
                 self._writer.commit(consumer, offsets, asynchronous=asynchronous)

@@ -46,13 +46,14 @@ from streamjobs.worker.handler_call import HandlerRunner
 from streamjobs.worker.handover import Handover
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord, TransactionalWriter
-from streamjobs.worker.partitions import Assigned, Partition
+from streamjobs.worker.partitions import Assigned, Partition, PartitionProgress
 from streamjobs.worker.quarantine import StartLedger
 
 _log = logging.getLogger(__name__)
 _BATCH = 500
 # how long an idle poll blocks; outcomes queued by handlers wait at most this long to be produced
 _POLL_TIMEOUT_S = 0.02
+_PROGRESS_EVERY_S = 1.0  # how often the poll thread publishes partition progress in its stats
 
 
 @dataclass
@@ -64,6 +65,9 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     hopped: int = 0
+    polled_at: float = 0.0  # time.monotonic() of the poll loop's latest turn (liveness)
+    # the partitions owned now and their progress, refreshed by the poll thread every second
+    partitions: tuple[PartitionProgress, ...] = ()
 
 
 class Worker:
@@ -114,6 +118,7 @@ class Worker:
         # parked ones (key_ordered) by max_parked
         self._queued = 0
         self._queued_lock = threading.Condition()
+        self._progress_due = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -226,6 +231,14 @@ class Worker:
         self._handover.commit_due(consumer)
         self._parts.resume_due(self.consumer)
         self._parts.apply_backpressure(self.consumer, self._queued)
+        self._observe(consumer)
+
+    def _observe(self, consumer: client.Consumer) -> None:
+        """Publish liveness every turn and partition progress every second, for metrics."""
+        now = self.stats.polled_at = time.monotonic()
+        if now >= self._progress_due:
+            self._progress_due = now + _PROGRESS_EVERY_S
+            self.stats.partitions = self._parts.progress(consumer)
 
     def _limit_parking(self, consumer: client.Consumer) -> int:
         """``key_ordered``: pause the main-topic partitions while too many tasks are parked
@@ -254,6 +267,7 @@ class Worker:
             self._runner.close()
         self.writer.close(10.0)
         self.ledger.close()
+        self.stats.partitions = ()
         # release librdkafka clients now rather than at garbage collection
         self._writer = self._ledger = None
         self._handover_now = None

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from streamjobs import client, status
 from streamjobs.errors import KafkaUnavailable
@@ -47,6 +48,7 @@ class Partition:
     """The worker's view of one assigned partition."""
 
     __slots__ = (
+        "committed_at",
         "held_until_ms",
         "key",
         "lock",
@@ -71,6 +73,7 @@ class Partition:
         self.held_until_ms: int | None = None
         self.pauses: set[Pause] = set()  # empty while the partition is consumed
         self.suspect = range(0)  # offsets a dead previous owner may have been running
+        self.committed_at = time.time()  # of the last commit handed to Kafka (or the assign)
 
     def alive(self) -> bool:
         return not self.lost
@@ -85,6 +88,28 @@ class Partition:
             return True
 
         return done
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    """What a worker knows of one assigned partition's progress, for metrics and heartbeats.
+
+    ``lag`` is the records after the committed offset (the partition's end as of the last
+    fetch minus the committed offset), None until both are known; ``committed_at`` is the Unix
+    time of the last commit this worker made (or of the assignment).
+    """
+
+    topic: str
+    partition: int
+    committed: int | None
+    end: int | None
+    committed_at: float
+
+    @property
+    def lag(self) -> int | None:
+        if self.end is None:
+            return None
+        return max(0, self.end - (self.committed or 0))
 
 
 class ParkingLimit:
@@ -120,6 +145,19 @@ class Assigned(dict[TopicKey, Partition]):
         self.backpressure = False
         self.parking = ParkingLimit(settings.max_parked)
         self._full_since: float | None = None
+
+    def progress(self, consumer: client.Consumer) -> tuple[PartitionProgress, ...]:
+        """Each partition's committed offset, end and last commit time (poll thread)."""
+        return tuple(
+            PartitionProgress(
+                topic=topic,
+                partition=partition,
+                committed=part.tracker.committed,
+                end=consumer.cached_end(topic, partition),
+                committed_at=part.committed_at,
+            )
+            for (topic, partition), part in list(self.items())
+        )
 
     def hold(self, consumer: client.Consumer, part: Partition, offset: int, until_ms: int) -> None:
         """Pause a tier partition whose head is not due: the thread keeps polling the rest."""

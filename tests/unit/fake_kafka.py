@@ -202,6 +202,9 @@ class FakeConsumer:
     def watermarks_when_ready(self, topic: str, partition: int, timeout: float) -> tuple[int, int]:
         return (0, 0)  # every topic a reader looks at is empty
 
+    def cached_end(self, topic: str, partition: int) -> int | None:
+        return None  # no fetch is ever made
+
     def close(self) -> None:
         self.closed = True
 

@@ -243,6 +243,7 @@ def test_packaged_schemas_are_the_wire_contracts() -> None:
         "task_envelope",
         "task_schema",
         "task_status",
+        "worker_report",
     ]
 
 

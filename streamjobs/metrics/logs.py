@@ -1,0 +1,160 @@
+"""Log records of a worker: the task a record belongs to, and the text or JSON line it becomes.
+
+Owns the task context of the current attempt (a :class:`contextvars.ContextVar` set around each
+handler call), the :class:`TaskContextFilter` that copies it onto every log record (so a
+handler's own ``logger.info(...)`` carries ``task_id``, ``task`` and ``trace_id``), the two line
+formats (``text`` for people, ``json``: one object per line for ELK or Loki) and
+:func:`configure`, which the ``consume`` command calls once. Uses the standard :mod:`logging`
+module only. Does not decide what is logged about an outcome (:mod:`streamjobs.metrics.outcomes`)
+and never installs handlers on import: an application embedding a Worker keeps its own logging
+and adds the filter to its handlers if it wants the fields.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+
+#: The attribute a log record's structured fields travel in (``extra={FIELDS: {...}}``).
+FIELDS = "streamjobs"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """What identifies the attempt a log record was written in."""
+
+    task_id: str
+    task: str
+    attempt: int
+    trace_id: str | None = None
+
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "streamjobs_task", default=None
+)
+
+
+def current() -> TaskContext | None:
+    """The attempt running in this context, if any."""
+    return _current.get()
+
+
+@contextmanager
+def task_context(context: TaskContext) -> Iterator[TaskContext]:
+    """Make ``context`` current for the code in the block (the handler call and its threads
+    started through :func:`contextvars.copy_context`)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+class TaskContextFilter(logging.Filter):
+    """Adds ``task_id``, ``task``, ``attempt`` and ``trace_id`` to every record (None outside
+    an attempt). Attach it to a *handler*: a logger's filters do not see its children's records.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _current.get()
+        if context is None:
+            record.task_id = record.task = record.attempt = record.trace_id = None
+        else:
+            record.task_id = context.task_id
+            record.task = context.task
+            record.attempt = context.attempt
+            record.trace_id = context.trace_id
+        return True
+
+
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "task_id",
+    "task",
+    "attempt",
+    "trace_id",
+    FIELDS,
+}
+
+
+def _utc(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message``, the task context
+    when there is one, the record's structured fields, ``exception`` with the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": _utc(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ("task_id", "task", "attempt", "trace_id"):
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        for name, value in vars(record).items():  # extra={...} given by any caller
+            if name not in _RESERVED and not name.startswith("_"):
+                line.setdefault(name, value)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, then ``[task_id=... task=... trace_id=...]`` for a
+    record written inside an attempt, then the traceback if any."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+X
+        text = super().formatMessage(record)
+        task_id = getattr(record, "task_id", None)
+        if task_id is None or getattr(record, FIELDS, None) is not None:
+            return text  # outcome lines already name their task
+        trace = getattr(record, "trace_id", None)
+        suffix = f" trace_id={trace}" if trace else ""
+        return f"{text} [task_id={task_id} task={getattr(record, 'task', None)}{suffix}]"
+
+
+def formatter(kind: LogFormat) -> logging.Formatter:
+    if kind == "json":
+        return JsonFormatter()
+    if kind == "text":
+        return TextFormatter()
+    raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {kind!r}")
+
+
+def configure(level: str, kind: LogFormat, stream: TextIO | None = None) -> logging.Handler:
+    """Log to ``stream`` (stderr) in ``kind`` format at ``level``, with the task context on
+    every record: replaces the root logger's handlers. For the ``consume`` command."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(formatter(kind))
+    handler.addFilter(TaskContextFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler

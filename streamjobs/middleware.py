@@ -18,6 +18,8 @@ Hooks (override any; the defaults do nothing)::
 
     submit(ctx: SubmitContext)   -> context manager around producing one task record
                                     (on the submitting thread; add headers to ctx.headers)
+    submitted(ctx, SubmitOutcome)-> called once Kafka confirmed the record, or the submit
+                                    failed (on the submitting thread; keep it quick)
     attempt(ctx: AttemptContext) -> context manager around one handler attempt
                                     (on the executor thread that runs the handler)
     outcome(ctx, AttemptOutcome) -> called once the attempt's outcome is written: acknowledged
@@ -79,6 +81,7 @@ __all__ = [
     "MiddlewareChain",
     "RecordHeaders",
     "SubmitContext",
+    "SubmitOutcome",
     "chain_of",
     "error_type",
 ]
@@ -93,7 +96,7 @@ RecordHeaders = tuple[tuple[str, bytes | None], ...]
 #: The record header naming the recurring schedule that fired a task (``AttemptContext.schedule``).
 SCHEDULE_HEADER = "streamjobs-schedule"
 
-_HOOKS = ("submit", "attempt", "outcome")
+_HOOKS = ("submit", "submitted", "attempt", "outcome")
 
 
 def schedule_of(headers: Iterable[tuple[str, bytes | str | None]]) -> str | None:
@@ -124,6 +127,17 @@ class SubmitContext:
     delay: timedelta | None = None
     origin_headers: RecordHeaders = ()
     headers: Headers = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """What became of one submitted task record: ``confirmed`` by Kafka or not (``error`` says
+    why). ``duration`` is the confirmed write's wall time, the ``queued`` status and the record
+    (for ``submit_many``, the whole batch's)."""
+
+    confirmed: bool
+    duration: timedelta
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +214,9 @@ class Middleware:
         idle middleware costs nothing per task."""
         return True
 
+    def submitted(self, ctx: SubmitContext, outcome: SubmitOutcome) -> None:
+        """Observe whether the task record of ``ctx`` was confirmed."""
+
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
         """Wrap one handler attempt; the handler's exception passes through (it is re-raised
         whatever this context manager does with it)."""
@@ -243,6 +260,20 @@ class MiddlewareChain:
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[None]:
         """Every middleware's ``attempt`` hook around the block, nested in chain order."""
         return _wrap(self._by_hook["attempt"], "attempt", ctx)
+
+    @property
+    def observes_submits(self) -> bool:
+        return bool(self._by_hook["submitted"])
+
+    def submitted(self, ctx: SubmitContext, outcome: SubmitOutcome) -> None:
+        """Tell every middleware; one that raises is logged and the others still hear it."""
+        for middleware in self._by_hook["submitted"]:
+            try:
+                middleware.submitted(ctx, outcome)
+            except Exception:
+                _log.warning(
+                    "middleware %s failed in submitted; ignored", _name(middleware), exc_info=True
+                )
 
     @property
     def observes_outcomes(self) -> bool:

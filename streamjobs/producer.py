@@ -30,7 +30,7 @@ from streamjobs.errors import (
     StreamJobsError,
     SubmitError,
 )
-from streamjobs.middleware import Middleware, SubmitContext, chain_of
+from streamjobs.middleware import Middleware, SubmitContext, SubmitOutcome, chain_of
 from streamjobs.models import Task, TaskState
 from streamjobs.retry import pick_tier
 from streamjobs.schemastore import schema_record
@@ -265,7 +265,9 @@ class Producer:
             # Kafka has it: writing it again would queue the task twice
             raise ConfigError("resubmit_many: a resubmission in the batch was already written")
         items = [r._prepared for r in batch]
+        started = time.monotonic()
         self._write_each(items)
+        self._report(items, started)
         return [_outcome(item) for item in items]
 
     def encode(self, task: Task, *, task_id: str, key: str | None = None) -> EncodedTask:
@@ -392,7 +394,9 @@ class Producer:
 
     def _write(self, batch: Sequence[_Prepared]) -> None:
         """:meth:`_write_each`, raising the first item's SubmitError if any was not confirmed."""
+        started = time.monotonic()
         self._write_each(batch)
+        self._report(batch, started)
         for item in batch:
             if item.error is not None:
                 raise item.error
@@ -442,6 +446,16 @@ class Producer:
                 )
         # only the unconfirmed: a confirmed task will run, and its statuses must stay
         self._withdraw([item for item in batch if item.error is not None])
+
+    def _report(self, batch: Sequence[_Prepared], started: float) -> None:
+        """Tell the middleware which records Kafka confirmed, and how long the write took."""
+        if not self._middleware.observes_submits:
+            return
+        duration = timedelta(seconds=time.monotonic() - started)
+        for item in batch:
+            error = None if item.error is None else str(item.error)
+            outcome = SubmitOutcome(item.error is None, duration, error)
+            self._middleware.submitted(item.submit_context(self.settings.queue), outcome)
 
     def _withdraw(self, items: Sequence[_Prepared]) -> None:
         """Best effort: no ``queued`` status for a task Kafka may not have (tombstones)."""

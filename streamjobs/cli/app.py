@@ -44,6 +44,7 @@ STATUS_EXIT_CODES = (
     "Exit codes: 0 succeeded, or not final yet (queued, scheduled, running, retry_scheduled); "
     "1 dead-lettered, an unknown id, or --wait timed out; 2 bad settings or arguments."
 )
+from streamjobs.errors import ConfigError
 
 app = typer.Typer(
     help="Background jobs on an Apache Kafka event log.",
@@ -93,13 +94,22 @@ def consume(
         typer.Option(help="Service name in traces.", show_default=setting_default("service_name")),
     ] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
+    log_format: Annotated[str, typer.Option(help="text, or json: one object per line.")] = "text",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve /metrics, /livez and /readyz on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics port.")] = "127.0.0.1",
 ) -> None:
     """Run a worker in the queue's consumer group until SIGTERM/SIGINT."""
     from streamjobs import telemetry
+    from streamjobs.metrics import logs
+    from streamjobs.metrics.monitor import Monitor
     from streamjobs.scheduler import Scheduler
     from streamjobs.worker.loop import Worker
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    if log_format not in logs.LOG_FORMATS:
+        raise ConfigError(f"--log-format must be one of {', '.join(logs.LOG_FORMATS)}")
+    logs.configure(log_level, log_format)
     settings = build_settings(
         bootstrap_servers=bootstrap_servers,
         topic_prefix=topic_prefix,
@@ -113,7 +123,8 @@ def consume(
     )
     handlers = load_registry(registry)
     provider = telemetry.configure(settings)  # no endpoint configured: no SDK, no cost
-    worker = Worker(settings, handlers)
+    monitor = Monitor(settings, metrics_host=metrics_host, metrics_port=metrics_port)
+    worker = Worker(settings, handlers, middleware=monitor.middleware)
     # every worker runs the scheduler; the one owning the schedules partition fires
     scheduler = Scheduler(settings, handlers, owner=worker.worker_id, on_failure=worker.fail)
 
@@ -139,7 +150,8 @@ def consume(
                     topic,
                     backlog,
                 )
-        worker.run()
+        with monitor.watching(worker):  # heartbeats, and the metrics port if given
+            worker.run()
     finally:
         scheduler.stop()
         if provider is not None:

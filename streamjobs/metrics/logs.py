@@ -1,8 +1,9 @@
 """Log records of a worker: the task a record belongs to, and the text or JSON line it becomes.
 
-Owns the task context of the current attempt (a :class:`contextvars.ContextVar` set around each
-handler call), the :class:`TaskContextFilter` that copies it onto every log record (so a
-handler's own ``logger.info(...)`` carries ``task_id``, ``task`` and ``trace_id``), the two line
+Owns the task context of the current attempt (a :class:`contextvars.ContextVar` that the
+:class:`LogContext` middleware sets around each handler call), the :class:`TaskContextFilter`
+that copies it onto every log record (so a handler's own ``logger.info(...)`` carries
+``task_id``, ``task`` and ``trace_id``), the two line
 formats (``text`` for people, ``json``: one object per line for ELK or Loki) and
 :func:`configure`, which the ``consume`` command calls once. Uses the standard :mod:`logging`
 module only. Does not decide what is logged about an outcome (:mod:`streamjobs.metrics.outcomes`)
@@ -12,6 +13,7 @@ and adds the filter to its handlers if it wants the fields.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -21,6 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+
+from streamjobs.middleware import AttemptContext, Middleware
+from streamjobs.tracing import current_trace_id
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -58,6 +63,14 @@ def task_context(context: TaskContext) -> Iterator[TaskContext]:
         yield context
     finally:
         _current.reset(token)
+
+
+class LogContext(Middleware):
+    """Makes each attempt's :class:`TaskContext` current while its handler runs (after the
+    tracing middleware in the chain, so the attempt's trace id is known)."""
+
+    def attempt(self, ctx: AttemptContext) -> contextlib.AbstractContextManager[object]:
+        return task_context(TaskContext(ctx.task_id, ctx.task, ctx.attempt, current_trace_id()))
 
 
 class TaskContextFilter(logging.Filter):
@@ -128,7 +141,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-X
+    def formatMessage(self, record: logging.LogRecord) -> str:
         text = super().formatMessage(record)
         task_id = getattr(record, "task_id", None)
         if task_id is None or getattr(record, FIELDS, None) is not None:

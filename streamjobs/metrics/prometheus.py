@@ -1,0 +1,281 @@
+"""Prometheus metrics of workers and producers: prometheus-client's one home.
+
+Owns every metric name and label (``streamjobs_`` prefix, named after celery-exporter's and the
+Sidekiq exporters' conventions; the README's "Monitoring" section documents each), the two
+middleware that count (:class:`WorkerMetrics` for handler attempts, :class:`SubmitMetrics` for
+a producer, usable in a web app's own ``/metrics``), the collector that reads a worker's gauges
+from its stats when scraped (in flight, parked, partitions with their lag and last-commit age,
+poll loop age) and the exposition text. Attempts are **counters** that only grow, never gauges
+derived from records that compaction may remove. Does not serve HTTP
+(:mod:`streamjobs.metrics.endpoint`) or write logs.
+
+Metrics register on ``prometheus_client``'s default registry unless given another: one
+``WorkerMetrics`` (and one ``SubmitMetrics``) per registry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamjobs.errors import Discard, Retry
+from streamjobs.metrics.running import RunningTasks
+from streamjobs.middleware import (
+    AttemptContext,
+    AttemptOutcome,
+    Middleware,
+    SubmitContext,
+    SubmitOutcome,
+)
+from streamjobs.models import TaskState
+
+if TYPE_CHECKING:
+    from streamjobs.worker.loop import Worker
+
+__all__ = [
+    "CONTENT_TYPE",
+    "DURATION_BUCKETS",
+    "REGISTRY",
+    "CollectorRegistry",
+    "SubmitMetrics",
+    "WorkerMetrics",
+    "exposition",
+    "new_registry",
+]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: Handler durations span milliseconds (e-mails) to an hour (reports).
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    600.0, 1800.0, 3600.0,
+)  # fmt: skip
+SUBMIT_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+_TASK = ("queue", "task")
+# a handler steering its own task (Retry, Discard) did not fail
+_CONTROL = frozenset(f"{c.__module__}.{c.__qualname__}" for c in (Retry, Discard))
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry of its own (tests, or several workers in one process)."""
+    return CollectorRegistry(auto_describe=True)
+
+
+def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """The text format Prometheus scrapes (``CONTENT_TYPE``)."""
+    return generate_latest(registry)
+
+
+class WorkerMetrics(Middleware):
+    """Counts each handler attempt and times it; also keeps the table of running attempts that
+    heartbeats and the oldest-running gauge read. :meth:`watch` adds a worker's gauges."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.running = RunningTasks()
+        self._started = Counter(
+            "streamjobs_task_started", "Handler attempts started.", _TASK, registry=registry
+        )
+        self._succeeded = Counter(
+            "streamjobs_task_succeeded",
+            "Attempts that succeeded (their outcome written).",
+            _TASK,
+            registry=registry,
+        )
+        self._failed = Counter(
+            "streamjobs_task_failed",
+            "Attempts whose handler raised or timed out, by exception type; each is then"
+            " retried or dead-lettered.",
+            (*_TASK, "exception"),
+            registry=registry,
+        )
+        self._retried = Counter(
+            "streamjobs_task_retried",
+            "Failed attempts given another attempt on a retry tier.",
+            (*_TASK, "tier"),
+            registry=registry,
+        )
+        self._dead = Counter(
+            "streamjobs_task_dead_lettered",
+            "Attempts whose task went to the dead-letter topic, by reason.",
+            (*_TASK, "reason"),
+            registry=registry,
+        )
+        self._duration = Histogram(
+            "streamjobs_task_duration_seconds",
+            "Wall time of handler attempts, whatever their outcome.",
+            _TASK,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        # label lookups cost more than the increments: children are kept per task type
+        self._children: dict[tuple[str, str], tuple[Counter, Counter, Histogram]] = {}
+
+    def watch(self, worker: Worker) -> None:
+        """Export ``worker``'s gauges (read from its stats at each scrape)."""
+        self.registry.register(_WorkerGauges(worker, self.running))
+
+    def _of(self, queue: str, task: str) -> tuple[Counter, Counter, Histogram]:
+        children = self._children.get((queue, task))
+        if children is None:
+            children = (
+                self._started.labels(queue, task),
+                self._succeeded.labels(queue, task),
+                self._duration.labels(queue, task),
+            )
+            self._children[(queue, task)] = children
+        return children
+
+    def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
+        return self._attempt(ctx)
+
+    @contextmanager
+    def _attempt(self, ctx: AttemptContext) -> Iterator[None]:
+        self._of(ctx.queue, ctx.task)[0].inc()
+        token = self.running.begin(ctx.task_id, ctx.task, ctx.key, ctx.attempt)
+        try:
+            yield
+        finally:
+            self.running.end(token)
+
+    def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+        _, succeeded, duration = self._of(ctx.queue, ctx.task)
+        duration.observe(outcome.duration.total_seconds())
+        if outcome.state is TaskState.SUCCEEDED:
+            succeeded.inc()
+            return
+        labels = (ctx.queue, ctx.task)
+        if outcome.error_type not in _CONTROL:
+            self._failed.labels(*labels, outcome.error_type or "").inc()
+        if outcome.state is TaskState.RETRY_SCHEDULED:
+            tier = outcome.retry_tier.total_seconds() if outcome.retry_tier else 0.0
+            self._retried.labels(*labels, f"{tier:g}s").inc()
+        else:
+            self._dead.labels(*labels, outcome.reason or "unknown").inc()
+
+
+class SubmitMetrics(Middleware):
+    """Counts submitted task records (confirmed or not) and times the confirmed write; give it
+    to ``Producer(settings, middleware=[TracingMiddleware(), SubmitMetrics()])`` and the web
+    app's own ``/metrics`` shows them."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self._submitted = Counter(
+            "streamjobs_task_submitted",
+            "Task records Kafka confirmed (submit, replay, redrive).",
+            (*_TASK, "operation"),
+            registry=registry,
+        )
+        self._errors = Counter(
+            "streamjobs_task_submit_errors",
+            "Task records whose submit failed (not confirmed).",
+            (*_TASK, "operation"),
+            registry=registry,
+        )
+        self._latency = Histogram(
+            "streamjobs_task_submit_duration_seconds",
+            "Wall time of confirmed writes: one submit, or one submit_many batch per task.",
+            ("queue",),
+            buckets=SUBMIT_BUCKETS,
+            registry=registry,
+        )
+
+    def submitted(self, ctx: SubmitContext, outcome: SubmitOutcome) -> None:
+        labels = (ctx.queue, ctx.task, ctx.operation)
+        (self._submitted if outcome.confirmed else self._errors).labels(*labels).inc()
+        self._latency.labels(ctx.queue).observe(outcome.duration.total_seconds())
+
+
+class _WorkerGauges(Collector):
+    """A worker's gauges, computed from its stats when scraped (no thread of their own)."""
+
+    def __init__(self, worker: Worker, running: RunningTasks) -> None:
+        self._worker = worker
+        self._running = running
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # unchecked collector: families depend on the partitions owned now
+
+    def collect(self) -> Iterable[Metric]:
+        worker, stats = self._worker, self._worker.stats
+        queue = worker.settings.queue
+        info = InfoMetricFamily(
+            "streamjobs_worker", "One per worker process.", labels=("queue", "worker_id", "group")
+        )
+        info.add_metric([queue, worker.worker_id, worker.settings.group], {})
+        yield info
+        yield _gauge("streamjobs_worker_tasks_in_flight", "Tasks taken and not finished yet"
+                     " (running or waiting for their key).", queue, worker.in_flight)  # fmt: skip
+        yield _gauge("streamjobs_worker_tasks_running", "Handler attempts running now.",
+                     queue, len(self._running))  # fmt: skip
+        yield _gauge("streamjobs_worker_tasks_parked", "key_ordered: tasks waiting for a retry"
+                     " of their key.", queue, worker.parked)  # fmt: skip
+        yield _gauge("streamjobs_worker_partitions", "Partitions assigned to this worker.",
+                     queue, len(stats.partitions))  # fmt: skip
+        age = time.monotonic() - stats.polled_at if stats.polled_at else 0.0
+        yield _gauge("streamjobs_worker_poll_age_seconds", "Seconds since the poll loop last"
+                     " turned (stays near 0 while the worker is alive).", queue, age)  # fmt: skip
+        yield from self._partition_gauges(queue)
+        oldest = GaugeMetricFamily(
+            "streamjobs_task_oldest_running_seconds",
+            "Age of the oldest attempt running now, per task type.",
+            labels=_TASK,
+        )
+        now = time.time()
+        for task, started_at in self._running.oldest_by_task().items():
+            oldest.add_metric([queue, task], now - started_at)
+        yield oldest
+
+    def _partition_gauges(self, queue: str) -> Iterator[Metric]:
+        labels = ("queue", "topic", "partition")
+        lag = GaugeMetricFamily(
+            "streamjobs_consumer_lag",
+            "Records of an assigned partition after the committed offset.",
+            labels=labels,
+        )
+        age = GaugeMetricFamily(
+            "streamjobs_consumer_last_commit_age_seconds",
+            "Seconds since this worker last committed the partition (or was assigned it).",
+            labels=labels,
+        )
+        now = time.time()
+        for progress in self._worker.stats.partitions:
+            names = [queue, progress.topic, str(progress.partition)]
+            if progress.lag is not None:
+                lag.add_metric(names, progress.lag)
+            age.add_metric(names, now - progress.committed_at)
+        yield lag
+        yield age
+
+
+def _gauge(name: str, documentation: str, queue: str, value: float) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=("queue",))
+    gauge.add_metric([queue], value)
+    return gauge

@@ -23,7 +23,7 @@ JAEGER_QUERY_PORT ?= 16686
 
 help:
 	@echo "make venv          create .venv and install streamjobs[dev] (re-runs when pyproject.toml changes)"
-	@echo "make system-deps   apt-get install docker-compose (and java/mvn) if missing; needs root"
+	@echo "make system-deps   apt-get install docker-compose, prometheus (and java/mvn) if missing; needs root"
 	@echo "make kafka-up      start (or reuse) a local Kafka on 127.0.0.1:\$$PORT (default 9092)"
 	@echo "make kafka-down    stop that broker (data kept under ~/.cache/streamjobs/broker-\$$PORT)"
 	@echo "make demo          kafka-up, then run \`streamjobs demo\` against it"
@@ -42,10 +42,13 @@ $(VENV_STAMP): pyproject.toml
 	touch $@
 
 # Debian packages the tests need: docker-compose (tests/unit/test_compose.py runs
-# `docker-compose config`), and Java 17 + Maven for the local broker if a machine lacks them.
+# `docker-compose config`), prometheus (promtool checks and unit-tests the alert rules, and a
+# real Prometheus scrapes a worker in tests/integration/test_prometheus_scrape.py), and Java 17 +
+# Maven for the local broker if a machine lacks them.
 system-deps:
 	@missing=(); \
 	command -v docker-compose >/dev/null || missing+=(docker-compose); \
+	command -v promtool >/dev/null || missing+=(prometheus); \
 	command -v java >/dev/null || missing+=(openjdk-17-jre-headless); \
 	command -v mvn >/dev/null || missing+=(maven); \
 	command -v go >/dev/null || missing+=(golang-go); \

@@ -6,6 +6,7 @@ Docker engine: ``config`` only parses, validates and resolves the file.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,8 +36,17 @@ def compose() -> dict[str, Any]:
     return resolved
 
 
-def test_compose_defines_kafka_jaeger_topics_and_worker(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "jaeger", "topics", "worker"}
+def test_compose_defines_kafka_jaeger_topics_worker_prometheus_and_grafana(
+    compose: dict[str, Any],
+) -> None:
+    assert set(compose["services"]) == {
+        "kafka",
+        "jaeger",
+        "topics",
+        "worker",
+        "prometheus",
+        "grafana",
+    }
 
 
 def test_kafka_is_a_healthchecked_single_kraft_node(compose: dict[str, Any]) -> None:
@@ -70,7 +80,7 @@ def test_topics_are_ensured_once_kafka_is_healthy(compose: dict[str, Any]) -> No
 def test_worker_consumes_the_demo_registry_with_tracing(compose: dict[str, Any]) -> None:
     worker = compose["services"]["worker"]
     assert worker["build"]["dockerfile"] == "deploy/Dockerfile"
-    assert worker["command"] == ["streamjobs", "consume", "streamjobs.dev.demo:registry"]
+    assert worker["command"][:3] == ["streamjobs", "consume", "streamjobs.dev.demo:registry"]
     assert worker["environment"] == {
         "STREAMJOBS_BOOTSTRAP_SERVERS": "kafka:9092",
         "STREAMJOBS_OTLP_ENDPOINT": "http://jaeger:4318",
@@ -85,3 +95,67 @@ def test_worker_can_scale_because_it_has_no_fixed_name_or_host_port(
     worker = compose["services"]["worker"]
     assert "container_name" not in worker
     assert "ports" not in worker
+
+
+def test_worker_serves_metrics_inside_the_compose_network(compose: dict[str, Any]) -> None:
+    command = compose["services"]["worker"]["command"]
+    assert "--metrics-port=9464" in command
+    assert "--metrics-host=0.0.0.0" in command  # the container's own address, no host port
+
+
+def test_prometheus_scrapes_every_worker_replica_with_the_alert_rules(
+    compose: dict[str, Any],
+) -> None:
+    prometheus = compose["services"]["prometheus"]
+    mounts = _mounts(prometheus)
+    assert mounts == {
+        Path("deploy/prometheus/prometheus.yml"): "/etc/prometheus/prometheus.yml",
+        Path("deploy/prometheus/alerts.yml"): "/etc/prometheus/alerts.yml",
+    }
+    assert _host_ips(prometheus) == {"127.0.0.1"}
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == "streamjobs"  # the alerts' up{job="streamjobs"}
+    assert job["dns_sd_configs"] == [
+        {"names": ["worker"], "type": "A", "port": 9464, "refresh_interval": "15s"}
+    ]
+
+
+def test_grafana_provisions_the_prometheus_source_and_the_dashboard(
+    compose: dict[str, Any],
+) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = _mounts(grafana)
+    assert mounts == {
+        Path("deploy/grafana/provisioning"): "/etc/grafana/provisioning",
+        Path("deploy/grafana/dashboards"): "/var/lib/grafana/dashboards",
+    }
+    assert _host_ips(grafana) == {"127.0.0.1"}
+    source = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/streamjobs.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {source["datasources"][0]["uid"]}
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("throughput by outcome", "duration percentiles", "lag", "in flight", "workers"):
+        assert topic in titles
+
+
+def _mounts(service: dict[str, Any]) -> dict[Path, str]:
+    """Bind mounts as (path in the repository, path in the container), whichever syntax the
+    installed docker-compose resolves them to (``src:dst:ro`` or a mapping)."""
+    found = {}
+    for volume in service["volumes"]:
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume["source"], volume["target"]
+        found[Path(source).relative_to(REPO)] = target
+    return found
+
+
+def _host_ips(service: dict[str, Any]) -> set[str]:
+    return {p.split(":")[0] if isinstance(p, str) else p["host_ip"] for p in service["ports"]}

@@ -7,10 +7,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
+import socket
+import subprocess
 import threading
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +34,7 @@ from tests.integration.observed_tasks import (
     Refused,
     registry,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +45,8 @@ def _get(url: str) -> tuple[int, str]:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+    except urllib.error.URLError:  # not listening (yet)
+        return 0, ""
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -220,3 +228,78 @@ def test_outcome_lines_tracebacks_and_handler_records_carry_the_task(
     assert "dead_lettered Broken" in text
     assert "reason=max_attempts: ValueError: broken 1" in text
     assert "Traceback (most recent call last)" in text
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """A real Prometheus (Debian's binary) on 127.0.0.1 and a free port, with its own config
+    and data directory, scraping the target given every second; stopped by PID."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is not installed; run `make system-deps` (apt-get prometheus)")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(target: str) -> str:
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - job_name: streamjobs\n    static_configs: [{{targets: ['{target}']}}]\n"
+        )
+        port = _free_port()
+        log = (tmp_path / "prometheus.log").open("wb")
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: proc.poll() is None and _get(f"{url}/-/ready")[0] == 200, 60.0,
+                 message="prometheus ready")  # fmt: skip
+        return url
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(20.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10.0)
+
+
+def test_a_real_prometheus_scrapes_the_worker_counters(
+    monitored: Any, producer: Producer, settings: Settings, prometheus: Any
+) -> None:
+    _, monitor = monitored()
+    host, port = monitor.endpoint.address
+    url = prometheus(f"{host}:{port}")
+    handles = [producer.submit(Greet(name=f"n{i}"), key=f"k{i}") for i in range(5)]
+    for handle in handles:
+        handle.wait(60.0)
+    query = urllib.parse.urlencode(
+        {"query": f'sum(streamjobs_task_succeeded_total{{queue="{settings.queue}"}})'}
+    )
+
+    def counted() -> float | None:
+        answer = json.loads(_get(f"{url}/api/v1/query?{query}")[1])
+        result = answer["data"]["result"]
+        found = float(result[0]["value"][1]) if result else None
+        return found if found == 5 else None
+
+    assert wait_for(counted, 60.0, message="prometheus sees 5 successes") == 5
+    targets = json.loads(_get(f"{url}/api/v1/targets")[1])["data"]["activeTargets"]
+    assert [t["health"] for t in targets] == ["up"]

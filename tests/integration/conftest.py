@@ -325,6 +325,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "STREAMJOBS_MAX_ATTEMPTS": str(settings.max_attempts),
             "STREAMJOBS_COMMIT_INTERVAL": format_duration(settings.commit_interval),
             "STREAMJOBS_SHUTDOWN_GRACE": format_duration(settings.shutdown_grace),
+            "STREAMJOBS_HEARTBEAT_INTERVAL": format_duration(settings.heartbeat_interval),
             "STREAMJOBS_KAFKA": json.dumps({"session.timeout.ms": 6000}),
             # `consume` installs an OTLP exporter; with no collector here its shutdown would
             # retry exports for ~10 s after every SIGTERM

@@ -95,6 +95,7 @@ def test_specs_cover_every_topic_of_the_queue_exactly_once(settings: Settings) -
         names.status,
         names.schemas,
         names.schedules,
+        names.workers,
     }
 
 
@@ -102,6 +103,15 @@ def test_schedules_topic_is_one_compacted_partition_whose_owner_leads(settings: 
     spec = next(s for s in topic_specs(settings) if s.name == "acme.schedules")
     assert spec.partitions == 1
     assert spec.config["cleanup.policy"] == "compact"
+
+
+def test_workers_topic_keeps_the_latest_report_and_drops_a_dead_workers_after_a_day(
+    settings: Settings,
+) -> None:
+    spec = next(s for s in topic_specs(settings) if s.name == "acme.workers")
+    assert spec.partitions == 1
+    assert spec.config["cleanup.policy"] == "compact,delete"
+    assert spec.config["retention.ms"] == str(86_400_000)
 
 
 def test_tiers_dlq_and_status_share_the_main_partition_count(settings: Settings) -> None:

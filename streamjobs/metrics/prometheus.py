@@ -28,7 +28,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from streamjobs.errors import Discard, Retry
@@ -242,6 +247,15 @@ class _WorkerGauges(Collector):
         age = time.monotonic() - stats.polled_at if stats.polled_at else 0.0
         yield _gauge("streamjobs_worker_poll_age_seconds", "Seconds since the poll loop last"
                      " turned (stays near 0 while the worker is alive).", queue, age)  # fmt: skip
+        rejected = CounterMetricFamily(
+            "streamjobs_task_rejected",
+            "Records dead-lettered without an attempt (undecodable, unknown task type, crash"
+            " loop), by reason.",
+            labels=("queue", "reason"),
+        )
+        for reason, count in list(stats.rejected.items()):
+            rejected.add_metric([queue, reason], count)
+        yield rejected
         yield from self._partition_gauges(queue)
         oldest = GaugeMetricFamily(
             "streamjobs_task_oldest_running_seconds",

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -65,6 +65,9 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     hopped: int = 0
+    # dead letters no attempt led to (bad input, crash loops), by reason: middleware never saw
+    # them, so metrics read them here
+    rejected: dict[str, int] = field(default_factory=dict)
     polled_at: float = 0.0  # time.monotonic() of the poll loop's latest turn (liveness)
     # the partitions owned now and their progress, refreshed by the poll thread every second
     partitions: tuple[PartitionProgress, ...] = ()
@@ -406,6 +409,8 @@ class Worker:
             part, message, self._build.dead_letter(message, envelope, reason, exc, where), then
         )
         self.stats.dead_lettered += 1
+        if where is None:  # no attempt ran: bad input, or a crash loop
+            self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
         self._retry_ended(message)
         _log.warning(
             "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason

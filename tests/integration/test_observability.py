@@ -25,6 +25,7 @@ from streamjobs import Producer, Settings, TaskState, Worker
 from streamjobs.metrics import logs
 from streamjobs.metrics.monitor import Monitor
 from streamjobs.metrics.prometheus import new_registry
+from streamjobs.topics import queue_topics
 from tests.integration.conftest import statuses
 from tests.integration.observed_tasks import (
     HANDLER_LOGGER,
@@ -133,10 +134,11 @@ def _run_one_of_each(producer: Producer, settings: Settings, wait_for: Any) -> d
 
 
 def test_metrics_endpoint_counts_each_outcome_and_times_every_attempt(
-    monitored: Any, producer: Producer, settings: Settings, wait_for: Any
+    monitored: Any, producer: Producer, settings: Settings, wait_for: Any, raw_producer: Any
 ) -> None:
     _, monitor = monitored()
     host, port = monitor.endpoint.address
+    raw_producer.produce(queue_topics(settings).main, b"not a task", key=b"poison")
     _run_one_of_each(producer, settings, wait_for)
     q = settings.queue
 
@@ -146,7 +148,8 @@ def test_metrics_endpoint_counts_each_outcome_and_times_every_attempt(
         done = value(found, "streamjobs_task_succeeded_total", queue=q, task="Greet")
         dead = value(found, "streamjobs_task_dead_lettered_total", queue=q, task="Broken",
                      reason="max_attempts")  # fmt: skip
-        return found if done == 1 and dead == 1 else None
+        rejected = value(found, "streamjobs_task_rejected_total", queue=q, reason="decode_error")
+        return found if done == 1 and dead == 1 and rejected == 1 else None
 
     found = wait_for(scraped, 30.0, message="outcomes counted")
     assert value(found, "streamjobs_task_succeeded_total", queue=q, task="Flaky") == 1
@@ -170,6 +173,8 @@ def test_metrics_endpoint_counts_each_outcome_and_times_every_attempt(
         assert value(found, "streamjobs_task_duration_seconds_count", queue=q, task=task) == count
         assert value(found, "streamjobs_task_duration_seconds_bucket", queue=q, task=task,
                      le="+Inf") == count  # fmt: skip
+    # a record no attempt was made for is rejected, by reason
+    assert value(found, "streamjobs_task_rejected_total", queue=q, reason="decode_error") == 1
     assert value(found, "streamjobs_worker_partitions", queue=q) > 0
     lags = [v for (name, _), v in found.items() if name == "streamjobs_consumer_lag"]
     assert lags

@@ -58,6 +58,16 @@ def test_throughput_bench_prints_rates_ratio_and_latency_percentiles(kafka_boots
             assert re.search(pattern + rf"{_NUMBER} ms", out, re.M), out
 
 
+def test_observability_bench_prints_both_variants_per_round_and_their_ratio(
+    kafka_bootstrap: str,
+) -> None:
+    out = _run_bench(kafka_bootstrap, "observability.py", "--tasks", "300", "--rounds", "2")
+    for round_no in (1, 2):
+        pattern = rf"^round {round_no}: plain {_NUMBER}/s, observed {_NUMBER}/s$"
+        assert re.search(pattern, out, re.M), out
+    assert re.search(rf"^observed/plain {_NUMBER} \(cost -?{_NUMBER}%\)$", out, re.M), out
+
+
 def test_replay_bench_prints_chunked_and_one_at_a_time_rates(kafka_bootstrap: str) -> None:
     out = _run_bench(
         kafka_bootstrap,

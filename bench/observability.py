@@ -1,0 +1,138 @@
+"""The cost of metrics and logging on the no-op throughput bench: A/B rounds, taking turns.
+
+    python bench/observability.py [--tasks 20000] [--rounds 4] [--mode drain|e2e]
+
+Each round runs the no-op tasks of ``bench/throughput.py`` through one worker process twice, in
+alternating order: **plain** (a Worker with its default middleware, tracing only, and logging
+configured as ``streamjobs consume`` does) and **observed** (the same plus what
+``streamjobs consume --metrics-port`` adds: ``Monitor`` middleware counting and timing every
+attempt, the log context, the outcome log at the default INFO level, heartbeats every 5 s and the
+metrics endpoint, scraped once a second like Prometheus would). Prints tasks/s of every run, the
+medians and the observed/plain ratio. ``drain`` (default) times a full queue draining: the
+worker's own cost; ``e2e`` submits while the worker runs. Uses KAFKA_BOOTSTRAP_SERVERS if set,
+else starts the local broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import throughput  # bench/ is not a package: sys.path[0] is bench/
+from throughput import Noop, _await_ready, _finished, _settings, _state, registry
+
+from streamjobs import Producer, Worker, client, topics
+from streamjobs.dev.kafka import given_or_local
+from streamjobs.metrics import logs
+from streamjobs.metrics.monitor import Monitor
+from streamjobs.metrics.prometheus import new_registry
+
+
+def _scrape_every_second(url: str, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            answer.read()
+
+
+def worker_process(bootstrap: str, prefix: str, expect: int, out: mp.Queue, observed: bool) -> None:
+    """One worker, plain or observed; reports when it has finished ``expect`` tasks."""
+    logs.configure("INFO", "text")  # as `streamjobs consume` does, in both variants
+    settings = _settings(bootstrap, prefix)
+    monitor = Monitor(settings, metrics_port=0, registry=new_registry()) if observed else None
+    middleware = monitor.middleware if monitor is not None else None
+    worker = Worker(settings, registry, middleware=middleware)
+    _state["expect"] = expect
+    stop_scraping = threading.Event()
+    with monitor.watching(worker) if monitor is not None else nullcontext():
+        if monitor is not None and monitor.endpoint is not None:
+            host, port = monitor.endpoint.address
+            scraper = threading.Thread(
+                target=_scrape_every_second,
+                args=(f"http://{host}:{port}/metrics", stop_scraping),
+                daemon=True,
+            )
+            scraper.start()
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        worker.assigned.wait(30)
+        out.put("ready")
+        _finished.wait(600)
+        stop_scraping.set()
+        worker.stop()
+        thread.join()
+    out.put(json.dumps(dict(_state)))
+
+
+def run(bootstrap: str, n: int, drain: bool, observed: bool) -> float:
+    prefix = f"obs{uuid.uuid4().hex[:6]}"
+    settings = _settings(bootstrap, prefix)
+    topics.ensure(settings)
+    out: mp.Queue = mp.Queue()
+
+    def submit_all(producer: Producer) -> None:
+        for chunk in range(0, n, 2000):
+            size = min(2000, n - chunk)
+            producer.submit_many(
+                [Noop(n=i) for i in range(chunk, chunk + size)],
+                keys=[f"k{i % 500}" for i in range(chunk, chunk + size)],
+            )
+
+    with Producer(settings) as producer:
+        warmup = producer.submit(Noop(n=-1), key="warmup")
+        if drain:
+            submit_all(producer)
+        proc = mp.Process(target=worker_process, args=(bootstrap, prefix, n, out, observed))
+        proc.start()
+        _await_ready(out)
+        warmup.wait(60)
+        start = time.time()
+        if not drain:
+            submit_all(producer)
+        result = json.loads(out.get(timeout=600))
+    proc.join()
+    names = [spec.name for spec in topics.topic_specs(settings)]
+    client.delete_topics(client.new_admin(settings), names)  # leave a shared broker as it was
+    begin = result["first"] if drain else start
+    return n / (result["last"] - begin)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--mode", choices=("drain", "e2e"), default="drain")
+    args = parser.parse_args()
+    drain = args.mode == "drain"
+    with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
+        print(f"broker {bootstrap}; {args.tasks} no-op tasks, {args.mode}, {args.rounds} rounds")
+        run(bootstrap, args.tasks, drain, observed=False)  # warm-up, untimed
+        figures: dict[bool, list[float]] = {False: [], True: []}
+        for round_no in range(args.rounds):
+            order = (False, True) if round_no % 2 == 0 else (True, False)
+            for observed in order:
+                figures[observed].append(run(bootstrap, args.tasks, drain, observed))
+            print(
+                f"round {round_no + 1}: plain {figures[False][-1]:,.0f}/s,"
+                f" observed {figures[True][-1]:,.0f}/s",
+                flush=True,
+            )
+        plain, observed = (statistics.median(figures[k]) for k in (False, True))
+        print(f"median plain {plain:,.0f} tasks/s, observed {observed:,.0f} tasks/s")
+        print(f"observed/plain {observed / plain:.3f} (cost {100 * (1 - observed / plain):.1f}%)")
+
+
+if __name__ == "__main__":
+    assert throughput  # the handler's module state (_state, _finished) lives there
+    main()

@@ -227,7 +227,10 @@ class Heartbeat:
 
     def _run(self) -> None:
         while True:
-            self._write(encode_report(self.report()))
+            try:
+                self._write(encode_report(self.report()))
+            except Exception:  # a heartbeat never stops the worker; the next one may work
+                _log.warning("heartbeat report failed", exc_info=True)
             if self._stop.wait(self._interval):
                 return
 

@@ -1,30 +1,28 @@
 """Log records of a worker: the task a record belongs to, and the text or JSON line it becomes.
 
 Owns the task context of the current attempt (a :class:`contextvars.ContextVar` that the
-:class:`LogContext` middleware sets around each handler call), the :class:`TaskContextFilter`
-that copies it onto every log record (so a handler's own ``logger.info(...)`` carries
-``task_id``, ``task`` and ``trace_id``), the two line
-formats (``text`` for people, ``json``: one object per line for ELK or Loki) and
-:func:`configure`, which the ``consume`` command calls once. Uses the standard :mod:`logging`
-module only. Does not decide what is logged about an outcome (:mod:`streamjobs.metrics.outcomes`)
-and never installs handlers on import: an application embedding a Worker keeps its own logging
-and adds the filter to its handlers if it wants the fields.
+:class:`~streamjobs.metrics.tasklog.TaskLog` middleware sets around each handler call), the
+:class:`TaskContextFilter` that copies it onto every log record (so a handler's own
+``logger.info(...)`` carries ``task_id``, ``task`` and ``trace_id``), the two line formats
+(``text`` for people, ``json``: one object per line for ELK or Loki) and :func:`configure`,
+which the ``consume`` command calls once. Uses the standard :mod:`logging` module only. Does not
+decide what is logged about an outcome (:mod:`streamjobs.metrics.tasklog`) and never installs
+handlers on import: an application embedding a Worker keeps its own logging and adds the filter
+to its handlers if it wants the fields.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from streamjobs.middleware import AttemptContext, Middleware
+from streamjobs.middleware import AttemptContext
 from streamjobs.tracing import current_trace_id
 
 LogFormat = Literal["text", "json"]
@@ -34,59 +32,42 @@ LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 FIELDS = "streamjobs"
 
 
-@dataclass(frozen=True, slots=True)
-class TaskContext:
-    """What identifies the attempt a log record was written in."""
-
-    task_id: str
-    task: str
-    attempt: int
-    trace_id: str | None = None
-
-
-_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
-    "streamjobs_task", default=None
+CURRENT: contextvars.ContextVar[AttemptContext | None] = contextvars.ContextVar(
+    "streamjobs_attempt", default=None
 )
 
 
-def current() -> TaskContext | None:
+def current() -> AttemptContext | None:
     """The attempt running in this context, if any."""
-    return _current.get()
+    return CURRENT.get()
 
 
 @contextmanager
-def task_context(context: TaskContext) -> Iterator[TaskContext]:
-    """Make ``context`` current for the code in the block (the handler call and its threads
+def task_context(attempt: AttemptContext) -> Iterator[AttemptContext]:
+    """Make ``attempt`` current for the code in the block (the handler call and its threads
     started through :func:`contextvars.copy_context`)."""
-    token = _current.set(context)
+    token = CURRENT.set(attempt)
     try:
-        yield context
+        yield attempt
     finally:
-        _current.reset(token)
-
-
-class LogContext(Middleware):
-    """Makes each attempt's :class:`TaskContext` current while its handler runs (after the
-    tracing middleware in the chain, so the attempt's trace id is known)."""
-
-    def attempt(self, ctx: AttemptContext) -> contextlib.AbstractContextManager[object]:
-        return task_context(TaskContext(ctx.task_id, ctx.task, ctx.attempt, current_trace_id()))
+        CURRENT.reset(token)
 
 
 class TaskContextFilter(logging.Filter):
     """Adds ``task_id``, ``task``, ``attempt`` and ``trace_id`` to every record (None outside
     an attempt). Attach it to a *handler*: a logger's filters do not see its children's records.
+    The trace id is looked up here, when a record is written, not on every attempt.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        context = _current.get()
-        if context is None:
+        attempt = CURRENT.get()
+        if attempt is None:
             record.task_id = record.task = record.attempt = record.trace_id = None
         else:
-            record.task_id = context.task_id
-            record.task = context.task
-            record.attempt = context.attempt
-            record.trace_id = context.trace_id
+            record.task_id = attempt.task_id
+            record.task = attempt.task
+            record.attempt = attempt.attempt
+            record.trace_id = current_trace_id()
         return True
 
 

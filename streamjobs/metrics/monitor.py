@@ -1,7 +1,7 @@
 """Everything that makes a running worker observable, wired together for ``streamjobs consume``
 (and for an application or a test that runs a Worker itself).
 
-Owns the middleware list a monitored worker runs (tracing, log context, metrics, outcome log)
+Owns the middleware list a monitored worker runs (tracing, the task log, metrics)
 and, around ``worker.run()``, the heartbeat thread and the HTTP endpoint (metrics and probes).
 Does not configure logging (:func:`streamjobs.metrics.logs.configure` is the CLI's call) or
 create topics.
@@ -24,10 +24,9 @@ from streamjobs.errors import ConfigError
 from streamjobs.metrics import health
 from streamjobs.metrics.endpoint import Endpoint
 from streamjobs.metrics.heartbeat import Heartbeat
-from streamjobs.metrics.logs import LogContext
-from streamjobs.metrics.outcomes import OutcomeLog
 from streamjobs.metrics.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamjobs.metrics.prometheus import REGISTRY, CollectorRegistry, WorkerMetrics, exposition
+from streamjobs.metrics.tasklog import TaskLog
 from streamjobs.middleware import Middleware
 from streamjobs.settings import Settings
 from streamjobs.tracing import TracingMiddleware
@@ -55,12 +54,8 @@ class Monitor:
         self._heartbeats = heartbeats
         self._registry = registry
         self.metrics = WorkerMetrics(registry)
-        self.middleware: list[Middleware] = [
-            TracingMiddleware(),
-            LogContext(),
-            self.metrics,
-            OutcomeLog(),
-        ]
+        # tracing first: the task log puts the trace id the attempt's span has on its records
+        self.middleware: list[Middleware] = [TracingMiddleware(), TaskLog(), self.metrics]
         self.endpoint: Endpoint | None = None
 
     @contextmanager

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -31,6 +31,7 @@ from prometheus_client import (
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -38,6 +39,7 @@ from prometheus_client.registry import Collector
 
 from streamjobs.errors import Discard, Retry
 from streamjobs.metrics.running import RunningTasks
+from streamjobs.metrics.tally import OutcomeTally
 from streamjobs.middleware import (
     AttemptContext,
     AttemptOutcome,
@@ -105,85 +107,104 @@ class WorkerMetrics(Middleware):
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
         self.running = RunningTasks()
+        # started on executor threads: a locked counter; outcomes on the poll thread: a tally
         self._started = Counter(
             "streamjobs_task_started", "Handler attempts started.", _TASK, registry=registry
         )
-        self._succeeded = Counter(
-            "streamjobs_task_succeeded",
-            "Attempts that succeeded (their outcome written).",
-            _TASK,
-            registry=registry,
-        )
-        self._failed = Counter(
-            "streamjobs_task_failed",
-            "Attempts whose handler raised or timed out, by exception type; each is then"
-            " retried or dead-lettered.",
-            (*_TASK, "exception"),
-            registry=registry,
-        )
-        self._retried = Counter(
-            "streamjobs_task_retried",
-            "Failed attempts given another attempt on a retry tier.",
-            (*_TASK, "tier"),
-            registry=registry,
-        )
-        self._dead = Counter(
-            "streamjobs_task_dead_lettered",
-            "Attempts whose task went to the dead-letter topic, by reason.",
-            (*_TASK, "reason"),
-            registry=registry,
-        )
-        self._duration = Histogram(
-            "streamjobs_task_duration_seconds",
-            "Wall time of handler attempts, whatever their outcome.",
-            _TASK,
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        # label lookups cost more than the increments: children are kept per task type
-        self._children: dict[tuple[str, str], tuple[Counter, Counter, Histogram]] = {}
+        self._started_of: dict[tuple[str, str], Counter] = {}  # labels() costs more than inc()
+        self.tally = OutcomeTally(DURATION_BUCKETS)
+        registry.register(_Outcomes(self.tally))
 
     def watch(self, worker: Worker) -> None:
         """Export ``worker``'s gauges (read from its stats at each scrape)."""
         self.registry.register(_WorkerGauges(worker, self.running))
 
-    def _of(self, queue: str, task: str) -> tuple[Counter, Counter, Histogram]:
-        children = self._children.get((queue, task))
-        if children is None:
-            children = (
-                self._started.labels(queue, task),
-                self._succeeded.labels(queue, task),
-                self._duration.labels(queue, task),
-            )
-            self._children[(queue, task)] = children
-        return children
-
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
-        return self._attempt(ctx)
-
-    @contextmanager
-    def _attempt(self, ctx: AttemptContext) -> Iterator[None]:
-        self._of(ctx.queue, ctx.task)[0].inc()
-        token = self.running.begin(ctx.task_id, ctx.task, ctx.key, ctx.attempt)
-        try:
-            yield
-        finally:
-            self.running.end(token)
+        started = self._started_of.get((ctx.queue, ctx.task))
+        if started is None:
+            started = self._started_of[(ctx.queue, ctx.task)] = self._started.labels(
+                ctx.queue, ctx.task
+            )
+        started.inc()
+        return _Running(self.running, ctx)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
-        _, succeeded, duration = self._of(ctx.queue, ctx.task)
-        duration.observe(outcome.duration.total_seconds())
+        seconds = outcome.duration.total_seconds()
         if outcome.state is TaskState.SUCCEEDED:
-            succeeded.inc()
+            self.tally.succeeded(ctx.queue, ctx.task, seconds)
             return
-        labels = (ctx.queue, ctx.task)
-        if outcome.error_type not in _CONTROL:
-            self._failed.labels(*labels, outcome.error_type or "").inc()
+        tier = None
         if outcome.state is TaskState.RETRY_SCHEDULED:
-            tier = outcome.retry_tier.total_seconds() if outcome.retry_tier else 0.0
-            self._retried.labels(*labels, f"{tier:g}s").inc()
-        else:
-            self._dead.labels(*labels, outcome.reason or "unknown").inc()
+            tier = f"{outcome.retry_tier.total_seconds() if outcome.retry_tier else 0.0:g}s"
+        exception = None if outcome.error_type in _CONTROL else outcome.error_type or ""
+        self.tally.failed(
+            ctx.queue, ctx.task, seconds, exception=exception, tier=tier, reason=outcome.reason
+        )
+
+
+class _Outcomes(Collector):
+    """The tally's counters and histogram, as families at scrape time."""
+
+    def __init__(self, tally: OutcomeTally) -> None:
+        self._tally = tally
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # unchecked: label values come and go with the task types seen
+
+    def collect(self) -> Iterable[Metric]:
+        succeeded = CounterMetricFamily(
+            "streamjobs_task_succeeded", "Attempts that succeeded (outcome written).", labels=_TASK
+        )
+        failed = CounterMetricFamily(
+            "streamjobs_task_failed",
+            "Attempts whose handler raised or timed out, by exception type; each is then"
+            " retried or dead-lettered.",
+            labels=(*_TASK, "exception"),
+        )
+        retried = CounterMetricFamily(
+            "streamjobs_task_retried",
+            "Failed attempts given another attempt on a retry tier.",
+            labels=(*_TASK, "tier"),
+        )
+        dead = CounterMetricFamily(
+            "streamjobs_task_dead_lettered",
+            "Attempts whose task went to the dead-letter topic, by reason.",
+            labels=(*_TASK, "reason"),
+        )
+        duration = HistogramMetricFamily(
+            "streamjobs_task_duration_seconds",
+            "Wall time of handler attempts, whatever their outcome.",
+            labels=_TASK,
+        )
+        les = [repr(float(b)) for b in self._tally.bounds] + ["+Inf"]  # as the client spells them
+        for (queue, task), tally in self._tally.items():
+            succeeded.add_metric([queue, task], tally.succeeded)
+            for family, counts in ((failed, tally.failed), (retried, tally.retried),
+                                   (dead, tally.dead_lettered)):  # fmt: skip
+                for label, count in list(counts.items()):
+                    family.add_metric([queue, task, label], count)
+            buckets = list(zip(les, tally.cumulative(), strict=True))
+            duration.add_metric([queue, task], buckets, tally.duration_sum)
+        return [succeeded, failed, retried, dead, duration]
+
+
+class _Running:
+    """An attempt in the table of running ones while its block runs (a class, not a generator:
+    this is on every attempt's path)."""
+
+    __slots__ = ("_ctx", "_running", "_token")
+
+    def __init__(self, running: RunningTasks, ctx: AttemptContext) -> None:
+        self._running = running
+        self._ctx = ctx
+        self._token = -1
+
+    def __enter__(self) -> None:
+        ctx = self._ctx
+        self._token = self._running.begin(ctx.task_id, ctx.task, ctx.key, ctx.attempt)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._running.end(self._token)
 
 
 class SubmitMetrics(Middleware):

@@ -1,14 +1,14 @@
 """The attempts a worker is running now, with their start times.
 
-Owns one small thread-safe table, filled by the metrics middleware as attempts start and end,
-and read by the heartbeat (the tasks a worker reports as running) and by the Prometheus gauge of
-the oldest running attempt per task type (the "task running too long" alert). Does not run or
-time handlers itself.
+Owns one small table, filled by the metrics middleware as attempts start and end, and read by
+the heartbeat (the tasks a worker reports as running) and by the Prometheus gauge of the oldest
+running attempt per task type (the "task running too long" alert). Does not run or time
+handlers itself.
 """
 
 from __future__ import annotations
 
-import threading
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -25,29 +25,28 @@ class RunningTask:
 
 
 class RunningTasks:
-    """Attempts by a token the caller keeps between :meth:`begin` and :meth:`end`."""
+    """Attempts by a token the caller keeps between :meth:`begin` and :meth:`end`.
+
+    Lock-free: taking a token (``next`` on a count), setting, popping and copying a dict are
+    each atomic in CPython, and this sits on every attempt's path.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[int, RunningTask] = {}
-        self._next = 0
+        self._running: dict[int, tuple[str, str, str | None, int, float]] = {}
+        self._tokens = itertools.count()
 
     def begin(self, task_id: str, task: str, key: str | None, attempt: int) -> int:
-        entry = RunningTask(task_id, task, key, attempt, time.time())
-        with self._lock:
-            self._next += 1
-            self._running[self._next] = entry
-            return self._next
+        token = next(self._tokens)
+        self._running[token] = (task_id, task, key, attempt, time.time())
+        return token
 
     def end(self, token: int) -> None:
-        with self._lock:
-            self._running.pop(token, None)
+        self._running.pop(token, None)
 
     def snapshot(self) -> list[RunningTask]:
         """Every running attempt, oldest first."""
-        with self._lock:
-            entries = list(self._running.values())  # insertion order is start order
-        return entries
+        entries = self._running.copy()  # tokens grow with start order
+        return [RunningTask(*entries[token]) for token in sorted(entries)]
 
     def oldest_by_task(self) -> dict[str, float]:
         """The start time of the oldest running attempt of each task type."""

@@ -24,9 +24,9 @@ from streamjobs.metrics.heartbeat import (
     encode_report,
     latest_reports,
 )
-from streamjobs.metrics.outcomes import OutcomeLog, fields_of, line_of
 from streamjobs.metrics.prometheus import WorkerMetrics, exposition, new_registry
 from streamjobs.metrics.running import RunningTask
+from streamjobs.metrics.tasklog import TaskLog, fields_of, line_of
 from streamjobs.middleware import AttemptContext, AttemptOutcome, MiddlewareChain
 from streamjobs.models import TaskState
 
@@ -177,7 +177,7 @@ def _attempt(chain: MiddlewareChain, ctx: AttemptContext, exc: Exception | None)
 
 def test_a_dead_letter_logs_its_outcome_line_and_its_traceback_at_error() -> None:
     logger, stream = _records()
-    chain = MiddlewareChain([OutcomeLog(logger)])
+    chain = MiddlewareChain([TaskLog(logger)])
     ctx = _ctx()
     _attempt(chain, ctx, ValueError("boom"))
     chain.outcome(
@@ -195,7 +195,7 @@ def test_a_dead_letter_logs_its_outcome_line_and_its_traceback_at_error() -> Non
 
 def test_a_discard_logs_its_outcome_but_no_traceback() -> None:
     logger, stream = _records()
-    chain = MiddlewareChain([OutcomeLog(logger)])
+    chain = MiddlewareChain([TaskLog(logger)])
     ctx = _ctx()
     _attempt(chain, ctx, Discard("spam"))
     chain.outcome(
@@ -211,14 +211,14 @@ def test_a_discard_logs_its_outcome_but_no_traceback() -> None:
 
 def test_successes_are_not_even_formatted_below_debug() -> None:
     logger, stream = _records(logging.INFO)
-    chain = MiddlewareChain([OutcomeLog(logger)])
+    chain = MiddlewareChain([TaskLog(logger)])
     chain.outcome(_ctx(), AttemptOutcome(TaskState.SUCCEEDED, timedelta(0)))
     assert stream.getvalue() == ""
 
 
 def test_log_context_tags_records_written_inside_an_attempt_only() -> None:
     logger, stream = _records()
-    with MiddlewareChain([logs.LogContext()]).attempt(_ctx()):
+    with MiddlewareChain([TaskLog()]).attempt(_ctx()):
         logger.info("inside")
     logger.info("outside")
     inside, outside = (json.loads(x) for x in stream.getvalue().splitlines())
@@ -228,10 +228,21 @@ def test_log_context_tags_records_written_inside_an_attempt_only() -> None:
 
 def test_text_format_appends_the_task_of_a_handler_record() -> None:
     record = logging.LogRecord("h", logging.INFO, "f", 1, "hi %s", ("there",), None)
-    with logs.task_context(logs.TaskContext("abc", "Email", 1, "f" * 32)):
+    with logs.task_context(_ctx()):
         logs.TaskContextFilter().filter(record)
     text = logs.formatter("text").format(record)
-    assert text.endswith(f"INFO h: hi there [task_id=abc task=Email trace_id={'f' * 32}]")
+    assert text.endswith("INFO h: hi there [task_id=abc task=Email]")
+
+
+def test_handler_records_carry_the_trace_id_of_the_attempts_span() -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    span = NonRecordingSpan(SpanContext(0xABC, 0x1, is_remote=False, trace_flags=TraceFlags(1)))
+    record = logging.LogRecord("h", logging.INFO, "f", 1, "hi", (), None)
+    with trace.use_span(span), logs.task_context(_ctx()):
+        logs.TaskContextFilter().filter(record)
+    assert record.trace_id == format(0xABC, "032x")
 
 
 def test_unknown_log_format_is_refused() -> None:

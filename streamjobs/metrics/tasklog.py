@@ -1,25 +1,28 @@
-"""The outcome log: one line per handler attempt, once its outcome is written.
+"""The log of each handler attempt: its task on the handler's own records, its traceback, and
+one outcome line once the outcome is written.
 
-Owns :class:`OutcomeLog`, a middleware that logs each attempt's task id, task type, key,
-attempt, queue, topic/partition/offset, duration and outcome (with the retry tier or the
-dead-letter reason and the error), at DEBUG for successes and INFO for retries and dead letters
-by default; and the handler's traceback, as its own record at WARNING when the task will be
-retried and ERROR when it was dead-lettered. A handler steering its task on purpose (``Retry``,
-``Discard``) gets its outcome line but no traceback: that is control flow, not an error. The
-structured fields ride on the record (:data:`streamjobs.metrics.logs.FIELDS`) for the JSON
-format. Does not format lines or count anything.
+Owns :class:`TaskLog`, a middleware that, around each attempt, makes the attempt current for
+the handler's own log records (:data:`streamjobs.metrics.logs.CURRENT`; their trace id is the
+span's the tracing middleware opened, so it goes after that one in the chain); then logs the
+outcome: task id, task type, key, attempt, queue, topic/partition/offset, duration and outcome
+(with the retry tier or the dead-letter reason and the error), at DEBUG for successes and INFO
+for retries and dead letters by default; and the handler's traceback, as its own record at
+WARNING when the task will be retried and ERROR when it was dead-lettered. A handler steering
+its task on purpose (``Retry``, ``Discard``) gets its outcome line but no traceback: that is
+control flow, not an error. The structured fields ride on the record
+(:data:`streamjobs.metrics.logs.FIELDS`) for the JSON format. Does not format lines or count.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from streamjobs.errors import TaskControl
-from streamjobs.metrics.logs import FIELDS
+from streamjobs.metrics.logs import CURRENT, FIELDS
 from streamjobs.middleware import AttemptContext, AttemptOutcome, Middleware
 from streamjobs.models import TaskState
 
@@ -75,8 +78,9 @@ def line_of(fields: dict[str, Any]) -> str:
     return text
 
 
-class OutcomeLog(Middleware):
-    """Logs every attempt's outcome on the ``streamjobs.outcomes`` logger."""
+class TaskLog(Middleware):
+    """Logs every attempt's outcome on the ``streamjobs.outcomes`` logger, and makes the task
+    context current for the handler's own records."""
 
     def __init__(
         self,
@@ -92,19 +96,14 @@ class OutcomeLog(Middleware):
         self._lock = threading.Lock()
 
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
-        return self._attempt(ctx)
+        return _Logged(self, ctx)
 
-    @contextmanager
-    def _attempt(self, ctx: AttemptContext) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            if not isinstance(exc, TaskControl):  # kept (with the context) until its outcome
-                with self._lock:
-                    if len(self._raised) >= _KEEP:  # outcomes of lost partitions never come
-                        del self._raised[next(iter(self._raised))]
-                    self._raised[id(ctx)] = (ctx, exc)
-            raise
+    def keep(self, ctx: AttemptContext, exc: BaseException) -> None:
+        """Hold a handler's exception (with its context) until the attempt's outcome."""
+        with self._lock:
+            if len(self._raised) >= _KEEP:  # outcomes of lost partitions never come
+                del self._raised[next(iter(self._raised))]
+            self._raised[id(ctx)] = (ctx, exc)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         raised = None
@@ -128,3 +127,24 @@ class OutcomeLog(Middleware):
                 outcome.reason if dead else "retry",
                 exc_info=(type(raised), raised, raised.__traceback__),
             )
+
+
+class _Logged:
+    """One attempt's block: its task context current, its exception kept for the outcome (a
+    class, not a generator: this is on every attempt's path)."""
+
+    __slots__ = ("_ctx", "_owner", "_token")
+
+    def __init__(self, owner: TaskLog, ctx: AttemptContext) -> None:
+        self._owner = owner
+        self._ctx = ctx
+        self._token: contextvars.Token[AttemptContext | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = CURRENT.set(self._ctx)
+
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        if self._token is not None:
+            CURRENT.reset(self._token)
+        if isinstance(exc, Exception) and not isinstance(exc, TaskControl):
+            self._owner.keep(self._ctx, exc)

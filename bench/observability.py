@@ -7,8 +7,10 @@ alternating order: **plain** (a Worker with its default middleware, tracing only
 configured as ``streamjobs consume`` does) and **observed** (the same plus what
 ``streamjobs consume --metrics-port`` adds: ``Monitor`` middleware counting and timing every
 attempt, the log context, the outcome log at the default INFO level, heartbeats every 5 s and the
-metrics endpoint, scraped once a second like Prometheus would). Prints tasks/s of every run, the
-medians and the observed/plain ratio. ``drain`` (default) times a full queue draining: the
+metrics endpoint, scraped once a second: Prometheus' default is every 15 s). Prints tasks/s and
+the worker process's CPU time per task (all its threads) of every run, the medians and the
+ratios. On a shared machine the CPU per task is the steadier figure: throughput also moves
+with whatever else the cores run. ``drain`` (default) times a full queue draining: the
 worker's own cost; ``e2e`` submits while the worker runs. Uses KAFKA_BOOTSTRAP_SERVERS if set,
 else starts the local broker.
 """
@@ -68,14 +70,17 @@ def worker_process(bootstrap: str, prefix: str, expect: int, out: mp.Queue, obse
         thread.start()
         worker.assigned.wait(30)
         out.put("ready")
+        cpu = time.process_time()  # every thread of the process, librdkafka's included
         _finished.wait(600)
+        _state["cpu_s"] = time.process_time() - cpu
         stop_scraping.set()
         worker.stop()
         thread.join()
     out.put(json.dumps(dict(_state)))
 
 
-def run(bootstrap: str, n: int, drain: bool, observed: bool) -> float:
+def run(bootstrap: str, n: int, drain: bool, observed: bool) -> tuple[float, float]:
+    """(tasks/s, worker CPU us per task) of one run."""
     prefix = f"obs{uuid.uuid4().hex[:6]}"
     settings = _settings(bootstrap, prefix)
     topics.ensure(settings)
@@ -105,7 +110,7 @@ def run(bootstrap: str, n: int, drain: bool, observed: bool) -> float:
     names = [spec.name for spec in topics.topic_specs(settings)]
     client.delete_topics(client.new_admin(settings), names)  # leave a shared broker as it was
     begin = result["first"] if drain else start
-    return n / (result["last"] - begin)
+    return n / (result["last"] - begin), result["cpu_s"] / n * 1e6
 
 
 def main() -> None:
@@ -118,19 +123,28 @@ def main() -> None:
     with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
         print(f"broker {bootstrap}; {args.tasks} no-op tasks, {args.mode}, {args.rounds} rounds")
         run(bootstrap, args.tasks, drain, observed=False)  # warm-up, untimed
-        figures: dict[bool, list[float]] = {False: [], True: []}
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        cpus: dict[bool, list[float]] = {False: [], True: []}
         for round_no in range(args.rounds):
             order = (False, True) if round_no % 2 == 0 else (True, False)
             for observed in order:
-                figures[observed].append(run(bootstrap, args.tasks, drain, observed))
+                rate, cpu = run(bootstrap, args.tasks, drain, observed)
+                rates[observed].append(rate)
+                cpus[observed].append(cpu)
             print(
-                f"round {round_no + 1}: plain {figures[False][-1]:,.0f}/s,"
-                f" observed {figures[True][-1]:,.0f}/s",
+                f"round {round_no + 1}: plain {rates[False][-1]:,.0f}/s"
+                f" ({cpus[False][-1]:.1f} us CPU/task), observed {rates[True][-1]:,.0f}/s"
+                f" ({cpus[True][-1]:.1f} us CPU/task)",
                 flush=True,
             )
-        plain, observed = (statistics.median(figures[k]) for k in (False, True))
+        plain, observed = (statistics.median(rates[k]) for k in (False, True))
+        plain_cpu, observed_cpu = (statistics.median(cpus[k]) for k in (False, True))
         print(f"median plain {plain:,.0f} tasks/s, observed {observed:,.0f} tasks/s")
         print(f"observed/plain {observed / plain:.3f} (cost {100 * (1 - observed / plain):.1f}%)")
+        print(
+            f"worker CPU per task: plain {plain_cpu:.1f} us, observed {observed_cpu:.1f} us"
+            f" (+{100 * (observed_cpu / plain_cpu - 1):.1f}%)"
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from streamjobs.metrics.heartbeat import (
 )
 from streamjobs.metrics.prometheus import WorkerMetrics, exposition, new_registry
 from streamjobs.metrics.running import RunningTask
+from streamjobs.metrics.tally import OutcomeTally
 from streamjobs.metrics.tasklog import TaskLog, fields_of, line_of
 from streamjobs.middleware import AttemptContext, AttemptOutcome, MiddlewareChain
 from streamjobs.models import TaskState
@@ -283,3 +284,14 @@ def test_worker_metrics_count_attempts_by_outcome_and_time_them() -> None:
     assert found[("streamjobs_task_duration_seconds_count", base)] == 3
     assert found[("streamjobs_task_duration_seconds_bucket", (("le", "0.25"), *base))] == 3
     assert len(metrics.running) == 0  # every attempt ended
+
+
+def test_tally_buckets_include_their_upper_bound_as_prometheus_le_does() -> None:
+    tally = OutcomeTally((0.1, 1.0))
+    for seconds in (0.1, 0.5, 1.0, 7.0):
+        tally.succeeded("q", "T", seconds)
+    [((queue, task), counts)] = tally.items()
+    assert (queue, task) == ("q", "T")
+    assert counts.cumulative() == [1, 3, 4]
+    assert counts.succeeded == 4
+    assert counts.duration_sum == pytest.approx(8.6)

@@ -43,7 +43,7 @@ $(VENV_STAMP): pyproject.toml
 
 # Debian packages the tests need: docker-compose (tests/unit/test_compose.py runs
 # `docker-compose config`), prometheus (promtool checks and unit-tests the alert rules, and a
-# real Prometheus scrapes a worker in tests/integration/test_prometheus_scrape.py), and Java 17 +
+# real Prometheus scrapes a worker in tests/integration/test_observability.py), and Java 17 +
 # Maven for the local broker if a machine lacks them.
 system-deps:
 	@missing=(); \

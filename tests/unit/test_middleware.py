@@ -20,6 +20,7 @@ from streamjobs.middleware import (
     Middleware,
     MiddlewareChain,
     SubmitContext,
+    SubmitOutcome,
 )
 from streamjobs.models import TaskState
 from streamjobs.topics import queue_topics
@@ -424,3 +425,27 @@ def test_the_schedule_of_a_fired_task_is_read_from_its_streamjobs_schedule_heade
     )
     assert schedule_of([("traceparent", b"00-x")]) is None
     assert schedule_of([(SCHEDULE_HEADER, None)]) is None
+
+
+class Confirmations(Middleware):
+    def __init__(self) -> None:
+        self.heard: list[tuple[SubmitContext, SubmitOutcome]] = []
+
+    def submitted(self, ctx: SubmitContext, outcome: SubmitOutcome) -> None:
+        self.heard.append((ctx, outcome))
+
+
+def test_a_submitted_hook_hears_each_confirmed_task_record_with_its_writes_duration(
+    kafka: FakeKafkaProducer,
+) -> None:
+    heard = Confirmations()
+    with Producer(Settings(topic_prefix="sj"), middleware=[heard]) as producer:
+        one = producer.submit(Add(a=1), key="k")
+        many = producer.submit_many([Add(a=2), Add(a=3)])
+
+    assert [ctx.task_id for ctx, _ in heard.heard] == [one.task_id, *(h.task_id for h in many)]
+    assert all(o.confirmed and o.error is None for _, o in heard.heard)
+    assert all(o.duration > timedelta(0) for _, o in heard.heard)
+    assert heard.heard[1][1].duration == heard.heard[2][1].duration  # one batch, one write
+    assert MiddlewareChain([heard]).observes_submits
+    assert not MiddlewareChain([HeaderAdder()]).observes_submits

@@ -68,15 +68,15 @@ def test_workers_lists_live_workers_marks_a_killed_one_lost_and_drops_a_stopped_
         )
         return found if ok else None
 
-    with Producer(settings) as producer:
-        producer.submit(Slow(seconds=30.0), key="long")
-        found = wait_for(both_live_with_partitions, 90.0, message="two live workers")
+    found = wait_for(both_live_with_partitions, 90.0, message="two live workers")
+    with Producer(settings) as producer:  # submitted once the group is settled: one owner runs it
+        slow = producer.submit(Slow(seconds=5.0), key="long")
         running = wait_for(
             lambda: [r for w in listed(settings).values() for r in w["running"]],
             30.0,
             message="the slow task reported as running",
         )
-    assert [r["task"] for r in running] == ["Slow"]
+    assert [(r["task"], r["task_id"]) for r in running] == [("Slow", slow.task_id)]
     report = found[first.pid]
     assert report["queue"] == settings.queue
     assert report["group"] == settings.group

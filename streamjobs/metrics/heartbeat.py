@@ -145,13 +145,14 @@ def read_reports(settings: Settings, timeout: float = 30.0) -> list[WorkerReport
     """Read ``<prefix>.workers`` to its current end: the latest report of every worker that
     has not stopped gracefully."""
     topic = queue_topics(settings).workers
-    reader = client.new_reader(settings)
+    clients = client.KafkaClients(settings)
+    reader = clients.reader()
     try:
-        partitions = client.partition_ids(reader, topic)
+        partitions = reader.partition_ids(topic)
     finally:
         reader.close()
-    ranges = client.ranges_to_end(settings, topic, dict.fromkeys(partitions))
-    records = client.read_range(settings, topic, ranges, idle_timeout=timeout)
+    ranges = client.ranges_to_end(clients, topic, dict.fromkeys(partitions))
+    records = client.read_range(clients, topic, ranges, idle_timeout=timeout)
     return latest_reports((r.key, r.value) for r in records)
 
 

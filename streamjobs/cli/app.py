@@ -37,6 +37,7 @@ from streamjobs.cli.options import (
     load_registry,
     setting_default,
 )
+from streamjobs.errors import ConfigError
 from streamjobs.models import TaskState
 from streamjobs.settings import Settings
 
@@ -44,7 +45,6 @@ STATUS_EXIT_CODES = (
     "Exit codes: 0 succeeded, or not final yet (queued, scheduled, running, retry_scheduled); "
     "1 dead-lettered, an unknown id, or --wait timed out; 2 bad settings or arguments."
 )
-from streamjobs.errors import ConfigError
 
 app = typer.Typer(
     help="Background jobs on an Apache Kafka event log.",

@@ -179,6 +179,7 @@ class Settings(BaseSettings):
         "shutdown_grace",
         "status_retention",
         "task_timeout",
+        "heartbeat_interval",
         when_used="json",
     )
     def _duration_as_written(self, delay: timedelta | None) -> str | None:

@@ -157,11 +157,13 @@ def dlq_list(
 ) -> None:
     """Dead letters of the queue, with reason, task, attempts and error."""
     from streamjobs.cli.output import console
-    from streamjobs.ops import deadletters as redrive
+    from streamjobs.ops import deadletters
     from streamjobs.ops import inspect as inspection
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
-    letters = redrive.list_dead_letters(settings, reason=reason, task=task, since=parse_time(since))
+    letters = deadletters.list_dead_letters(
+        settings, reason=reason, task=task, since=parse_time(since)
+    )
     if as_json:
         typer.echo(json.dumps([d.as_dict() for d in letters]))
     else:
@@ -178,10 +180,10 @@ def dlq_show(
 ) -> None:
     """One dead letter: error, attempts, origin, envelope and task arguments (times in UTC)."""
     from streamjobs.cli.output import field_lines
-    from streamjobs.ops import deadletters as redrive
+    from streamjobs.ops import deadletters
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
-    detail = redrive.show(settings, ref)
+    detail = deadletters.show(settings, ref)
     if as_json:
         typer.echo(json.dumps(detail.as_dict(), default=str))
         return
@@ -203,7 +205,7 @@ def dlq_redrive(
     queue: Queue = None,
 ) -> None:
     """Re-submit dead-lettered tasks (same task id and key, attempts reset); never twice."""
-    from streamjobs.ops import deadletters as redrive
+    from streamjobs.ops import redrive
 
     settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
     summary = _run_with_progress(

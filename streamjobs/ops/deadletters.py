@@ -1,49 +1,34 @@
-"""Dead letters for operators: list, show and re-drive them, each record at most once.
+"""Dead letters for operators to read: list them and show one in full.
 
-Owns reading ``<prefix>.<queue>.dlq`` into :class:`DeadLetterInfo`, the detail view of one dead
-letter (envelope fields, error, attempts, origin, payload decoded through the schemas topic when
-its writer schema is there, else hex), and re-driving: the original envelope goes back to the
-queue with its own ``task_id`` and key, attempt 1, the next generation and a note saying who
-re-drove it from where and when.
+Owns reading ``<prefix>.<queue>.dlq`` into :class:`DeadLetterInfo` (each marked when the redrive
+ledger, the compacted ``<prefix>.<queue>.dlq.redriven`` topic keyed ``"partition:offset"``, holds
+it), the detail view of one dead letter (envelope fields, error, attempts, origin, payload
+decoded through the schemas topic when its writer schema is there, else hex), the selection
+filters (reason, task, time) and recovering a dead letter's original envelope and headers.
 
-"Never twice" is a durable ledger, the compacted ``<prefix>.<queue>.dlq.redriven`` topic keyed
-``"partition:offset"``. A dead letter's key is written there, acknowledged, *before* its task is
-re-submitted, so a crash in between loses a redrive (the operator sees it failed and can
-tombstone the key) instead of running the task twice. Redrives go in chunks (``chunk_size``):
-a chunk's entries are acknowledged before any of its tasks is produced, so such a crash can
-lose up to a chunk. A ledger value is the ``queued`` status record the redrive wrote (task id,
-generation, note), so the ledger needs no schema of its own.
-Dead letters already in the ledger, without a decodable envelope (poison bytes, truncated
-values) or superseded by a newer generation of their task are skipped with a reason.
-
-Does not decide what is dead (:mod:`streamjobs.retry`), write dead letters (the worker does)
-or guard against two operators re-driving the same record at the same instant.
+Does not decide what is dead (:mod:`streamjobs.retry`), write dead letters (the worker does) or
+re-drive them (:mod:`streamjobs.ops.redrive`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
 
-from streamjobs import client, status
+from streamjobs import client
 from streamjobs.client import OffsetRange, read_range
 from streamjobs.codec import decode_body
 from streamjobs.deadletter import decode_dead_letter
 from streamjobs.envelope import Envelope, decode_envelope
-from streamjobs.errors import BadInput, ConfigError, StreamJobsError, SubmitError
-from streamjobs.models import TaskState
-from streamjobs.ops.replay import CHUNK_SIZE, Chunks, Progress, default_actor, plan_ranges, to_ms
-from streamjobs.producer import Producer, Resubmission
+from streamjobs.errors import BadInput, ConfigError
+from streamjobs.ops.replay import plan_ranges, to_ms
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
-from streamjobs.status import StatusView
-from streamjobs.taskhandle import TaskHandle
 from streamjobs.topics import queue_topics
 
-Outcome = Literal["redriven", "would_redrive", "skipped", "failed"]
 UNDECODABLE = "undecodable_dead_letter"
 
 
@@ -117,7 +102,7 @@ class DeadLetterDetail:
 
 
 @dataclass(frozen=True, slots=True)
-class _DeadLetter:
+class DeadLetter:
     """A dead-letter record with its decoded value (None when even that is undecodable)."""
 
     record: client.Record
@@ -125,7 +110,7 @@ class _DeadLetter:
     info: DeadLetterInfo
 
 
-def _info(record: client.Record, ledger: set[str]) -> _DeadLetter:
+def _info(record: client.Record, ledger: set[str]) -> DeadLetter:
     base = DeadLetterInfo(
         partition=record.partition,
         offset=record.offset,
@@ -136,8 +121,8 @@ def _info(record: client.Record, ledger: set[str]) -> _DeadLetter:
     try:
         value = decode_dead_letter(record.value or b"")
     except BadInput as exc:
-        return _DeadLetter(record, None, replace(base, error=str(exc)))
-    return _DeadLetter(record, value, replace(base, **{name: value[name] for name in _COPIED}))
+        return DeadLetter(record, None, replace(base, error=str(exc)))
+    return DeadLetter(record, value, replace(base, **{name: value[name] for name in _COPIED}))
 
 
 _COPIED = (
@@ -179,11 +164,11 @@ def _whole(settings: Settings, topic: str, since: datetime | None = None) -> lis
     return plan_ranges(settings, topic, from_time=since)
 
 
-def _dead_letters(
+def dead_letters(
     settings: Settings,
     ranges: list[OffsetRange] | None = None,
     since: datetime | None = None,
-) -> Iterator[_DeadLetter]:
+) -> Iterator[DeadLetter]:
     topic = queue_topics(settings).dlq
     ledger = read_ledger(settings)
     with contextlib.closing(
@@ -197,7 +182,7 @@ def _dead_letters(
             yield _info(record, ledger)
 
 
-def _selected(
+def selected(
     info: DeadLetterInfo, reason: str | None, task: str | None, since_ms: int | None
 ) -> bool:
     if reason is not None and info.reason != reason:
@@ -217,8 +202,8 @@ def list_dead_letters(
     since_ms = None if since is None else to_ms(since)
     return [
         found.info
-        for found in _dead_letters(settings, since=since)
-        if _selected(found.info, reason, task, since_ms)
+        for found in dead_letters(settings, since=since)
+        if selected(found.info, reason, task, since_ms)
     ]
 
 
@@ -228,16 +213,16 @@ def show(settings: Settings, ref: str) -> DeadLetterDetail:
     dlq = queue_topics(settings).dlq
     # clamped to what the partition holds: an offset past the end is an empty range, no wait
     one = plan_ranges(settings, dlq, partition=partition, from_offset=offset, to_offset=offset)
-    found = list(_dead_letters(settings, one))
+    found = list(dead_letters(settings, one))
     if not found:
         raise ConfigError(f"no dead letter at {ref} on {dlq}")
     dead = found[0]
     headers = {
         k: (v.decode(errors="replace") if v is not None else "")
-        for k, v in _original_headers(dead.value)
+        for k, v in original_headers(dead.value)
     }
     try:
-        envelope = _envelope_of(dead)
+        envelope = envelope_of(dead)
     except BadInput as exc:
         return DeadLetterDetail(dead.info, None, f"{exc.reason}: {exc}", None, None, 0, headers)
     payload = envelope.payload
@@ -262,13 +247,13 @@ def _decoded_args(settings: Settings, envelope: Envelope) -> dict[str, Any] | No
     return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in args.items()}
 
 
-def _original_headers(value: dict[str, Any] | None) -> list[tuple[str, bytes | None]]:
+def original_headers(value: dict[str, Any] | None) -> list[tuple[str, bytes | None]]:
     if value is None:
         return []
     return [(h["key"], h["value"]) for h in value["original_headers"]]
 
 
-def _envelope_of(dead: _DeadLetter) -> Envelope:
+def envelope_of(dead: DeadLetter) -> Envelope:
     """The task envelope a dead letter keeps; BadInput when there is none to re-drive."""
     if dead.value is None:
         raise BadInput(dead.info.error or "undecodable dead letter", reason=UNDECODABLE)
@@ -277,195 +262,3 @@ def _envelope_of(dead: _DeadLetter) -> Envelope:
     if not dead.value["original_value"]:
         raise BadInput("the original record had no value", reason="empty_value")
     return decode_envelope(dead.value["original_value"])
-
-
-# -- redrive ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RedriveItem:
-    """What happened to one selected dead letter."""
-
-    ref: str
-    outcome: Outcome
-    task_id: str | None = None
-    task: str | None = None
-    reason: str | None = None
-    generation: int | None = None
-    new_partition: int | None = None
-    new_offset: int | None = None
-
-
-@dataclass(slots=True)
-class RedriveSummary:
-    """The outcome of a redrive; in a dry run ``redriven`` counts what would be re-driven."""
-
-    items: list[RedriveItem] = field(default_factory=list)
-    dry_run: bool = False
-
-    def _count(self, *outcomes: Outcome) -> int:
-        return sum(1 for item in self.items if item.outcome in outcomes)
-
-    @property
-    def redriven(self) -> int:
-        return self._count("redriven", "would_redrive")
-
-    @property
-    def skipped(self) -> int:
-        return self._count("skipped")
-
-    @property
-    def failed(self) -> int:
-        return self._count("failed")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "redriven": self.redriven,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "items": [asdict(item) for item in self.items],
-        }
-
-
-class _Redriver:
-    """Decides the redrive of one dead letter at a time; the re-submissions are written in
-    chunks, each chunk's ledger entries acknowledged before its tasks are produced."""
-
-    def __init__(self, settings: Settings, producer: Producer | None, actor: str) -> None:
-        self.settings = settings
-        self.producer = producer
-        self.actor = actor
-        self.topics = queue_topics(settings)
-        self.statuses: dict[str, StatusView] = status.snapshot(settings)
-        self.done: set[str] = set()
-        self.ledger = client.new_producer(settings) if producer is not None else None
-
-    def close(self) -> None:
-        if self.ledger is not None:
-            self.ledger.flush(10.0)
-
-    def consider(self, dead: _DeadLetter) -> tuple[RedriveItem, Resubmission | None]:
-        """The item for ``dead`` (final unless a resubmission to write comes with it)."""
-        ref = dead.info.ref
-        if dead.info.redriven:
-            return RedriveItem(
-                ref, "skipped", dead.info.task_id, dead.info.task, "already redriven"
-            ), None
-        try:
-            envelope = _envelope_of(dead)
-        except BadInput as exc:
-            reason = f"cannot be redriven, no decodable envelope ({exc.reason}): {exc}"
-            return RedriveItem(ref, "skipped", dead.info.task_id, dead.info.task, reason), None
-        ids = (envelope.task_id, envelope.task)
-        skip = self._skip_reason(envelope)
-        if skip is not None:
-            return RedriveItem(ref, "skipped", *ids, reason=skip), None
-        self.done.add(envelope.task_id)
-        current = self.statuses.get(envelope.task_id)
-        known = [envelope.generation, dead.info.generation, current.generation if current else 0]
-        again = replace(envelope, generation=max(known) + 1)
-        item = RedriveItem(ref, "would_redrive", *ids, generation=again.generation)
-        if self.producer is None:
-            return item, None
-        try:
-            return replace(item, outcome="redriven"), self._prepare(dead, again)
-        except StreamJobsError as exc:
-            return RedriveItem(ref, "failed", *ids, reason=f"not re-submitted: {exc}"), None
-
-    def _skip_reason(self, envelope: Envelope) -> str | None:
-        task_id = envelope.task_id
-        if envelope.queue != self.settings.queue:
-            return f"belongs to queue {envelope.queue!r}"
-        if task_id in self.done:
-            return "task already redriven in this run"
-        current = self.statuses.get(task_id)
-        if current is not None and current.state is TaskState.SUCCEEDED:
-            return f"task has succeeded since (generation {current.generation})"
-        if current is not None and current.generation > envelope.generation:
-            return f"superseded: task is at generation {current.generation} ({current.state})"
-        return None
-
-    def _prepare(self, dead: _DeadLetter, again: Envelope) -> Resubmission:
-        assert self.producer is not None
-        record = dead.record
-        when = datetime.now(UTC).isoformat(timespec="seconds")
-        note = f"redriven from dlq[{record.partition}]@{record.offset} by {self.actor} at {when}"
-        return self.producer.prepare_resubmit(
-            again,
-            note=note,
-            origin=record.position,
-            headers=_original_headers(dead.value),
-            operation="redrive",
-        )
-
-    def write(self, chunk: list[tuple[RedriveItem, Resubmission]]) -> list[RedriveItem]:
-        """The chunk's ledger entries, acknowledged, then its tasks in one confirmed write."""
-        assert self.producer is not None
-        assert self.ledger is not None
-        # the ledger first: a crash after this line loses redrives, it never runs one twice
-        entries = [(item.ref.encode(), prepared.queued_status) for item, prepared in chunk]
-        client.produce_confirmed(self.ledger, self.topics.redriven, entries)
-        results = self.producer.resubmit_many([prepared for _, prepared in chunk])
-        final = [_settled(item, result) for (item, _), result in zip(chunk, results, strict=True)]
-        unconfirmed = [(i.ref.encode(), None) for i in final if i.outcome == "failed"]
-        if unconfirmed:
-            # best effort: take those entries back so the dead letters can be re-driven later
-            with contextlib.suppress(StreamJobsError):
-                client.produce_confirmed(self.ledger, self.topics.redriven, unconfirmed)
-        return final
-
-
-def _settled(item: RedriveItem, result: TaskHandle | SubmitError) -> RedriveItem:
-    if isinstance(result, SubmitError):
-        return replace(
-            item, outcome="failed", generation=None, reason=f"not re-submitted: {result}"
-        )
-    return replace(item, new_partition=result.partition, new_offset=result.offset)
-
-
-def redrive(
-    settings: Settings,
-    *,
-    reason: str | None = None,
-    task: str | None = None,
-    since: datetime | None = None,
-    refs: list[str] | None = None,
-    dry_run: bool = False,
-    progress: Progress | None = None,
-    actor: str | None = None,
-    chunk_size: int = CHUNK_SIZE,
-) -> RedriveSummary:
-    """Re-submit the selected dead letters' tasks; each dead letter is re-driven at most once.
-
-    Selection: ``refs`` (``"partition:offset"``) if given, else every dead letter matching
-    ``reason``, ``task`` and ``since``. ``progress(done, total)`` is called per selected letter.
-    Re-submissions are written ``chunk_size`` at a time, in dead-letter order: a chunk's ledger
-    entries are acknowledged before its tasks are produced, and the next chunk waits for both.
-    """
-    wanted = None if refs is None else {"{}:{}".format(*parse_ref(r)) for r in refs}
-    since_ms = None if since is None else to_ms(since)
-    chosen = [
-        dead
-        for dead in _dead_letters(settings, since=since)
-        if (wanted is None or dead.info.ref in wanted)
-        and _selected(dead.info, reason, task, since_ms)
-    ]
-    summary = RedriveSummary(dry_run=dry_run)
-    with contextlib.ExitStack() as stack:
-        producer = None if dry_run else stack.enter_context(Producer(settings))
-        redriver = _Redriver(settings, producer, actor or default_actor())
-        stack.callback(redriver.close)
-        chunks = Chunks(chunk_size, redriver.write)
-        for done, dead in enumerate(chosen, start=1):
-            chunks.add(*redriver.consider(dead))
-            if progress is not None:
-                progress(done, len(chosen))
-        chunks.flush()
-    summary.items = chunks.items
-    missing = sorted((wanted or set()) - {dead.info.ref for dead in chosen})
-    summary.items += [
-        RedriveItem(ref, "skipped", reason="no such dead letter (or filtered out)")
-        for ref in missing
-    ]
-    return summary

@@ -311,7 +311,7 @@ def test_trace_of_a_rerun_task_shows_the_earlier_trace_it_links_to(
 
     from streamjobs import TaskFailed
     from streamjobs.cli import app
-    from streamjobs.ops.deadletters import redrive
+    from streamjobs.ops.redrive import redrive
     from streamjobs.ops.replay import replay
 
     worker_service = f"streamjobs-worker-{unique_prefix}"

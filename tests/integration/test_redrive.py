@@ -23,7 +23,8 @@ from streamjobs import (
 )
 from streamjobs.cli import app
 from streamjobs.errors import ConfigError
-from streamjobs.ops.deadletters import list_dead_letters, read_ledger, redrive, show
+from streamjobs.ops.deadletters import list_dead_letters, read_ledger, show
+from streamjobs.ops.redrive import redrive
 from streamjobs.producer import Resubmission
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import (

@@ -101,7 +101,10 @@ class Settings(BaseSettings):
     # parked tasks stay below max_parked + max_in_flight (see streamjobs.worker.loop)
     max_parked: int = Field(default=1000, ge=1)
     task_timeout: timedelta | None = None
-    commit_interval: timedelta = timedelta(milliseconds=200)
+    # at least once: how long a finished task may wait for its (asynchronous, cheap) commit;
+    # whatever finished in this window runs again if the worker is killed. Exactly once, where
+    # each commit is a transaction, an unset interval means 200 ms (see commit_spacing)
+    commit_interval: timedelta = timedelta(milliseconds=20)
     shutdown_grace: timedelta = timedelta(seconds=30)
     crash_limit: int = Field(default=3, ge=1)
     # how often `streamjobs consume` reports on <prefix>.workers (streamjobs.metrics.heartbeat)
@@ -205,6 +208,14 @@ class Settings(BaseSettings):
         if self.dlq_max_bytes > self.max_message_bytes:
             raise ValueError("dlq_max_bytes must not exceed max_message_bytes")
         return self
+
+    @property
+    def commit_spacing(self) -> timedelta:
+        """The time between a worker's commits: ``commit_interval``, or 200 ms under
+        ``exactly_once`` when it was not set (a transaction per commit costs round trips)."""
+        if self.exactly_once and "commit_interval" not in self.model_fields_set:
+            return timedelta(milliseconds=200)
+        return self.commit_interval
 
     @property
     def tracing_enabled(self) -> bool:

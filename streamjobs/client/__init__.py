@@ -23,6 +23,7 @@ from __future__ import annotations
 from streamjobs.client.admin import KafkaAdmin, cluster_ready
 from streamjobs.client.clients import KafkaClients, new_admin, new_producer, new_reader
 from streamjobs.client.consumer import KafkaConsumer
+from streamjobs.client.failures import metadata_too_large
 from streamjobs.client.partitioner import murmur2_partition
 from streamjobs.client.producer import (
     KafkaProducer,
@@ -66,6 +67,7 @@ __all__ = [
     "TransactionalProducer",
     "cluster_ready",
     "committed_offsets",
+    "metadata_too_large",
     "murmur2_partition",
     "new_admin",
     "new_producer",

@@ -35,6 +35,11 @@ class KafkaClients:
         """A consumer of ``group`` that never subscribes (committed offsets of a group)."""
         return KafkaConsumer(config.consumer_config(self.settings, group))
 
+    def group_reader(self) -> KafkaConsumer:
+        """A consumer of the settings' worker group that never joins it: the group's committed
+        offsets and their metadata, read outside the members' rebalance callbacks."""
+        return self.consumer(self.settings.group)
+
     def reader(self) -> KafkaConsumer:
         """A consumer for reading by assignment (status lookups, replay, dlq): never commits."""
         return KafkaConsumer(config.reader_config(self.settings))

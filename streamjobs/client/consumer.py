@@ -68,17 +68,22 @@ class KafkaConsumer:
         """This member's group generation, for a transaction's offsets (KIP-447 fencing)."""
         return GroupMetadata(self._consumer.consumer_group_metadata())
 
-    def commit(self, offsets: Sequence[TopicPartition], *, asynchronous: bool) -> None:
-        """Commit ``offsets`` (each the next offset to read); KafkaUnavailable when a
-        synchronous commit fails (an asynchronous one reports through ``on_commit``)."""
+    def commit(
+        self, offsets: Sequence[TopicPartition], *, asynchronous: bool
+    ) -> list[TopicPartition]:
+        """Commit ``offsets`` (each the next offset to read, with its metadata). Synchronous:
+        returns the partitions Kafka refused, each with its ``error`` (refusing single
+        partitions raises nothing), and raises KafkaUnavailable when the request fails.
+        Asynchronous: returns [] (``on_commit`` reports the outcome)."""
         wanted = _partitions(offsets)
         try:
             if asynchronous:
                 self._consumer.commit(offsets=wanted, asynchronous=True)
-            else:
-                self._consumer.commit(offsets=wanted, asynchronous=False)
+                return []
+            done: Any = self._consumer.commit(offsets=wanted, asynchronous=False)
         except KafkaException as exc:
             raise unavailable(exc, "commit failed") from exc
+        return [p for p in _positions(done or []) if p.error is not None]
 
     def committed(
         self, partitions: Sequence[TopicPartition], timeout: float
@@ -235,12 +240,25 @@ def _as_bytes(value: str | bytes | None) -> bytes | None:
 
 
 def _partition(position: TopicPartition) -> KafkaTopicPartition:
+    if position.metadata:
+        return KafkaTopicPartition(
+            position.topic, position.partition, position.offset, metadata=position.metadata
+        )
     return KafkaTopicPartition(position.topic, position.partition, position.offset)
 
 
 def _partitions(positions: Iterable[TopicPartition]) -> list[KafkaTopicPartition]:
-    return [KafkaTopicPartition(p.topic, p.partition, p.offset) for p in positions]
+    return [_partition(p) for p in positions]
 
 
 def _positions(partitions: Iterable[KafkaTopicPartition]) -> list[TopicPartition]:
-    return [TopicPartition(str(p.topic), int(p.partition), int(p.offset)) for p in partitions]
+    return [
+        TopicPartition(
+            str(p.topic),
+            int(p.partition),
+            int(p.offset),
+            p.metadata or "",
+            None if p.error is None else describe(p.error),
+        )
+        for p in partitions
+    ]

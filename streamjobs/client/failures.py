@@ -49,3 +49,10 @@ def text_of(exc: KafkaException) -> str:
     """The description alone (no error name) of what a KafkaException carries."""
     error = error_of(exc)
     return str(error.str()) if isinstance(error, KafkaError) else str(error)
+
+
+def metadata_too_large(error: str | None) -> bool:
+    """Whether a refused commit's ``error`` (``NAME: description``) blames the size of its
+    metadata (the broker's ``offset.metadata.max.bytes``)."""
+    name = KafkaError(KafkaError.OFFSET_METADATA_TOO_LARGE).name()
+    return error is not None and error.startswith(f"{name}:")

@@ -51,11 +51,15 @@ class TopicPartition:
     frozen, in place of confluent-kafka's mutable class of the same name).
 
     ``offset`` is the *next* record to read; it may be one of the logical offsets above.
+    ``metadata`` is the string a commit carries with it (and ``committed`` returns);
+    ``error`` is set on a partition Kafka refused to commit (``NAME: description``).
     """
 
     topic: str
     partition: int
     offset: int = OFFSET_INVALID
+    metadata: str = ""
+    error: str | None = None
 
     @property
     def key(self) -> tuple[str, int]:

@@ -9,7 +9,10 @@ that record their progress:
   within ``shutdown_grace``, commit, mark a clean handover, leave no pause behind;
 - lost: another member may own them already, so commit nothing and drop staged outcomes;
 - commits of each partition's highest contiguous completed offset (periodic, on revoke, at
-  shutdown) and, after an aborted transaction, a rewind to the committed offsets.
+  shutdown) and, after an aborted transaction, a rewind to the committed offsets;
+- the done offsets beyond each commit, in its metadata (:mod:`streamjobs.worker.commit_metadata`):
+  written with every at-least-once commit, read on assignment so that the new owner skips tasks
+  the previous one already finished; every refused commit is logged at WARNING with its cause.
 
 Runs on the poll thread: librdkafka calls the rebalance and commit callbacks from ``consume``.
 Does not consume, route or run tasks (:mod:`streamjobs.worker.loop`), decide when partitions pause
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from streamjobs import client
 from streamjobs.errors import KafkaUnavailable, StreamJobsError, TransactionAborted
 from streamjobs.settings import Settings
+from streamjobs.worker import commit_metadata
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import OutcomeWriter, TransactionalWriter
 from streamjobs.worker.partitions import Assigned, Partition, TopicKey
@@ -43,13 +47,17 @@ class Handover:
         writer: OutcomeWriter,
         ledger: StartLedger,
         order: KeyOrder | None,
+        *,
+        clients: client.Clients,
     ) -> None:
         self._settings = settings
+        self._clients = clients  # the group's committed metadata, read outside the group
         self._parts = parts
         self._writer = writer
         self._ledger = ledger
         self._order = order
         self._last_commit = 0.0
+        self._with_metadata = not writer.exactly_once  # until the broker refuses its size
 
     # -- rebalances ------------------------------------------------------------------------
 
@@ -57,6 +65,8 @@ class Handover:
         keys = _keys(partitions)
         for key in keys:
             self._parts[key] = Partition(key)
+        if keys and self._with_metadata:
+            self._inherit(keys)
         if keys and self._order is not None:
             self._order.adopt_pending(consumer, keys)
         if keys:
@@ -70,6 +80,31 @@ class Handover:
                 self._ledger.mark(keys, active=True)
             except StreamJobsError as exc:
                 _log.warning("crash ledger unwritable, a crash here will not be noticed: %s", exc)
+
+    def _inherit(self, keys: list[TopicKey]) -> None:
+        """Read what the previous owners finished past their commits: those tasks are skipped.
+        At least once only: a transactional worker's outcomes past its commit were never
+        written (they wait in the stage for the commit that takes them).
+
+        Asks from a consumer that never joins the group: the member's own ``committed()``
+        inside this callback carries its member epoch, and under KIP-848 a newer epoch made it
+        wait out its whole timeout during a rebalance storm, stalling the poll thread."""
+        reader = self._clients.group_reader()
+        try:
+            found = reader.committed([client.TopicPartition(*k) for k in keys], timeout=10.0)
+        except StreamJobsError as exc:
+            _log.warning("committed offsets unreadable, finished tasks may run again: %s", exc)
+            return
+        finally:
+            reader.close()
+        for position in found:
+            part = self._parts.get(position.key)
+            if part is None or position.offset < 0 or not position.metadata:
+                continue
+            try:
+                part.tracker.inherit(commit_metadata.decode(position.offset, position.metadata))
+            except ValueError as exc:
+                _log.warning("commit metadata of %s ignored: %s", position.key, exc)
 
     def revoke(self, consumer: client.Consumer, partitions: list[client.TopicPartition]) -> None:
         """Stop starting tasks for these partitions, let started ones finish, commit, release."""
@@ -132,31 +167,52 @@ class Handover:
     # -- commits ---------------------------------------------------------------------------
 
     def commit_due(self, consumer: client.Consumer) -> None:
-        """Commit every partition's progress, asynchronously, once per ``commit_interval``."""
+        """Commit every partition's progress, asynchronously, once per ``commit_interval``
+        (``commit_spacing``): a finished task waits at most that long to be committed."""
         now = time.monotonic()
-        if now - self._last_commit >= self._settings.commit_interval.total_seconds():
+        if now - self._last_commit >= self._settings.commit_spacing.total_seconds():
             self._last_commit = now
             self.commit(consumer, list(self._parts.values()), asynchronous=True)
 
     def commit(
         self, consumer: client.Consumer, parts: list[Partition], *, asynchronous: bool
     ) -> None:
+        offsets = self._positions(parts)
+        if not offsets:
+            return
+        try:
+            refused = self._writer.commit(consumer, offsets, asynchronous=asynchronous)
+        except TransactionAborted as exc:
+            _log.warning("%s: re-reading uncommitted records", exc)
+            self._rewind(consumer)
+        except KafkaUnavailable as exc:
+            _log.warning("commit failed (will retry): %s", exc)
+            self._forget_commits(offsets)
+        else:
+            if refused:
+                _log.warning("commit refused (will retry): %s", _describe(refused))
+                self._forget_commits(refused)
+
+    def _positions(self, parts: list[Partition]) -> list[client.TopicPartition]:
+        """What to commit for ``parts``: at least once, the contiguous offset with the done runs
+        beyond it; exactly once, the contiguous offset (outcomes past it are not written yet)."""
         offsets = []
         for part in parts:
-            offset = part.tracker.commit_offset()
-            if offset is not None:
-                offsets.append(client.TopicPartition(part.key[0], part.key[1], offset))
+            if self._writer.exactly_once:
+                offset = part.tracker.commit_offset()
+                if offset is not None:
+                    offsets.append(client.TopicPartition(part.key[0], part.key[1], offset))
+                    part.tracker.mark_committed(offset)
+                    part.committed_at = time.time()
+                continue
+            pending = part.tracker.pending()
+            if pending is not None:
+                offset, runs = pending
+                metadata = commit_metadata.encode(offset, runs) if self._with_metadata else ""
+                offsets.append(client.TopicPartition(part.key[0], part.key[1], offset, metadata))
                 part.tracker.mark_committed(offset)
                 part.committed_at = time.time()
-        if offsets:
-            try:
-                self._writer.commit(consumer, offsets, asynchronous=asynchronous)
-            except TransactionAborted as exc:
-                _log.warning("%s: re-reading uncommitted records", exc)
-                self._rewind(consumer)
-            except KafkaUnavailable as exc:
-                _log.warning("commit failed (will retry): %s", exc)
-                self._forget_commits(offsets)
+        return offsets
 
     def _rewind(self, consumer: client.Consumer) -> None:
         """After an aborted transaction: forget uncommitted progress and re-read from the
@@ -179,16 +235,33 @@ class Handover:
             self._order.adopt_pending(consumer, [p.key for p in old])
 
     def committed(self, error: str | None, partitions: list[client.TopicPartition]) -> None:
-        """librdkafka's report of an asynchronous commit (``error`` None: it succeeded)."""
+        """librdkafka's report of an asynchronous commit: a failed request (``error``) or
+        refused partitions (each with its ``error``, the request's ``error`` then None)."""
         if error is not None:
             _log.warning("async commit failed (will retry): %s", error)
             self._forget_commits(partitions)
+            return
+        refused = [p for p in partitions if p.error is not None]
+        if refused:
+            _log.warning("async commit refused (will retry): %s", _describe(refused))
+            self._forget_commits(refused)
 
     def _forget_commits(self, partitions: list[client.TopicPartition]) -> None:
+        if self._with_metadata and any(client.metadata_too_large(p.error) for p in partitions):
+            # offset.metadata.max.bytes is below what we write: commit offsets alone from now
+            _log.warning(
+                "the broker refuses our commit metadata: finished tasks past a commit "
+                "will run again after a handover"
+            )
+            self._with_metadata = False
         for key in _keys(partitions):
             part = self._parts.get(key)
             if part is not None:
-                part.tracker.committed = None
+                part.tracker.forget_commit()
+
+
+def _describe(refused: Sequence[client.TopicPartition]) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]@{p.offset}: {p.error}" for p in refused)
 
 
 def _keys(partitions: Sequence[client.TopicPartition]) -> list[TopicKey]:

@@ -141,7 +141,12 @@ class Worker:
         self._writer = self._new_writer()
         self._ledger = StartLedger(self.settings, self._topics.starts, self._clients)
         self._handover_now = Handover(
-            self.settings, self._parts, self._writer, self._ledger, self._order
+            self.settings,
+            self._parts,
+            self._writer,
+            self._ledger,
+            self._order,
+            clients=self._clients,
         )
         self._runner = HandlerRunner(
             self.settings, self._schemas, needs_loop=any(h.is_async for h in self.registry)
@@ -299,6 +304,9 @@ class Worker:
         part = self._parts.get((topic, partition))
         if part is None or part.revoked or self._parts.refuse(self.consumer, part, offset):
             return  # not ours any more, or paused: it will be read again after resume/seek
+        if part.finished_before(offset):  # the previous owner ran it (its commit metadata says)
+            self._retry_ended(message)  # key_ordered counted it as waiting on its tier
+            return
         try:
             envelope = self._decode(message)
         except BadInput as exc:

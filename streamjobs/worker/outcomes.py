@@ -101,9 +101,10 @@ class OutcomeWriter:
 
     def commit(
         self, consumer: client.Consumer, offsets: list[client.TopicPartition], *, asynchronous: bool
-    ) -> None:
-        """Commit ``offsets`` to the group; KafkaUnavailable when a synchronous commit fails."""
-        consumer.commit(offsets, asynchronous=asynchronous)
+    ) -> list[client.TopicPartition]:
+        """Commit ``offsets`` to the group; returns the partitions a synchronous commit was
+        refused for (each with its ``error``); KafkaUnavailable when the request fails."""
+        return consumer.commit(offsets, asynchronous=asynchronous)
 
     def close(self, timeout: float) -> None:
         self.flush(timeout)
@@ -161,12 +162,12 @@ class TransactionalWriter(OutcomeWriter):
 
     def commit(
         self, consumer: client.Consumer, offsets: list[client.TopicPartition], *, asynchronous: bool
-    ) -> None:
+    ) -> list[client.TopicPartition]:
         """One transaction: the staged outcomes below each committed offset, then the offsets."""
         del asynchronous  # a transaction commit is always synchronous
         self.serve()
         if not offsets:
-            return
+            return []
         try:
             self._producer.begin()
             for position in offsets:
@@ -178,6 +179,7 @@ class TransactionalWriter(OutcomeWriter):
             self._producer.commit(30.0)
         except KafkaUnavailable as exc:
             self._recover(exc)
+        return []
 
     def _recover(self, exc: KafkaUnavailable) -> None:
         """After a failed commit: abort if the producer still can, else replace it (a new

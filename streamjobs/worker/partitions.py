@@ -78,6 +78,14 @@ class Partition:
     def alive(self) -> bool:
         return not self.lost
 
+    def finished_before(self, offset: int) -> bool:
+        """Whether a previous owner already finished the task at ``offset`` (per its commit's
+        metadata): then it counts as done here, and is not run again."""
+        if not self.tracker.take_inherited(offset):
+            return False
+        self.next_offset = offset + 1
+        return True
+
     def completer(self, offset: int) -> Callable[[], bool]:
         """The ``done`` of an outcome: completes ``offset`` unless the partition was given up."""
 

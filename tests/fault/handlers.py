@@ -6,6 +6,7 @@ Handlers sleep as their work, so a test can kill a worker while tasks are in fli
 
 from __future__ import annotations
 
+import os
 import time
 
 from streamjobs import Task, TaskRegistry
@@ -38,3 +39,26 @@ def sleepy(task: Sleepy) -> int:
 def slow(task: Slow) -> str:
     time.sleep(task.seconds)
     return "finished"
+
+
+class Logged(Task):
+    """A short task that appends its start and end to the file ``log`` (shared by every worker
+    process), so a test counts executions, per-key order and overlaps across processes."""
+
+    key: str
+    seq: int
+    ms: int = 5
+    log: str
+
+
+@registry.handler(Logged)
+def logged(task: Logged) -> int:
+    # one O_APPEND write per line: lines of concurrent processes never interleave
+    fd = os.open(task.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"S {task.key} {task.seq} {os.getpid()} {time.monotonic_ns()}\n".encode())
+        time.sleep(task.ms / 1000)
+        os.write(fd, f"E {task.key} {task.seq} {os.getpid()} {time.monotonic_ns()}\n".encode())
+    finally:
+        os.close(fd)
+    return task.seq

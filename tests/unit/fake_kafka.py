@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streamjobs.client import (
@@ -52,6 +52,8 @@ class FakeKafka:
         self.held: set[str] = set()  # deliveries to these topics are not reported yet
         self.failing_topics: set[str] = set()  # deliveries to these fail
         self.committed: dict[tuple[str, int], int] = {}
+        self.metadata: dict[tuple[str, int], str] = {}  # committed with each offset
+        self.refuse: dict[tuple[str, int], str] = {}  # the next commit of these is refused
         self.consumer: FakeConsumer | None = None
         self.producers: list[FakeProducer] = []
 
@@ -86,6 +88,9 @@ class FakeKafka:
         return self.consumer
 
     def reader(self) -> FakeConsumer:
+        return FakeConsumer(self, None)
+
+    def group_reader(self) -> FakeConsumer:
         return FakeConsumer(self, None)
 
     def producer(self, **overrides: Any) -> FakeProducer:
@@ -160,24 +165,40 @@ class FakeConsumer:
     def _deliverable(self) -> list[Record]:
         return [r for r in self._records if (r.topic, r.partition) not in self.paused]
 
-    def commit(self, offsets: Sequence[TopicPartition], *, asynchronous: bool) -> None:
+    def commit(
+        self, offsets: Sequence[TopicPartition], *, asynchronous: bool
+    ) -> list[TopicPartition]:
         if self.fail_commits:
             raise KafkaUnavailable("commit failed: _TRANSPORT: fake")
         self.kafka.log("commit", list(offsets))
         with self.kafka.lock:
-            self.kafka.committed.update({p.key: p.offset for p in offsets})
+            refused = [
+                replace(p, error=self.kafka.refuse.pop(p.key))
+                for p in offsets
+                if p.key in self.kafka.refuse
+            ]
+            taken = [p for p in offsets if p.key not in {r.key for r in refused}]
+            self.kafka.committed.update({p.key: p.offset for p in taken})
+            self.kafka.metadata.update({p.key: p.metadata for p in taken})
         if asynchronous and self.on_commit is not None:
             on_commit = self.on_commit
+            reported = [*taken, *refused]
             with self._ready:
-                self._events.append(lambda: on_commit(None, list(offsets)))
+                self._events.append(lambda: on_commit(None, reported))
+        return [] if asynchronous else refused
 
     def committed(
         self, partitions: Sequence[TopicPartition], timeout: float
     ) -> list[TopicPartition]:
         with self.kafka.lock:
-            found = self.kafka.committed
+            found, metadata = self.kafka.committed, self.kafka.metadata
             return [
-                TopicPartition(p.topic, p.partition, found.get(p.key, OFFSET_INVALID))
+                TopicPartition(
+                    p.topic,
+                    p.partition,
+                    found.get(p.key, OFFSET_INVALID),
+                    metadata.get(p.key, ""),
+                )
                 for p in partitions
             ]
 

@@ -6,6 +6,7 @@ writer's and the crash ledger's (:mod:`tests.unit.fake_kafka`).
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from streamjobs.client import OFFSET_BEGINNING, TopicPartition
 from streamjobs.errors import StreamJobsError
 from streamjobs.settings import Settings
+from streamjobs.worker import commit_metadata
 from streamjobs.worker.handover import Handover
 from streamjobs.worker.outcomes import OutcomeWriter, OutRecord, TransactionalWriter
 from streamjobs.worker.partitions import Assigned, Partition
@@ -46,7 +48,8 @@ def _handover(
         writer = OutcomeWriter(SETTINGS, Failed(), kafka)
     ledger = StartLedger(SETTINGS, STARTS, kafka)
     consumer = FakeConsumer(kafka, None)
-    return Handover(SETTINGS, parts, writer, ledger, None), parts, writer, consumer
+    handover = Handover(SETTINGS, parts, writer, ledger, None, clients=kafka)
+    return handover, parts, writer, consumer
 
 
 def _progress(part: Partition, dispatched: range, completed: list[int]) -> None:
@@ -78,7 +81,9 @@ def test_revoke_commits_the_contiguous_completed_work_and_releases_the_partition
     handover.assign(consumer, [TopicPartition(MAIN, 0)])
     _progress(parts[(MAIN, 0)], range(4), completed=[0, 1, 3])  # 2 is still in flight
     handover.revoke(consumer, [TopicPartition(MAIN, 0)])
-    assert kafka.commits() == [TopicPartition(MAIN, 0, 2)], "never past the task still in flight"
+    [commit] = kafka.commits()
+    assert commit.offset == 2, "never past the task still in flight"
+    assert commit_metadata.decode(2, commit.metadata) == [(3, 4)], "3 is done: the next skips it"
     assert (MAIN, 0) not in parts
     assert kafka.produced(STARTS)[-1].value == b"released", "a clean handover"
 
@@ -185,3 +190,87 @@ def test_aborted_transaction_rewinds_to_the_committed_offsets(
         assert producer.renewed == 1, "a fenced producer is replaced"  # type: ignore[attr-defined]
     else:
         assert producer.aborted == 1  # type: ignore[attr-defined]
+
+
+# -- the done offsets past a commit, handed to the next owner in its metadata ---------------------
+
+
+def test_a_commit_carries_the_offsets_done_past_it_in_its_metadata(kafka: FakeKafka) -> None:
+    handover, parts, _writer, consumer = _handover(kafka)
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
+    # 0 and 3 run long (or wait for their key): 1, 2 and 5-7 are done behind them
+    _progress(parts[(MAIN, 0)], range(10), completed=[1, 2, 5, 6, 7])
+    handover.commit(consumer, list(parts.values()), asynchronous=False)
+    [commit] = kafka.commits()
+    assert commit.offset == 0
+    assert commit_metadata.decode(0, commit.metadata) == [(1, 3), (5, 8)]
+
+
+def test_a_new_owner_skips_what_the_previous_one_finished_past_its_commit(
+    kafka: FakeKafka,
+) -> None:
+    kafka.committed[(MAIN, 0)] = 40
+    kafka.metadata[(MAIN, 0)] = commit_metadata.encode(40, [(41, 43)])
+    handover, parts, _writer, consumer = _handover(kafka)
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
+    part = parts[(MAIN, 0)]
+    assert not part.finished_before(40)
+    part.tracker.dispatched(40)
+    assert part.finished_before(41)
+    assert part.finished_before(42)
+    assert not part.finished_before(43)
+    assert part.next_offset == 43
+
+
+def test_a_refused_commit_is_logged_with_its_cause_and_offered_again(
+    kafka: FakeKafka, caplog: pytest.LogCaptureFixture
+) -> None:
+    handover, parts, _writer, consumer = _handover(kafka)
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
+    _progress(parts[(MAIN, 0)], range(1), completed=[0])
+    kafka.refuse[(MAIN, 0)] = "STALE_MEMBER_EPOCH: fake"
+    with caplog.at_level(logging.WARNING):
+        handover.commit(consumer, list(parts.values()), asynchronous=False)
+    assert "STALE_MEMBER_EPOCH" in caplog.text
+    assert kafka.committed == {}
+    handover.commit(consumer, list(parts.values()), asynchronous=False)
+    assert kafka.committed == {(MAIN, 0): 1}
+
+
+def test_an_async_commit_refused_per_partition_is_logged_and_offered_again(
+    kafka: FakeKafka, caplog: pytest.LogCaptureFixture
+) -> None:
+    handover, parts, _writer, consumer = _handover(kafka)
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
+    part = parts[(MAIN, 0)]
+    _progress(part, range(1), completed=[0])
+    handover.commit(consumer, [part], asynchronous=True)
+    refused = TopicPartition(MAIN, 0, 1, error="REBALANCE_IN_PROGRESS: fake")
+    with caplog.at_level(logging.WARNING):
+        handover.committed(None, [refused])  # the request succeeded, the partition did not
+    assert "REBALANCE_IN_PROGRESS" in caplog.text
+    assert part.tracker.pending() == (1, [])
+
+
+def test_metadata_the_broker_finds_too_large_is_left_out_of_later_commits(
+    kafka: FakeKafka,
+) -> None:
+    handover, parts, _writer, consumer = _handover(kafka)
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
+    _progress(parts[(MAIN, 0)], range(3), completed=[2])
+    kafka.refuse[(MAIN, 0)] = "OFFSET_METADATA_TOO_LARGE: fake"
+    handover.commit(consumer, list(parts.values()), asynchronous=False)
+    handover.commit(consumer, list(parts.values()), asynchronous=False)
+    first, again = kafka.commits()
+    assert first.metadata
+    assert not again.metadata
+    assert kafka.committed == {(MAIN, 0): 0}
+
+
+def test_exactly_once_commits_carry_no_metadata(kafka: FakeKafka) -> None:
+    # a transactional worker's outcomes past its commit are staged, not written yet
+    handover, parts, _writer, consumer = _handover(kafka, exactly_once=True)
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
+    _progress(parts[(MAIN, 0)], range(3), completed=[0, 2])
+    handover.commit(consumer, list(parts.values()), asynchronous=False)
+    assert kafka.commits() == [TopicPartition(MAIN, 0, 1)]

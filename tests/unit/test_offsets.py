@@ -135,3 +135,46 @@ def test_an_offset_dispatched_out_of_order_is_refused() -> None:
     tracker.completed(3)
     tracker.completed(4)
     assert tracker.commit_offset() == 5
+
+
+def test_pending_hands_over_offsets_done_behind_an_unfinished_one() -> None:
+    tracker = _tracker(3, 4, 5, 7, 8)
+    tracker.completed(4)
+    tracker.completed(7)
+    tracker.completed(8)
+    # nothing contiguous: the commit stays at the first offset, the done runs ride along
+    assert tracker.commit_offset() is None
+    assert tracker.pending() == (3, [(4, 5), (6, 9)])
+
+
+def test_pending_is_none_until_a_task_completes_again_after_a_commit() -> None:
+    tracker = _tracker(1, 2, 3)
+    assert tracker.pending() is None
+    tracker.completed(3)
+    assert tracker.pending() == (1, [(3, 4)])
+    tracker.mark_committed(1)
+    assert tracker.pending() is None
+    tracker.completed(1)
+    assert tracker.pending() == (2, [(3, 4)])
+    tracker.mark_committed(2)
+    tracker.forget_commit()  # the commit failed: offer it again
+    assert tracker.pending() == (2, [(3, 4)])
+
+
+def test_offsets_a_previous_owner_finished_are_skipped_and_count_as_done() -> None:
+    tracker = OffsetTracker()
+    tracker.inherit([(11, 13), (20, 21)])
+    tracker.dispatched(10)
+    assert tracker.take_inherited(11)
+    assert tracker.take_inherited(12)
+    assert not tracker.take_inherited(13)
+    tracker.dispatched(13)
+    # what is not reached yet is handed on to the next owner too
+    assert tracker.done_ahead() == [(11, 13), (20, 21)]
+    tracker.completed(10)
+    tracker.completed(13)
+    assert tracker.commit_offset() == 14
+    assert tracker.pending() == (14, [(20, 21)])
+    assert not tracker.take_inherited(19)
+    assert tracker.take_inherited(20)
+    assert tracker.pending() == (21, [])

@@ -6,6 +6,7 @@ The public API is what ``__all__`` lists; everything else is internal and may ch
 from streamjobs.errors import (
     BadInput,
     Discard,
+    DuplicateTask,
     Retry,
     StreamJobsError,
     SubmitError,
@@ -23,6 +24,7 @@ from streamjobs.worker.loop import Worker
 __all__ = [
     "BadInput",
     "Discard",
+    "DuplicateTask",
     "Producer",
     "Retry",
     "Settings",

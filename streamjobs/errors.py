@@ -8,10 +8,12 @@ that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker.loop`.
     StreamJobsError                      root of everything raised on purpose
     ├── ConfigError                      bad settings (bad value, unknown queue, bad tier list)
     ├── KafkaUnavailable                 broker unreachable / request timed out
+    ├── WorkerCrashed                    a thread the worker owns died: Worker.run() raises it
     ├── TopicError                       a topic is missing or misconfigured (topics verify)
     ├── SubmitError                      a submit could not be confirmed durable
     ├── TransactionAborted               exactly once: the open transaction was aborted; its
     │                                    uncommitted work is read and run again
+    ├── DuplicateTask                    submit(task_id=X) with other arguments than task X's
     ├── TaskFailed                       TaskHandle.wait(): the task ended dead-lettered
     ├── TaskTimeout                      TaskHandle.wait(): no final state within the timeout
     ├── HandlerTimeout                   a handler ran past its timeout (retried by policy)
@@ -21,6 +23,8 @@ that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker.loop`.
         ├── UnknownTask                  reason: unknown_task
         ├── InvalidArgs                  reason: invalid_args
         ├── PayloadTooLarge              reason: payload_too_large
+        ├── BadResult                    reason: bad_result (a result JSON cannot hold)
+        ├── ResultTooLarge               reason: result_too_large (over max_message_bytes)
         └── UnsafeSchema                 reason: unsafe_schema
 
     TaskControl                          control flow a handler raises on purpose (never logged
@@ -29,7 +33,8 @@ that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker.loop`.
 
 ``BadInput`` and ``TaskControl`` are separate branches: the first is the library refusing input,
 the second is a handler steering its own task. User exceptions raised by handlers are never
-wrapped; the retry policy sees them as they are.
+wrapped; the retry policy sees them as they are, whatever ``BaseException`` they derive from
+(``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit`` raised by a handler are a failed attempt).
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ class KafkaUnavailable(StreamJobsError):
     """The broker could not be reached or did not answer in time."""
 
 
+class WorkerCrashed(StreamJobsError):
+    """A thread the worker owns (task executor, event loop) died: the worker stops at once and
+    ``Worker.run()`` raises this, so a supervisor restarts the process."""
+
+
 class TopicError(StreamJobsError):
     """A topic is missing or has the wrong configuration."""
 
@@ -63,6 +73,15 @@ class SubmitError(StreamJobsError):
 
 class TransactionAborted(StreamJobsError):
     """The open transaction was aborted; uncommitted work must be read and run again."""
+
+
+class DuplicateTask(StreamJobsError):
+    """``submit(task_id=X)`` where the status topic already holds task X with other arguments
+    (another task type or other payload bytes); nothing was written."""
+
+    def __init__(self, task_id: str, message: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
 
 
 class TaskFailed(StreamJobsError):
@@ -131,6 +150,18 @@ class PayloadTooLarge(BadInput):
     """An encoded record larger than the configured maximum."""
 
     reason = "payload_too_large"
+
+
+class BadResult(BadInput):
+    """A handler's return value that JSON cannot hold; no retry can change it."""
+
+    reason = "bad_result"
+
+
+class ResultTooLarge(BadInput):
+    """A handler's result too large for its status record (``max_message_bytes``)."""
+
+    reason = "result_too_large"
 
 
 class UnsafeSchema(BadInput):

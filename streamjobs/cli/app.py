@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import sys
+import threading
 from typing import Annotated, Any
 
 import typer
@@ -109,7 +112,7 @@ def consume(
 
     if log_format not in logs.LOG_FORMATS:
         raise ConfigError(f"--log-format must be one of {', '.join(logs.LOG_FORMATS)}")
-    logs.configure(log_level, log_format)
+    logs.configure(log_level, log_format, _own_stderr())
     settings = build_settings(
         bootstrap_servers=bootstrap_servers,
         topic_prefix=topic_prefix,
@@ -156,6 +159,38 @@ def consume(
         scheduler.stop()
         if provider is not None:
             provider.shutdown()  # flushes the last spans to the exporter
+        _leave_without_handler_threads()
+
+
+def _own_stderr() -> Any:
+    """A private copy of stderr to log to: a handler that closes ``sys.stderr`` (or fd 2) must
+    not make the worker's own log calls raise; a failed log write is dropped, never raised."""
+    logging.raiseExceptions = False
+    try:
+        return os.fdopen(os.dup(2), "w", buffering=1, errors="backslashreplace")
+    except OSError:  # no stderr at all (a daemon started with fd 2 closed)
+        return sys.stderr
+
+
+def _leave_without_handler_threads() -> None:
+    """Exit now if a handler left non-daemon threads running: Python would wait for them at
+    exit, and the stopped worker (its offsets committed, its group left) would never end."""
+    lingering = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.current_thread() and not t.daemon and t.is_alive()
+    ]
+    if not lingering:
+        return
+    error = sys.exc_info()[1]
+    code = error.exit_code if isinstance(error, typer.Exit) else int(error is not None)
+    logging.getLogger("streamjobs").warning(
+        "exiting without waiting for %d thread(s) started by handlers: %s",
+        len(lingering),
+        ", ".join(lingering[:10]),
+    )
+    logging.shutdown()
+    os._exit(code)
 
 
 @topics_app.command("ensure")

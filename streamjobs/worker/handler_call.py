@@ -3,8 +3,11 @@
 Owns turning an envelope into the handler's call (resolving the payload's writer schema when
 it was written by an older model), the per-task timeout (a sync handler blocked in C cannot be
 interrupted in CPython, so at the deadline the attempt fails with HandlerTimeout and the call is
-abandoned; an async handler is cancelled), and encoding the result. Does not decide what a
-failure means (:mod:`streamjobs.retry`) or write anything to Kafka.
+abandoned; an async handler is cancelled), and encoding the result. Whatever a handler raises,
+down to ``KeyboardInterrupt`` and ``SystemExit``, reaches the caller's thread as it was: an async
+handler's never escapes into the event loop (asyncio re-raises those two out of
+``run_forever``, which would end the loop thread). Does not decide what a failure means
+(:mod:`streamjobs.retry`) or write anything to Kafka.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from streamjobs.envelope import Envelope
-from streamjobs.errors import BadInput, HandlerTimeout
+from streamjobs.errors import BadResult, HandlerTimeout, error_text
 from streamjobs.registry import Handler
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
@@ -37,6 +40,11 @@ class HandlerRunner:
                 target=self._loop.run_forever, name="streamjobs-asyncio", daemon=True
             )
             self._loop_thread.start()
+
+    def dead_threads(self) -> list[str]:
+        """Names of this runner's long-lived threads that have died (the event loop's)."""
+        thread = self._loop_thread
+        return [] if thread is None or thread.is_alive() else [thread.name]
 
     def close(self) -> None:
         if self._loop is not None and self._loop_thread is not None:
@@ -65,9 +73,14 @@ class HandlerRunner:
         assert self._loop is not None, "registry changed after the worker started"
         seconds = timeout.total_seconds() if timeout else None
         future = asyncio.run_coroutine_threadsafe(
-            _with_deadline(handler.func(task), seconds, handler.name), self._loop
+            _guarded(handler.func(task), seconds, handler.name), self._loop
         )
-        return future.result()
+        # no timeout here: if the loop thread dies the worker's watchdog stops the worker, and
+        # this abandoned attempt is never settled (its offset is not committed: it runs again)
+        result, error = future.result()
+        if error is not None:
+            raise error
+        return result
 
     def _call_with_timeout(self, handler: Handler, task: Any, timeout: timedelta) -> Any:
         """One daemon thread per timed call: an abandoned (hung) call keeps only its own
@@ -95,6 +108,18 @@ class HandlerRunner:
         return outcome.get("result")
 
 
+async def _guarded(coro: Any, seconds: float | None, name: str) -> tuple[Any, BaseException | None]:
+    """The handler's (result, None) or (None, what it raised), any ``BaseException`` included:
+    asyncio re-raises a task's KeyboardInterrupt or SystemExit out of the loop, ending it."""
+    try:
+        return await _with_deadline(coro, seconds, name), None
+    except BaseException as exc:
+        current = asyncio.current_task()
+        if isinstance(exc, asyncio.CancelledError) and current and current.cancelling():
+            raise  # the task itself is being cancelled (not the handler raising it): let it go
+        return None, exc
+
+
 async def _with_deadline(coro: Any, seconds: float | None, name: str) -> Any:
     """Await an async handler; past ``seconds`` it is cancelled and HandlerTimeout raised."""
     if seconds is None:
@@ -110,12 +135,18 @@ async def _with_deadline(coro: Any, seconds: float | None, name: str) -> Any:
 
 
 def result_json(result: Any) -> str | None:
-    """A handler's return value as JSON text; a value JSON cannot hold is ``bad_result``."""
+    """A handler's return value as JSON text; a value JSON cannot hold is ``bad_result``.
+
+    Any failure to encode counts (a cycle, a nesting deeper than the recursion limit, a model
+    whose serializer raises): no retry of the same handler would change it.
+    """
     if result is None:
         return None
-    if hasattr(result, "model_dump_json"):
-        return str(result.model_dump_json())
     try:
+        if hasattr(type(result), "model_dump_json"):  # a pydantic model
+            return str(result.model_dump_json())
         return json.dumps(result)
-    except (TypeError, ValueError) as exc:
-        raise BadInput(f"handler result is not JSON: {exc}", reason="bad_result") from exc
+    except Exception as exc:
+        raise BadResult(
+            f"handler result ({type(result).__name__}) is not JSON: {error_text(exc, 500)}"
+        ) from exc

@@ -132,14 +132,17 @@ class Handover:
         if isinstance(self._writer, TransactionalWriter):
             self._writer.drop(_keys(partitions))
 
-    def hand_back(self, consumer: client.Consumer) -> None:
+    def hand_back(self, consumer: client.Consumer, *, grace: float | None = None) -> None:
         """At shutdown: like a revoke of every partition, but a task still running after the
-        grace is not a clean handover (the next owner counts its start)."""
+        grace (``shutdown_grace`` unless given) is not a clean handover (the next owner counts
+        its start)."""
         parts = list(self._parts.values())
         for part in parts:
             with part.lock:
                 part.revoked = True  # queued tasks are not started; started ones finish
-        self._settle(parts, self._settings.shutdown_grace.total_seconds())
+        self._settle(
+            parts, self._settings.shutdown_grace.total_seconds() if grace is None else grace
+        )
         self.commit(consumer, parts, asynchronous=False)
         if not any(p.running for p in parts):  # a task still running is not a clean handover
             self._release(parts)

@@ -26,7 +26,7 @@ from typing import Any
 
 from streamjobs import client, status
 from streamjobs.envelope import Envelope, decode_envelope
-from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError
+from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError, WorkerCrashed
 from streamjobs.middleware import (
     AttemptContext,
     AttemptOutcome,
@@ -48,6 +48,7 @@ from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord, TransactionalWriter
 from streamjobs.worker.partitions import Assigned, Partition, PartitionProgress
 from streamjobs.worker.quarantine import StartLedger
+from streamjobs.worker.watchdog import Watchdog
 
 _log = logging.getLogger(__name__)
 _BATCH = 500
@@ -105,6 +106,7 @@ class Worker:
             self._schemas.add(handler.task_type)
         self._stop = threading.Event()
         self._failure: StreamJobsError | None = None
+        self._watchdog: Watchdog | None = None  # while running
         self._parts = Assigned(settings, self._topics.main)
         self._consumer: client.Consumer | None = None
         self._build = Builder(settings, self._topics, self.worker_id)
@@ -136,8 +138,15 @@ class Worker:
             _log.error("worker stopping: %s", error)
         self._stop.set()
 
+    def _crashed(self, thread: str, exc: BaseException) -> None:
+        """Something escaped a task's own error handling (a worker bug, never a handler's
+        exception): the worker's state is unknown, so it stops without waiting for tasks."""
+        _log.critical("internal error in worker thread %s", thread, exc_info=exc)
+        self.fail(WorkerCrashed(f"internal error in {thread}: {type(exc).__name__}: {exc}"))
+
     def run(self) -> None:
-        """Consume until stopped. Raises KafkaUnavailable if outcomes could not be written."""
+        """Consume until stopped. Raises KafkaUnavailable if outcomes could not be written,
+        WorkerCrashed if a thread of the worker died (a supervisor should restart it)."""
         self._writer = self._new_writer()
         self._ledger = StartLedger(self.settings, self._topics.starts, self._clients)
         self._handover_now = Handover(
@@ -151,7 +160,8 @@ class Worker:
         self._runner = HandlerRunner(
             self.settings, self._schemas, needs_loop=any(h.is_async for h in self.registry)
         )
-        self._executor = KeyedExecutor(self.settings.concurrency)
+        self._executor = KeyedExecutor(self.settings.concurrency, on_crash=self._crashed)
+        self._watchdog = Watchdog([self._executor.dead_threads, self._runner.dead_threads])
         consumer = self._clients.worker_consumer(self._on_commit)
         self._consumer = consumer
         consumer.subscribe(
@@ -236,6 +246,9 @@ class Worker:
             with self._queued_lock:
                 self._queued_lock.wait(_POLL_TIMEOUT_S)
         self.writer.serve(0)
+        crash = self._watchdog.check() if self._watchdog is not None else None
+        if crash is not None:
+            self.fail(crash)
         self._handover.commit_due(consumer)
         self._parts.resume_due(self.consumer)
         self._parts.apply_backpressure(self.consumer, self._queued)
@@ -267,7 +280,9 @@ class Worker:
         return queued
 
     def _shutdown(self, consumer: client.Consumer) -> None:
-        self._handover.hand_back(consumer)
+        # a crashed worker does not wait for its tasks: the thread they need may be the dead one
+        crashed = isinstance(self._failure, WorkerCrashed)
+        self._handover.hand_back(consumer, grace=0.0 if crashed else None)
         consumer.close()  # leaves the group at once instead of waiting for the session timeout
         if self._executor is not None:
             self._executor.shutdown(timeout=1.0)
@@ -499,13 +514,16 @@ class Worker:
                     [running], origin, part.alive if self.writer.exactly_once else None
                 )
                 result = self._runner.call(handler, envelope, message.timestamp_ms)
-        except Exception as exc:
+                done = self._build.succeeded(envelope, statuses, result)
+        # anything a handler raises is its attempt's outcome, KeyboardInterrupt and SystemExit
+        # included: signals reach only the main thread (the CLI turns them into stop()), so one
+        # raised here is the handler's own, never a request to stop the worker
+        except BaseException as exc:
             elapsed = _since(started)
             self._failed(message, part, envelope, handler, exc, where, ctx, elapsed)
             if suspect:
                 self.ledger.end(message.topic, message.partition, message.offset)
             return
-        done = self._build.run_status(envelope, statuses, TaskState.SUCCEEDED, result)
         outcome = AttemptOutcome(TaskState.SUCCEEDED, _since(started))
         self._settle_with(part, message, [done], self._observer(ctx, outcome))
         self.stats.succeeded += 1

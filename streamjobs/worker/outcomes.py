@@ -26,7 +26,13 @@ from typing import Any
 from streamjobs import client
 from streamjobs.deadletter import encode_dead_letter
 from streamjobs.envelope import Envelope, encode_envelope
-from streamjobs.errors import KafkaUnavailable, StreamJobsError, TransactionAborted, error_text
+from streamjobs.errors import (
+    KafkaUnavailable,
+    ResultTooLarge,
+    StreamJobsError,
+    TransactionAborted,
+    error_text,
+)
 from streamjobs.models import TaskState
 from streamjobs.retry import RetryAt
 from streamjobs.settings import Settings
@@ -44,6 +50,16 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes | None]] | None = None
+
+
+# bytes a record needs beyond key, value and headers (record batch framing, generous)
+RECORD_OVERHEAD = 512
+
+
+def record_size(record: OutRecord) -> int:
+    """What ``record`` counts against librdkafka's ``message.max.bytes``, generously."""
+    headers = sum(len(k) + len(v or b"") for k, v in record.headers or ())
+    return len(record.value or b"") + len(record.key or b"") + headers + RECORD_OVERHEAD
 
 
 class _Acks:
@@ -91,8 +107,13 @@ class OutcomeWriter:
         while self._outbox:
             records, done = self._outbox.popleft()
             callback = _Acks(len(records), done, self._on_error).delivered if done else None
-            for record in records:
-                self._produce(record, callback)
+            try:
+                for record in records:
+                    self._produce(record, callback)
+            except KafkaUnavailable as exc:
+                # refused before it was queued (outcomes are size-checked when built, so this is
+                # unexpected): never durable, so its offset must not complete; stop the worker
+                self._on_error(exc)
         self._producer.poll(timeout)
 
     def flush(self, timeout: float) -> None:
@@ -228,6 +249,20 @@ class Builder:
         return OutRecord(
             self._topics.status, envelope.task_id.encode(), statuses.encode(state, result)
         )
+
+    def succeeded(
+        self, envelope: Envelope, statuses: AttemptStatuses, result: str | None
+    ) -> OutRecord:
+        """The ``succeeded`` record; ResultTooLarge when the result does not fit in it (the
+        producer would refuse the record, and no retry of the handler can shrink it)."""
+        done = self.run_status(envelope, statuses, TaskState.SUCCEEDED, result)
+        size = record_size(done)
+        if size > self._settings.max_message_bytes:
+            raise ResultTooLarge(
+                f"result of {len(result or '')} characters makes a {size}-byte status record, "
+                f"over max_message_bytes={self._settings.max_message_bytes}"
+            )
+        return done
 
     def retry(
         self,

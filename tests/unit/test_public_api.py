@@ -17,6 +17,7 @@ def _error_classes() -> list[type]:
 PUBLIC = {
     "BadInput",
     "Discard",
+    "DuplicateTask",
     "Producer",
     "Retry",
     "Settings",

@@ -6,8 +6,10 @@ produced, so a fast worker's ``succeeded`` can never be followed, and compacted 
 ``queued``), and delivery confirmation: a submit returns only once Kafka has the task (idempotent
 producer, ``acks=all``) and raises SubmitError otherwise. Replays and redrives queue existing
 envelopes again in batches: ``prepare_resubmit`` checks one, ``resubmit_many`` writes many with
-the same confirmed write and reports per task. Does not run tasks, nor wait for their outcome:
-the ``TaskHandle`` a submit returns does that (:mod:`streamjobs.taskhandle`).
+the same confirmed write and reports per task. A submit naming its own ``task_id`` first reads
+that id's status: a task already known is never written again (same arguments: its handle is
+returned; other arguments: DuplicateTask). Does not run tasks, nor wait for their outcome: the
+``TaskHandle`` a submit returns does that (:mod:`streamjobs.taskhandle`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from streamjobs.models import Task, TaskState
 from streamjobs.retry import pick_tier
 from streamjobs.schemastore import schema_record
 from streamjobs.settings import Settings
-from streamjobs.taskhandle import TaskHandle
+from streamjobs.taskhandle import TaskHandle, existing_handle
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 from streamjobs.tracing import TracingMiddleware
@@ -66,6 +68,8 @@ class _Prepared:
     headers: list[tuple[str, bytes]]
     submitted_at_ms: int
     delay: timedelta | None = None  # how long a scheduled task waits before it is due
+    # every status record of the task carries these (its submission digest)
+    status_headers: list[tuple[str, bytes | None]] = field(default_factory=list)
     handle: TaskHandle | None = field(default=None)
     error: SubmitError | None = field(default=None)
     # a replay or redrive: (operation, headers of the original record) for a linked span
@@ -164,9 +168,21 @@ class Producer:
         eta: datetime | None = None,
         max_attempts: int | None = None,
     ) -> TaskHandle:
-        """Append ``task`` to the queue; returns once Kafka confirmed it. Same key, same order."""
+        """Append ``task`` to the queue; returns once Kafka confirmed it. Same key, same order.
+
+        With ``task_id``, the id's status is read first (one status-partition read): if the
+        status topic already knows the id, nothing is written; the existing task's handle is
+        returned when it was submitted with the same task type, key and payload (a retried
+        submit), else :class:`~streamjobs.errors.DuplicateTask` is raised. A purged id is free
+        again. Two submits of one new id at the same moment can both pass this check: see the
+        README (*Choosing task ids*).
+        """
         not_before_ms = _due_ms(delay, eta)
         prepared = self._prepare(task, key, task_id, not_before_ms, max_attempts)
+        if task_id is not None:
+            known = status.latest(self.settings, task_id, timeout=self._timeout_s)
+            if known is not None:
+                return existing_handle(self.settings, known, prepared.status_headers)
         self._write([prepared])
         assert prepared.handle is not None
         return prepared.handle
@@ -249,6 +265,7 @@ class Producer:
             status_value=status.encode_status(again, TaskState.QUEUED, topic=topic, note=note),
             headers=[],
             submitted_at_ms=submitted,
+            status_headers=status.submission_headers(again),
             replay_of=(operation, list(headers or [])),
         )
         return Resubmission(prepared.task_id, key, prepared.status_value, prepared)
@@ -363,6 +380,7 @@ class Producer:
             headers=[],
             submitted_at_ms=submitted,
             delay=remaining,
+            status_headers=status.submission_headers(envelope),
         )
 
     def _encoded(self, envelope: Envelope, what: str) -> bytes:
@@ -411,7 +429,11 @@ class Producer:
         statuses = [_Pending() for _ in batch]
         for item, pending in zip(batch, statuses, strict=True):
             self._produce(
-                self._topics.status, item.task_id.encode(), item.status_value, [], pending
+                self._topics.status,
+                item.task_id.encode(),
+                item.status_value,
+                item.status_headers,
+                pending,
             )
         acked = self._settle(batch, statuses, "queued status of task")
         failed = next((e for e in acked if e is not None), None)

@@ -1,13 +1,17 @@
 """Task status records: building them, and reading the compacted status topic.
 
-Owns the status record layout (see ``schemas/task_status.avsc``), the ``StatusView`` users see,
-and point lookups (``latest``, ``wait``) that read only the partition a task id hashes to.
-Status records are always keyed by ``task_id``: a compacted topic rejects unkeyed records.
-Does not decide state transitions (the worker does) or keep a long-lived materialised view.
+Owns the status record layout (see ``schemas/task_status.avsc``) and its ``streamjobs-submission``
+header (a digest of what was submitted, carried by every status record of a task so that a
+submit reusing a task id can tell a retried submit from a clash), the ``StatusView`` users see,
+and point lookups (``latest``, ``wait``) that read only the partition a task id hashes to and
+raise rather than answer from a partition they could not read to its end. Status records are
+always keyed by ``task_id``: a compacted topic rejects unkeyed records. Does not decide state
+transitions (the worker does) or keep a long-lived materialised view.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -28,7 +32,14 @@ from streamjobs.codec import (
     write_string,
 )
 from streamjobs.envelope import Envelope
-from streamjobs.errors import DecodeError, EncodeError, TaskFailed, TaskTimeout, TopicError
+from streamjobs.errors import (
+    DecodeError,
+    EncodeError,
+    KafkaUnavailable,
+    TaskFailed,
+    TaskTimeout,
+    TopicError,
+)
 from streamjobs.models import TaskState, status_version
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
@@ -36,8 +47,39 @@ from streamjobs.topics import queue_topics
 _CODEC = builtin("task_status")
 
 
+#: Record header on status records: :func:`submission_digest` of the task they describe.
+SUBMISSION_HEADER = "streamjobs-submission"
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def submission_digest(envelope: Envelope) -> bytes:
+    """What identifies a submission's arguments: task type, key, payload schema and payload
+    bytes (128-bit BLAKE2b, hex). Attempts, generations and due times do not change it."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (
+        envelope.task.encode(),
+        (envelope.key or "").encode(),
+        envelope.payload_schema,
+        envelope.payload,
+    ):
+        digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two splits collide
+        digest.update(part)
+    return digest.hexdigest().encode()
+
+
+def submission_headers(envelope: Envelope) -> list[tuple[str, bytes | None]]:
+    """The headers every status record of the task in ``envelope`` carries."""
+    return [(SUBMISSION_HEADER, submission_digest(envelope))]
+
+
+def _submission_of(headers: Any) -> str | None:
+    for name, value in headers or ():
+        if name == SUBMISSION_HEADER and value is not None:
+            return bytes(value).decode("ascii", "replace")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +107,8 @@ class StatusView:
     not_before_ms: int | None
     submitted_at_ms: int | None
     note: str | None = None
+    #: the ``streamjobs-submission`` header of the record (None when it carried none)
+    submission: str | None = None
 
     @property
     def result(self) -> Any:
@@ -165,7 +209,15 @@ class AttemptStatuses:
     :func:`encode_status` given the same columns (a unit test holds the two together).
     """
 
-    __slots__ = ("_after_time", "_attempt", "_before_state", "_generation", "_numbers", "_tail")
+    __slots__ = (
+        "_after_time",
+        "_attempt",
+        "_before_state",
+        "_generation",
+        "_numbers",
+        "_tail",
+        "headers",
+    )
 
     def __init__(self, envelope: Envelope, where: dict[str, Any]) -> None:
         """``where``: the run's topic, partition, offset, worker_id and trace_id columns."""
@@ -195,6 +247,7 @@ class AttemptStatuses:
                 )
             )
             self._numbers = write_int(self._attempt) + write_int(self._generation)
+            self.headers = submission_headers(envelope)
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise EncodeError(f"cannot encode TaskStatus: {exc}") from exc
 
@@ -213,8 +266,10 @@ class AttemptStatuses:
         )
 
 
-def decode_status(value: bytes) -> StatusView:
+def decode_status(value: bytes, headers: Any = None) -> StatusView:
+    """A status record's value (and, if given, its headers) as a StatusView."""
     record = _CODEC.decode(value)
+    record["submission"] = _submission_of(headers)
     try:
         state = TaskState(record["state"])
     except ValueError as exc:
@@ -239,15 +294,20 @@ def _partition_count(consumer: client.KafkaConsumer, topic: str, timeout: float)
 
 
 def latest(settings: Settings, task_id: str, *, timeout: float = 10.0) -> StatusView | None:
-    """The newest status of ``task_id``, or None when the id is unknown."""
-    return _Follower(settings, task_id, None).read_to_end(timeout)
+    """The newest status of ``task_id``, or None when the id is unknown (or was purged).
+
+    None is said only after the task id's status partition was read to its end: a partition
+    that cannot be read to the end within ``timeout`` raises KafkaUnavailable instead.
+    """
+    deadline = time.monotonic() + timeout
+    return _Follower(settings, task_id, None, timeout).read_to_end(deadline)
 
 
 def wait(
     settings: Settings, task_id: str, timeout: float, *, since_ms: int | None = None
 ) -> StatusView:
     """Block until ``task_id`` reaches a final state; raise TaskTimeout when it does not."""
-    follower = _Follower(settings, task_id, since_ms)
+    follower = _Follower(settings, task_id, since_ms, 10.0)
     try:
         return follower.until_final(timeout)
     finally:
@@ -264,19 +324,26 @@ def raise_for_failure(view: StatusView) -> Any:
 class _Follower:
     """Reads one status partition, keeping the highest version seen for one task id."""
 
-    def __init__(self, settings: Settings, task_id: str, since_ms: int | None) -> None:
+    def __init__(
+        self, settings: Settings, task_id: str, since_ms: int | None, timeout: float
+    ) -> None:
+        """``timeout``: for each metadata request made here."""
         self.task_id = task_id
         self.key = task_id.encode()
         self.best: StatusView | None = None
         topic = queue_topics(settings).status
         self.consumer = client.new_reader(settings)
-        partitions = _partition_count(self.consumer, topic, 10.0)
-        number = status_partition(partitions, task_id)
-        start = client.OFFSET_BEGINNING
-        if since_ms is not None:
-            probe = {number: max(0, since_ms - 5000)}
-            found = self.consumer.offsets_for_times(topic, probe, timeout=10.0)[number]
-            start = found if found >= 0 else client.OFFSET_END
+        try:
+            partitions = _partition_count(self.consumer, topic, timeout)
+            number = status_partition(partitions, task_id)
+            start = client.OFFSET_BEGINNING
+            if since_ms is not None:
+                probe = {number: max(0, since_ms - 5000)}
+                found = self.consumer.offsets_for_times(topic, probe, timeout=timeout)[number]
+                start = found if found >= 0 else client.OFFSET_END
+        except BaseException:
+            self.consumer.close()  # an unclosed reader would warn (ResourceWarning)
+            raise
         self.partition = client.TopicPartition(topic, number, start)
         self.consumer.assign([self.partition])
 
@@ -292,23 +359,32 @@ class _Follower:
                 self.best = None
                 continue
             try:
-                view = decode_status(value)
+                view = decode_status(value, record.headers)
             except DecodeError:
                 continue
             if self.best is None or view.version >= self.best.version:
                 self.best = view
 
-    def read_to_end(self, timeout: float) -> StatusView | None:
+    def read_to_end(self, deadline: float) -> StatusView | None:
+        """The best view once the partition was read to its end; KafkaUnavailable if it was
+        not by ``deadline`` (a monotonic time): never "unknown" for a partition half read."""
         try:
+            remaining = max(0.001, deadline - time.monotonic())
             low, high = self.consumer.watermarks_when_ready(
-                self.partition.topic, self.partition.partition, timeout
+                self.partition.topic, self.partition.partition, remaining
             )
-            deadline = time.monotonic() + timeout
-            while high > low and time.monotonic() < deadline:
-                self._absorb(self.consumer.consume(500, 0.2))
+            while high > low:
                 # compaction leaves gaps, so compare the fetch position, not the last offset seen
                 if self.consumer.positions([self.partition])[0].offset >= high:
                     break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise KafkaUnavailable(
+                        f"status of task {self.task_id}: {self.partition.topic}"
+                        f"[{self.partition.partition}] not read to its end (offset {high}) "
+                        "before the deadline"
+                    )
+                self._absorb(self.consumer.consume(500, min(0.2, remaining)))
             return self.best
         finally:
             self.close()
@@ -350,7 +426,7 @@ def _merge(views: dict[str, StatusView], record: client.Record) -> None:
         views.pop(task_id, None)
         return
     try:
-        view = decode_status(record.value)
+        view = decode_status(record.value, record.headers)
     except DecodeError:
         return
     current = views.get(task_id)

@@ -2,16 +2,20 @@
 
 Owns what a submitter can ask of a task Kafka has confirmed: its id, the topic, partition and
 offset it landed at, its latest status and a wait for its outcome (read from the status topic
-through :mod:`streamjobs.status`). Does not produce anything: :mod:`streamjobs.producer` writes
-the task and creates the handle.
+through :mod:`streamjobs.status`), and the handle of a task submitted before under the same id
+(``existing_handle``: a retried submit gets it, a clashing one DuplicateTask). Does not produce
+anything: :mod:`streamjobs.producer` writes the task and creates the handle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from streamjobs import status
+from streamjobs.errors import DuplicateTask
 from streamjobs.settings import Settings
+from streamjobs.topics import queue_topics
 
 
 class TaskHandle:
@@ -46,3 +50,42 @@ class TaskHandle:
         """The handler's result; TaskFailed if dead-lettered, TaskTimeout if not done in time."""
         view = status.wait(self._settings, self.task_id, timeout, since_ms=self.submitted_at_ms)
         return status.raise_for_failure(view)
+
+
+def existing_handle(
+    settings: Settings, known: status.StatusView, headers: Sequence[tuple[str, bytes | None]]
+) -> TaskHandle:
+    """The handle of the task ``known`` describes, for a submit of the same task id with
+    ``headers`` (its status headers); DuplicateTask when that submit has other arguments.
+
+    A status without a submission digest (written before streamjobs recorded one) cannot be
+    told apart: that is a DuplicateTask too, since running it again is what must not happen.
+    Where the status does not say where the task sits, the handle's partition and offset are -1.
+    """
+    digest = dict(headers).get(status.SUBMISSION_HEADER)
+    why = _clash(settings, known, None if digest is None else digest.decode())
+    if why is not None:
+        raise DuplicateTask(
+            known.task_id,
+            f"task id {known.task_id} is already taken: task {known.task} ({known.state.value}) "
+            f"{why}; nothing was written",
+        )
+    return TaskHandle(
+        settings,
+        known.task_id,
+        known.topic or queue_topics(settings).main,
+        -1 if known.partition is None else known.partition,
+        -1 if known.offset is None else known.offset,
+        known.submitted_at_ms if known.submitted_at_ms is not None else known.updated_at_ms,
+    )
+
+
+def _clash(settings: Settings, known: status.StatusView, digest: str | None) -> str | None:
+    """Why a submit with ``digest`` is not the submission ``known`` describes, or None."""
+    if known.queue != settings.queue:
+        return f"was submitted to queue {known.queue!r}"
+    if known.submission is None:
+        return "carries no submission digest to compare with"
+    if known.submission != digest:
+        return "was submitted with other arguments (task type, key or payload)"
+    return None

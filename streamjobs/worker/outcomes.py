@@ -36,7 +36,7 @@ from streamjobs.errors import (
 from streamjobs.models import TaskState
 from streamjobs.retry import RetryAt
 from streamjobs.settings import Settings
-from streamjobs.status import AttemptStatuses, encode_status, now_ms
+from streamjobs.status import AttemptStatuses, encode_status, now_ms, submission_headers
 from streamjobs.topics import QueueTopics
 
 Done = Callable[[], bool]  # False: the outcome is stale (its partition was given up): drop it
@@ -234,9 +234,11 @@ class Builder:
         self._worker_id = worker_id
 
     def status(self, envelope: Envelope, state: TaskState, **fields: Any) -> OutRecord:
-        """A status record; always keyed by task id (a compacted topic rejects unkeyed ones)."""
+        """A status record; always keyed by task id (a compacted topic rejects unkeyed ones),
+        with the task's submission digest as a header (see :mod:`streamjobs.status`)."""
         value = encode_status(envelope, state, **fields)
-        return OutRecord(self._topics.status, envelope.task_id.encode(), value)
+        key = envelope.task_id.encode()
+        return OutRecord(self._topics.status, key, value, submission_headers(envelope))
 
     def run_status(
         self,
@@ -247,7 +249,10 @@ class Builder:
     ) -> OutRecord:
         """``running`` or ``succeeded`` of one run, from its pre-encoded columns."""
         return OutRecord(
-            self._topics.status, envelope.task_id.encode(), statuses.encode(state, result)
+            self._topics.status,
+            envelope.task_id.encode(),
+            statuses.encode(state, result),
+            statuses.headers,
         )
 
     def succeeded(

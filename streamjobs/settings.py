@@ -82,7 +82,11 @@ class Settings(BaseSettings):
     group_instance_id: str | None = None
     group_protocol: Literal["consumer", "classic"] = "consumer"
     partitions: int = Field(default=6, ge=1, le=10_000)
-    replication_factor: int = Field(default=1, ge=-1)
+    # None: derived from the broker count when topics are created (3 with at least 3 brokers,
+    # else the broker count); -1: the broker's default.replication.factor
+    replication_factor: int | None = Field(default=None, ge=-1)
+    # None: the replication factor minus one, at least 1 (2 for 3 replicas, 1 on one broker)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
 
     max_attempts: int = Field(default=4, ge=1, le=1000)
     retry_tiers: Annotated[list[timedelta], NoDecode] = Field(
@@ -205,6 +209,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ordering=key_ordered needs group_protocol=consumer (co-partitioned tiers)"
             )
+        rf, min_isr = self.replication_factor, self.min_insync_replicas
+        if rf is not None and rf > 0 and min_isr is not None and min_isr > rf:
+            raise ValueError(
+                f"min_insync_replicas={min_isr} exceeds replication_factor={rf}: every write "
+                "would be refused"
+            )
+        if self.replication_factor == 0:
+            raise ValueError("replication_factor must be positive, -1 or unset (auto)")
         if self.dlq_max_bytes > self.max_message_bytes:
             raise ValueError("dlq_max_bytes must not exceed max_message_bytes")
         return self

@@ -2,10 +2,12 @@
 
 Owns the naming scheme (``<prefix>.<queue>``, ``.retry.<delay>``, ``.delay.<delay>``, ``.dlq``,
 ``<prefix>.status``, ``<prefix>.schemas``, ``<prefix>.schedules``, ``<prefix>.workers``), the
-configuration each topic needs, ``ensure``/``verify``, and :func:`tier_drift`: the queue's tier
-topics on the cluster against the tiers of the settings (tiers changed, or a command run without
-the workers' ``STREAMJOBS_RETRY_TIERS``). streamjobs never relies on broker auto-creation. Does
-not produce or consume records.
+configuration each topic needs, its replication (``replication_factor`` and
+``min.insync.replicas`` from settings, or derived from the broker count: 3 and 2 on a real
+cluster, 1 and 1 on a single development broker), ``ensure``/``verify``, and :func:`tier_drift`:
+the queue's tier topics on the cluster against the tiers of the settings (tiers changed, or a
+command run without the workers' ``STREAMJOBS_RETRY_TIERS``). streamjobs never relies on broker
+auto-creation. Does not produce or consume records.
 """
 
 from __future__ import annotations
@@ -110,13 +112,53 @@ TIERS_CHANGED_HINT = (
 )
 
 
-def topic_specs(settings: Settings) -> list[client.TopicSpec]:
-    """What ``ensure`` creates. Tiers share the main topic's partition count so a key keeps
-    its partition number on every hop."""
+@dataclass(frozen=True)
+class Replication:
+    """Replicas per partition and ``min.insync.replicas`` for the topics of a queue.
+
+    ``factor`` -1 leaves it to the broker's ``default.replication.factor``; ``min_insync`` None
+    to the broker's ``min.insync.replicas``. ``brokers`` is the count it was derived from.
+    """
+
+    factor: int
+    min_insync: int | None
+    brokers: int | None = None
+    derived: bool = False
+
+    def describe(self) -> str:
+        factor = "broker default" if self.factor < 0 else str(self.factor)
+        isr = "broker default" if self.min_insync is None else str(self.min_insync)
+        text = f"replication factor {factor}, min.insync.replicas {isr}"
+        if self.derived and self.brokers is not None:
+            text += f" (derived from {self.brokers} broker{'s' if self.brokers != 1 else ''}"
+            text += "; a single node is for development only)" if self.brokers < 3 else ")"
+        return text
+
+
+def replication(settings: Settings, brokers: int | None) -> Replication:
+    """The replication topics get: the settings', else derived from ``brokers`` (None when the
+    cluster is unknown: the broker's defaults). Three replicas with two in sync tolerate one
+    broker down without refusing writes (``acks=all``) or losing acknowledged records."""
+    factor = settings.replication_factor
+    derived = factor is None
+    if factor is None:
+        factor = -1 if brokers is None else min(3, max(1, brokers))
+    min_insync = settings.min_insync_replicas
+    if min_insync is None and factor > 0:
+        min_insync = max(1, factor - 1)
+    return Replication(factor, min_insync, brokers, derived)
+
+
+def topic_specs(settings: Settings, replicas: Replication | None = None) -> list[client.TopicSpec]:
+    """What ``ensure`` creates, with ``replicas`` (default: from settings, for a cluster of
+    unknown size). Tiers share the main topic's partition count so a key keeps its partition
+    number on every hop."""
     names = queue_topics(settings)
-    parts, rf = settings.partitions, settings.replication_factor
+    replicas = replicas or replication(settings, None)
+    parts, rf = settings.partitions, replicas.factor
+    isr = {} if replicas.min_insync is None else {"min.insync.replicas": str(replicas.min_insync)}
     max_bytes = str(settings.max_message_bytes + 1024)
-    plain = {"max.message.bytes": max_bytes}
+    plain = {"max.message.bytes": max_bytes, **isr}
     status_retention = str(int(settings.status_retention.total_seconds() * 1000))
     specs = [client.TopicSpec(names.main, parts, rf, plain)]
     specs += [client.TopicSpec(t, parts, rf, plain) for t in names.retry.values()]
@@ -125,24 +167,19 @@ def topic_specs(settings: Settings) -> list[client.TopicSpec]:
         client.TopicSpec(names.dlq, parts, rf, {**plain, "retention.ms": str(365 * _DAY_MS)})
     )
     # the redrive ledger: one record per re-driven dead letter, so none is re-driven twice
-    specs.append(
-        client.TopicSpec(names.redriven, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"})
-    )
+    forever = {"cleanup.policy": "compact", "retention.ms": "-1", **isr}
+    specs.append(client.TopicSpec(names.redriven, 1, rf, forever))
     # the crash ledger: start counts of tasks that may have killed a worker (worker/quarantine.py)
-    specs.append(client.TopicSpec(names.starts, 1, rf, {"cleanup.policy": "compact"}))
-    specs.append(client.TopicSpec(names.status, parts, rf, status_config(status_retention)))
+    specs.append(client.TopicSpec(names.starts, 1, rf, {"cleanup.policy": "compact", **isr}))
     specs.append(
-        client.TopicSpec(names.schemas, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"})
+        client.TopicSpec(names.status, parts, rf, {**status_config(status_retention), **isr})
     )
+    specs.append(client.TopicSpec(names.schemas, 1, rf, forever))
     # recurring tasks: definitions and states; one partition, whose owner is the scheduling leader
-    specs.append(
-        client.TopicSpec(
-            names.schedules, 1, rf, {"cleanup.policy": "compact", "retention.ms": "-1"}
-        )
-    )
+    specs.append(client.TopicSpec(names.schedules, 1, rf, forever))
     # worker heartbeats (streamjobs.metrics.heartbeat): the latest report per worker; a killed
     # worker's last report is deleted a day later (graceful stops write a tombstone at once)
-    specs.append(client.TopicSpec(names.workers, 1, rf, _WORKERS_CONFIG))
+    specs.append(client.TopicSpec(names.workers, 1, rf, {**_WORKERS_CONFIG, **isr}))
     return specs
 
 
@@ -167,12 +204,18 @@ def status_config(delete_retention_ms: str) -> dict[str, str]:
 def ensure(settings: Settings) -> list[str]:
     """Create the queue's missing topics, then verify them all. Returns the created names."""
     admin = client.new_admin(settings)
+    replicas = replication(settings, admin.broker_count())
     existing = admin.topic_partitions()
-    missing = [s for s in topic_specs(settings) if s.name not in existing]
+    missing = [s for s in topic_specs(settings, replicas) if s.name not in existing]
     admin.create_topics(missing)
     _await_visible(admin, [s.name for s in missing])
     verify(settings)
     return [s.name for s in missing]
+
+
+def cluster_replication(settings: Settings) -> Replication:
+    """The replication ``ensure`` gives new topics on the cluster ``settings`` point at."""
+    return replication(settings, client.new_admin(settings).broker_count())
 
 
 def _await_visible(admin: client.KafkaAdmin, names: list[str], timeout: float = 30.0) -> None:
@@ -187,10 +230,16 @@ def _await_visible(admin: client.KafkaAdmin, names: list[str], timeout: float = 
             time.sleep(0.1)  # metadata propagation has no event to wait on
 
 
-def verify(settings: Settings) -> None:
-    """Raise TopicError naming every topic that is missing or misconfigured."""
+def verify(settings: Settings, *, replicas_strict: bool = True) -> list[str]:
+    """Raise TopicError naming every topic that is missing or misconfigured.
+
+    A topic with fewer replicas or a lower ``min.insync.replicas`` than the settings ask for is
+    misconfigured too; with ``replicas_strict=False`` those are returned instead of raised (a
+    worker warns about them and runs).
+    """
     admin = client.new_admin(settings)
-    specs = topic_specs(settings)
+    replicas = replication(settings, admin.broker_count())
+    specs = topic_specs(settings, replicas)
     existing = admin.topic_partitions()
     problems = [f"{s.name}: missing" for s in specs if s.name not in existing]
     # settings.partitions only sizes new topics; what must hold is that every tier has the main
@@ -216,4 +265,33 @@ def verify(settings: Settings) -> None:
                 "tier topics on the cluster not in the settings: " + ", ".join(drift.extra)
             )
             problems.append(TIERS_CHANGED_HINT)
+    weak = replication_problems(replicas, admin.topic_replicas(), configs)
+    if not replicas_strict:
+        _raise_if(problems)
+        return weak
+    _raise_if(problems + weak)
+    return []
+
+
+def _raise_if(problems: list[str]) -> None:
+    if problems:
         raise TopicError("topics not as expected:\n  " + "\n  ".join(problems))
+
+
+def replication_problems(
+    replicas: Replication,
+    actual_replicas: dict[str, int],
+    configs: dict[str, dict[str, str]],
+) -> list[str]:
+    """Topics (of ``configs``) replicated less than ``replicas`` asks: fewer replicas on some
+    partition, or a lower ``min.insync.replicas``."""
+    problems = []
+    for name in sorted(configs):
+        found = actual_replicas.get(name)
+        if replicas.factor > 0 and found is not None and found < replicas.factor:
+            problems.append(f"{name}: {found} replicas, settings ask for {replicas.factor}")
+        isr = configs[name].get("min.insync.replicas")
+        wanted = replicas.min_insync
+        if wanted is not None and isr is not None and isr.isdigit() and int(isr) < wanted:
+            problems.append(f"{name}: min.insync.replicas={isr}, settings ask for {wanted}")
+    return problems

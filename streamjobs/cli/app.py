@@ -143,7 +143,8 @@ def consume(
         err=True,
     )
     try:
-        topics.verify(settings)
+        for problem in topics.verify(settings, replicas_strict=False):
+            logging.getLogger("streamjobs").warning("under-replicated: %s", problem)
         scheduler.start()
         for topic, backlog in _stranded(settings).items():
             if backlog:
@@ -210,9 +211,11 @@ def topics_ensure(
         queue=queue,
         partitions=partitions,
     )
+    replicas = topics.cluster_replication(settings)
     created = topics.ensure(settings)
     for name in created:
         typer.echo(f"created {name}")
+    typer.echo(f"{replicas.describe()}{'' if created else ' (for new topics)'}")
     typer.echo(f"ok: {len(topics.topic_specs(settings))} topics verified")
 
 
@@ -220,8 +223,9 @@ def topics_ensure(
 def topics_verify(
     bootstrap_servers: Bootstrap = None, topic_prefix: Prefix = None, queue: Queue = None
 ) -> None:
-    """Exit 1 if a topic is missing or misconfigured (e.g. a status topic not compacted), or if
-    tier topics the settings do not name still hold tasks (no worker with them reads those)."""
+    """Exit 1 if a topic is missing or misconfigured (e.g. a status topic not compacted, or
+    replicated less than the settings ask: replication factor, min.insync.replicas), or if tier
+    topics the settings do not name still hold tasks (no worker with them reads those)."""
     settings = build_settings(
         bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix, queue=queue
     )

@@ -1,6 +1,7 @@
 """Topic administration: confluent-kafka's ``AdminClient`` behind our methods and errors.
 
-Owns :class:`KafkaAdmin` (partition counts, topic creation, effective topic configs, deletion)
+Owns :class:`KafkaAdmin` (broker count, partition and replica counts, topic creation, effective
+topic configs, deletion)
 and :func:`cluster_ready`. Raises only :mod:`streamjobs.errors`. Does not decide which topics a
 queue needs (:mod:`streamjobs.topics`).
 """
@@ -37,6 +38,26 @@ class KafkaAdmin:
             raise unavailable(exc) from exc
         return {
             name: len(meta.partitions) for name, meta in metadata.topics.items() if not meta.error
+        }
+
+    def broker_count(self, timeout: float = 10.0) -> int:
+        """How many brokers the cluster reports."""
+        try:
+            metadata: Any = self._admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise unavailable(exc) from exc
+        return len(metadata.brokers)
+
+    def topic_replicas(self, timeout: float = 10.0) -> dict[str, int]:
+        """The fewest replicas any partition of each topic has."""
+        try:
+            metadata: Any = self._admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise unavailable(exc) from exc
+        return {
+            name: min((len(p.replicas) for p in meta.partitions.values()), default=0)
+            for name, meta in metadata.topics.items()
+            if not meta.error
         }
 
     def create_topics(self, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:

@@ -25,7 +25,7 @@ def _envelope(**changes: Any) -> Envelope:
         task="SendEmail",
         queue="emails",
         key="customer-7",
-        payload=b"",
+        payload=b"\x02\x03",
         payload_schema=bytes(8),
         submitted_at_ms=1_700_000_000_000,
     )

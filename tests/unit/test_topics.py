@@ -7,7 +7,13 @@ from datetime import timedelta
 import pytest
 
 from streamjobs.settings import Settings
-from streamjobs.topics import queue_topics, topic_specs
+from streamjobs.topics import (
+    Replication,
+    queue_topics,
+    replication,
+    replication_problems,
+    topic_specs,
+)
 
 MS250, S5, M30, H1 = (
     timedelta(milliseconds=250),
@@ -131,7 +137,11 @@ def test_status_topic_is_compacted(settings: Settings) -> None:
 
 def test_schemas_topic_is_compacted_and_kept_forever(settings: Settings) -> None:
     spec = next(s for s in topic_specs(settings) if s.name == "acme.schemas")
-    assert spec.config == {"cleanup.policy": "compact", "retention.ms": "-1"}
+    assert spec.config == {
+        "cleanup.policy": "compact",
+        "retention.ms": "-1",
+        "min.insync.replicas": "2",
+    }
 
 
 def test_task_topics_and_dlq_accept_the_largest_allowed_record(settings: Settings) -> None:
@@ -145,9 +155,73 @@ def test_task_topics_and_dlq_accept_the_largest_allowed_record(settings: Setting
 def test_redrive_ledger_is_one_compacted_partition_kept_forever(settings: Settings) -> None:
     spec = next(s for s in topic_specs(settings) if s.name == "acme.emails.dlq.redriven")
     assert spec.partitions == 1
-    assert spec.config == {"cleanup.policy": "compact", "retention.ms": "-1"}
+    assert spec.config == {
+        "cleanup.policy": "compact",
+        "retention.ms": "-1",
+        "min.insync.replicas": "2",
+    }
 
 
 def test_dlq_keeps_dead_letters_for_a_year(settings: Settings) -> None:
     spec = next(s for s in topic_specs(settings) if s.name == "acme.emails.dlq")
     assert spec.config["retention.ms"] == str(365 * 86_400_000)
+
+
+# --- replication -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("brokers", "factor", "min_insync"), [(1, 1, 1), (2, 2, 1), (3, 3, 2), (9, 3, 2)]
+)
+def test_unset_replication_is_derived_from_the_broker_count(
+    brokers: int, factor: int, min_insync: int
+) -> None:
+    chosen = replication(Settings(), brokers)
+    assert (chosen.factor, chosen.min_insync, chosen.derived) == (factor, min_insync, True)
+
+
+def test_a_single_broker_is_said_to_be_for_development_only() -> None:
+    text = replication(Settings(), 1).describe()
+    assert "replication factor 1, min.insync.replicas 1" in text
+    assert "development" in text
+    assert "development" not in replication(Settings(), 3).describe()
+
+
+def test_replication_from_settings_wins_over_the_broker_count() -> None:
+    chosen = replication(Settings(replication_factor=5, min_insync_replicas=3), 1)
+    assert (chosen.factor, chosen.min_insync, chosen.derived) == (5, 3, False)
+    assert replication(Settings(replication_factor=4), 9).min_insync == 3
+
+
+def test_unknown_cluster_and_broker_default_leave_replication_to_the_broker() -> None:
+    assert replication(Settings(), None) == Replication(-1, None, None, True)
+    spec = topic_specs(Settings(replication_factor=-1))[0]
+    assert spec.replication_factor == -1
+    assert "min.insync.replicas" not in spec.config
+
+
+def test_every_topic_gets_the_min_insync_replicas(settings: Settings) -> None:
+    for spec in topic_specs(settings, replication(settings, 3)):
+        assert spec.config["min.insync.replicas"] == "2", spec.name
+
+
+def test_min_insync_above_the_replication_factor_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_insync_replicas"):
+        Settings(replication_factor=2, min_insync_replicas=3)
+
+
+def test_topics_replicated_less_than_the_settings_are_reported() -> None:
+    wanted = Replication(3, 2)
+    configs = {
+        "a": {"min.insync.replicas": "2"},
+        "b": {"min.insync.replicas": "1"},
+        "c": {"min.insync.replicas": "2"},
+    }
+    problems = replication_problems(wanted, {"a": 3, "b": 3, "c": 1}, configs)
+    assert problems == [
+        "b: min.insync.replicas=1, settings ask for 2",
+        "c: 1 replicas, settings ask for 3",
+    ]
+    assert (
+        replication_problems(Replication(1, 1), {"a": 1}, {"a": {"min.insync.replicas": "1"}}) == []
+    )

@@ -178,11 +178,12 @@ class Producer:
         README (*Choosing task ids*).
         """
         not_before_ms = _due_ms(delay, eta)
-        prepared = self._prepare(task, key, task_id, not_before_ms, max_attempts)
-        if task_id is not None:
+        prepared = self._prepare(task, key, task_id, not_before_ms, max_attempts, announce=False)
+        if task_id is not None:  # before anything is written, the schema record included
             known = status.latest(self.settings, task_id, timeout=self._timeout_s)
             if known is not None:
                 return existing_handle(self.settings, known, prepared.status_headers)
+        self._announce(self._task_type(task))
         self._write([prepared])
         assert prepared.handle is not None
         return prepared.handle
@@ -346,6 +347,8 @@ class Producer:
         task_id: str | None,
         not_before_ms: int | None,
         max_attempts: int | None,
+        *,
+        announce: bool = True,
     ) -> _Prepared:
         if self._closed:
             raise StreamJobsError("producer is closed")
@@ -369,7 +372,8 @@ class Producer:
             submitted_at_ms=submitted,
         )
         value = self._encoded(envelope, f"task {task_type.name}")
-        self._announce(task_type)
+        if announce:
+            self._announce(task_type)
         return _Prepared(
             task=task_type.name,
             task_id=task_id,

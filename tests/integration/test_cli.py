@@ -45,6 +45,14 @@ def test_topics_ensure_then_verify_exit_0(
 
     assert ensured.exit_code == 0, ensured.output
     assert f"created {unique_prefix}.status" in ensured.output
+    brokers = len(
+        AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10.0).brokers
+    )
+    if brokers == 1:  # said, so nobody mistakes a development setup for a production one
+        assert (
+            "replication factor 1, min.insync.replicas 1 (derived from 1 broker; a single "
+            "node is for development only)" in ensured.output
+        )
     assert verified.exit_code == 0, verified.output
     assert verified.output.strip() == "ok"
     assert again.exit_code == 0, again.output

@@ -7,7 +7,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streamjobs import Producer, Settings, Task
 from streamjobs.errors import TopicError
-from streamjobs.topics import ensure, queue_topics, verify
+from streamjobs.topics import cluster_replication, ensure, queue_topics, topic_specs, verify
 from tests.integration.conftest import TEST_SETTINGS, build_settings, latest, read_topic
 
 pytestmark = pytest.mark.integration
@@ -97,3 +97,38 @@ def test_verify_names_every_missing_topic(settings: Settings) -> None:
     for topic in [*names.task_topics, names.dlq]:
         assert f"{topic}: missing" in str(refused.value)
     assert names.status not in str(refused.value)  # shared by the prefix, and fine
+
+
+# -- replication ----------------------------------------------------------------------------------
+
+
+def _brokers(admin: AdminClient) -> int:
+    return len(admin.list_topics(timeout=10.0).brokers)
+
+
+def test_ensure_gives_every_topic_the_replication_derived_from_the_broker_count(
+    settings: Settings, admin: AdminClient
+) -> None:
+    brokers = _brokers(admin)
+    factor = min(3, brokers)
+    min_insync = max(1, factor - 1)
+    assert (
+        cluster_replication(settings)
+        .describe()
+        .startswith(f"replication factor {factor}, min.insync.replicas {min_insync}")
+    )
+    metadata = admin.list_topics(timeout=10.0).topics
+    for spec in topic_specs(settings):
+        assert {len(p.replicas) for p in metadata[spec.name].partitions.values()} == {factor}
+        assert _config(admin, spec.name)["min.insync.replicas"] == str(min_insync), spec.name
+
+
+def test_verify_reports_topics_replicated_below_the_settings(
+    settings: Settings, admin: AdminClient
+) -> None:
+    wanting = settings.model_copy(update={"replication_factor": _brokers(admin) + 1})
+    with pytest.raises(TopicError, match=rf"{settings.topic_prefix}\.status: 1 replicas"):
+        verify(wanting)
+    warned = verify(wanting, replicas_strict=False)  # what a worker logs and runs with
+    assert len(warned) == len(topic_specs(settings))
+    assert verify(settings) == []

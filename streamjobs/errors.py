@@ -76,8 +76,8 @@ class TransactionAborted(StreamJobsError):
 
 
 class DuplicateTask(StreamJobsError):
-    """``submit(task_id=X)`` where the status topic already holds task X with other arguments
-    (another task type or other payload bytes); nothing was written."""
+    """``submit(task_id=X)`` where the status topic already holds a task X submitted otherwise
+    (another task type, key, payload or queue); nothing was written."""
 
     def __init__(self, task_id: str, message: str) -> None:
         super().__init__(message)

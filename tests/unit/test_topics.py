@@ -225,3 +225,8 @@ def test_topics_replicated_less_than_the_settings_are_reported() -> None:
     assert (
         replication_problems(Replication(1, 1), {"a": 1}, {"a": {"min.insync.replicas": "1"}}) == []
     )
+
+
+def test_a_replication_factor_of_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="replication_factor"):
+        Settings(replication_factor=0)

@@ -124,10 +124,11 @@ class Producer:
     """Submits tasks to a queue. Thread-safe; one per process is plenty. Use as a context manager.
 
     ``submit`` waits for Kafka to confirm each task; ``submit_many`` confirms a whole batch at once
-    and is the fast path for bulk work. It starts no thread of its own: delivery reports are served by
-    the submitting thread, so in a long-running service a broker problem is always the next
-    submit's error (SubmitError, KafkaUnavailable), never a background thread failing silently. ``middleware`` wraps producing each task record
-    (:mod:`streamjobs.middleware`; None: tracing only).
+    and is the fast path for bulk work. ``middleware`` wraps producing each task record
+    (:mod:`streamjobs.middleware`; None: tracing only). It starts no thread of its own: delivery
+    reports are served by the submitting thread, so in a long-running service a broker problem is
+    always the next submit's error (SubmitError, KafkaUnavailable), never a background thread
+    failing silently.
     """
 
     def __init__(

@@ -68,7 +68,7 @@ def _status_records(settings: Settings, task_id: str) -> list[bytes | None]:
 
 def _task_records(settings: Settings, task_id: str) -> int:
     topic = queue_topics(settings).main
-    return sum(1 for _, envelope in envelopes(settings, topic) if envelope["task_id"] == task_id)
+    return sum(1 for _, envelope in envelopes(settings, topic) if envelope.task_id == task_id)
 
 
 def test_a_submit_retried_with_the_same_id_and_arguments_returns_the_same_task_and_runs_once(

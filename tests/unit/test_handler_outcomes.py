@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from streamjobs import Settings, Task, TaskRegistry
+from streamjobs.envelope import Envelope
 from streamjobs.errors import BadResult, ResultTooLarge, WorkerCrashed
 from streamjobs.retry import DeadLetter, RetryAt, RetryPolicy, decide
 from streamjobs.schemastore import SchemaStore
@@ -76,21 +78,16 @@ def test_base_exceptions_follow_the_policy_and_unstorable_results_dead_letter_at
     assert isinstance(decide(policy, 1, error, 0), decision)
 
 
-def _envelope(**changes: Any) -> dict[str, Any]:
-    envelope = {
-        "task_id": "t-1",
-        "task": "Echo",
-        "queue": "default",
-        "key": None,
-        "payload": b"\x02a",
-        "payload_schema": b"\x00" * 8,
-        "attempt": 1,
-        "generation": 0,
-        "not_before_ms": None,
-        "submitted_at_ms": 1,
-        **changes,
-    }
-    return envelope
+def _envelope(**changes: Any) -> Envelope:
+    envelope = Envelope(
+        task_id="t-1",
+        task="Echo",
+        queue="default",
+        payload=b"\x02a",
+        payload_schema=b"\x00" * 8,
+        submitted_at_ms=1,
+    )
+    return replace(envelope, **changes)
 
 
 def test_a_succeeded_status_too_large_for_a_record_is_result_too_large() -> None:
@@ -129,12 +126,14 @@ def test_an_async_handlers_base_exception_reaches_the_caller_and_the_loop_keeps_
 
     runner, registered = _runner_with(handler)
     try:
-        envelope = _envelope(payload=registered.task_type.encode(Echo(text="raise")))
-        envelope["payload_schema"] = registered.task_type.fingerprint
+        envelope = _envelope(
+            payload=registered.task_type.encode(Echo(text="raise")),
+            payload_schema=registered.task_type.fingerprint,
+        )
         with pytest.raises(type(error)):
             runner.call(registered, envelope, 0)
         assert runner.dead_threads() == []
-        envelope["payload"] = registered.task_type.encode(Echo(text="fine"))
+        envelope = replace(envelope, payload=registered.task_type.encode(Echo(text="fine")))
         assert runner.call(registered, envelope, 0) == '"fine"'
     finally:
         runner.close()
@@ -147,8 +146,10 @@ def test_a_runner_whose_event_loop_stopped_reports_its_thread_dead() -> None:
 
     runner, registered = _runner_with(handler)
     try:
-        envelope = _envelope(payload=registered.task_type.encode(Echo(text="x")))
-        envelope["payload_schema"] = registered.task_type.fingerprint
+        envelope = _envelope(
+            payload=registered.task_type.encode(Echo(text="x")),
+            payload_schema=registered.task_type.fingerprint,
+        )
         # the call itself may never return (the loop stopped before completing its future):
         # that abandoned wait is what the worker's watchdog exists for
         threading.Thread(target=runner.call, args=(registered, envelope, 0), daemon=True).start()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from streamjobs import DuplicateTask, Settings, TaskState
+from streamjobs.envelope import Envelope
 from streamjobs.status import (
     SUBMISSION_HEADER,
     StatusView,
@@ -20,21 +21,17 @@ from streamjobs.status import (
 from streamjobs.taskhandle import existing_handle
 
 
-def _envelope(**changes: Any) -> dict[str, Any]:
-    envelope: dict[str, Any] = {
-        "task_id": "order-42",
-        "task": "Charge",
-        "queue": "default",
-        "key": "acct-1",
-        "payload": b"\x02\x04",
-        "payload_schema": b"\x01" * 8,
-        "attempt": 1,
-        "generation": 0,
-        "not_before_ms": None,
-        "submitted_at_ms": 1_700_000_000_000,
-    }
-    envelope.update(changes)
-    return envelope
+def _envelope(**changes: Any) -> Envelope:
+    envelope = Envelope(
+        task_id="order-42",
+        task="Charge",
+        queue="default",
+        key="acct-1",
+        payload=b"\x02\x04",
+        payload_schema=b"\x01" * 8,
+        submitted_at_ms=1_700_000_000_000,
+    )
+    return replace(envelope, **changes)
 
 
 def test_the_digest_ignores_attempts_generations_and_due_times() -> None:

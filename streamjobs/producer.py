@@ -105,7 +105,8 @@ class Resubmission:
 class EncodedTask:
     """A task validated and encoded exactly as :meth:`Producer.submit` would write it, for a
     writer of its own (the scheduler writes it in a Kafka transaction): the task record
-    (``topic``, ``record_key``, ``value``, ``headers``) and its ``queued`` status record."""
+    (``topic``, ``record_key``, ``value``, ``headers``) and its ``queued`` status record
+    (``queued_status``, with ``status_headers``: the submission digest every status carries)."""
 
     task: str
     task_id: str
@@ -114,6 +115,7 @@ class EncodedTask:
     value: bytes = field(repr=False)
     queued_status: bytes = field(repr=False)
     headers: tuple[tuple[str, bytes], ...] = ()
+    status_headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def record_key(self) -> bytes:
@@ -310,6 +312,7 @@ class Producer:
             prepared.value,
             prepared.status_value,
             tuple(headers),
+            tuple((k, v) for k, v in prepared.status_headers if v is not None),
         )
 
     def status(self, task_id: str, timeout: float = 10.0) -> status.StatusView | None:

@@ -74,7 +74,12 @@ class FireBuilder:
         headers = [*encoded.headers, (SCHEDULE_HEADER, definition.name.encode())]
         new_state = state.fired(fire, owner=owner)
         records = [
-            Out(self._topics.status, encoded.task_id.encode(), encoded.queued_status),
+            Out(
+                self._topics.status,
+                encoded.task_id.encode(),
+                encoded.queued_status,
+                encoded.status_headers,
+            ),
             Out(encoded.topic, encoded.record_key, encoded.value, headers),
         ]
         return FireRecords(records, new_state)

@@ -227,7 +227,16 @@ def status_command(
     from streamjobs.cli import output
 
     settings = build_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
-    view = status.wait(settings, task_id, timeout) if wait else status.latest(settings, task_id)
+    view: status.StatusView | None
+    if wait:
+        view = status.wait(settings, task_id, timeout)
+    elif settings.index_path is not None:  # caught up first: as fresh as reading Kafka
+        from streamjobs.index.follower import fresh_reader
+
+        with fresh_reader(settings) as index:
+            view = index.task(task_id)
+    else:
+        view = status.latest(settings, task_id)
     if view is None:
         typer.echo(
             json.dumps({"task_id": task_id, "state": "unknown"})

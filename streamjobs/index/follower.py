@@ -24,6 +24,7 @@ from pathlib import Path
 
 from streamjobs import client
 from streamjobs.errors import ConfigError, KafkaUnavailable, TopicError
+from streamjobs.index.queries import IndexReader
 from streamjobs.index.rows import (
     Change,
     Mapper,
@@ -140,6 +141,14 @@ class Follower:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def fresh_reader(settings: Settings, timeout: float = 30.0) -> IndexReader:
+    """A reader of the configured index once it has caught up with the topics' current end:
+    what it answers is as fresh as reading Kafka, at the cost of the records not yet applied."""
+    with Follower(settings) as follower:
+        follower.catch_up(timeout)
+    return IndexReader(index_path(settings))
 
 
 def _batches(feed: Feed, records: Iterator[client.Record]) -> Iterator[list[Applied]]:

@@ -4,18 +4,23 @@ and drops tasks whose status was tombstoned by ``purge``."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from streamjobs import Producer, Settings, TaskState, status
+from streamjobs.cli import app
 from streamjobs.client import murmur2_partition
 from streamjobs.index.follower import Follower
 from streamjobs.index.queries import DeadLetterFilter, IndexReader, TaskFilter
 from streamjobs.index.store import IndexStore
+from streamjobs.ops.deadletters import redrive
+from streamjobs.ops.inspect import inspect
 from streamjobs.topics import queue_topics
-from tests.integration.conftest import RawProducer, ThreadWorker
+from tests.integration.conftest import RawProducer, ThreadWorker, worker_env
 from tests.integration.test_redrive import Charge, fails_on_first_run
 from tests.support import wait_for
 
@@ -127,3 +132,29 @@ def test_two_writers_sharing_an_index_file_apply_each_record_once(
 def _all_final(settings: Settings, ids: list[str]) -> bool:
     views = status.snapshot(settings)
     return all(t in views and views[t].state is TaskState.DEAD_LETTERED for t in ids)
+
+
+def test_inspect_and_status_answer_from_a_configured_index_as_they_do_from_kafka(
+    settings: Settings, producer: Producer, worker: object, tmp_path: Path
+) -> None:
+    ids = [producer.submit(Charge(order=n)).task_id for n in range(3)]
+    worker(fails_on_first_run(Counter()))  # type: ignore[operator]
+    wait_for(lambda: _all_final(settings, ids), 60, message="every task final")
+    indexed = settings.model_copy(update={"index_path": tmp_path / "index.db"})
+    from_kafka, from_index = inspect(settings), inspect(indexed)
+    assert from_index.states == from_kafka.states == {"dead_lettered": 3}
+    assert from_index.dead_letters == from_kafka.dead_letters == {"max_attempts": 3}
+    assert (from_index.redriven, from_index.succeeded_last_minute) == (0, 0)
+
+    redrive(settings, refs=None, reason="max_attempts")  # the handler succeeds the second time
+    wait_for(lambda: inspect(indexed).states == {"succeeded": 3}, 60, message="redriven tasks")
+    assert inspect(indexed).redriven == 3
+    env = {**worker_env(settings), "STREAMJOBS_INDEX_PATH": str(tmp_path / "index.db")}
+    result = CliRunner().invoke(
+        app,
+        ["status", ids[0], "--json", "--bootstrap-servers", settings.bootstrap_servers,
+         "--topic-prefix", settings.topic_prefix],
+        env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["state"] == "succeeded"

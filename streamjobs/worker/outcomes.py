@@ -26,7 +26,13 @@ from typing import Any
 from streamjobs import client
 from streamjobs.deadletter import encode_dead_letter
 from streamjobs.envelope import Envelope, encode_envelope
-from streamjobs.errors import KafkaUnavailable, StreamJobsError, TransactionAborted, error_text
+from streamjobs.errors import (
+    KafkaUnavailable,
+    StreamJobsError,
+    TransactionAborted,
+    error_text,
+    traceback_text,
+)
 from streamjobs.models import TaskState
 from streamjobs.retry import RetryAt
 from streamjobs.settings import Settings
@@ -253,6 +259,7 @@ class Builder:
                 TaskState.RETRY_SCHEDULED,
                 error_type=type(exc).__name__,
                 error=error_text(exc, 2000),
+                note=traceback_text(exc),  # the dashboard's task page shows it
                 **moved(where, tier_topic),
                 not_before_ms=decision.not_before_ms,
             ),
@@ -288,6 +295,7 @@ class Builder:
                 reason=reason,
                 error_type=type(exc).__name__ if exc else None,
                 error=error_text(exc, 2000) if exc else None,
+                note=traceback_text(exc) if exc else None,
                 **fields,
             ),
         ]

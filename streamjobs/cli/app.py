@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from streamjobs import status, topics
+from streamjobs.cli import dashboard as cli_dashboard
 from streamjobs.cli import dev as cli_dev
 from streamjobs.cli import ops as cli_ops
 from streamjobs.cli import schedules as cli_schedules
@@ -291,6 +292,7 @@ cli_schemas.register(app)  # schemas export, schemas check
 cli_dev.register(app)  # dev-broker, dev-jaeger
 cli_schedules.register(app)  # schedules list|show|add|remove|pause|resume|trigger
 cli_workers.register(app)  # workers
+cli_dashboard.register(app)  # dashboard
 
 
 if __name__ == "__main__":  # pragma: no cover

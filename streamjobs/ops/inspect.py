@@ -126,6 +126,13 @@ def inspect(settings: Settings, *, timeout: float = 30.0) -> Report:
     )
 
 
+def backlog(settings: Settings) -> tuple[list[PartitionLag], list[TierBacklog]]:
+    """Only the figures no index holds: lag per task-topic partition and the tier backlogs
+    with their oldest due time (a few metadata and head reads, no status or DLQ scan)."""
+    partitions = _lags(settings, queue_topics(settings).task_topics)
+    return partitions, _tiers(settings, queue_topics(settings), partitions)
+
+
 _Counts = tuple[dict[str, int], int, dict[str, int], int]
 
 

@@ -15,21 +15,43 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from streamjobs.client import Record
 from streamjobs.deadletter import decode_dead_letter
 from streamjobs.errors import BadInput, DecodeError
-from streamjobs.status import StatusView, decode_status
+from streamjobs.status import decode_status, status_values
 
 
-@dataclass(frozen=True, slots=True)
-class StatusRow:
-    """One status record, with where it was read: a history row, and the task's latest if its
-    version is the highest seen (the rule of :mod:`streamjobs.status`)."""
+class StatusRow(NamedTuple):
+    """One status record (the columns of :class:`~streamjobs.status.StatusView`, ``state`` as
+    its wire string) and where it was read: a history row, and the task's latest if its version
+    is the highest seen (the rule of :mod:`streamjobs.status`). A tuple, because the index
+    writes every status record ever produced: it goes to SQLite as it is."""
 
-    view: StatusView
-    partition: int
-    offset: int
+    task_id: str
+    task: str
+    queue: str
+    state: str
+    version: int
+    attempt: int
+    generation: int
+    updated_at_ms: int
+    key: str | None
+    result_json: str | None
+    error_type: str | None
+    error: str | None
+    reason: str | None
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    worker_id: str | None
+    trace_id: str | None
+    not_before_ms: int | None
+    submitted_at_ms: int | None
+    note: str | None
+    src_partition: int
+    src_offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +107,11 @@ def status_changes(record: Record) -> list[Change]:
     if record.value is None:
         return [TaskGone(record.key.decode(errors="replace"))]
     try:
-        view = decode_status(record.value)
+        values = status_values(record.value)
     except (DecodeError, BadInput):
         return []
-    return [StatusRow(view, record.partition, record.offset)]
+    values += (record.partition, record.offset)
+    return [StatusRow._make(values)]
 
 
 def dead_letter_changes(queue: str) -> Mapper:

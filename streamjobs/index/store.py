@@ -33,7 +33,8 @@ _TASK_COLUMNS = (
     "key", "result", "error_type", "error", "reason", "topic", "partition", "offset",
     "worker_id", "trace_id", "not_before_ms", "submitted_at_ms", "note",
 )  # fmt: skip
-_HISTORY_COLUMNS = (*_TASK_COLUMNS, "src_partition", "src_offset")
+_HISTORY_COLUMNS = (*_TASK_COLUMNS, "src_partition", "src_offset")  # StatusRow's, in order
+_TASK_WIDTH = len(_TASK_COLUMNS)
 _DEAD_COLUMNS = (
     "queue", "partition", "offset", "timestamp_ms", "reason", "task_id", "task", "error_type",
     "error", "attempts", "generation", "worker_id", "failed_at_ms", "origin_topic",
@@ -59,8 +60,8 @@ CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (queue, state, updated_at_ms)
 CREATE INDEX IF NOT EXISTS tasks_by_type ON tasks (task, updated_at_ms);
 CREATE INDEX IF NOT EXISTS tasks_by_key ON tasks (key, updated_at_ms);
 CREATE INDEX IF NOT EXISTS tasks_by_time ON tasks (updated_at_ms);
-CREATE TABLE IF NOT EXISTS history ({_quoted(_HISTORY_COLUMNS)},
-    PRIMARY KEY (task_id, src_partition, src_offset)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history ({_quoted(_HISTORY_COLUMNS)});
+CREATE INDEX IF NOT EXISTS history_by_task ON history (task_id);
 CREATE TABLE IF NOT EXISTS state_counts (
     queue TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (queue, state)) WITHOUT ROWID;
@@ -117,7 +118,7 @@ _UPSERT_TASK = (
     + " WHERE excluded.version >= tasks.version"
 )
 _INSERT_HISTORY = (
-    f"INSERT OR IGNORE INTO history ({_quoted(_HISTORY_COLUMNS)}) "
+    f"INSERT INTO history ({_quoted(_HISTORY_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_HISTORY_COLUMNS))})"
 )
 _INSERT_DEAD = (
@@ -138,6 +139,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA busy_timeout=10000")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+    db.execute("PRAGMA cache_size=-65536")  # 64 MiB: the B-trees' upper levels stay in memory
     return db
 
 
@@ -217,8 +219,8 @@ class _Writer:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
-        self.tasks: list[tuple[object, ...]] = []
-        self.history: list[tuple[object, ...]] = []
+        self.tasks: dict[str, StatusRow] = {}
+        self.history: list[StatusRow] = []
         self.outcomes: Counter[tuple[int, str, str]] = Counter()
 
     def add(self, partition: int, offset: int, changes: list[Change]) -> None:
@@ -235,18 +237,15 @@ class _Writer:
                 self._redriven(change)
 
     def _status(self, row: StatusRow) -> None:
-        view = row.view
-        values = (
-            view.task_id, view.task, view.queue, view.state.value, view.version, view.attempt,
-            view.generation, view.updated_at_ms, view.key, view.result_json, view.error_type,
-            view.error, view.reason, view.topic, view.partition, view.offset, view.worker_id,
-            view.trace_id, view.not_before_ms, view.submitted_at_ms, view.note,
-        )  # fmt: skip
-        self.tasks.append(values)
-        self.history.append((*values, row.partition, row.offset))
-        if view.state.value in _COUNTED:
-            bucket = view.updated_at_ms - view.updated_at_ms % BUCKET_MS
-            self.outcomes[(bucket, view.queue, view.state.value)] += 1
+        # only the highest version of a task in a batch reaches `tasks` (a worker writes queued,
+        # running and the outcome within milliseconds: one upsert instead of three)
+        current = self.tasks.get(row.task_id)
+        if current is None or row.version >= current.version:
+            self.tasks[row.task_id] = row
+        self.history.append(row)
+        if row.state in _COUNTED:
+            bucket = row.updated_at_ms - row.updated_at_ms % BUCKET_MS
+            self.outcomes[(bucket, row.queue, row.state)] += 1
 
     def _redriven(self, change: Redriven) -> None:
         key = (change.queue, change.partition, change.offset)
@@ -261,7 +260,7 @@ class _Writer:
 
     def flush(self) -> None:
         if self.tasks:
-            self.db.executemany(_UPSERT_TASK, self.tasks)
+            self.db.executemany(_UPSERT_TASK, [row[:_TASK_WIDTH] for row in self.tasks.values()])
             self.db.executemany(_INSERT_HISTORY, self.history)
             self.tasks.clear()
             self.history.clear()

@@ -70,12 +70,8 @@ def _status(task_id: str, state: TaskState, offset: int, **fields: Any) -> Recor
 def test_a_status_record_maps_to_a_status_row_with_where_it_was_read() -> None:
     [row] = status_changes(_status("t-1", TaskState.RUNNING, 41, worker_id="w-1"))
     assert isinstance(row, StatusRow)
-    assert (row.view.task_id, row.view.state, row.view.worker_id) == (
-        "t-1",
-        TaskState.RUNNING,
-        "w-1",
-    )
-    assert (row.partition, row.offset) == (0, 41)
+    assert (row.task_id, row.state, row.worker_id) == ("t-1", "running", "w-1")
+    assert (row.src_partition, row.src_offset) == (0, 41)
 
 
 def test_a_status_tombstone_maps_to_the_task_leaving_the_index() -> None:

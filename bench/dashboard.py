@@ -40,6 +40,7 @@ from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.live import Backlog
 from streamjobs.dashboard.pages import Dashboard
 from streamjobs.dev.kafka import given_or_local
+from streamjobs.envelope import Envelope
 from streamjobs.index.follower import BATCH, Follower
 from streamjobs.index.rows import StatusRow, status_changes
 from streamjobs.index.store import Applied, IndexStore
@@ -56,13 +57,12 @@ def _status_values(count: int, start: int = 0) -> list[tuple[bytes, bytes]]:
     out = []
     for n in range(start, start + count):
         task, state = divmod(n, 3)
-        envelope = {
-            "task_id": f"task-{task:08d}", "task": "Resize", "queue": "default",
-            "key": f"k{task % 500}", "attempt": 1, "generation": 0, "not_before_ms": None,
-            "submitted_at_ms": now_ms(),
-        }  # fmt: skip
+        envelope = Envelope(
+            task_id=f"task-{task:08d}", task="Resize", queue="default", key=f"k{task % 500}",
+            payload=b"", payload_schema=bytes(8), submitted_at_ms=now_ms(),
+        )  # fmt: skip
         value = encode_status(envelope, STATES[state], worker_id="w-1", topic="q", partition=0)
-        out.append((envelope["task_id"].encode(), value))
+        out.append((envelope.task_id.encode(), value))
     return out
 
 
@@ -212,10 +212,8 @@ def main() -> None:
             )
         finally:
             admin = client.new_admin(settings)
-            names = [
-                t for t in client.topic_partitions(admin) if t.startswith(settings.topic_prefix)
-            ]
-            client.delete_topics(admin, names)
+            names = [t for t in admin.topic_partitions() if t.startswith(settings.topic_prefix)]
+            admin.delete_topics(names)
             for leftover in folder.glob("*"):
                 leftover.unlink()
             folder.rmdir()

@@ -20,9 +20,9 @@ from typing import Any
 
 from streamjobs import client
 from streamjobs.codec import decode_body
+from streamjobs.envelope import decode_envelope
 from streamjobs.errors import BadInput, StreamJobsError
 from streamjobs.ops.inspect import PartitionLag, TierBacklog, backlog
-from streamjobs.ops.replay import ENVELOPE
 from streamjobs.ops.traceview import fetch_trace
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
@@ -89,15 +89,14 @@ def task_arguments(settings: Settings, history: Sequence[StatusView]) -> Argumen
     where = f"{topic}[{partition}]@{offset}"
     one = [client.OffsetRange(partition, offset, offset + 1)]
     try:
-        with contextlib.closing(client.read_range(settings, topic, one, idle_timeout=5)) as rs:
+        records = client.read_range(client.KafkaClients(settings), topic, one, idle_timeout=5)
+        with contextlib.closing(records) as rs:
             record = next(iter(rs), None)
         if record is None or record.value is None:
             return Arguments(None, "the record is gone (retention or compaction)", where)
-        envelope = ENVELOPE.decode(record.value)
-        writer = SchemaStore(settings).writer(
-            envelope["payload_schema"], envelope["submitted_at_ms"]
-        )
-        args = decode_body(writer, envelope["payload"], 0)
+        envelope = decode_envelope(record.value)
+        writer = SchemaStore(settings).writer(envelope.payload_schema, envelope.submitted_at_ms)
+        args = decode_body(writer, envelope.payload, 0)
     except BadInput as exc:
         return Arguments(None, f"cannot decode: {exc}", where)
     except StreamJobsError as exc:

@@ -83,6 +83,7 @@ class Follower:
 
     def __init__(self, settings: Settings, store: IndexStore | None = None) -> None:
         self.settings = settings
+        self.clients = client.KafkaClients(settings)
         self.store = store if store is not None else IndexStore(index_path(settings))
         self.feeds = feeds(settings)
         self._stop = threading.Event()
@@ -109,18 +110,18 @@ class Follower:
         return done
 
     def _ranges(self, feed: Feed, timeout: float) -> list[client.OffsetRange]:
-        reader = client.new_reader(self.settings)
+        reader = self.clients.reader()
         try:
-            partitions = client.partition_ids(reader, feed.topic, timeout)
+            partitions = reader.partition_ids(feed.topic, timeout)
         finally:
             reader.close()
         applied = self.store.offsets(feed.topic)
         starts: dict[int, int | None] = {p: applied.get(p) for p in partitions}
-        return client.ranges_to_end(self.settings, feed.topic, starts, timeout)
+        return client.ranges_to_end(self.clients, feed.topic, starts, timeout)
 
     def _read(self, feed: Feed, ranges: list[client.OffsetRange], timeout: float) -> int:
         applied = 0
-        records = client.read_range(self.settings, feed.topic, ranges, idle_timeout=timeout)
+        records = client.read_range(self.clients, feed.topic, ranges, idle_timeout=timeout)
         with contextlib.closing(records):
             for batch in _batches(feed, records):
                 applied += self.store.apply(batch)

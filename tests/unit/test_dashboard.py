@@ -18,6 +18,7 @@ from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.auth import startup_password
 from streamjobs.dashboard.live import Backlog
 from streamjobs.dashboard.pages import Dashboard, attempts_of
+from streamjobs.envelope import Envelope
 from streamjobs.errors import ConfigError
 from streamjobs.index.follower import _applied
 from streamjobs.index.queries import Bucket, IndexReader
@@ -31,16 +32,16 @@ PASSWORD = "correct horse"
 
 
 def _status(task_id: str, state: TaskState, at: int, attempt: int = 1, **fields: Any) -> Record:
-    envelope = {
-        "task_id": task_id,
-        "task": "Charge",
-        "queue": "default",
-        "key": "customer-7",
-        "attempt": attempt,
-        "generation": 0,
-        "not_before_ms": None,
-        "submitted_at_ms": now_ms(),
-    }
+    envelope = Envelope(
+        task_id=task_id,
+        task="Charge",
+        queue="default",
+        key="customer-7",
+        payload=b"",
+        payload_schema=bytes(8),
+        submitted_at_ms=now_ms(),
+        attempt=attempt,
+    )
     value = encode_status(envelope, state, **fields)
     return Record("sj.status", 0, at, now_ms(), task_id.encode(), value, [])
 

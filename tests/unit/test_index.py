@@ -3,13 +3,15 @@ the questions it answers (queries), on a temporary SQLite file."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streamjobs.client import Record
-from streamjobs.deadletter import Origin, encode_dead_letter
+from streamjobs.deadletter import encode_dead_letter
+from streamjobs.envelope import Envelope
 from streamjobs.index.follower import _applied
 from streamjobs.index.queries import DeadLetterFilter, IndexReader, TaskFilter, fts_query
 from streamjobs.index.rows import (
@@ -29,19 +31,17 @@ from streamjobs.status import encode_status
 STATUS = "sj.status"
 
 
-def _envelope(task_id: str = "t-1", **changes: Any) -> dict[str, Any]:
-    envelope: dict[str, Any] = {
-        "task_id": task_id,
-        "task": "Charge",
-        "queue": "default",
-        "key": "customer-7",
-        "attempt": 1,
-        "generation": 0,
-        "not_before_ms": None,
-        "submitted_at_ms": 1_700_000_000_000,
-    }
-    envelope.update(changes)
-    return envelope
+def _envelope(task_id: str = "t-1", **changes: Any) -> Envelope:
+    envelope = Envelope(
+        task_id=task_id,
+        task="Charge",
+        queue="default",
+        key="customer-7",
+        payload=b"",
+        payload_schema=bytes(8),
+        submitted_at_ms=1_700_000_000_000,
+    )
+    return replace(envelope, **changes)
 
 
 def _record(value: bytes | None, key: bytes | None = b"t-1", offset: int = 0, **kw: Any) -> Record:
@@ -84,7 +84,7 @@ def test_an_undecodable_or_unkeyed_status_record_maps_to_nothing() -> None:
 
 
 def test_a_dead_letter_maps_to_a_row_with_reason_error_and_origin() -> None:
-    origin = Origin("sj.default", 2, 17, 1_700_000_000_000, b"k", b"\xc3\x01", [])
+    origin = Record("sj.default", 2, 17, 1_700_000_000_000, b"k", b"\xc3\x01", [])
     value = encode_dead_letter(
         origin,
         reason="max_attempts",
@@ -92,7 +92,7 @@ def test_a_dead_letter_maps_to_a_row_with_reason_error_and_origin() -> None:
         worker_id="w-1",
         now_ms=1_700_000_009_000,
         max_bytes=100_000,
-        envelope={"task_id": "t-1", "task": "Charge", "attempt": 3, "generation": 0},
+        envelope=_envelope(attempt=3),
         error=ConnectionError("gateway down"),
     )
     [row] = dead_letter_changes("default")(_record(value, offset=5, partition=1))

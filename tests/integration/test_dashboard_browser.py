@@ -29,6 +29,9 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from streamjobs import Producer, Settings, Task, TaskRegistry
 from streamjobs.topics import queue_topics
@@ -143,6 +146,14 @@ def shots(tmp_path: Path) -> Callable[[WebDriver, str], None]:
     return shoot
 
 
+def _click_to_next_page(driver: WebDriver, element: WebElement) -> None:
+    """Click a link or submit button and wait (with a deadline) until the next page replaced
+    this one: a click returns once the browser took it, not once the new page is there."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 60).until(staleness_of(page))
+
+
 def _text(driver: WebDriver, css: str) -> str:
     found = driver.find_elements(By.CSS_SELECTOR, css)
     return found[0].text if found else ""
@@ -175,12 +186,12 @@ def test_an_operator_finds_a_failed_task_by_its_error_and_redrives_it_to_success
     browser.get(f"{dashboard}/tasks")
     assert browser.current_url == f"{dashboard}/login"
     browser.find_element(By.ID, "password").send_keys("guess")
-    browser.find_element(By.ID, "login").click()
+    _click_to_next_page(browser, browser.find_element(By.ID, "login"))
     assert _text(browser, "#login-error") == "wrong password"
     shots(browser, "login")
     browser.find_element(By.ID, "name").send_keys("ana")
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.ID, "login").click()
+    _click_to_next_page(browser, browser.find_element(By.ID, "login"))
     assert browser.current_url == f"{dashboard}/"
 
     # every outcome indexed (the dashboard follows the topics every second)
@@ -193,11 +204,11 @@ def test_an_operator_finds_a_failed_task_by_its_error_and_redrives_it_to_success
     # the failed task, found by its error text
     browser.get(f"{dashboard}/tasks")
     browser.find_element(By.ID, "text").send_keys("gateway down for order 10")
-    browser.find_element(By.ID, "search").click()
+    _click_to_next_page(browser, browser.find_element(By.ID, "search"))
     links = browser.find_elements(By.CSS_SELECTOR, "#results a.task-link")
     assert [a.text for a in links] == [failed_id]
     shots(browser, "tasks")
-    links[0].click()
+    _click_to_next_page(browser, links[0])
     assert _text(browser, "#task-state") == "dead_lettered"
     attempts = browser.find_elements(By.CSS_SELECTOR, "#attempts tr.attempt")
     assert [a.find_elements(By.TAG_NAME, "td")[1].text for a in attempts] == ["1", "2"]
@@ -221,9 +232,10 @@ def test_an_operator_finds_a_failed_task_by_its_error_and_redrives_it_to_success
     assert len(rows) == 1
     rows[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
     shots(browser, "dead-letters")
-    browser.find_element(By.ID, "redrive-selected").click()
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#refs li")) == 1
-    browser.find_element(By.ID, "confirm-redrive").click()
+    _click_to_next_page(browser, browser.find_element(By.ID, "redrive-selected"))
+    refs = browser.find_elements(By.CSS_SELECTOR, "#refs li")
+    assert len(refs) == 1, _text(browser, "main")
+    _click_to_next_page(browser, browser.find_element(By.ID, "confirm-redrive"))
     assert _text(browser, "#redrive-result").startswith("1 redriven, 0 skipped, 0 failed")
 
     _reload_until(browser, f"{dashboard}/tasks/{failed_id}", "#task-state", "succeeded", 60)

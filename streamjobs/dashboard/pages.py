@@ -6,8 +6,10 @@ and tier backlogs, dead letters by reason), task search and the task page (histo
 with error and traceback, result, position; arguments and trace in their own frames so the page
 never waits on Kafka or Jaeger), dead letters (filter, detail, redrive one or many through
 :func:`streamjobs.ops.deadletters.redrive`, after a confirmation step, audited in its ledger
-with the logged-in operator's name), and the workers and schedules pages (empty until their
-topics exist). Does not own authentication (:mod:`streamjobs.dashboard.auth`) or the server.
+with the logged-in operator's name), schedules (read from their topic through
+:mod:`streamjobs.scheduler.manage`: next and last fire, pause, resume, trigger) and workers
+(empty until workers publish heartbeats). Does not own authentication
+(:mod:`streamjobs.dashboard.auth`) or the server.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -26,10 +29,12 @@ from starlette.templating import Jinja2Templates
 
 from streamjobs.dashboard import auth, charts
 from streamjobs.dashboard.live import Backlog, task_arguments, trace_of
-from streamjobs.errors import ConfigError
+from streamjobs.errors import ConfigError, StreamJobsError
 from streamjobs.index.queries import DeadLetterFilter, IndexReader, TaskFilter
 from streamjobs.models import TaskState
 from streamjobs.ops.deadletters import parse_ref, redrive, show
+from streamjobs.scheduler import manage
+from streamjobs.scheduler.state import schedule_of
 from streamjobs.settings import Settings, format_duration, parse_duration
 from streamjobs.status import StatusView, now_ms
 
@@ -208,6 +213,7 @@ def task_page(request: Request) -> Response:
     return _render(
         request,
         "task",
+        schedule=schedule_of(task_id),
         task=latest,
         history=history,
         attempts=attempts_of(history),
@@ -305,7 +311,39 @@ def workers(request: Request) -> Response:
 
 
 def schedules(request: Request) -> Response:
-    return _render(request, "schedules", topic=f"{_board(request).settings.topic_prefix}.schedules")
+    """Every schedule of the queue, read from the schedules topic (one small partition)."""
+    settings = _board(request).settings
+    try:
+        found, problem = manage.summaries(settings), None
+    except StreamJobsError as exc:
+        found, problem = [], str(exc)
+    return _render(
+        request,
+        "schedules",
+        found=found,
+        problem=problem,
+        done=request.query_params.get("done"),
+        topic=f"{settings.topic_prefix}.schedules",
+    )
+
+
+async def schedule_action(request: Request) -> Response:
+    """Pause, resume or trigger one schedule (each one confirmed record the leader acts on)."""
+    auth.check_csrf(request, await request.form())
+    settings = _board(request).settings
+    name, action = request.path_params["name"], request.path_params["action"]
+    try:
+        if action == "trigger":
+            task_id = await run_in_threadpool(manage.trigger, settings, name)
+            done = f"{name}: fire requested, task id {task_id}"
+        elif action in ("pause", "resume"):
+            await run_in_threadpool(manage.set_paused, settings, name, action == "pause")
+            done = f"{name}: {action}d"
+        else:
+            raise HTTPException(404, f"no action {action!r}")
+    except ConfigError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return RedirectResponse(f"/schedules?{urlencode({'done': done})}", status_code=303)
 
 
 ROUTES = [
@@ -323,4 +361,5 @@ ROUTES = [
     Route("/dead-letters/{ref}", dead_letter_page),
     Route("/workers", workers),
     Route("/schedules", schedules),
+    Route("/schedules/{name}/{action}", schedule_action, methods=["POST"]),
 ]

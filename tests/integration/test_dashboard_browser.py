@@ -6,7 +6,9 @@ An operator is refused without the password, logs in, finds a failed task by its
 opens it and sees its attempts and traceback, re-drives its dead letter after a confirmation
 and watches the task succeed. Screenshots of each page go to ``$STREAMJOBS_SCREENSHOTS``
 (the README's come from ``STREAMJOBS_SCREENSHOTS=docs``), else to the test's temporary folder.
-Worker heartbeats are not published yet, so the workers page is checked for its empty state.
+A schedule declared with the handlers is listed on the schedules page, triggered from there, and
+its fire's task page names it. Worker heartbeats are not published yet, so the workers page is
+checked for its empty state.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,7 @@ from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from streamjobs import Producer, Settings, Task, TaskRegistry
+from streamjobs.scheduler import Scheduler
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import REPO_ROOT, ThreadWorker, worker_env
 from tests.support import wait_for
@@ -64,6 +68,13 @@ def invoicing(calls: Counter[int]) -> TaskRegistry:
             raise ConnectionError(f"payment gateway down for order {task.order}")
         return {"invoiced": task.order, "cents": task.amount_cents}
 
+    # the top of every hour, so it never fires by itself during the test: it is triggered
+    registry.schedule(
+        "hourly-invoice",
+        every=timedelta(hours=1),
+        catch_up="skip",
+        task=Invoice(order=1001, amount_cents=5),
+    )
     return registry
 
 
@@ -168,14 +179,25 @@ def _reload_until(driver: WebDriver, url: str, css: str, wanted: str, timeout: f
     return wait_for(seen, timeout, interval=0.5, message=f"{wanted!r} in {css} at {url}")
 
 
+@pytest.fixture
+def scheduler() -> Iterator[list[Scheduler]]:
+    """Schedulers started by the test, stopped at teardown."""
+    started: list[Scheduler] = []
+    yield started
+    for instance in started:
+        instance.stop()
+
+
 def test_an_operator_finds_a_failed_task_by_its_error_and_redrives_it_to_success(
     settings: Settings,
     worker: Callable[..., ThreadWorker],
+    scheduler: list[Scheduler],
     dashboard: str,
     browser: WebDriver,
     shots: Callable[[WebDriver, str], None],
 ) -> None:
-    worker(invoicing(Counter()))
+    registry = invoicing(Counter())
+    worker(registry)
     with Producer(settings) as producer:
         handles = producer.submit_many(
             [Invoice(order=n, amount_cents=100 * n + 99) for n in range(1, 31)]
@@ -199,6 +221,8 @@ def test_an_operator_finds_a_failed_task_by_its_error_and_redrives_it_to_success
     _reload_until(browser, f"{dashboard}/", "#states", "succeeded 24", 30)
     main_topic = queue_topics(settings).main
     _reload_until(browser, f"{dashboard}/", "#lag", f"{main_topic} 2 ", 30)  # re-read every 5 s
+    scheduler.append(Scheduler(settings, registry, owner="browser-test"))
+    scheduler[0].start()  # only now: its fires are not among the counts above
     shots(browser, "overview")
 
     # the failed task, found by its error text
@@ -241,6 +265,16 @@ def test_an_operator_finds_a_failed_task_by_its_error_and_redrives_it_to_success
     _reload_until(browser, f"{dashboard}/tasks/{failed_id}", "#task-state", "succeeded", 60)
     assert "generation 1" in _text(browser, "main")
     shots(browser, "task-redriven")
+
+    # a schedule, triggered from its page; the fired task names it
+    _reload_until(browser, f"{dashboard}/schedules", "#schedules", "hourly-invoice", 60)
+    _click_to_next_page(browser, browser.find_element(By.ID, "trigger-hourly-invoice"))
+    fired = _text(browser, "#schedule-done").rsplit(" ", 1)[-1]
+    assert fired.startswith("schedule:default:hourly-invoice:trigger-")
+    _reload_until(browser, f"{dashboard}/tasks/{fired}", "#task-state", "succeeded", 90)
+    assert _text(browser, "#schedule") == "hourly-invoice"
+    _reload_until(browser, f"{dashboard}/schedules", "#schedules", "triggered", 30)
+    shots(browser, "schedules")
 
     browser.get(f"{dashboard}/workers")
     assert "No worker heartbeats" in _text(browser, "#no-workers")

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from streamjobs.client import Record
-from streamjobs.dashboard import charts
+from streamjobs.dashboard import charts, pages
 from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.auth import startup_password
 from streamjobs.dashboard.live import Backlog
@@ -136,12 +136,28 @@ def test_search_by_error_text_finds_the_failed_task_and_its_page_shows_attempts_
     assert browser.get("/tasks/nope").status_code == 404
 
 
-def test_the_workers_and_schedules_pages_say_plainly_that_there_is_nothing_yet(
+def test_the_workers_page_says_plainly_that_there_are_no_heartbeats_yet(
     browser: TestClient,
 ) -> None:
     _log_in(browser)
     assert "No worker heartbeats" in browser.get("/workers").text
-    assert "No schedules" in browser.get("/schedules").text
+
+
+def test_the_schedules_page_lists_schedules_and_its_actions_need_the_csrf_token(
+    browser: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[tuple[str, Any]] = []
+    monkeypatch.setattr(pages.manage, "summaries", lambda settings: [])
+    monkeypatch.setattr(
+        pages.manage, "set_paused", lambda settings, name, paused: asked.append((name, paused))
+    )
+    _log_in(browser)
+    listing = browser.get("/schedules").text
+    assert "No schedules on this queue" in listing
+    assert browser.post("/schedules/nightly/pause", data={}).status_code == 403
+    done = browser.post("/schedules/nightly/pause", data={"csrf": _csrf(listing)})
+    assert asked == [("nightly", True)]
+    assert "nightly: paused" in done.text
 
 
 def test_the_packaged_stylesheet_is_served_and_pages_load_nothing_from_elsewhere(

@@ -100,24 +100,42 @@ class Follower:
     def catch_up(self, timeout: float = 30.0) -> CatchUp:
         """Apply every record up to each topic's current end; return what was applied."""
         done = CatchUp()
+        plans = self.plan(timeout)
         for feed in self.feeds:
-            try:
-                ranges = self._ranges(feed, timeout)
-            except TopicError:
+            ranges = plans[feed.topic]
+            if ranges is None:
                 continue  # not created yet: nothing to index
             done.behind[feed.topic] = sum(r.size for r in ranges)
             done.applied[feed.topic] = self._read(feed, ranges, timeout)
         return done
 
-    def _ranges(self, feed: Feed, timeout: float) -> list[client.OffsetRange]:
+    def plan(self, timeout: float = 30.0) -> dict[str, list[client.OffsetRange] | None]:
+        """Per followed topic, what is left to apply (None: the topic does not exist)."""
+        # one reader asks every topic's partitions and ends: a follower catching up every
+        # second would otherwise open a client per topic and per question
         reader = self.clients.reader()
         try:
-            partitions = reader.partition_ids(feed.topic, timeout)
+            return {feed.topic: self._ranges(reader, feed, timeout) for feed in self.feeds}
         finally:
             reader.close()
+
+    def _ranges(
+        self, reader: client.KafkaConsumer, feed: Feed, timeout: float
+    ) -> list[client.OffsetRange] | None:
+        """From the next offset not applied (or the first still kept) to the current end, per
+        partition; None when the topic does not exist."""
+        try:
+            partitions = reader.partition_ids(feed.topic, timeout)
+        except TopicError:
+            return None
         applied = self.store.offsets(feed.topic)
-        starts: dict[int, int | None] = {p: applied.get(p) for p in partitions}
-        return client.ranges_to_end(self.clients, feed.topic, starts, timeout)
+        ranges = []
+        for partition in partitions:
+            low, high = reader.watermarks_when_ready(feed.topic, partition, timeout)
+            start = applied.get(partition)
+            begin = low if start is None else max(start, low)
+            ranges.append(client.OffsetRange(partition, begin, high))
+        return ranges
 
     def _read(self, feed: Feed, ranges: list[client.OffsetRange], timeout: float) -> int:
         applied = 0

@@ -6,7 +6,8 @@ Owns the ``app`` (the console entry point), the core commands (``consume``, ``to
 graceful stop) and human-readable output. Registered on this app: the operator commands on a
 queue's records (``replay``, ``dlq``, ``inspect``, ``purge``, ``trace``) from
 :mod:`streamjobs.cli.ops`, ``schemas export|check`` from :mod:`streamjobs.cli.schemas`,
-``schedules ...`` from :mod:`streamjobs.cli.schedules`, and the local development services
+``schedules ...`` from :mod:`streamjobs.cli.schedules`, ``dashboard`` from
+:mod:`streamjobs.cli.dashboard`, and the local development services
 (``dev-broker``, ``dev-jaeger``) from :mod:`streamjobs.cli.dev`.
 Errors and exit codes follow the one idiom of :mod:`streamjobs.cli.options`. Does not implement
 behaviour: every command calls into the library module that owns it.

@@ -52,8 +52,8 @@ class Backlog:
 
     def refresh(self) -> None:
         try:
-            partitions, tiers = backlog(self.settings)
-            self.latest = BacklogFigures(now_ms(), partitions, tiers)
+            found = backlog(self.settings)
+            self.latest = BacklogFigures(now_ms(), found.partitions, found.tiers)
         except StreamJobsError as exc:
             _log.warning("dashboard backlog: %s", exc)
             self.latest = BacklogFigures(self.latest.taken_at_ms, [], [], str(exc))

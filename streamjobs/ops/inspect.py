@@ -104,33 +104,42 @@ class Report:
 
 def inspect(settings: Settings, *, timeout: float = 30.0) -> Report:
     """Read the queue's figures from Kafka (a few reads; cost grows with the status and DLQ)."""
-    names = queue_topics(settings)
     taken = status.now_ms()
-    existing = client.new_admin(settings).topic_partitions()
-    drift = compare_tiers(settings, existing)
-    present = [t for t in names.task_topics if t in existing] + drift.extra
-    partitions = lags(settings, present)
+    found = backlog(settings)
     read = _indexed if settings.index_path else _read
     states, recent, dead_letters, redriven = read(settings, taken, timeout)
     return Report(
         queue=settings.queue,
         group=settings.group,
         taken_at_ms=taken,
-        partitions=partitions,
+        partitions=found.partitions,
         states=dict(sorted(states.items())),
         succeeded_last_minute=recent,
-        tiers=_tiers(settings, _tier_topics(settings, drift), partitions),
+        tiers=found.tiers,
         dead_letters=dict(sorted(dead_letters.items())),
         redriven=redriven,
-        missing_tiers=drift.missing,
+        missing_tiers=found.missing_tiers,
     )
 
 
-def backlog(settings: Settings) -> tuple[list[PartitionLag], list[TierBacklog]]:
-    """Only the figures no index holds: lag per task-topic partition and the tier backlogs
-    with their oldest due time (a few metadata and head reads, no status or DLQ scan)."""
-    partitions = _lags(settings, queue_topics(settings).task_topics)
-    return partitions, _tiers(settings, queue_topics(settings), partitions)
+@dataclass(frozen=True, slots=True)
+class QueueBacklog:
+    """The figures no index holds: lag per task-topic partition, tier backlogs with their
+    oldest due time, and the settings' tiers that have no topic."""
+
+    partitions: list[PartitionLag]
+    tiers: list[TierBacklog]
+    missing_tiers: list[str]
+
+
+def backlog(settings: Settings) -> QueueBacklog:
+    """A few metadata and head reads; no status or dead-letter scan."""
+    existing = client.new_admin(settings).topic_partitions()
+    drift = compare_tiers(settings, existing)
+    present = [t for t in queue_topics(settings).task_topics if t in existing] + drift.extra
+    partitions = lags(settings, present)
+    tiers = _tiers(settings, _tier_topics(settings, drift), partitions)
+    return QueueBacklog(partitions, tiers, drift.missing)
 
 
 _Counts = tuple[dict[str, int], int, dict[str, int], int]

@@ -1,7 +1,7 @@
 """Who may use the dashboard: the password, the login session, and CSRF tokens.
 
 Owns the start-up rule (a dashboard listening beyond loopback must have a password from
-settings; on loopback without one, a random password is made and printed once), the password
+settings; on loopback without one, a random password is made for the run), the password
 check (constant time), :class:`RequireLogin` (every page but the login form and the packaged
 CSS needs a signed session cookie: a GET is sent to the login form, anything else is refused
 with 403) and the per-session CSRF token every POST form carries and every POST handler checks.

@@ -1,20 +1,24 @@
 """Running the dashboard: checks at start-up, the index follower and backlog threads, uvicorn.
 
 Owns :class:`DashboardServer`: refuses to start on a non-loopback address without a password
-(:func:`streamjobs.dashboard.auth.startup_password`), catches the index up once before serving
-(so the first page is complete), keeps following it and re-reading the backlog in daemon
-threads, serves the app with uvicorn on the configured host and port, and stops all of it on
-SIGINT/SIGTERM (uvicorn's handlers). Does not define the app or pages.
+(:func:`streamjobs.dashboard.auth.startup_password`; on loopback without one, the password made
+for the run goes to a file beside the index readable by this user only, never to the terminal),
+catches the index up once before serving (so the first page is complete), keeps following it
+and re-reading the backlog in daemon threads, serves the app with uvicorn on the configured host
+and port, and stops all of it on SIGINT/SIGTERM (uvicorn's handlers). Does not define the app or
+pages.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from pydantic import SecretStr
 
 from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.auth import startup_password
@@ -39,16 +43,15 @@ class DashboardServer:
         self.password, generated = startup_password(
             settings.dashboard_host, settings.dashboard_password
         )
-        if settings.index_path is None:
-            settings = settings.model_copy(update={"index_path": default_index_path(settings)})
-        self.settings = settings
+        index = settings.index_path or default_index_path(settings)
+        self.settings = settings = settings.model_copy(update={"index_path": index})
         self.say = say
         if generated:
-            say(f"no STREAMJOBS_DASHBOARD_PASSWORD set: this run's password is {_shown(self)}")
+            kept = _keep_password(index, self.password)
+            say(f"no STREAMJOBS_DASHBOARD_PASSWORD set: this run's password is in {kept}")
         self.follower = Follower(settings)
         self.backlog = Backlog(settings)
-        assert settings.index_path is not None
-        board = Dashboard(settings, Path(settings.index_path), self.backlog, self.password)
+        board = Dashboard(settings, index, self.backlog, self.password)
         config = uvicorn.Config(
             create_app(board),
             host=settings.dashboard_host,
@@ -80,6 +83,13 @@ class DashboardServer:
             self.follower.close()
 
 
-def _shown(server: DashboardServer) -> str:
-    # shown once, on the operator's own terminal: it exists only for this run
-    return server.password.get_secret_value()
+def _keep_password(index: Path, password: SecretStr) -> Path:
+    """Write a generated password beside the index, readable by this user only: it is never
+    printed (terminals and their logs are read by others)."""
+    path = index.with_name(index.name + ".password")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(password.get_secret_value() + "\n")
+    return path

@@ -209,3 +209,18 @@ def test_charts_are_svg_with_one_bar_per_outcome_and_escaped_labels() -> None:
     waterfall = charts.waterfall(trace)
     assert "&lt;send&gt;" in waterfall
     assert "span-failed" in waterfall
+
+
+def test_a_password_made_for_the_run_is_kept_in_a_file_only_its_user_reads(
+    tmp_path: Path,
+) -> None:
+    from streamjobs.dashboard.server import DashboardServer
+
+    said: list[str] = []
+    settings = Settings(index_path=tmp_path / "i.db", dashboard_port=0)
+    server = DashboardServer(settings, say=said.append)
+    kept = tmp_path / "i.db.password"
+    assert kept.read_text().strip() == server.password.get_secret_value()
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert server.password.get_secret_value() not in " ".join(said)
+    server.follower.close()

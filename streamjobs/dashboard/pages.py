@@ -8,8 +8,8 @@ never waits on Kafka or Jaeger), dead letters (filter, detail, redrive one or ma
 :func:`streamjobs.ops.deadletters.redrive`, after a confirmation step, audited in its ledger
 with the logged-in operator's name), schedules (read from their topic through
 :mod:`streamjobs.scheduler.manage`: next and last fire, pause, resume, trigger) and workers
-(empty until workers publish heartbeats). Does not own authentication
-(:mod:`streamjobs.dashboard.auth`) or the server.
+(live and lost, from their heartbeats, with the tasks each is running and for how long). Does
+not own authentication (:mod:`streamjobs.dashboard.auth`) or the server.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from streamjobs.dashboard import auth, charts
 from streamjobs.dashboard.live import Backlog, task_arguments, trace_of
+from streamjobs.dashboard.live import workers as live_workers
 from streamjobs.errors import ConfigError, StreamJobsError
 from streamjobs.index.queries import DeadLetterFilter, IndexReader, TaskFilter
 from streamjobs.models import TaskState
@@ -307,7 +308,17 @@ async def redrive_run(request: Request) -> Response:
 
 
 def workers(request: Request) -> Response:
-    return _render(request, "workers", topic=f"{_board(request).settings.topic_prefix}.workers")
+    """Live workers, then lost ones (no heartbeat for three of their intervals)."""
+    settings = _board(request).settings
+    found, problem = live_workers(settings)
+    return _render(
+        request,
+        "workers",
+        found=found,
+        problem=problem,
+        now=now_ms(),
+        topic=f"{settings.topic_prefix}.workers",
+    )
 
 
 def schedules(request: Request) -> Response:

@@ -7,8 +7,8 @@ opens it and sees its attempts and traceback, re-drives its dead letter after a 
 and watches the task succeed. Screenshots of each page go to ``$STREAMJOBS_SCREENSHOTS``
 (the README's come from ``STREAMJOBS_SCREENSHOTS=docs``), else to the test's temporary folder.
 A schedule declared with the handlers is listed on the schedules page, triggered from there, and
-its fire's task page names it. Worker heartbeats are not published yet, so the workers page is
-checked for its empty state.
+its fire's task page names it. A ``streamjobs consume`` process is listed live on the workers
+page from its heartbeats, then lost once it is killed.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
-from streamjobs import Producer, Settings, Task, TaskRegistry
+from streamjobs import Producer, Settings, Task, TaskRegistry, topics
 from streamjobs.scheduler import Scheduler
 from streamjobs.topics import queue_topics
-from tests.integration.conftest import REPO_ROOT, ThreadWorker, worker_env
+from tests.integration.conftest import REPO_ROOT, ThreadWorker, WorkerProcesses, worker_env
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -192,6 +192,7 @@ def test_an_operator_finds_a_failed_task_by_its_error_and_redrives_it_to_success
     settings: Settings,
     worker: Callable[..., ThreadWorker],
     scheduler: list[Scheduler],
+    worker_process: WorkerProcesses,
     dashboard: str,
     browser: WebDriver,
     shots: Callable[[WebDriver, str], None],
@@ -276,6 +277,20 @@ def test_an_operator_finds_a_failed_task_by_its_error_and_redrives_it_to_success
     _reload_until(browser, f"{dashboard}/schedules", "#schedules", "triggered", 30)
     shots(browser, "schedules")
 
-    browser.get(f"{dashboard}/workers")
-    assert "No worker heartbeats" in _text(browser, "#no-workers")
+    # a `streamjobs consume` process (of another queue, so it takes none of these tasks) is
+    # listed live from its heartbeats, and lost once killed (no report for three intervals)
+    watched = settings.model_copy(
+        update={"queue": "watched", "heartbeat_interval": timedelta(seconds=1)}
+    )
+    topics.ensure(watched)
+    process = worker_process.start(
+        watched, "tests.integration.observed_tasks:registry", "--queue", "watched"
+    )
+    row = "#workers tr.worker"
+    _reload_until(browser, f"{dashboard}/workers", row, "watched", 60)
+    assert _text(browser, row).startswith("live"), _text(browser, "main")
     shots(browser, "workers")
+    process.kill()  # SIGKILL: no goodbye tombstone
+    process.wait(10)
+    _reload_until(browser, f"{dashboard}/workers", "#workers tr.lost", "watched", 30)
+    shots(browser, "workers-lost")

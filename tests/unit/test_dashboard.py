@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from streamjobs.client import Record
-from streamjobs.dashboard import charts, pages
+from streamjobs.dashboard import charts, live, pages
 from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.auth import startup_password
 from streamjobs.dashboard.live import Backlog
@@ -24,6 +24,8 @@ from streamjobs.index.follower import _applied
 from streamjobs.index.queries import Bucket, IndexReader
 from streamjobs.index.rows import status_changes
 from streamjobs.index.store import IndexStore
+from streamjobs.metrics.heartbeat import WorkerReport
+from streamjobs.metrics.running import RunningTask
 from streamjobs.models import TaskState
 from streamjobs.settings import Settings
 from streamjobs.status import encode_status, now_ms
@@ -136,10 +138,31 @@ def test_search_by_error_text_finds_the_failed_task_and_its_page_shows_attempts_
     assert browser.get("/tasks/nope").status_code == 404
 
 
-def test_the_workers_page_says_plainly_that_there_are_no_heartbeats_yet(
-    browser: TestClient,
+def test_the_workers_page_lists_live_then_lost_workers_from_their_heartbeats(
+    browser: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    now = now_ms()
+
+    def report(worker_id: str, age_ms: int) -> WorkerReport:
+        return WorkerReport(
+            worker_id=worker_id, host="h", pid=1, version="0", queue="default", group="g",
+            concurrency=1, started_at_ms=now - 60_000, reported_at_ms=now - age_ms,
+            interval_ms=1000, partitions=3, in_flight=1, parked=0, started=2, succeeded=1,
+            retried=0, dead_lettered=0,
+            running=(RunningTask("t-9", "Charge", None, 1, now / 1000 - 12),),
+        )  # fmt: skip
+
+    monkeypatch.setattr(live, "read_reports", lambda settings, timeout: [
+        report("w-gone", 10_000), report("w-here", 200)
+    ])  # fmt: skip
     _log_in(browser)
+    page = browser.get("/workers").text
+    assert page.index("w-here") < page.index("w-gone")
+    assert 'class="worker live"' in page
+    assert 'class="worker lost"' in page
+    assert "/tasks/t-9" in page
+    assert "running for 12" in page
+    monkeypatch.setattr(live, "read_reports", lambda settings, timeout: [])
     assert "No worker heartbeats" in browser.get("/workers").text
 
 

@@ -5,7 +5,7 @@ Owns the routes and what each page shows: the overview (outcome charts, counts b
 and tier backlogs, dead letters by reason), task search and the task page (history, attempts
 with error and traceback, result, position; arguments and trace in their own frames so the page
 never waits on Kafka or Jaeger), dead letters (filter, detail, redrive one or many through
-:func:`streamjobs.ops.deadletters.redrive`, after a confirmation step, audited in its ledger
+:func:`streamjobs.ops.redrive.redrive`, after a confirmation step, audited in its ledger
 with the logged-in operator's name), schedules (read from their topic through
 :mod:`streamjobs.scheduler.manage`: next and last fire, pause, resume, trigger) and workers
 (live and lost, from their heartbeats, with the tasks each is running and for how long). Does
@@ -33,7 +33,8 @@ from streamjobs.dashboard.live import workers as live_workers
 from streamjobs.errors import ConfigError, StreamJobsError
 from streamjobs.index.queries import DeadLetterFilter, IndexReader, TaskFilter
 from streamjobs.models import TaskState
-from streamjobs.ops.deadletters import parse_ref, redrive, show
+from streamjobs.ops.deadletters import parse_ref, show
+from streamjobs.ops.redrive import redrive
 from streamjobs.scheduler import manage
 from streamjobs.scheduler.state import schedule_of
 from streamjobs.settings import Settings, format_duration, parse_duration

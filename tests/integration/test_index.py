@@ -17,8 +17,8 @@ from streamjobs.client import murmur2_partition
 from streamjobs.index.follower import Follower
 from streamjobs.index.queries import DeadLetterFilter, IndexReader, TaskFilter
 from streamjobs.index.store import IndexStore
-from streamjobs.ops.deadletters import redrive
 from streamjobs.ops.inspect import inspect
+from streamjobs.ops.redrive import redrive
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import RawProducer, ThreadWorker, worker_env
 from tests.integration.test_redrive import Charge, fails_on_first_run

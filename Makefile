@@ -23,7 +23,7 @@ JAEGER_QUERY_PORT ?= 16686
 
 help:
 	@echo "make venv          create .venv and install streamjobs[dev] (re-runs when pyproject.toml changes)"
-	@echo "make system-deps   apt-get install docker-compose, prometheus (and java/mvn) if missing; needs root"
+	@echo "make system-deps   apt-get install docker-compose, prometheus, chromium (and java/mvn) if missing; needs root"
 	@echo "make kafka-up      start (or reuse) a local Kafka on 127.0.0.1:\$$PORT (default 9092)"
 	@echo "make kafka-down    stop that broker (data kept under ~/.cache/streamjobs/broker-\$$PORT)"
 	@echo "make demo          kafka-up, then run \`streamjobs demo\` against it"
@@ -43,8 +43,9 @@ $(VENV_STAMP): pyproject.toml
 
 # Debian packages the tests need: docker-compose (tests/unit/test_compose.py runs
 # `docker-compose config`), prometheus (promtool checks and unit-tests the alert rules, and a
-# real Prometheus scrapes a worker in tests/integration/test_observability.py), and Java 17 +
-# Maven for the local broker if a machine lacks them.
+# real Prometheus scrapes a worker in tests/integration/test_observability.py), Chromium with its
+# chromedriver for the dashboard's browser test (Selenium drives Debian's binaries: nothing is
+# downloaded at test time), and Java 17 + Maven for the local broker if a machine lacks them.
 system-deps:
 	@missing=(); \
 	command -v docker-compose >/dev/null || missing+=(docker-compose); \
@@ -52,6 +53,8 @@ system-deps:
 	command -v java >/dev/null || missing+=(openjdk-17-jre-headless); \
 	command -v mvn >/dev/null || missing+=(maven); \
 	command -v go >/dev/null || missing+=(golang-go); \
+	command -v chromium >/dev/null || missing+=(chromium); \
+	command -v chromedriver >/dev/null || missing+=(chromium-driver); \
 	if (( $${#missing[@]} == 0 )); then exit 0; fi; \
 	if [[ $$(id -u) -ne 0 ]]; then \
 	  echo "missing $${missing[*]}: run \`sudo make system-deps\` (needs apt-get as root)" >&2; \

@@ -39,6 +39,7 @@ wrapped; the retry policy sees them as they are, whatever ``BaseException`` they
 
 from __future__ import annotations
 
+import traceback
 from datetime import timedelta
 
 
@@ -188,6 +189,16 @@ class Discard(TaskControl):
     def __init__(self, reason: str = "discarded") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def traceback_text(error: BaseException, limit: int = 4000) -> str:
+    """The formatted traceback of ``error``, its last ``limit`` characters (the innermost
+    frames and the message are what an operator reads first), never raising."""
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:
+        return error_text(error, limit)
+    return text[-limit:].encode("utf-8", "replace").decode("utf-8")
 
 
 def error_text(error: BaseException, limit: int = 8000) -> str:

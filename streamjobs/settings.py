@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -140,6 +141,12 @@ class Settings(BaseSettings):
         ),
     )
     jaeger_query_url: str = "http://127.0.0.1:16686"
+
+    # the index (streamjobs.index) and the dashboard (streamjobs.dashboard)
+    index_path: Path | None = None
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8765, ge=0, le=65535)
+    dashboard_password: SecretStr | None = None
 
     @field_validator("retry_tiers", "delay_tiers", mode="before")
     @classmethod

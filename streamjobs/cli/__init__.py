@@ -2,8 +2,9 @@
 
 :mod:`streamjobs.cli.app` holds the app and the worker, topic and status commands,
 :mod:`streamjobs.cli.ops` the operator commands, :mod:`streamjobs.cli.schemas` ``schemas
-export|check``, :mod:`streamjobs.cli.dev` the local Kafka and Jaeger, and
-:mod:`streamjobs.cli.options` what they share (options, Settings, the one error idiom).
+export|check``, :mod:`streamjobs.cli.dashboard` ``dashboard``, :mod:`streamjobs.cli.dev` the
+local Kafka and Jaeger, and :mod:`streamjobs.cli.options` what they share (options, Settings,
+the one error idiom).
 """
 
 from streamjobs.cli.app import app, main

@@ -6,7 +6,8 @@ Owns the ``app`` (the console entry point), the core commands (``consume``, ``to
 graceful stop) and human-readable output. Registered on this app: the operator commands on a
 queue's records (``replay``, ``dlq``, ``inspect``, ``purge``, ``trace``) from
 :mod:`streamjobs.cli.ops`, ``schemas export|check`` from :mod:`streamjobs.cli.schemas`,
-``schedules ...`` from :mod:`streamjobs.cli.schedules`, and the local development services
+``schedules ...`` from :mod:`streamjobs.cli.schedules`, ``dashboard`` from
+:mod:`streamjobs.cli.dashboard`, and the local development services
 (``dev-broker``, ``dev-jaeger``) from :mod:`streamjobs.cli.dev`.
 Errors and exit codes follow the one idiom of :mod:`streamjobs.cli.options`. Does not implement
 behaviour: every command calls into the library module that owns it.
@@ -25,6 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from streamjobs import status, topics
+from streamjobs.cli import dashboard as cli_dashboard
 from streamjobs.cli import dev as cli_dev
 from streamjobs.cli import ops as cli_ops
 from streamjobs.cli import schedules as cli_schedules
@@ -266,7 +268,16 @@ def status_command(
     from streamjobs.cli import output
 
     settings = build_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
-    view = status.wait(settings, task_id, timeout) if wait else status.latest(settings, task_id)
+    view: status.StatusView | None
+    if wait:
+        view = status.wait(settings, task_id, timeout)
+    elif settings.index_path is not None:  # caught up first: as fresh as reading Kafka
+        from streamjobs.index.follower import fresh_reader
+
+        with fresh_reader(settings) as index:
+            view = index.task(task_id)
+    else:
+        view = status.latest(settings, task_id)
     if view is None:
         typer.echo(
             json.dumps({"task_id": task_id, "state": "unknown"})
@@ -321,6 +332,7 @@ cli_schemas.register(app)  # schemas export, schemas check
 cli_dev.register(app)  # dev-broker, dev-jaeger
 cli_schedules.register(app)  # schedules list|show|add|remove|pause|resume|trigger
 cli_workers.register(app)  # workers
+cli_dashboard.register(app)  # dashboard
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,8 @@ dead-letter topic (count by reason, how many are re-driven). Tiers are the setti
 other tier topic of the queue on the cluster (:func:`streamjobs.topics.compare_tiers`): a tier
 left behind by a change of ``STREAMJOBS_RETRY_TIERS`` shows with its backlog, marked as read by
 no worker with these settings, and a tier of the settings with no topic is listed as missing.
+With an index configured (``Settings.index_path``) the counts come from it, caught up first
+(:mod:`streamjobs.index`).
 
 Does not change anything, watch continuously, or serve metrics.
 """
@@ -102,31 +104,76 @@ class Report:
 
 def inspect(settings: Settings, *, timeout: float = 30.0) -> Report:
     """Read the queue's figures from Kafka (a few reads; cost grows with the status and DLQ)."""
-    names = queue_topics(settings)
     taken = status.now_ms()
-    existing = client.new_admin(settings).topic_partitions()
-    drift = compare_tiers(settings, existing)
-    present = [t for t in names.task_topics if t in existing] + drift.extra
-    partitions = lags(settings, present)
-    views = [v for v in status.snapshot(settings, timeout=timeout).values()]
-    mine = [v for v in views if v.queue == settings.queue]
-    states = Counter(v.state.value for v in mine)
-    recent = sum(
-        1 for v in mine if v.state.value == "succeeded" and v.updated_at_ms >= taken - 60_000
-    )
-    letters = list_dead_letters(settings)
+    found = backlog(settings)
+    read = _indexed if settings.index_path else _read
+    states, recent, dead_letters, redriven = read(settings, taken, timeout)
     return Report(
         queue=settings.queue,
         group=settings.group,
         taken_at_ms=taken,
-        partitions=partitions,
+        partitions=found.partitions,
         states=dict(sorted(states.items())),
         succeeded_last_minute=recent,
-        tiers=_tiers(settings, _tier_topics(settings, drift), partitions),
-        dead_letters=dict(sorted(Counter(d.reason for d in letters).items())),
-        redriven=sum(1 for d in letters if d.redriven),
-        missing_tiers=drift.missing,
+        tiers=found.tiers,
+        dead_letters=dict(sorted(dead_letters.items())),
+        redriven=redriven,
+        missing_tiers=found.missing_tiers,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBacklog:
+    """The figures no index holds: lag per task-topic partition, tier backlogs with their
+    oldest due time, and the settings' tiers that have no topic."""
+
+    partitions: list[PartitionLag]
+    tiers: list[TierBacklog]
+    missing_tiers: list[str]
+
+
+def backlog(settings: Settings) -> QueueBacklog:
+    """A few metadata and head reads; no status or dead-letter scan."""
+    existing = client.new_admin(settings).topic_partitions()
+    drift = compare_tiers(settings, existing)
+    present = [t for t in queue_topics(settings).task_topics if t in existing] + drift.extra
+    partitions = lags(settings, present)
+    tiers = _tiers(settings, _tier_topics(settings, drift), partitions)
+    return QueueBacklog(partitions, tiers, drift.missing)
+
+
+_Counts = tuple[dict[str, int], int, dict[str, int], int]
+
+
+def _read(settings: Settings, taken: int, timeout: float) -> _Counts:
+    """States, recent successes and dead letters from one pass over the status and DLQ."""
+    views = [v for v in status.snapshot(settings, timeout=timeout).values()]
+    mine = [v for v in views if v.queue == settings.queue]
+    recent = sum(
+        1 for v in mine if v.state.value == "succeeded" and v.updated_at_ms >= taken - 60_000
+    )
+    letters = list_dead_letters(settings)
+    reasons = dict(Counter(d.reason for d in letters))
+    return (
+        dict(Counter(v.state.value for v in mine)),
+        recent,
+        reasons,
+        sum(d.redriven for d in letters),
+    )
+
+
+def _indexed(settings: Settings, taken: int, timeout: float) -> _Counts:
+    """The same figures from the index (:mod:`streamjobs.index`), caught up first: only the
+    records written since its last catch-up are read."""
+    from streamjobs.index.follower import fresh_reader
+
+    with fresh_reader(settings, timeout) as index:
+        return (
+            index.state_counts(settings.queue),
+            index.succeeded_since(settings.queue, taken - 60_000),
+            index.dead_letter_reasons(settings.queue),
+            index.redriven_count(settings.queue),
+        )
 
 
 def lags(settings: Settings, topics: list[str]) -> list[PartitionLag]:

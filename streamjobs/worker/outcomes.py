@@ -32,6 +32,7 @@ from streamjobs.errors import (
     StreamJobsError,
     TransactionAborted,
     error_text,
+    traceback_text,
 )
 from streamjobs.models import TaskState
 from streamjobs.retry import RetryAt
@@ -293,6 +294,7 @@ class Builder:
                 TaskState.RETRY_SCHEDULED,
                 error_type=type(exc).__name__,
                 error=error_text(exc, 2000),
+                note=traceback_text(exc),  # the dashboard's task page shows it
                 **moved(where, tier_topic),
                 not_before_ms=decision.not_before_ms,
             ),
@@ -328,6 +330,7 @@ class Builder:
                 reason=reason,
                 error_type=type(exc).__name__ if exc else None,
                 error=error_text(exc, 2000) if exc else None,
+                note=traceback_text(exc) if exc else None,
                 **fields,
             ),
         ]

@@ -16,7 +16,13 @@ from streamjobs.codec import MAGIC, builtin
 from streamjobs.envelope import Envelope
 from streamjobs.errors import DecodeError, EncodeError
 from streamjobs.models import Task, TaskState, status_version
-from streamjobs.status import AttemptStatuses, StatusView, decode_status, encode_status
+from streamjobs.status import (
+    AttemptStatuses,
+    StatusView,
+    decode_status,
+    encode_status,
+    status_values,
+)
 
 
 def _envelope(**changes: Any) -> Envelope:
@@ -305,3 +311,37 @@ def test_a_runs_pre_encoded_statuses_equal_encode_status(
         general = _fastavro_decoded(encode_status(envelope, state, result=result, **where))
         assert abs(fast.pop("updated_at_ms") - general.pop("updated_at_ms")) < 1000
         assert fast == general
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+def test_the_straight_line_status_reader_agrees_with_fastavro_for_random_columns(
+    state: TaskState,
+) -> None:
+    rng = random.Random(f"read-{state.value}")
+    for _ in range(200):
+        envelope = _envelope(attempt=rng.choice([1, 2, 2**31 - 1]), generation=rng.randrange(9))
+        value = encode_status(envelope, state, **_random_columns(rng))
+        by_fastavro = _fastavro_decoded(value)
+        values = status_values(value)
+        assert values == [by_fastavro[name] for name in by_fastavro]
+        view = decode_status(value)
+        assert (view.state, view.note, view.result_json) == (
+            state,
+            by_fastavro["note"],
+            by_fastavro["result"],
+        )
+
+
+def test_the_straight_line_status_reader_refuses_what_fastavro_refuses() -> None:
+    value = encode_status(_envelope(), TaskState.SUCCEEDED, result='"ok"')
+    broken = [
+        value[:-1],  # truncated
+        value + b"\x00",  # a trailing byte
+        value[:10] + b"\x7f" + value[11:],  # a task id longer than the record
+    ]
+    for bad in broken:
+        with pytest.raises(DecodeError):
+            status_values(bad)
+    unknown_state = encode_status(_envelope(), TaskState.QUEUED).replace(b"queued", b"queuex")
+    with pytest.raises(DecodeError, match="unknown state"):
+        status_values(unknown_state)

@@ -1,0 +1,135 @@
+"""Charts as inline SVG, rendered on the server: no JavaScript, nothing fetched by the browser.
+
+Owns three pure functions from figures to SVG markup: :func:`outcome_bars` (tasks per second
+by outcome over time, stacked), :func:`ratio_line` (the failure ratio over the same buckets)
+and :func:`waterfall` (a Jaeger trace's spans on a time axis). Every text put in the markup is
+escaped. Does not query anything or choose time ranges (:mod:`streamjobs.dashboard.pages`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+
+from streamjobs.index.queries import Bucket
+
+#: Outcome colours, in stacking order (bottom first); the CSS legend uses the same classes.
+OUTCOMES = ("succeeded", "retry_scheduled", "dead_lettered")
+_W, _H, _PAD = 720, 180, 34
+
+
+def _clock(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M")
+
+
+def _frame(body: list[str], label: str, top: str) -> str:
+    axis = (
+        f'<line x1="{_PAD}" y1="{_H - 20}" x2="{_W}" y2="{_H - 20}" class="axis"/>'
+        f'<text x="2" y="14" class="tick">{escape(top)}</text>'
+    )
+    return (
+        f'<svg viewBox="0 0 {_W} {_H}" width="100%" role="img" aria-label="{escape(label)}"'
+        f' xmlns="http://www.w3.org/2000/svg">{axis}{"".join(body)}</svg>'
+    )
+
+
+def _ticks(buckets: Sequence[Bucket], step: float) -> list[str]:
+    every = max(1, len(buckets) // 6)
+    return [
+        f'<text x="{_PAD + i * step:.1f}" y="{_H - 5}" class="tick">{_clock(b.start_ms)}</text>'
+        for i, b in enumerate(buckets)
+        if i % every == 0
+    ]
+
+
+def outcome_bars(buckets: Sequence[Bucket], bucket_ms: int) -> str:
+    """Stacked bars of outcomes per second in each bucket (UTC times on the axis)."""
+    if not buckets:
+        return _frame([], "no data", "")
+    seconds = bucket_ms / 1000
+    totals = [sum(b.counts.get(o, 0) for o in OUTCOMES) / seconds for b in buckets]
+    peak = max(totals) or 1.0
+    step = (_W - _PAD) / len(buckets)
+    height = _H - 40
+    body: list[str] = []
+    for i, bucket in enumerate(buckets):
+        y = float(_H - 20)
+        for outcome in OUTCOMES:
+            rate = bucket.counts.get(outcome, 0) / seconds
+            if not rate:
+                continue
+            h = rate / peak * height
+            y -= h
+            tip = f"{_clock(bucket.start_ms)} {outcome}: {rate:.2f}/s"
+            body.append(
+                f'<rect x="{_PAD + i * step:.1f}" y="{y:.1f}" width="{max(step - 1, 1):.1f}" '
+                f'height="{h:.1f}" class="{outcome}"><title>{escape(tip)}</title></rect>'
+            )
+    return _frame(body + _ticks(buckets, step), "tasks per second by outcome", f"{peak:.1f}/s")
+
+
+def ratio_line(buckets: Sequence[Bucket]) -> str:
+    """The share of attempts that failed (retry or dead letter) per bucket, 0 to 100 %."""
+    if not buckets:
+        return _frame([], "no data", "")
+    step = (_W - _PAD) / len(buckets)
+    height = _H - 40
+    points = []
+    for i, bucket in enumerate(buckets):
+        total = sum(bucket.counts.get(o, 0) for o in OUTCOMES)
+        failed = total - bucket.counts.get("succeeded", 0)
+        ratio = failed / total if total else 0.0
+        points.append(f"{_PAD + i * step + step / 2:.1f},{_H - 20 - ratio * height:.1f}")
+    line = f'<polyline points="{" ".join(points)}" class="ratio"/>'
+    return _frame([line, *_ticks(buckets, step)], "failure ratio", "100%")
+
+
+def waterfall(trace: Mapping[str, Any]) -> str:
+    """A Jaeger trace (its JSON) as one bar per span on a shared time axis, children under
+    their parent, failed spans marked."""
+    spans = sorted(trace.get("spans") or [], key=lambda s: int(s.get("startTime", 0)))
+    if not spans:
+        return _frame([], "empty trace", "")
+    start = min(int(s["startTime"]) for s in spans)
+    end = max(int(s["startTime"]) + int(s.get("duration", 0)) for s in spans)
+    total = max(end - start, 1)
+    processes = trace.get("processes") or {}
+    row_h, label_w = 22, 300
+    body = []
+    for row, span in enumerate(_tree_order(spans)):
+        service = (processes.get(span.get("processID")) or {}).get("serviceName", "")
+        failed = any(t.get("key") == "error" and t.get("value") for t in span.get("tags") or [])
+        x = label_w + (int(span["startTime"]) - start) / total * (_W - label_w - 60)
+        w = max(int(span.get("duration", 0)) / total * (_W - label_w - 60), 2)
+        y = 6 + row * row_h
+        label = f"{service}: {span.get('operationName', '')}"
+        body.append(
+            f'<text x="4" y="{y + 14}" class="span-label">{escape(label[:48])}</text>'
+            f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="14" '
+            f'class="{"span-failed" if failed else "span"}"><title>{escape(label)}</title></rect>'
+            f'<text x="{x + w + 4:.1f}" y="{y + 14}" class="tick">'
+            f"{int(span.get('duration', 0)) / 1000:.1f} ms</text>"
+        )
+    height = 12 + len(spans) * row_h
+    return (
+        f'<svg viewBox="0 0 {_W} {height}" width="100%" role="img" aria-label="trace waterfall"'
+        f' xmlns="http://www.w3.org/2000/svg">{"".join(body)}</svg>'
+    )
+
+
+def _tree_order(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Spans depth-first from the roots (a parent before its children), by start time."""
+    ids = {s.get("spanID") for s in spans}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for span in spans:
+        parents = [r.get("spanID") for r in span.get("references") or [] if r.get("spanID") in ids]
+        children.setdefault(parents[0] if parents else None, []).append(span)
+    ordered: list[dict[str, Any]] = []
+    stack = list(reversed(children.get(None, [])))
+    while stack:
+        span = stack.pop()
+        ordered.append(span)
+        stack.extend(reversed(children.get(span.get("spanID"), [])))
+    return ordered

@@ -1,0 +1,127 @@
+"""What the dashboard reads beyond the index: live Kafka figures, a task's arguments, traces.
+
+Owns :class:`Backlog` (lag per partition and tier backlogs from
+:func:`streamjobs.ops.inspect.backlog`, refreshed by a background thread so no page waits),
+:func:`task_arguments` (the envelope a status points at, read from its topic/partition/offset,
+its arguments decoded with the writer schema from the schemas topic), :func:`workers` (the
+heartbeats of :mod:`streamjobs.metrics.heartbeat`, live or lost) and :func:`trace_of` (a task's
+trace from Jaeger).
+
+Does not read statuses or dead letters (the index does) or render anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamjobs import client
+from streamjobs.codec import decode_body
+from streamjobs.envelope import decode_envelope
+from streamjobs.errors import BadInput, StreamJobsError
+from streamjobs.metrics.heartbeat import WorkerView, classify, read_reports
+from streamjobs.ops.inspect import PartitionLag, TierBacklog, backlog
+from streamjobs.ops.traceview import fetch_trace
+from streamjobs.schemastore import SchemaStore
+from streamjobs.settings import Settings
+from streamjobs.status import StatusView, now_ms
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class BacklogFigures:
+    """Lag and tier backlogs as of ``taken_at_ms`` (0: not read yet), or the error met."""
+
+    taken_at_ms: int = 0
+    partitions: list[PartitionLag] = field(default_factory=list)
+    tiers: list[TierBacklog] = field(default_factory=list)
+    error: str | None = None
+
+
+class Backlog:
+    """Re-reads the queue's lag and tier backlogs every ``interval`` seconds in a thread."""
+
+    def __init__(self, settings: Settings, interval: float = 5.0) -> None:
+        self.settings = settings
+        self.interval = interval
+        self.latest = BacklogFigures()
+        self._stop = threading.Event()
+
+    def refresh(self) -> None:
+        try:
+            found = backlog(self.settings)
+            self.latest = BacklogFigures(now_ms(), found.partitions, found.tiers)
+        except StreamJobsError as exc:
+            _log.warning("dashboard backlog: %s", exc)
+            self.latest = BacklogFigures(self.latest.taken_at_ms, [], [], str(exc))
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.refresh()
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Arguments:
+    """A task's arguments, or why they cannot be shown."""
+
+    values: dict[str, Any] | None
+    problem: str | None
+    where: str | None
+
+
+def task_arguments(settings: Settings, history: Sequence[StatusView]) -> Arguments:
+    """The arguments of the envelope at the newest position the history names."""
+    placed = [
+        (v.topic, v.partition, v.offset)
+        for v in history
+        if v.topic and v.partition is not None and v.offset is not None
+    ]
+    if not placed:
+        return Arguments(None, "no status names the record's position yet", None)
+    topic, partition, offset = placed[-1]
+    where = f"{topic}[{partition}]@{offset}"
+    one = [client.OffsetRange(partition, offset, offset + 1)]
+    try:
+        records = client.read_range(client.KafkaClients(settings), topic, one, idle_timeout=5)
+        with contextlib.closing(records) as rs:
+            record = next(iter(rs), None)
+        if record is None or record.value is None:
+            return Arguments(None, "the record is gone (retention or compaction)", where)
+        envelope = decode_envelope(record.value)
+        writer = SchemaStore(settings).writer(envelope.payload_schema, envelope.submitted_at_ms)
+        args = decode_body(writer, envelope.payload, 0)
+    except BadInput as exc:
+        return Arguments(None, f"cannot decode: {exc}", where)
+    except StreamJobsError as exc:
+        return Arguments(None, str(exc), where)
+    shown = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in args.items()}
+    return Arguments(shown, None, where)
+
+
+def workers(settings: Settings) -> tuple[list[WorkerView], str | None]:
+    """Every worker's latest heartbeat on ``<prefix>.workers``, judged live or lost now; or
+    why they cannot be read."""
+    try:
+        return classify(read_reports(settings, timeout=5.0), now_ms()), None
+    except StreamJobsError as exc:
+        return [], str(exc)
+
+
+def trace_of(settings: Settings, trace_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(trace, None) from Jaeger, or (None, why not)."""
+    try:
+        trace = fetch_trace(settings.jaeger_query_url, trace_id, timeout=3.0)
+    except StreamJobsError as exc:
+        return None, str(exc)
+    if trace is None:
+        return None, f"trace {trace_id} not found in Jaeger at {settings.jaeger_query_url}"
+    return trace, None

@@ -1,0 +1,258 @@
+"""Questions the index answers: a task, its history, searches, counts and chart series.
+
+Owns :class:`IndexReader` (a read-only connection to the index file) and the typed filters and
+answers of the dashboard and the CLI: a task's latest :class:`~streamjobs.status.StatusView`
+and every status record seen for it, a filtered and paged task search (state, task type, key,
+queue, time range, error text through FTS5 or LIKE), counts by state, outcomes per time bucket,
+dead letters by filter and by reason. Every query is served by an index of the schema in
+:mod:`streamjobs.index.store`; none scans the tasks table.
+
+Does not write, follow Kafka, or render anything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamjobs.index.store import BUCKET_MS, connect, has_fts
+from streamjobs.models import TaskState
+from streamjobs.status import StatusView
+
+_VIEW_COLUMNS = (
+    "task_id", "task", "queue", "state", "version", "attempt", "generation", "updated_at_ms",
+    "key", "result", "error_type", "error", "reason", "topic", "partition", "offset",
+    "worker_id", "trace_id", "not_before_ms", "submitted_at_ms", "note",
+)  # fmt: skip
+_SELECT_VIEW = ", ".join(f'"{c}"' for c in _VIEW_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """A task search; every field left None matches everything."""
+
+    queue: str | None = None
+    state: str | None = None
+    task: str | None = None
+    key: str | None = None
+    text: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    queue: str
+    reason: str | None = None
+    task: str | None = None
+    task_id: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    """A dead letter as the index knows it, with its redrive ledger entry if any."""
+
+    queue: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    reason: str
+    task_id: str | None
+    task: str | None
+    error_type: str | None
+    error: str | None
+    attempts: int
+    generation: int
+    worker_id: str | None
+    failed_at_ms: int
+    origin_topic: str | None
+    origin_partition: int | None
+    origin_offset: int | None
+    redriven: bool
+    redrive_note: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Outcomes written in one time bucket, per state."""
+
+    start_ms: int
+    counts: dict[str, int]
+
+
+def _view(row: tuple[Any, ...]) -> StatusView:
+    values = dict(zip(_VIEW_COLUMNS, row, strict=True))
+    values["state"] = TaskState(values["state"])
+    values["result_json"] = values.pop("result")
+    return StatusView(**values)
+
+
+def fts_query(text: str) -> str:
+    """User text as an FTS5 query: every word must appear (each quoted, so no syntax leaks)."""
+    words = [w.replace('"', '""') for w in text.split() if w]
+    return " ".join(f'"{w}"' for w in words)
+
+
+class IndexReader:
+    """A read-only view of the index file; cheap to open, one per request or command."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = connect(path, readonly=True)
+        self.fts = has_fts(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> IndexReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def task(self, task_id: str) -> StatusView | None:
+        row = self.db.execute(
+            f"SELECT {_SELECT_VIEW} FROM tasks WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        return None if row is None else _view(row)
+
+    def history(self, task_id: str) -> list[StatusView]:
+        """Every status record of ``task_id`` the index has seen, oldest version first."""
+        rows = self.db.execute(
+            f"SELECT {_SELECT_VIEW} FROM history WHERE task_id = ? "
+            "ORDER BY version, updated_at_ms, src_partition, src_offset",
+            (task_id,),
+        ).fetchall()
+        return [_view(r) for r in rows]
+
+    def search(self, where: TaskFilter, *, limit: int = 50, offset: int = 0) -> list[StatusView]:
+        """Tasks matching ``where``, most recently updated first."""
+        clauses, params = self._task_clauses(where)
+        sql = f"SELECT {_SELECT_VIEW} FROM tasks"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY updated_at_ms DESC LIMIT ? OFFSET ?"
+        rows = self.db.execute(sql, (*params, limit, offset)).fetchall()
+        return [_view(r) for r in rows]
+
+    def _task_clauses(self, where: TaskFilter) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column in ("queue", "state", "task", "key"):
+            value = getattr(where, column)
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if where.since_ms is not None:
+            clauses.append("updated_at_ms >= ?")
+            params.append(where.since_ms)
+        if where.until_ms is not None:
+            clauses.append("updated_at_ms < ?")
+            params.append(where.until_ms)
+        if where.text and where.text.strip():
+            if self.fts:
+                clauses.append("rowid IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)")
+                params.append(fts_query(where.text))
+            else:
+                clauses.append("(error LIKE ? OR error_type LIKE ?)")
+                params += [f"%{where.text.strip()}%"] * 2
+        return clauses, params
+
+    def state_counts(self, queue: str | None = None) -> dict[str, int]:
+        sql = "SELECT state, sum(n) FROM state_counts"
+        params: tuple[Any, ...] = ()
+        if queue is not None:
+            sql += " WHERE queue = ?"
+            params = (queue,)
+        rows = self.db.execute(sql + " GROUP BY state HAVING sum(n) > 0", params).fetchall()
+        return {state: int(n) for state, n in sorted(rows)}
+
+    def succeeded_since(self, queue: str, since_ms: int) -> int:
+        """Tasks of ``queue`` whose latest status is ``succeeded``, updated at or after."""
+        row = self.db.execute(
+            "SELECT count(*) FROM tasks WHERE queue = ? AND state = 'succeeded' "
+            "AND updated_at_ms >= ?",
+            (queue, since_ms),
+        ).fetchone()
+        return int(row[0])
+
+    def outcomes(
+        self, queue: str | None, since_ms: int, until_ms: int, bucket_ms: int = 60_000
+    ) -> list[Bucket]:
+        """Outcomes written per ``bucket_ms`` (a multiple of the stored 10 s), oldest first,
+        every bucket of the range present (zero counts included) so a chart has no holes."""
+        bucket_ms = max(BUCKET_MS, bucket_ms - bucket_ms % BUCKET_MS)
+        first = since_ms - since_ms % bucket_ms
+        sql = (
+            "SELECT bucket_ms - bucket_ms % ?, state, sum(n) FROM outcomes "
+            "WHERE bucket_ms >= ? AND bucket_ms < ?"
+        )
+        params: list[Any] = [bucket_ms, first, until_ms]
+        if queue is not None:
+            sql += " AND queue = ?"
+            params.append(queue)
+        found: dict[int, dict[str, int]] = {}
+        for start, state, n in self.db.execute(sql + " GROUP BY 1, 2", params):
+            found.setdefault(int(start), {})[state] = int(n)
+        return [Bucket(s, found.get(s, {})) for s in range(first, until_ms, bucket_ms)]
+
+    def dead_letters(
+        self, where: DeadLetterFilter, *, limit: int = 50, offset: int = 0
+    ) -> list[DeadLetterEntry]:
+        """Dead letters matching ``where``, newest first."""
+        clauses = ["d.queue = ?"]
+        params: list[Any] = [where.queue]
+        for column in ("reason", "task", "task_id"):
+            value = getattr(where, column)
+            if value:
+                clauses.append(f"d.{column} = ?")
+                params.append(value)
+        if where.since_ms is not None:
+            clauses.append("d.failed_at_ms >= ?")
+            params.append(where.since_ms)
+        if where.until_ms is not None:
+            clauses.append("d.failed_at_ms < ?")
+            params.append(where.until_ms)
+        rows = self.db.execute(
+            "SELECT d.*, r.queue IS NOT NULL, r.note FROM dead_letters d LEFT JOIN redrives r "
+            'ON r.queue = d.queue AND r.partition = d.partition AND r."offset" = d."offset" '
+            f"WHERE {' AND '.join(clauses)} ORDER BY d.failed_at_ms DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        ).fetchall()
+        return [_dead(r) for r in rows]
+
+    def dead_letter(self, queue: str, partition: int, offset: int) -> DeadLetterEntry | None:
+        row = self.db.execute(
+            "SELECT d.*, r.queue IS NOT NULL, r.note FROM dead_letters d LEFT JOIN redrives r "
+            'ON r.queue = d.queue AND r.partition = d.partition AND r."offset" = d."offset" '
+            'WHERE d.queue = ? AND d.partition = ? AND d."offset" = ?',
+            (queue, partition, offset),
+        ).fetchone()
+        return None if row is None else _dead(row)
+
+    def dead_letter_reasons(self, queue: str) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT reason, count(*) FROM dead_letters WHERE queue = ? GROUP BY reason", (queue,)
+        ).fetchall()
+        return {reason: int(n) for reason, n in sorted(rows)}
+
+    def redriven_count(self, queue: str) -> int:
+        row = self.db.execute("SELECT count(*) FROM redrives WHERE queue = ?", (queue,))
+        return int(row.fetchone()[0])
+
+    def applied_offsets(self) -> dict[tuple[str, int], int]:
+        rows = self.db.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
+        return {(t, int(p)): int(o) for t, p, o in rows}
+
+
+def _dead(row: sqlite3.Row | tuple[Any, ...]) -> DeadLetterEntry:
+    values = list(row)
+    values[-2] = bool(values[-2])
+    return DeadLetterEntry(*values)

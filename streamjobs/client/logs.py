@@ -13,6 +13,7 @@ a request (:mod:`streamjobs.client.reach`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -66,22 +67,25 @@ def python_level(facility: str, level: int, text: str = "") -> int:
 
 class Repeats:
     """Summarises repeats: the first occurrence of a key passes, later ones are counted and
-    let through at most once every ``every`` seconds, with the count of those held back."""
+    let through at most once every ``every`` seconds, with the count of those held back.
+    Thread-safe (a producer is polled by every thread that submits)."""
 
     def __init__(self, every: float) -> None:
         self.every = every
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def admit(self, key: str, now: float) -> int | None:
         """None: hold this occurrence back; else how many were held back since the last one
         let through (0 for the first)."""
-        last = self._last.get(key)
-        if last is not None and now - last < self.every:
-            self._held[key] = self._held.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._held.pop(key, 0)
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.every:
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            return self._held.pop(key, 0)
 
 
 class LogSink:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from streamjobs import Producer, Settings, Task
+from streamjobs import Producer, Settings, Task, topics
 from streamjobs.errors import KafkaUnavailable
 from tests.integration.conftest import REPO_ROOT
 
@@ -123,3 +123,34 @@ def test_submit_to_an_unreachable_cluster_raises_kafka_unavailable_within_the_co
 
     # the error reported the failures: they are not logged besides
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize(
+    ("secured", "cause"),
+    [
+        ({"security_protocol": "SSL"}, "SSL handshake failed"),
+        (
+            {
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "nobody",
+                "sasl_password": "wrong",
+            },
+            "authentication failed",
+        ),
+    ],
+    ids=["TLS to a plaintext listener", "SASL to a plaintext listener"],
+)
+def test_a_broker_that_refuses_the_handshake_is_named_with_the_cause(
+    kafka_bootstrap: str, secured: dict[str, str], cause: str
+) -> None:
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, connect_timeout=f"{CONNECT_TIMEOUT_S:g}s", **secured
+    )
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable) as raised:
+        topics.verify(settings)
+
+    assert str(raised.value).startswith(f"cannot reach Kafka at {kafka_bootstrap}: {cause}")
+    assert "wrong" not in str(raised.value)
+    assert time.monotonic() - started < CONNECT_TIMEOUT_S + 3.0

@@ -46,17 +46,17 @@ class KafkaAdmin:
     def broker_count(self, timeout: float = 10.0) -> int:
         """How many brokers the cluster reports."""
         try:
-            metadata: Any = self._admin.list_topics(timeout=timeout)
+            metadata: Any = self._admin.list_topics(timeout=self._bound(timeout))
         except KafkaException as exc:
-            raise unavailable(exc) from exc
+            raise self._reach.error(exc, self._admin) from exc
         return len(metadata.brokers)
 
     def topic_replicas(self, timeout: float = 10.0) -> dict[str, int]:
         """The fewest replicas any partition of each topic has."""
         try:
-            metadata: Any = self._admin.list_topics(timeout=timeout)
+            metadata: Any = self._admin.list_topics(timeout=self._bound(timeout))
         except KafkaException as exc:
-            raise unavailable(exc) from exc
+            raise self._reach.error(exc, self._admin) from exc
         return {
             name: min((len(p.replicas) for p in meta.partitions.values()), default=0)
             for name, meta in metadata.topics.items()

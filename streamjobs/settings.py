@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     )
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    # a client that has never reached the cluster gives up after this (one line: the address
+    # and the cause); afterwards requests wait their own timeouts
+    connect_timeout: timedelta = Field(default=timedelta(seconds=5))
     topic_prefix: str = "streamjobs"
     queue: str = "default"
     group_id: str | None = None
@@ -159,6 +162,7 @@ class Settings(BaseSettings):
         "shutdown_grace",
         "status_retention",
         "heartbeat_interval",
+        "connect_timeout",
         mode="before",
     )
     @classmethod
@@ -194,6 +198,7 @@ class Settings(BaseSettings):
         "status_retention",
         "task_timeout",
         "heartbeat_interval",
+        "connect_timeout",
         when_used="json",
     )
     def _duration_as_written(self, delay: timedelta | None) -> str | None:

@@ -11,6 +11,10 @@ Everything else in streamjobs talks to Kafka through this package and sees :clas
 - :mod:`~streamjobs.client.consumer`, :mod:`~streamjobs.client.producer`,
   :mod:`~streamjobs.client.admin`: the wrappers of confluent-kafka's three clients;
 - :mod:`~streamjobs.client.failures`: ``KafkaException`` turned into our errors;
+- :mod:`~streamjobs.client.reach`: whether a client reached the cluster, and the one-line
+  error (address and cause) of one that cannot, within the connect timeout;
+- :mod:`~streamjobs.client.logs`: librdkafka's log and error reports through Python logging
+  (``streamjobs.kafka.consumer`` / ``.producer`` / ``.admin``), repeats summarised;
 - :mod:`~streamjobs.client.clients`: building clients from Settings;
 - :mod:`~streamjobs.client.reading`: catch-up reads of partitions to their current end;
 - :mod:`~streamjobs.client.partitioner`: the Java-compatible key → partition hash.

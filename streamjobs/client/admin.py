@@ -19,7 +19,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-expo
 )
 
 from streamjobs.client.config import Config
-from streamjobs.client.failures import code_of, text_of, unavailable
+from streamjobs.client.failures import NO_ANSWER, code_of, text_of
+from streamjobs.client.logs import callbacks
+from streamjobs.client.reach import Reach, contacted
 from streamjobs.client.records import TopicSpec
 from streamjobs.errors import TopicError
 
@@ -27,15 +29,16 @@ from streamjobs.errors import TopicError
 class KafkaAdmin:
     """One librdkafka admin client."""
 
-    def __init__(self, config: Config) -> None:
-        self._admin = AdminClient(config)
+    def __init__(self, config: Config, reach: Reach | None = None) -> None:
+        self._reach = reach or Reach.of(config)
+        self._admin = AdminClient({**callbacks("admin", self._reach), **config})
 
     def topic_partitions(self, timeout: float = 10.0) -> dict[str, int]:
         """Partition count of every topic the cluster reports."""
         try:
-            metadata: Any = self._admin.list_topics(timeout=timeout)
+            metadata: Any = self._admin.list_topics(timeout=self._bound(timeout))
         except KafkaException as exc:
-            raise unavailable(exc) from exc
+            raise self._reach.error(exc, self._admin) from exc
         return {
             name: len(meta.partitions) for name, meta in metadata.topics.items() if not meta.error
         }
@@ -43,17 +46,17 @@ class KafkaAdmin:
     def broker_count(self, timeout: float = 10.0) -> int:
         """How many brokers the cluster reports."""
         try:
-            metadata: Any = self._admin.list_topics(timeout=timeout)
+            metadata: Any = self._admin.list_topics(timeout=self._bound(timeout))
         except KafkaException as exc:
-            raise unavailable(exc) from exc
+            raise self._reach.error(exc, self._admin) from exc
         return len(metadata.brokers)
 
     def topic_replicas(self, timeout: float = 10.0) -> dict[str, int]:
         """The fewest replicas any partition of each topic has."""
         try:
-            metadata: Any = self._admin.list_topics(timeout=timeout)
+            metadata: Any = self._admin.list_topics(timeout=self._bound(timeout))
         except KafkaException as exc:
-            raise unavailable(exc) from exc
+            raise self._reach.error(exc, self._admin) from exc
         return {
             name: min((len(p.replicas) for p in meta.partitions.values()), default=0)
             for name, meta in metadata.topics.items()
@@ -73,6 +76,7 @@ class KafkaAdmin:
             try:
                 future.result()
             except KafkaException as exc:
+                self._raise_unreached(exc)
                 if code_of(exc) != KafkaError.TOPIC_ALREADY_EXISTS:
                     reason = text_of(exc)
                     raise TopicError(f"cannot create topic {name}: {reason}") from exc
@@ -83,11 +87,12 @@ class KafkaAdmin:
         """Effective configuration of each named topic."""
         resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
         result: dict[str, dict[str, str]] = {}
-        described = self._admin.describe_configs(resources, request_timeout=timeout)
+        described = self._admin.describe_configs(resources, request_timeout=self._bound(timeout))
         for resource, future in described.items():
             try:
                 entries = future.result()
             except KafkaException as exc:
+                self._raise_unreached(exc)
                 reason = text_of(exc)
                 raise TopicError(f"cannot describe {resource.name}: {reason}") from exc
             result[resource.name] = {k: str(v.value) for k, v in entries.items()}
@@ -98,7 +103,15 @@ class KafkaAdmin:
             try:
                 future.result()
             except KafkaException as exc:
-                raise unavailable(exc, "topic deletion failed") from exc
+                raise self._reach.error(exc, self._admin, "topic deletion failed") from exc
+
+    def _bound(self, timeout: float) -> float:
+        return self._reach.bound(timeout, self._admin)
+
+    def _raise_unreached(self, exc: KafkaException) -> None:
+        """The one-line error when a request got no answer from a cluster never reached."""
+        if code_of(exc) in NO_ANSWER and not contacted(self._admin):
+            raise self._reach.error(exc, self._admin) from exc
 
 
 def cluster_ready(bootstrap_servers: str, timeout: float = 2.0) -> bool:

@@ -26,7 +26,7 @@ _READER_GROUP = "streamjobs-reader"
 def common_config(settings: Settings) -> Config:
     """Keys shared by every client: where the cluster is and how to authenticate, then the
     passthrough's long tail (already guarded by Settings)."""
-    config: Config = {"bootstrap.servers": settings.bootstrap_servers, "log_level": 3}
+    config: Config = {"bootstrap.servers": settings.bootstrap_servers}
     if settings.security_protocol:
         config["security.protocol"] = settings.security_protocol
     if settings.sasl_mechanism:

@@ -19,7 +19,9 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamjobs.client.config import Config
 from streamjobs.client.failures import code_of, describe, is_retriable, unavailable
+from streamjobs.client.logs import callbacks
 from streamjobs.client.protocols import OnCommit, OnPartitions
+from streamjobs.client.reach import Reach, contacted
 from streamjobs.client.records import GroupMetadata, Record, TopicPartition
 from streamjobs.errors import KafkaUnavailable, TopicError
 
@@ -35,7 +37,10 @@ _NOT_READY = (
 class KafkaConsumer:
     """One librdkafka consumer. Not thread-safe: one thread (the poll thread) calls it."""
 
-    def __init__(self, config: Config, on_commit: OnCommit | None = None) -> None:
+    def __init__(
+        self, config: Config, on_commit: OnCommit | None = None, reach: Reach | None = None
+    ) -> None:
+        self._reach = reach or Reach.of(config)
         extra: dict[str, Any] = {}
         if on_commit is not None:
 
@@ -43,7 +48,7 @@ class KafkaConsumer:
                 on_commit(None if error is None else describe(error), _positions(partitions))
 
             extra["on_commit"] = committed
-        self._consumer = Consumer({**config, **extra})
+        self._consumer = Consumer({**callbacks("consumer", self._reach), **config, **extra})
 
     # -- group membership ------------------------------------------------------------------
 
@@ -90,9 +95,9 @@ class KafkaConsumer:
     ) -> list[TopicPartition]:
         """The group's committed offset per partition (OFFSET_INVALID where none is)."""
         try:
-            found = self._consumer.committed(_partitions(partitions), timeout=timeout)
+            found = self._consumer.committed(_partitions(partitions), timeout=self._bound(timeout))
         except KafkaException as exc:
-            raise unavailable(exc) from exc
+            raise self._reach.error(exc, self._consumer) from exc
         return _positions(found)
 
     # -- consuming -------------------------------------------------------------------------
@@ -155,9 +160,9 @@ class KafkaConsumer:
     def partition_ids(self, topic: str, timeout: float = 10.0) -> list[int]:
         """The partition numbers of ``topic``; TopicError when the cluster does not have it."""
         try:
-            metadata: Any = self._consumer.list_topics(topic, timeout=timeout)
+            metadata: Any = self._consumer.list_topics(topic, timeout=self._bound(timeout))
         except KafkaException as exc:
-            raise unavailable(exc) from exc
+            raise self._reach.error(exc, self._consumer) from exc
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             raise TopicError(f"topic {topic} does not exist (run `streamjobs topics ensure`)")
@@ -167,10 +172,10 @@ class KafkaConsumer:
         """(low, high): the first offset still kept and the offset the next record will get."""
         try:
             low, high = self._consumer.get_watermark_offsets(
-                KafkaTopicPartition(topic, partition), timeout=timeout
+                KafkaTopicPartition(topic, partition), timeout=self._bound(timeout)
             )
         except KafkaException as exc:
-            raise unavailable(exc) from exc
+            raise self._reach.error(exc, self._consumer) from exc
         return int(low), int(high)
 
     def cached_end(self, topic: str, partition: int) -> int | None:
@@ -191,13 +196,13 @@ class KafkaConsumer:
         while True:
             try:
                 low, high = self._consumer.get_watermark_offsets(
-                    KafkaTopicPartition(topic, partition), timeout=timeout
+                    KafkaTopicPartition(topic, partition), timeout=self._bound(timeout)
                 )
                 return int(low), int(high)
             except KafkaException as exc:
                 ready = is_retriable(exc) or code_of(exc) in _NOT_READY
-                if not ready or time.monotonic() > deadline:
-                    raise unavailable(exc) from exc
+                if not ready or time.monotonic() > deadline or not contacted(self._consumer):
+                    raise self._reach.error(exc, self._consumer) from exc
                 time.sleep(0.1)  # leader election has no event to wait on
 
     def offsets_for_times(
@@ -212,13 +217,16 @@ class KafkaConsumer:
         if not wanted:
             return {}
         try:
-            found = self._consumer.offsets_for_times(wanted, timeout=timeout)
+            found = self._consumer.offsets_for_times(wanted, timeout=self._bound(timeout))
         except KafkaException as exc:
-            raise unavailable(exc) from exc
+            raise self._reach.error(exc, self._consumer) from exc
         for item in found:
             if item.error is not None:
                 raise KafkaUnavailable(f"offsets_for_times {topic}[{item.partition}]: {item.error}")
         return {int(item.partition): int(item.offset) for item in found}
+
+    def _bound(self, timeout: float) -> float:
+        return self._reach.bound(timeout, self._consumer)
 
 
 def _record(message: Message) -> Record:

@@ -9,6 +9,7 @@ what to write (the producer, the worker) nor its configuration (:mod:`streamjobs
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +18,9 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamjobs.client.config import Config
 from streamjobs.client.failures import describe, is_fatal, is_retriable, unavailable
+from streamjobs.client.logs import callbacks
 from streamjobs.client.protocols import OnDelivery, ProduceHeaders
+from streamjobs.client.reach import Reach, contacted
 from streamjobs.client.records import Delivery, GroupMetadata, TopicPartition
 from streamjobs.errors import KafkaUnavailable
 
@@ -27,10 +30,19 @@ _INIT_TIMEOUT_S = 30.0
 
 class KafkaProducer:
     """One librdkafka producer. ``produce`` is thread-safe; delivery reports run in the thread
-    that calls :meth:`poll` or :meth:`flush`."""
+    that calls :meth:`poll` or :meth:`flush`.
 
-    def __init__(self, config: Config) -> None:
-        self._producer = Producer(config)
+    Until the producer has had an answer from the cluster, :meth:`poll` gives up on the records
+    waiting for one once the connect timeout has passed since the first was queued: it purges
+    them (never sent: they fail with ``_PURGE_QUEUE``) and raises the one-line
+    KafkaUnavailable naming the address and the cause.
+    """
+
+    def __init__(self, config: Config, reach: Reach | None = None) -> None:
+        self._reach = reach or Reach.of(config)
+        self._producer = self._new(config)
+        self._reached = False
+        self._waiting_since: float | None = None  # first record queued while not reached
 
     def produce(
         self,
@@ -55,11 +67,38 @@ class KafkaProducer:
             return False
         except KafkaException as exc:
             raise unavailable(exc, "record refused") from exc
+        if not self._reached and self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+            self._reach.hold()
         return True
 
     def poll(self, timeout: float) -> int:
-        """Serve delivery reports for up to ``timeout`` seconds; returns how many were served."""
-        return int(self._producer.poll(timeout))
+        """Serve delivery reports for up to ``timeout`` seconds; returns how many were served.
+        Raises KafkaUnavailable when the cluster was never reached (see the class)."""
+        served = int(self._producer.poll(timeout))
+        if self._waiting_since is not None:
+            self._give_up_unreached()
+        return served
+
+    def _new(self, config: Config) -> Producer:
+        return Producer({**callbacks("producer", self._reach), **config})
+
+    def _give_up_unreached(self) -> None:
+        assert self._waiting_since is not None
+        if time.monotonic() - self._waiting_since < self._reach.connect_timeout:
+            return
+        if contacted(self._producer):
+            self._reached, self._waiting_since = True, None
+            return
+        # queued only: nothing was sent without an answer from the cluster; should the answer
+        # come between the check above and the purge, records may be on their way: the purged
+        # ones then fail on their own (their reports), and no error claims the others failed
+        self._producer.purge(in_queue=True, in_flight=False, blocking=True)
+        if contacted(self._producer):
+            self._reached, self._waiting_since = True, None
+            return
+        self._waiting_since = None  # the next record waits a connect timeout again
+        raise self._reach.unreachable(lambda: self._producer.poll(0))
 
     def flush(self, timeout: float) -> int:
         """Wait up to ``timeout`` for every queued record's report; returns how many remain."""
@@ -74,10 +113,10 @@ class KafkaTransactionalProducer(KafkaProducer):
     old one's transaction).
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, reach: Reach | None = None) -> None:
         self._config = config
         self._fatal = False
-        super().__init__(config)
+        super().__init__(config, reach)
         self._call(self._producer.init_transactions, _INIT_TIMEOUT_S)
 
     def begin(self) -> None:
@@ -115,7 +154,7 @@ class KafkaTransactionalProducer(KafkaProducer):
 
     def renew(self) -> None:
         """Replace the librdkafka producer by a new one with the same transactional id."""
-        self._producer = Producer(self._config)
+        self._producer = self._new(self._config)
         self._fatal = False
         self._call(self._producer.init_transactions, _INIT_TIMEOUT_S)
 

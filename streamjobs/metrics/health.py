@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from streamjobs.worker.loop import WorkerStats
+    from streamjobs.worker.stats import WorkerStats
 
 #: max.poll.interval.ms is 5 minutes; a loop silent for this long is stuck well before that.
 STALL_AFTER = timedelta(seconds=30)

@@ -8,6 +8,7 @@ the partitions it owns (:mod:`~streamjobs.worker.partitions`,
 crash-loop quarantine (:mod:`~streamjobs.worker.quarantine`).
 """
 
-from streamjobs.worker.loop import Worker, WorkerStats
+from streamjobs.worker.loop import Worker
+from streamjobs.worker.stats import WorkerStats
 
 __all__ = ["Worker", "WorkerStats"]

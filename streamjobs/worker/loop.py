@@ -3,12 +3,14 @@
 Owns the poll loop and the order of durable writes that makes "commit after success" true: an
 offset is committed only after the task's outcome (``succeeded`` status, or a retry record and
 ``retry_scheduled`` status, or a dead-letter record and ``dead_lettered`` status) is acknowledged
-by Kafka. Handlers run on a per-key serial executor so the poll loop never blocks on a task;
-tier records that are not yet due pause their partition instead of sleeping the thread; bad input
-is dead-lettered with a reason and never stops the loop; ``key_ordered`` tasks parked behind a
-retry are bounded by pausing main-topic intake. Rebalances and commits are
-:mod:`streamjobs.worker.handover`'s. Does not parse command lines or install signal handlers
-(the CLI does), so a Worker runs fine in a test thread.
+by Kafka. Records are routed here (poll thread): tier records that are not yet due pause their
+partition instead of sleeping the thread; bad input is dead-lettered with a reason and never
+stops the loop; tasks go to a per-key serial executor so the poll loop never blocks on one;
+``key_ordered`` tasks parked behind a retry are bounded by pausing main-topic intake. One
+attempt (executor thread) is :mod:`streamjobs.worker.attempt`'s, writing what settles a record
+:mod:`streamjobs.worker.settle`'s, rebalances and commits :mod:`streamjobs.worker.handover`'s.
+Does not parse command lines or install signal handlers (the CLI does), so a Worker runs fine
+in a test thread.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -28,26 +29,25 @@ from streamjobs import client, status
 from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError, WorkerCrashed
 from streamjobs.middleware import (
-    AttemptContext,
-    AttemptOutcome,
     Middleware,
     chain_of,
-    schedule_of,
 )
-from streamjobs.models import TaskState
 from streamjobs.registry import Handler, TaskRegistry
-from streamjobs.retry import DeadLetter, RetryPolicy, clamp_attempt, decide, pick_tier
+from streamjobs.retry import clamp_attempt, pick_tier
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
-from streamjobs.tracing import TracingMiddleware, current_trace_id
+from streamjobs.tracing import TracingMiddleware
+from streamjobs.worker.attempt import Attempts
 from streamjobs.worker.executor import KeyedExecutor
 from streamjobs.worker.handler_call import HandlerRunner
 from streamjobs.worker.handover import Handover
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord, TransactionalWriter
-from streamjobs.worker.partitions import Assigned, Partition, PartitionProgress
+from streamjobs.worker.partitions import Assigned, Partition
 from streamjobs.worker.quarantine import StartLedger
+from streamjobs.worker.settle import Settler
+from streamjobs.worker.stats import WorkerStats
 from streamjobs.worker.watchdog import Watchdog
 
 _log = logging.getLogger(__name__)
@@ -55,23 +55,6 @@ _BATCH = 500
 # how long an idle poll blocks; outcomes queued by handlers wait at most this long to be produced
 _POLL_TIMEOUT_S = 0.02
 _PROGRESS_EVERY_S = 1.0  # how often the poll thread publishes partition progress in its stats
-
-
-@dataclass
-class WorkerStats:
-    """Counters of what this worker did; read them from any thread."""
-
-    started: int = 0
-    succeeded: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    hopped: int = 0
-    # dead letters no attempt led to (bad input, crash loops), by reason: middleware never saw
-    # them, so metrics read them here
-    rejected: dict[str, int] = field(default_factory=dict)
-    polled_at: float = 0.0  # time.monotonic() of the poll loop's latest turn (liveness)
-    # the partitions owned now and their progress, refreshed by the poll thread every second
-    partitions: tuple[PartitionProgress, ...] = ()
 
 
 class Worker:
@@ -116,6 +99,8 @@ class Worker:
         key_ordered = settings.ordering == "key_ordered"
         self._order = KeyOrder(settings, self._topics, self._clients) if key_ordered else None
         self._runner: HandlerRunner | None = None
+        self._settler: Settler | None = None  # while running
+        self._attempts: Attempts | None = None  # while running
         self._executor: KeyedExecutor | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
         # tasks handed to the executor and not finished yet (started or waiting for their key);
@@ -161,6 +146,12 @@ class Worker:
             self.settings, self._schemas, needs_loop=any(h.is_async for h in self.registry)
         )
         self._executor = KeyedExecutor(self.settings.concurrency, on_crash=self._crashed)
+        self._settler = Settler(
+            self._writer, self._build, self.stats, self._order, self._retry_ended
+        )
+        self._attempts = Attempts(
+            self.settings, self.middleware, self._runner, self._settler, self._ledger
+        )
         self._watchdog = Watchdog([self._executor.dead_threads, self._runner.dead_threads])
         consumer = self._clients.worker_consumer(self._on_commit)
         self._consumer = consumer
@@ -224,6 +215,16 @@ class Worker:
     def writer(self) -> OutcomeWriter:
         assert self._writer is not None, "the worker is not running"
         return self._writer
+
+    @property
+    def settler(self) -> Settler:
+        assert self._settler is not None, "the worker is not running"
+        return self._settler
+
+    @property
+    def attempts(self) -> Attempts:
+        assert self._attempts is not None, "the worker is not running"
+        return self._attempts
 
     @property
     def _handover(self) -> Handover:
@@ -293,6 +294,7 @@ class Worker:
         self.stats.partitions = ()
         # release librdkafka clients now rather than at garbage collection
         self._writer = self._ledger = None
+        self._settler = self._attempts = None
         self._handover_now = None
 
     # -- rebalances and commits (streamjobs.worker.handover) ---------------------------------------
@@ -326,7 +328,7 @@ class Worker:
             envelope = self._decode(message)
         except BadInput as exc:
             self._begin(part, offset)
-            self._dead_letter(message, part, None, exc.reason, exc)
+            self.settler.dead_letter(message, part, None, exc.reason, exc)
             return
         tier = self._topics.tier_delay(topic)
         if tier is not None and self._not_due(message, part, envelope, tier):
@@ -335,7 +337,7 @@ class Worker:
         try:
             handler = self.registry.get(envelope.task)
         except BadInput as exc:
-            self._dead_letter(message, part, envelope, exc.reason, exc)
+            self.settler.dead_letter(message, part, envelope, exc.reason, exc)
             return
         self._dispatch(message, envelope, handler, part)
 
@@ -398,46 +400,10 @@ class Worker:
         topic = message.topic
         family = self._topics.retry if topic in self._topics.retry.values() else self._topics.delay
         target = family[pick_tier(list(family), remaining)]
-        self._settle_with(
+        self.settler.settle(
             part, message, [OutRecord(target, message.key, message.value, message.headers)]
         )
         self.stats.hopped += 1
-
-    def _settle_with(
-        self,
-        part: Partition,
-        message: client.Record,
-        records: list[OutRecord],
-        then: Callable[[], None] | None = None,
-    ) -> None:
-        """Write the records that settle ``message``; its offset completes once they are durable,
-        and ``then`` runs after it (on the poll thread), unless the partition was given up."""
-        origin = (message.topic, message.partition, message.offset)
-        done = part.completer(message.offset)
-        if then is not None:
-            done = _followed_by(done, then)
-        self.writer.write(records, origin, done)
-
-    def _dead_letter(
-        self,
-        message: client.Record,
-        part: Partition,
-        envelope: Envelope | None,
-        reason: str,
-        exc: BaseException | None,
-        where: dict[str, Any] | None = None,
-        then: Callable[[], None] | None = None,
-    ) -> None:
-        self._settle_with(
-            part, message, self._build.dead_letter(message, envelope, reason, exc, where), then
-        )
-        self.stats.dead_lettered += 1
-        if where is None:  # no attempt ran: bad input, or a crash loop
-            self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
-        self._retry_ended(message)
-        _log.warning(
-            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
-        )
 
     # -- execution (executor threads) ------------------------------------------------------
 
@@ -453,7 +419,7 @@ class Worker:
                     return
                 part.running += 1
             try:
-                self._run_task(message, envelope, handler, part)
+                self.attempts.run(message, envelope, handler, part)
             finally:
                 with part.lock:
                     part.running -= 1
@@ -480,136 +446,6 @@ class Worker:
             self._queued += len(releases)
         for release in releases:
             release()
-
-    def _run_task(
-        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
-    ) -> None:
-        suspect = message.offset in part.suspect
-        if suspect:
-            starts = self._count_start(message)
-            if starts > self.settings.crash_limit:
-                exc = BadInput(f"started {starts} times, its worker died each time")
-                self._dead_letter(message, part, envelope, "crash_loop", exc)
-                self.ledger.end(message.topic, message.partition, message.offset)
-                return
-        self.stats.started += 1
-        where: dict[str, Any] = {
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "worker_id": self.worker_id,
-        }
-        assert self._runner is not None
-        ctx = self._attempt_context(message, envelope)
-        started = time.monotonic()
-        try:
-            # a middleware cannot swallow the handler's exception: the chain re-raises it
-            with self.middleware.attempt(ctx):
-                where["trace_id"] = current_trace_id()  # the trace a middleware opened, if any
-                statuses = status.AttemptStatuses(envelope, where)
-                running = self._build.run_status(envelope, statuses, TaskState.RUNNING)
-                origin = (message.topic, message.partition, message.offset)
-                # at least once: fire and forget; exactly once: staged, dropped with its partition
-                self.writer.write(
-                    [running], origin, part.alive if self.writer.exactly_once else None
-                )
-                result = self._runner.call(handler, envelope, message.timestamp_ms)
-                done = self._build.succeeded(envelope, statuses, result)
-        # anything a handler raises is its attempt's outcome, KeyboardInterrupt and SystemExit
-        # included: signals reach only the main thread (the CLI turns them into stop()), so one
-        # raised here is the handler's own, never a request to stop the worker
-        except BaseException as exc:
-            elapsed = _since(started)
-            self._failed(message, part, envelope, handler, exc, where, ctx, elapsed)
-            if suspect:
-                self.ledger.end(message.topic, message.partition, message.offset)
-            return
-        outcome = AttemptOutcome(TaskState.SUCCEEDED, _since(started))
-        self._settle_with(part, message, [done], self._observer(ctx, outcome))
-        self.stats.succeeded += 1
-        self._retry_ended(message)
-        if suspect:
-            self.ledger.end(message.topic, message.partition, message.offset)
-
-    def _attempt_context(self, message: client.Record, envelope: Envelope) -> AttemptContext:
-        return AttemptContext(
-            task_id=envelope.task_id,
-            task=envelope.task,
-            key=envelope.key,
-            attempt=envelope.attempt,
-            queue=self.settings.queue,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            group=self.settings.group,
-            worker_id=self.worker_id,
-            headers=tuple(message.headers),
-            schedule=schedule_of(message.headers),
-        )
-
-    def _observer(self, ctx: AttemptContext, outcome: AttemptOutcome) -> Callable[[], None] | None:
-        """What tells the middleware the outcome once it is written (None: nobody listens)."""
-        if not self.middleware.observes_outcomes:
-            return None
-        return lambda: self.middleware.outcome(ctx, outcome)
-
-    def _count_start(self, message: client.Record) -> int:
-        try:
-            return self.ledger.begin(message.topic, message.partition, message.offset)
-        except StreamJobsError as exc:
-            _log.warning("crash ledger unavailable, start not counted: %s", exc)
-            return 1
-
-    def _failed(
-        self,
-        message: client.Record,
-        part: Partition,
-        envelope: Envelope,
-        handler: Handler,
-        exc: BaseException,
-        where: dict[str, Any],
-        ctx: AttemptContext,
-        elapsed: timedelta,
-    ) -> None:
-        policy = RetryPolicy(
-            max_attempts=envelope.max_attempts
-            or handler.max_attempts
-            or self.settings.max_attempts,
-            tiers=tuple(self.settings.retry_tiers),
-            non_retryable=handler.non_retryable,
-        )
-        decision = decide(policy, envelope.attempt, exc, status.now_ms())
-        if isinstance(decision, DeadLetter):
-            outcome = AttemptOutcome.failure(
-                TaskState.DEAD_LETTERED, elapsed, exc, reason=decision.reason
-            )
-            then = self._observer(ctx, outcome)
-            self._dead_letter(message, part, envelope, decision.reason, exc, where, then)
-            return
-        if self._order is not None:  # now: the key's next task waits for this executor slot
-            self._order.retry_scheduled(message)
-        # the retry record carries what middleware asked it to (the trace context, so the next
-        # attempt is a child of this one)
-        records = self._build.retry(message, envelope, decision, exc, where, ctx.carry_headers)
-        outcome = AttemptOutcome.failure(
-            TaskState.RETRY_SCHEDULED, elapsed, exc, retry_tier=decision.tier
-        )
-        self._settle_with(part, message, records, self._observer(ctx, outcome))
-        self.stats.retried += 1
-
-
-def _followed_by(done: Callable[[], bool], then: Callable[[], None]) -> Callable[[], bool]:
-    def both() -> bool:
-        completed = done()
-        if completed:
-            then()
-        return completed
-
-    return both
-
-
-def _since(started: float) -> timedelta:
-    return timedelta(seconds=time.monotonic() - started)
 
 
 def _bind(func: Callable[..., None], *args: Any) -> Callable[[], None]:

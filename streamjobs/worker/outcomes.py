@@ -232,7 +232,7 @@ class Builder:
     def __init__(self, settings: Settings, topics: QueueTopics, worker_id: str) -> None:
         self._settings = settings
         self._topics = topics
-        self._worker_id = worker_id
+        self.worker_id = worker_id
 
     def status(self, envelope: Envelope, state: TaskState, **fields: Any) -> OutRecord:
         """A status record; always keyed by task id (a compacted topic rejects unkeyed ones),
@@ -313,7 +313,7 @@ class Builder:
             record,
             reason=reason,
             queue=self._settings.queue,
-            worker_id=self._worker_id,
+            worker_id=self.worker_id,
             now_ms=now_ms(),
             max_bytes=self._settings.dlq_max_bytes,
             envelope=envelope,
@@ -321,7 +321,7 @@ class Builder:
         )
         if envelope is None:  # undecodable: no task id, so no status record
             return [OutRecord(self._topics.dlq, record.key, value, record.headers)]
-        fields = moved(where or {"worker_id": self._worker_id}, self._topics.dlq)
+        fields = moved(where or {"worker_id": self.worker_id}, self._topics.dlq)
         return [
             OutRecord(self._topics.dlq, envelope.task_id.encode(), value, record.headers),
             self.status(

@@ -19,6 +19,7 @@ import pytest
 
 from streamjobs import Producer, Settings, StatusView, TaskState, Worker
 from streamjobs.errors import WorkerCrashed
+from streamjobs.worker.attempt import Attempts
 from tests.integration import misbehaving
 from tests.integration.conftest import (
     ThreadWorker,
@@ -244,7 +245,7 @@ def test_a_worker_whose_task_thread_dies_raises_worker_crashed_within_two_second
         broken.set()
         raise RuntimeError("a bug in the worker's own bookkeeping")
 
-    monkeypatch.setattr(Worker, "_run_task", bug)
+    monkeypatch.setattr(Attempts, "run", bug)
     instance = Worker(settings, registry)
     errors: list[BaseException] = []
     ended = threading.Event()

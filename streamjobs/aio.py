@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from streamjobs import status
 from streamjobs.errors import StreamJobsError, SubmitError
 from streamjobs.middleware import Middleware
 from streamjobs.models import Task
@@ -157,6 +158,11 @@ class AsyncProducer:
         """The latest status of any task id (None if unknown), read on a worker thread."""
         sync, _ = self._open()
         return await asyncio.to_thread(sync.status, task_id, timeout)
+
+    async def wait_status(self, task_id: str, timeout: float = 60.0) -> StatusView:
+        """The status of any task id once it is final (succeeded or dead-lettered), read on a
+        worker thread; TaskTimeout when it is not final within ``timeout`` seconds."""
+        return await asyncio.to_thread(status.wait, self.settings, task_id, timeout)
 
     def handle(self, handle: TaskHandle) -> AsyncTaskHandle:
         """An awaitable view of a handle the sync API returned."""

@@ -68,14 +68,13 @@ class RunningWorker:
         names = queue_topics(self.settings).task_topics
         reader = client.new_reader(self.settings)
         try:
-            ends = {
-                (topic, p): reader.watermarks(topic, p)[1]
-                for topic in names
-                for p in reader.partition_ids(topic)
-            }
+            partitions = [(topic, p) for topic in names for p in reader.partition_ids(topic)]
+            # committed offsets first, ends second: a worker commits a task's offset only after
+            # its retry or hop record is acknowledged, so ends read later always include it
+            committed = client.committed_offsets(self.settings, self.settings.group, partitions)
+            ends = {(topic, p): reader.watermarks(topic, p)[1] for topic, p in partitions}
         finally:
             reader.close()
-        committed = client.committed_offsets(self.settings, self.settings.group, ends)
         return {
             tp: end - max(committed.get(tp, -1), 0)
             for tp, end in ends.items()

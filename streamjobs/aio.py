@@ -128,10 +128,12 @@ class AsyncProducer:
         sync, pipeline = self._open()
         not_before_ms = _due_ms(delay, eta)
         args = (task, key, task_id, not_before_ms, max_attempts)
-        if sync._task_type(task).fingerprint in sync._announced:
-            prepared = sync._prepare(*args)
-        else:  # the type's first task: its writer schema is confirmed first, off the loop
-            prepared = await asyncio.to_thread(sync._prepare, *args)
+        if task_id is None and sync._task_type(task).fingerprint in sync._announced:
+            prepared = sync._prepare_submit(*args)  # pure CPU work: no read, no write
+        else:  # an explicit id's status read, or the type's first schema write: off the loop
+            prepared = await asyncio.to_thread(sync._prepare_submit, *args)
+        if isinstance(prepared, TaskHandle):  # a known task id, submitted with these arguments
+            return AsyncTaskHandle(prepared)
         hooks = sync._middleware.for_submit()
         item = PipelineItem(
             task_id=prepared.task_id,
@@ -139,6 +141,7 @@ class AsyncProducer:
             record_key=(prepared.key or prepared.task_id).encode(),
             value=prepared.value,
             status_value=prepared.status_value,
+            status_headers=tuple(prepared.status_headers),
             submitted_at_ms=prepared.submitted_at_ms,
             wrap=wrap_with(hooks, prepared.submit_context(self.settings.queue)),
         )

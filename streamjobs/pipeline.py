@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamjobs import client
+from streamjobs.client.protocols import ProduceHeaders
 from streamjobs.errors import KafkaUnavailable, StreamJobsError, SubmitError
 from streamjobs.middleware import MiddlewareChain, SubmitContext
 from streamjobs.settings import Settings
@@ -45,6 +46,8 @@ class PipelineItem:
     value: bytes
     status_value: bytes
     submitted_at_ms: int
+    #: every status record of the task carries these (its submission digest)
+    status_headers: tuple[tuple[str, bytes | None], ...]
     #: wraps producing the task record (tracing adds its headers there); None: no middleware
     wrap: Callable[[Callable[[list[tuple[str, bytes]]], None]], None] | None
 
@@ -119,7 +122,7 @@ class SubmitPipeline:
         flight.item.wrap(lambda headers: self._produce(flight, task=True, headers=headers))
 
     def _produce(
-        self, flight: _Flight, *, task: bool, headers: list[tuple[str, bytes]] | None = None
+        self, flight: _Flight, *, task: bool, headers: ProduceHeaders | None = None
     ) -> None:
         item = flight.item
         if task:
@@ -127,6 +130,7 @@ class SubmitPipeline:
             flight.step = "task"
         else:
             topic, key, value = self._status_topic, item.task_id.encode(), item.status_value
+            headers = list(item.status_headers)
 
         def on_delivery(report: client.Delivery) -> None:
             self._delivered(flight, task, report)

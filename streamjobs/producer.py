@@ -182,16 +182,31 @@ class Producer:
         again. Two submits of one new id at the same moment can both pass this check: see the
         README (*Choosing task ids*).
         """
-        not_before_ms = _due_ms(delay, eta)
+        prepared = self._prepare_submit(task, key, task_id, _due_ms(delay, eta), max_attempts)
+        if isinstance(prepared, TaskHandle):
+            return prepared
+        self._write([prepared])
+        assert prepared.handle is not None
+        return prepared.handle
+
+    def _prepare_submit(
+        self,
+        task: Task,
+        key: str | None,
+        task_id: str | None,
+        not_before_ms: int | None,
+        max_attempts: int | None,
+    ) -> _Prepared | TaskHandle:
+        """What :meth:`submit` writes, or the existing handle of a known ``task_id`` (then
+        nothing is to be written). May block: the id's status read, the schema's first write.
+        :class:`streamjobs.aio.AsyncProducer` shares it (on a worker thread when it blocks)."""
         prepared = self._prepare(task, key, task_id, not_before_ms, max_attempts, announce=False)
         if task_id is not None:  # before anything is written, the schema record included
             known = status.latest(self.settings, task_id, timeout=self._timeout_s)
             if known is not None:
                 return existing_handle(self.settings, known, prepared.status_headers)
         self._announce(self._task_type(task))
-        self._write([prepared])
-        assert prepared.handle is not None
-        return prepared.handle
+        return prepared
 
     def submit_many(
         self, tasks: Iterable[Task], *, keys: Iterable[str | None] | None = None

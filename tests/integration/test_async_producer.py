@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from streamjobs import AsyncProducer, Settings, Task, TaskRegistry, TaskState
+from streamjobs import AsyncProducer, DuplicateTask, Settings, Task, TaskRegistry, TaskState
 from streamjobs.topics import queue_topics
 from tests.integration.conftest import ThreadWorker, envelopes, latest
 
@@ -74,3 +74,24 @@ def test_async_handle_status_answers_queued_before_any_worker_runs_it(
             return None if view is None else view.state
 
     assert asyncio.run(main()) is TaskState.QUEUED
+
+
+def test_async_submit_of_a_known_task_id_returns_its_handle_or_raises_duplicate_task(
+    settings: Settings,
+) -> None:
+    async def main() -> tuple[str, str, BaseException | None]:
+        async with AsyncProducer(settings) as producer:
+            first = await producer.submit(Double(n=5), task_id="order-1")
+            again = await producer.submit(Double(n=5), task_id="order-1")
+            try:
+                await producer.submit(Double(n=6), task_id="order-1")
+            except DuplicateTask as exc:
+                return first.task_id, again.task_id, exc
+            return first.task_id, again.task_id, None
+
+    first, again, error = asyncio.run(main())
+
+    assert first == again == "order-1"
+    assert isinstance(error, DuplicateTask)
+    main_records = envelopes(settings, queue_topics(settings).main)
+    assert [e.task_id for _, e in main_records] == ["order-1"]  # written once

@@ -27,6 +27,7 @@ def _item(task_id: str) -> PipelineItem:
         value=b"task:" + task_id.encode(),
         status_value=b"queued:" + task_id.encode(),
         submitted_at_ms=1,
+        status_headers=(("digest", b"d"),),
         wrap=None,
     )
 
@@ -103,6 +104,7 @@ def test_a_failed_task_record_takes_its_queued_status_back_with_a_tombstone(
     assert isinstance(outcomes.by_id["c"], SubmitError)
     produced = [(s.topic, s.key, s.value) for s in kafka.kinds("produce")]
     assert produced == [(STATUS, b"c", b"queued:c"), (MAIN, b"c", b"task:c"), (STATUS, b"c", None)]
+    assert kafka.kinds("produce")[0].headers == [("digest", b"d")]  # the status carries them
 
 
 def test_a_full_local_queue_is_retried_until_the_task_is_confirmed(

@@ -3,6 +3,7 @@
 The public API is what ``__all__`` lists; everything else is internal and may change.
 """
 
+from streamjobs.aio import AsyncProducer, AsyncTaskHandle
 from streamjobs.errors import (
     BadInput,
     Discard,
@@ -22,6 +23,8 @@ from streamjobs.taskhandle import TaskHandle
 from streamjobs.worker.loop import Worker
 
 __all__ = [
+    "AsyncProducer",
+    "AsyncTaskHandle",
     "BadInput",
     "Discard",
     "DuplicateTask",

@@ -150,6 +150,8 @@ class Producer:
         self._types: dict[type[Task], TaskType] = {}
         self._announced: set[bytes] = set()
         self._lock = threading.Lock()
+        self._polling = threading.Lock()  # held by the thread serving delivery reports
+        self._served = threading.Condition()  # notified after each serving
         self._closed = False
 
     def __enter__(self) -> Producer:
@@ -182,16 +184,31 @@ class Producer:
         again. Two submits of one new id at the same moment can both pass this check: see the
         README (*Choosing task ids*).
         """
-        not_before_ms = _due_ms(delay, eta)
+        prepared = self._prepare_submit(task, key, task_id, _due_ms(delay, eta), max_attempts)
+        if isinstance(prepared, TaskHandle):
+            return prepared
+        self._write([prepared])
+        assert prepared.handle is not None
+        return prepared.handle
+
+    def _prepare_submit(
+        self,
+        task: Task,
+        key: str | None,
+        task_id: str | None,
+        not_before_ms: int | None,
+        max_attempts: int | None,
+    ) -> _Prepared | TaskHandle:
+        """What :meth:`submit` writes, or the existing handle of a known ``task_id`` (then
+        nothing is to be written). May block: the id's status read, the schema's first write.
+        :class:`streamjobs.aio.AsyncProducer` shares it (on a worker thread when it blocks)."""
         prepared = self._prepare(task, key, task_id, not_before_ms, max_attempts, announce=False)
         if task_id is not None:  # before anything is written, the schema record included
             known = status.latest(self.settings, task_id, timeout=self._timeout_s)
             if known is not None:
                 return existing_handle(self.settings, known, prepared.status_headers)
         self._announce(self._task_type(task))
-        self._write([prepared])
-        assert prepared.handle is not None
-        return prepared.handle
+        return prepared
 
     def submit_many(
         self, tasks: Iterable[Task], *, keys: Iterable[str | None] | None = None
@@ -537,7 +554,24 @@ class Producer:
         deadline = time.monotonic() + self._timeout_s + 5
         for pending in pendings:
             while not pending.done and time.monotonic() <= deadline:
+                self._serve_or_wait(pending)
+
+    def _serve_or_wait(self, pending: _Pending) -> None:
+        """One submitting thread at a time polls librdkafka, serving every thread's delivery
+        reports, and then wakes the others. Threads each polling for themselves would find
+        their report served by another thread's poll and only see it when their own poll timed
+        out: 8 threads sharing a Producer were slower than one."""
+        if self._polling.acquire(blocking=False):
+            try:
                 self._producer.poll(0.01)
+            finally:
+                self._polling.release()
+            with self._served:
+                self._served.notify_all()
+            return
+        with self._served:
+            if not pending.done:
+                self._served.wait(0.01)
 
 
 def _failure(

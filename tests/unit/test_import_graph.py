@@ -10,7 +10,17 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "streamjobs"
-SUBSYSTEMS = ("worker", "ops", "cli", "dev", "scheduler", "metrics", "dashboard", "index")
+SUBSYSTEMS = (
+    "worker",
+    "ops",
+    "cli",
+    "dev",
+    "scheduler",
+    "metrics",
+    "dashboard",
+    "index",
+    "testing",
+)
 FACADE_EDGE = ("streamjobs", "streamjobs.worker", frozenset({"Worker"}))
 ENTRY_EDGE = ("streamjobs.__main__", "streamjobs.cli", frozenset({"app"}))
 

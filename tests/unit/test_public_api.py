@@ -15,6 +15,8 @@ def _error_classes() -> list[type]:
 
 
 PUBLIC = {
+    "AsyncProducer",
+    "AsyncTaskHandle",
     "BadInput",
     "Discard",
     "DuplicateTask",

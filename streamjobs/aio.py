@@ -1,0 +1,200 @@
+"""The asyncio API: ``AsyncProducer.submit`` and ``await handle.wait()``, never blocking the loop.
+
+Owns :class:`AsyncProducer` (an ``async with`` producer whose ``submit`` takes the same
+arguments as :meth:`streamjobs.Producer.submit` and awaits Kafka's confirmation without blocking
+the event loop) and :class:`AsyncTaskHandle` (status and wait, offloaded to a thread). Validation
+and encoding are :class:`streamjobs.Producer`'s, called on the loop (pure CPU work, microseconds);
+the two confirmed writes are :class:`streamjobs.pipeline.SubmitPipeline`'s, on its poll thread,
+whose callbacks resolve asyncio futures through ``loop.call_soon_threadsafe``: hundreds of
+submits are in flight at once and share batches, each coroutine waking when its own task is
+confirmed. The promise is the sync producer's: a returned handle means Kafka has the task.
+
+Does not run an event loop of its own, nor read the status topic itself
+(:mod:`streamjobs.status` does, on a worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from streamjobs import status
+from streamjobs.errors import StreamJobsError, SubmitError
+from streamjobs.middleware import Middleware
+from streamjobs.models import Task
+from streamjobs.pipeline import PipelineItem, SubmitPipeline, wrap_with
+from streamjobs.producer import Producer, _due_ms
+from streamjobs.settings import Settings
+from streamjobs.status import StatusView
+from streamjobs.taskhandle import TaskHandle
+
+
+class AsyncTaskHandle:
+    """A submitted task, for asyncio code: its id, where it landed, and awaitable reads of its
+    status. Each read runs :class:`streamjobs.TaskHandle`'s on a worker thread (one consumer
+    per read), so the loop keeps serving while it waits."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: TaskHandle) -> None:
+        self.handle = handle  # the sync handle, for code that is not async
+
+    def __repr__(self) -> str:
+        return f"Async{self.handle!r}"
+
+    @property
+    def task_id(self) -> str:
+        return self.handle.task_id
+
+    @property
+    def topic(self) -> str:
+        return self.handle.topic
+
+    @property
+    def partition(self) -> int:
+        return self.handle.partition
+
+    @property
+    def offset(self) -> int:
+        return self.handle.offset
+
+    async def status(self, timeout: float = 10.0) -> StatusView | None:
+        """The latest status on the status topic (None if none was written yet)."""
+        return await asyncio.to_thread(self.handle.status, timeout)
+
+    async def wait(self, timeout: float = 60.0) -> Any:
+        """The handler's result; TaskFailed if dead-lettered, TaskTimeout if not done in time."""
+        return await asyncio.to_thread(self.handle.wait, timeout)
+
+
+class AsyncProducer:
+    """Submits tasks from asyncio code; use ``async with AsyncProducer(settings) as producer``.
+
+    One per process (or per event loop) is plenty: concurrent ``submit`` calls share its
+    client and their records share batches. ``middleware`` as for :class:`streamjobs.Producer`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout: timedelta = timedelta(seconds=30),
+        middleware: list[Middleware] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._timeout = timeout
+        self._middleware = middleware
+        self._sync: Producer | None = None
+        self._pipeline: SubmitPipeline | None = None
+
+    async def __aenter__(self) -> AsyncProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Create the Kafka client and its poll thread (``async with`` does this)."""
+        if self._sync is not None:
+            return
+
+        def make() -> tuple[Producer, SubmitPipeline]:
+            sync = Producer(self.settings, timeout=self._timeout, middleware=self._middleware)
+            pipeline = SubmitPipeline(self.settings, sync._producer, sync._topics.status)
+            return sync, pipeline
+
+        self._sync, self._pipeline = await asyncio.to_thread(make)
+
+    async def submit(
+        self,
+        task: Task,
+        *,
+        key: str | None = None,
+        task_id: str | None = None,
+        delay: timedelta | None = None,
+        eta: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> AsyncTaskHandle:
+        """Append ``task`` to the queue; returns once Kafka confirmed it. Same key, same order
+        (among submits that were awaited in turn). Raises what ``Producer.submit`` raises."""
+        sync, pipeline = self._open()
+        not_before_ms = _due_ms(delay, eta)
+        args = (task, key, task_id, not_before_ms, max_attempts)
+        if task_id is None and sync._task_type(task).fingerprint in sync._announced:
+            prepared = sync._prepare_submit(*args)  # pure CPU work: no read, no write
+        else:  # an explicit id's status read, or the type's first schema write: off the loop
+            prepared = await asyncio.to_thread(sync._prepare_submit, *args)
+        if isinstance(prepared, TaskHandle):  # a known task id, submitted with these arguments
+            return AsyncTaskHandle(prepared)
+        hooks = sync._middleware.for_submit()
+        item = PipelineItem(
+            task_id=prepared.task_id,
+            topic=prepared.topic,
+            record_key=(prepared.key or prepared.task_id).encode(),
+            value=prepared.value,
+            status_value=prepared.status_value,
+            status_headers=tuple(prepared.status_headers),
+            submitted_at_ms=prepared.submitted_at_ms,
+            wrap=wrap_with(hooks, prepared.submit_context(self.settings.queue)),
+        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[TaskHandle | SubmitError] = loop.create_future()
+
+        def done(outcome: TaskHandle | SubmitError) -> None:
+            loop.call_soon_threadsafe(_settle, future, outcome)
+
+        pipeline.write(item, done)
+        outcome = await asyncio.shield(future)  # a cancelled request does not unsend the task
+        if isinstance(outcome, SubmitError):
+            raise outcome
+        return AsyncTaskHandle(outcome)
+
+    async def status(self, task_id: str, timeout: float = 10.0) -> StatusView | None:
+        """The latest status of any task id (None if unknown), read on a worker thread."""
+        sync, _ = self._open()
+        return await asyncio.to_thread(sync.status, task_id, timeout)
+
+    async def wait_status(self, task_id: str, timeout: float = 60.0) -> StatusView:
+        """The status of any task id once it is final (succeeded or dead-lettered), read on a
+        worker thread; TaskTimeout when it is not final within ``timeout`` seconds."""
+        return await asyncio.to_thread(status.wait, self.settings, task_id, timeout)
+
+    def handle(self, handle: TaskHandle) -> AsyncTaskHandle:
+        """An awaitable view of a handle the sync API returned."""
+        return AsyncTaskHandle(handle)
+
+    async def close(self) -> None:
+        """Wait for every submit in flight to be confirmed, then release the client."""
+        sync, pipeline = self._sync, self._pipeline
+        if sync is None or pipeline is None:
+            return
+        self._sync = self._pipeline = None
+        timeout_s = self._timeout.total_seconds() + 5
+
+        def close() -> None:
+            pipeline.close(timeout_s)
+            sync.close()
+
+        await asyncio.to_thread(close)
+
+    def _open(self) -> tuple[Producer, SubmitPipeline]:
+        if self._sync is None or self._pipeline is None:
+            raise StreamJobsError(
+                "AsyncProducer is not started: use `async with AsyncProducer(...)`"
+            )
+        return self._sync, self._pipeline
+
+
+def _settle(
+    future: asyncio.Future[TaskHandle | SubmitError], outcome: TaskHandle | SubmitError
+) -> None:
+    if not future.done():
+        future.set_result(outcome)

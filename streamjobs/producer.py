@@ -1,14 +1,14 @@
-"""Submitting tasks: ``Producer.submit`` and the confirmed write behind it.
+"""Submitting tasks: ``Producer.submit`` and what it checks before anything is written.
 
-Owns validation, encoding and size checks before anything is produced, the write order that
-keeps the status topic honest (the ``queued`` status is acknowledged before the task record is
-produced, so a fast worker's ``succeeded`` can never be followed, and compacted away, by a late
-``queued``), and delivery confirmation: a submit returns only once Kafka has the task (idempotent
-producer, ``acks=all``) and raises SubmitError otherwise. Replays and redrives queue existing
-envelopes again in batches: ``prepare_resubmit`` checks one, ``resubmit_many`` writes many with
-the same confirmed write and reports per task. A submit naming its own ``task_id`` first reads
-that id's status: a task already known is never written again (same arguments: its handle is
-returned; other arguments: DuplicateTask). Does not run tasks, nor wait for their outcome: the
+Owns validation, encoding and size checks before anything is produced, publishing a task type's
+writer schema once before its first task, ids, delays and due times, and the batches handed to
+the confirmed write (:mod:`streamjobs.confirmed`: every ``queued`` status acknowledged before
+its task is produced; a submit returns only once Kafka has the task, idempotent producer,
+``acks=all``, and raises SubmitError otherwise). Replays and redrives queue existing envelopes
+again in batches: ``prepare_resubmit`` checks one, ``resubmit_many`` writes many with the same
+confirmed write and reports per task. A submit naming its own ``task_id`` first reads that id's
+status: a task already known is never written again (same arguments: its handle is returned;
+other arguments: DuplicateTask). Does not run tasks, nor wait for their outcome: the
 ``TaskHandle`` a submit returns does that (:mod:`streamjobs.taskhandle`).
 """
 
@@ -24,15 +24,15 @@ from types import TracebackType
 from typing import Literal
 
 from streamjobs import client, status
+from streamjobs.confirmed import ConfirmedWriter, Pending, PreparedTask, failure, outcome
 from streamjobs.envelope import Envelope, encode_envelope
 from streamjobs.errors import (
     ConfigError,
-    KafkaUnavailable,
     PayloadTooLarge,
     StreamJobsError,
     SubmitError,
 )
-from streamjobs.middleware import Middleware, SubmitContext, SubmitOutcome, chain_of
+from streamjobs.middleware import Middleware, chain_of
 from streamjobs.models import Task, TaskState
 from streamjobs.retry import pick_tier
 from streamjobs.schemastore import schema_record
@@ -47,48 +47,6 @@ RecordHeaders = Sequence[tuple[str, bytes | None]]
 _RECORD_OVERHEAD = 512
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One record waiting for its delivery report."""
-
-    error: str | None = None  # "NAME: description" of a failed delivery or refusal
-    partition: int = -1
-    offset: int = -1
-    done: bool = False
-
-
-@dataclass(slots=True)
-class _Prepared:
-    task: str
-    task_id: str
-    key: str | None
-    topic: str
-    value: bytes
-    status_value: bytes
-    headers: list[tuple[str, bytes]]
-    submitted_at_ms: int
-    delay: timedelta | None = None  # how long a scheduled task waits before it is due
-    # every status record of the task carries these (its submission digest)
-    status_headers: list[tuple[str, bytes | None]] = field(default_factory=list)
-    handle: TaskHandle | None = field(default=None)
-    error: SubmitError | None = field(default=None)
-    # a replay or redrive: (operation, headers of the original record) for a linked span
-    replay_of: tuple[Literal["replay", "redrive"], RecordHeaders] | None = None
-
-    def submit_context(self, queue: str) -> SubmitContext:
-        operation, original = self.replay_of or ("submit", ())
-        return SubmitContext(
-            task_id=self.task_id,
-            task=self.task,
-            key=self.key,
-            queue=queue,
-            topic=self.topic,
-            operation=operation,
-            delay=self.delay,
-            origin_headers=tuple(original),
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class Resubmission:
     """A task ready to be queued again: validated, encoded and size-checked by
@@ -98,7 +56,7 @@ class Resubmission:
     task_id: str
     key: str | None
     queued_status: bytes = field(repr=False)
-    _prepared: _Prepared = field(repr=False)
+    _prepared: PreparedTask = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +108,9 @@ class Producer:
         self._types: dict[type[Task], TaskType] = {}
         self._announced: set[bytes] = set()
         self._lock = threading.Lock()
-        self._polling = threading.Lock()  # held by the thread serving delivery reports
-        self._served = threading.Condition()  # notified after each serving
+        self._writer = ConfirmedWriter(
+            settings, lambda: self._producer, self._topics.status, self._middleware, self._timeout_s
+        )
         self._closed = False
 
     def __enter__(self) -> Producer:
@@ -187,7 +146,7 @@ class Producer:
         prepared = self._prepare_submit(task, key, task_id, _due_ms(delay, eta), max_attempts)
         if isinstance(prepared, TaskHandle):
             return prepared
-        self._write([prepared])
+        self._writer.write([prepared])
         assert prepared.handle is not None
         return prepared.handle
 
@@ -198,7 +157,7 @@ class Producer:
         task_id: str | None,
         not_before_ms: int | None,
         max_attempts: int | None,
-    ) -> _Prepared | TaskHandle:
+    ) -> PreparedTask | TaskHandle:
         """What :meth:`submit` writes, or the existing handle of a known ``task_id`` (then
         nothing is to be written). May block: the id's status read, the schema's first write.
         :class:`streamjobs.aio.AsyncProducer` shares it (on a worker thread when it blocks)."""
@@ -223,7 +182,7 @@ class Producer:
             self._prepare(t, k, i, None, None)
             for t, k, i in zip(task_list, key_list, ids, strict=True)
         ]
-        self._write(prepared)
+        self._writer.write(prepared)
         return [p.handle for p in prepared if p.handle is not None]
 
     def resubmit(
@@ -279,7 +238,7 @@ class Producer:
         key = again.key
         value = self._encoded(again, f"task {again.task_id}")
         topic = self._topics.main
-        prepared = _Prepared(
+        prepared = PreparedTask(
             task=again.task,
             task_id=again.task_id,
             key=key,
@@ -306,9 +265,9 @@ class Producer:
             raise ConfigError("resubmit_many: a resubmission in the batch was already written")
         items = [r._prepared for r in batch]
         started = time.monotonic()
-        self._write_each(items)
-        self._report(items, started)
-        return [_outcome(item) for item in items]
+        self._writer.write_each(items)
+        self._writer.report(items, started)
+        return [outcome(item) for item in items]
 
     def encode(self, task: Task, *, task_id: str, key: str | None = None) -> EncodedTask:
         """Validate, encode and size-check ``task`` for the main topic, under the submit hooks
@@ -372,7 +331,7 @@ class Producer:
         max_attempts: int | None,
         *,
         announce: bool = True,
-    ) -> _Prepared:
+    ) -> PreparedTask:
         if self._closed:
             raise StreamJobsError("producer is closed")
         task_type = self._task_type(task)
@@ -397,7 +356,7 @@ class Producer:
         value = self._encoded(envelope, f"task {task_type.name}")
         if announce:
             self._announce(task_type)
-        return _Prepared(
+        return PreparedTask(
             task=task_type.name,
             task_id=task_id,
             key=key,
@@ -429,166 +388,13 @@ class Producer:
             if task_type.fingerprint in self._announced:
                 return
             key, value = schema_record(task_type)
-            pending = _Pending()
-            self._produce(self._topics.schemas, key, value, [], pending)
-            self._wait([pending])
-            error = _failure(pending, f"schema of {task_type.name}", self._timeout_s, None)
+            pending = Pending()
+            self._writer.produce(self._topics.schemas, key, value, [], pending)
+            self._writer.wait([pending])
+            error = failure(pending, f"schema of {task_type.name}", self._timeout_s, None)
             if error is not None:
                 raise error
             self._announced.add(task_type.fingerprint)
-
-    def _write(self, batch: Sequence[_Prepared]) -> None:
-        """:meth:`_write_each`, raising the first item's SubmitError if any was not confirmed."""
-        started = time.monotonic()
-        self._write_each(batch)
-        self._report(batch, started)
-        for item in batch:
-            if item.error is not None:
-                raise item.error
-
-    def _write_each(self, batch: Sequence[_Prepared]) -> None:
-        """The confirmed two-phase write: every ``queued`` status acknowledged, then the tasks.
-
-        Leaves a handle or an error on every item. The statuses go first so that a fast
-        worker's ``succeeded`` can never be followed (and compacted away) by a late ``queued``;
-        hence when any status of the batch fails, no task of the batch is produced.
-        """
-        statuses = [_Pending() for _ in batch]
-        for item, pending in zip(batch, statuses, strict=True):
-            self._produce(
-                self._topics.status,
-                item.task_id.encode(),
-                item.status_value,
-                item.status_headers,
-                pending,
-            )
-        acked = self._settle(batch, statuses, "queued status of task")
-        failed = next((e for e in acked if e is not None), None)
-        if failed is not None:
-            for item, error in zip(batch, acked, strict=True):
-                item.error = error or SubmitError(
-                    f"not produced, a status of its batch failed: {failed}", task_id=item.task_id
-                )
-            self._withdraw([item for item, error in zip(batch, acked, strict=True) if not error])
-            return
-        records = [_Pending() for _ in batch]
-        hooks = self._middleware.for_submit()  # once per batch: None when no middleware wraps
-        for item, pending in zip(batch, records, strict=True):
-            key = (item.key or item.task_id).encode()
-            if hooks is None:
-                self._produce(item.topic, key, item.value, [], pending)
-                continue
-            ctx = item.submit_context(self.settings.queue)
-            with hooks.submit(ctx):  # middleware may add headers (trace context)
-                self._produce(item.topic, key, item.value, ctx.headers, pending)
-        delivered = self._settle(batch, records, "task")
-        for item, pending, error in zip(batch, records, delivered, strict=True):
-            item.error = error
-            if error is None:
-                item.handle = TaskHandle(
-                    self.settings,
-                    item.task_id,
-                    item.topic,
-                    pending.partition,
-                    pending.offset,
-                    item.submitted_at_ms,
-                )
-        # only the unconfirmed: a confirmed task will run, and its statuses must stay
-        self._withdraw([item for item in batch if item.error is not None])
-
-    def _report(self, batch: Sequence[_Prepared], started: float) -> None:
-        """Tell the middleware which records Kafka confirmed, and how long the write took."""
-        if not self._middleware.observes_submits:
-            return
-        duration = timedelta(seconds=time.monotonic() - started)
-        for item in batch:
-            error = None if item.error is None else str(item.error)
-            outcome = SubmitOutcome(item.error is None, duration, error)
-            self._middleware.submitted(item.submit_context(self.settings.queue), outcome)
-
-    def _withdraw(self, items: Sequence[_Prepared]) -> None:
-        """Best effort: no ``queued`` status for a task Kafka may not have (tombstones)."""
-        if not items:
-            return
-        for item in items:
-            self._produce(self._topics.status, item.task_id.encode(), None, [], _Pending())
-        self._producer.flush(5.0)
-
-    def _produce(
-        self,
-        topic: str,
-        key: bytes,
-        value: bytes | None,
-        headers: Sequence[tuple[str, str | bytes | None]],
-        pending: _Pending,
-    ) -> None:
-        """Produce one record; its delivery report (or a refusal to queue it) lands on
-        ``pending``."""
-
-        def on_delivery(report: client.Delivery) -> None:
-            pending.error = report.error
-            pending.partition, pending.offset = report.partition, report.offset
-            pending.done = True
-
-        try:
-            while not self._producer.produce(
-                topic, value, key, headers=headers, on_delivery=on_delivery
-            ):
-                self._producer.poll(0.05)  # local queue full: serve deliveries, then try again
-        except KafkaUnavailable as exc:  # refused before it was queued
-            pending.error, pending.done = str(exc), True
-
-    def _settle(
-        self, batch: Sequence[_Prepared], pendings: Sequence[_Pending], what: str
-    ) -> list[SubmitError | None]:
-        """Per item, None once Kafka confirmed its record, else why not."""
-        self._wait(pendings)
-        return [
-            _failure(pending, f"{what} {item.task_id}", self._timeout_s, item.task_id)
-            for item, pending in zip(batch, pendings, strict=True)
-        ]
-
-    def _wait(self, pendings: Sequence[_Pending]) -> None:
-        """Serve delivery reports until every one of ``pendings`` has its report, or the
-        deadline (librdkafka's own ``message.timeout.ms`` plus a margin) passes."""
-        deadline = time.monotonic() + self._timeout_s + 5
-        for pending in pendings:
-            while not pending.done and time.monotonic() <= deadline:
-                self._serve_or_wait(pending)
-
-    def _serve_or_wait(self, pending: _Pending) -> None:
-        """One submitting thread at a time polls librdkafka, serving every thread's delivery
-        reports, and then wakes the others. Threads each polling for themselves would find
-        their report served by another thread's poll and only see it when their own poll timed
-        out: 8 threads sharing a Producer were slower than one."""
-        if self._polling.acquire(blocking=False):
-            try:
-                self._producer.poll(0.01)
-            finally:
-                self._polling.release()
-            with self._served:
-                self._served.notify_all()
-            return
-        with self._served:
-            if not pending.done:
-                self._served.wait(0.01)
-
-
-def _failure(
-    pending: _Pending, what: str, timeout_s: float, task_id: str | None
-) -> SubmitError | None:
-    if not pending.done:
-        return SubmitError(f"{what} not confirmed within {timeout_s}s", task_id=task_id)
-    if pending.error is not None:
-        return SubmitError(f"record not confirmed by Kafka: {pending.error}", task_id=task_id)
-    return None
-
-
-def _outcome(item: _Prepared) -> TaskHandle | SubmitError:
-    if item.handle is not None:
-        return item.handle
-    assert item.error is not None, "a written item has a handle or an error"
-    return item.error
 
 
 def _new_ids(count: int) -> list[str]:

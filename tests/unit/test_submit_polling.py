@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 from streamjobs import Producer, Settings
-from streamjobs.producer import _Pending
+from streamjobs.confirmed import Pending
 
 # an unconnected producer, and no "connection refused" lines on stderr
 _SETTINGS = Settings(bootstrap_servers="127.0.0.1:9", topic_prefix="t0", kafka={"log_level": 0})
@@ -31,16 +31,16 @@ def test_a_submitter_waits_to_be_woken_while_another_thread_serves_the_reports()
     producer = Producer(_SETTINGS)
     counting = CountingClient()
     producer._client = counting  # type: ignore[assignment]
-    pending = _Pending()
-    producer._polling.acquire()  # another submitting thread is serving the reports
-    waiter = threading.Thread(target=producer._wait, args=([pending],))
+    pending = Pending()
+    producer._writer._polling.acquire()  # another submitting thread is serving the reports
+    waiter = threading.Thread(target=producer._writer.wait, args=([pending],))
     waiter.start()
 
     pending.done = True  # the serving thread's poll delivered this thread's report ...
-    with producer._served:
-        producer._served.notify_all()  # ... and wakes the waiting threads
+    with producer._writer._served:
+        producer._writer._served.notify_all()  # ... and wakes the waiting threads
     waiter.join(5.0)
-    producer._polling.release()
+    producer._writer._polling.release()
     producer.close()
 
     assert not waiter.is_alive()
@@ -51,7 +51,7 @@ def test_a_lone_submitter_serves_its_own_reports() -> None:
     producer = Producer(_SETTINGS)
     counting = CountingClient()
     producer._client = counting  # type: ignore[assignment]
-    pending = _Pending()
+    pending = Pending()
 
     def poll(timeout: float) -> int:
         counting.polls += 1
@@ -59,7 +59,7 @@ def test_a_lone_submitter_serves_its_own_reports() -> None:
         return 1
 
     counting.poll = poll  # type: ignore[method-assign]
-    producer._wait([pending])
+    producer._writer.wait([pending])
     producer.close()
 
     assert counting.polls == 1

@@ -20,7 +20,6 @@ from typing import Any
 
 from streamjobs import client
 from streamjobs.codec import (
-    HEADER_SIZE,
     MAGIC,
     NOT_NULL,
     NULL,
@@ -41,6 +40,7 @@ from streamjobs.errors import (
     TaskTimeout,
     TopicError,
 )
+from streamjobs.flatread import FlatReader
 from streamjobs.models import TaskState, status_version
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
@@ -268,82 +268,20 @@ class AttemptStatuses:
 
 
 # Indexes and dashboards decode every status record ever written: a straight-line reader of the
-# schema's fields is ~3x fastavro's generic one. Anything it does not read cleanly (another
-# fingerprint, truncation, bad UTF-8, trailing bytes) goes to fastavro for the precise error;
-# a unit test holds both readers to the same answers. StatusView's fields are the schema's, in
-# its order, so the values go straight to its constructor.
-def _plan(kind: Any) -> tuple[bool, bool]:
-    """(nullable, string) of a field type: every status field is a string, an int or a long,
-    or ``["null", X]`` of one."""
-    nullable = isinstance(kind, list)
-    return nullable, (kind[-1] if nullable else kind) == "string"
-
-
-_READ_PLAN = tuple(_plan(f["type"]) for f in _CODEC.schema["fields"])
+# schema's fields is ~3x fastavro's generic one. Anything it does not read cleanly goes to
+# fastavro for the precise error; a unit test holds both readers to the same answers.
+# StatusView's fields are the schema's, in its order, so the values go straight to its
+# constructor.
+_READER = FlatReader(_CODEC.schema, _HEADER)
 _STATES = {state.value: state for state in TaskState}
-
-
-def _varlong(data: bytes, pos: int) -> tuple[int, int]:
-    """A zigzag varint of more than one byte at ``pos``: (value, position after it)."""
-    value, shift = 0, 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (value >> 1) ^ -(value & 1), pos
-        shift += 7
-
-
-def _read_fast(data: bytes) -> list[Any] | None:
-    """The record's values in field order, or None when anything is off."""
-    if data[:HEADER_SIZE] != _HEADER:
-        return None
-    try:
-        values, pos = _read_fields(data)
-    except (IndexError, UnicodeDecodeError, ValueError):
-        return None
-    if pos != len(data) or values[3] not in _STATES:
-        return None
-    return values
-
-
-def _read_fields(data: bytes) -> tuple[list[Any], int]:
-    values: list[Any] = []
-    append = values.append
-    pos = HEADER_SIZE
-    for nullable, is_string in _READ_PLAN:
-        if nullable:
-            branch = data[pos]
-            pos += 1
-            if branch == 0:
-                append(None)
-                continue
-            if branch != 2:
-                raise ValueError(branch)
-        byte = data[pos]
-        if byte < 0x80:
-            number = (byte >> 1) ^ -(byte & 1)
-            pos += 1
-        else:
-            number, pos = _varlong(data, pos)
-        if is_string:
-            end = pos + number
-            if number < 0 or end > len(data):
-                raise ValueError(number)
-            append(data[pos:end].decode())
-            pos = end
-        else:
-            append(number)
-    return values, pos
 
 
 def status_values(value: bytes) -> list[Any]:
     """A status record's values in StatusView's field order, ``state`` as its wire string:
     for readers of every record (the index) that need no StatusView. DecodeError when
     ``value`` is not a status record."""
-    fast = _read_fast(value)
-    if fast is not None:
+    fast = _READER.read(value)
+    if fast is not None and fast[3] in _STATES:
         return fast
     record = _CODEC.decode(value)  # raises the precise DecodeError
     if record["state"] not in _STATES:

@@ -27,6 +27,7 @@ from streamjobs.codec import (
     NOT_NULL,
     NULL,
     builtin,
+    misfit_path,
     optional_int,
     optional_long,
     optional_string,
@@ -35,7 +36,7 @@ from streamjobs.codec import (
     write_long,
     write_string,
 )
-from streamjobs.errors import DecodeError
+from streamjobs.errors import EncodeError
 
 _CODEC = builtin("task_envelope")
 _HEADER = MAGIC + _CODEC.fingerprint
@@ -107,7 +108,8 @@ _check_schema()
 def encode_envelope(envelope: Envelope) -> bytes:
     """The single-object encoding of ``envelope``: ``C3 01``, the schema fingerprint, the body.
 
-    DecodeError (reason ``encode_error``) when a field does not fit its Avro type.
+    EncodeError (reason ``encode_error``, naming the field) when a field does not fit its Avro
+    type.
     """
     e = envelope
     try:
@@ -129,7 +131,19 @@ def encode_envelope(envelope: Envelope) -> bytes:
             )
         )
     except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise DecodeError(f"cannot encode TaskEnvelope: {exc}", reason="encode_error") from exc
+        field = _misfit(envelope)
+        where = f" (field {field})" if field else ""
+        raise EncodeError(f"cannot encode TaskEnvelope{where}: {exc}", path=field) from exc
+
+
+def _misfit(envelope: Envelope) -> str | None:
+    """The first envelope field whose value does not fit the schema, for the error."""
+    for field in _CODEC.schema["fields"]:
+        name = str(field["name"])
+        value = getattr(envelope, name, None)
+        if name != "origin" and misfit_path(field["type"], value) is not None:
+            return name
+    return None
 
 
 def _fingerprint(data: bytes) -> bytes:

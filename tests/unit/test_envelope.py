@@ -13,7 +13,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from streamjobs.client import Position
 from streamjobs.codec import HEADER_SIZE, MAGIC, builtin, write_long
 from streamjobs.envelope import Envelope, decode_envelope, encode_envelope
-from streamjobs.errors import DecodeError
+from streamjobs.errors import DecodeError, EncodeError
 from streamjobs.models import TaskState
 from streamjobs.status import encode_status
 
@@ -218,6 +218,12 @@ def test_an_int_field_beyond_32_bits_still_decodes_for_the_worker_to_refuse() ->
 def test_a_field_that_does_not_fit_its_avro_type_fails_with_reason_encode_error(
     changes: dict[str, Any],
 ) -> None:
-    with pytest.raises(DecodeError) as excinfo:
+    with pytest.raises(EncodeError) as excinfo:
         encode_envelope(_envelope(**changes))
     assert _reason(excinfo) == "encode_error"
+
+
+def test_an_encode_error_names_the_envelope_field_that_does_not_fit() -> None:
+    with pytest.raises(EncodeError, match="field attempt") as excinfo:
+        encode_envelope(_envelope(attempt="1"))
+    assert excinfo.value.path == "attempt"

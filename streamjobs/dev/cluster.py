@@ -116,6 +116,18 @@ class ClusterNode(LocalBroker):
     def _storage_id(self) -> str:
         return self.quorum.cluster_id
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the node (a crash: no clean shutdown) and reap it. :meth:`start` brings it
+        back on the same ports with the data it had."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
 
 def _new_quorum(nodes: int) -> Quorum:
     ports: list[int] = []

@@ -195,7 +195,9 @@ class Supervisor:
                 _log.warning("worker process pid %d ignored SIGTERM; killing it", proc.pid)
                 proc.kill()
                 code = proc.wait(_KILL_WAIT_S)
-            clean = clean and code == 0
+            # a child stopped before it installed its handlers dies of the SIGTERM itself:
+            # it had nothing running, so that is a clean stop too
+            clean = clean and code in (0, -signal.SIGTERM)
         return clean
 
 

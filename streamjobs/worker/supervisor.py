@@ -72,6 +72,16 @@ class CrashHistory:
         return len(self.recent) > self.policy.crash_limit
 
 
+def option_value(args: Sequence[str], name: str) -> str | None:
+    """The value of option ``name`` in ``args`` (``--name V`` or ``--name=V``), else None."""
+    for n, arg in enumerate(args):
+        if arg == name and n + 1 < len(args):
+            return args[n + 1]
+        if arg.startswith(f"{name}="):
+            return arg.partition("=")[2]
+    return None
+
+
 def without_options(args: Sequence[str], names: Sequence[str]) -> list[str]:
     """``args`` without the options ``names`` and their values (``--name V`` or ``--name=V``)."""
     kept: list[str] = []
@@ -86,13 +96,18 @@ def without_options(args: Sequence[str], names: Sequence[str]) -> list[str]:
     return kept
 
 
-def child_commands(base: Sequence[str], processes: int, instance_id: str | None) -> list[list[str]]:
+def child_commands(
+    base: Sequence[str], processes: int, instance_id: str | None, metrics_port: int | None = None
+) -> list[list[str]]:
     """The command line of each child: ``base`` (a ``streamjobs consume`` without
-    ``--processes`` or ``--instance-id``), and with static membership a distinct
-    ``--instance-id <id>-<n>`` each (two members may not share a ``group.instance.id``)."""
+    ``--processes``, ``--instance-id`` or ``--metrics-port``), with static membership a distinct
+    ``--instance-id <id>-<n>`` each (two members may not share a ``group.instance.id``), and with
+    a metrics port ``<port>+<n>`` each (child 0 keeps the port a probe targets)."""
     commands = []
     for n in range(processes):
         extra = ["--instance-id", f"{instance_id}-{n}"] if instance_id else []
+        if metrics_port is not None:
+            extra += ["--metrics-port", str(metrics_port + n)]
         commands.append([*base, *extra])
     return commands
 

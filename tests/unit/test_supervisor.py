@@ -8,6 +8,7 @@ from streamjobs.worker.supervisor import (
     CrashHistory,
     RestartPolicy,
     child_commands,
+    option_value,
     without_options,
 )
 
@@ -62,3 +63,11 @@ def test_children_get_the_command_without_processes_and_their_own_instance_ids()
     commands = child_commands(base, 3, "w")
     assert [c[-1] for c in commands] == ["w-0", "w-1", "w-2"]
     assert child_commands(base, 2, None) == [base, base]
+
+
+def test_each_child_gets_its_own_metrics_port_counting_up_from_the_given_one() -> None:
+    args = ["consume", "app:registry", "--metrics-port", "9464", "--processes=2"]
+    assert option_value(args, "--metrics-port") == "9464"
+    base = without_options(args, ("--processes", "--metrics-port"))
+    commands = child_commands(base, 2, None, 9464)
+    assert [c[-2:] for c in commands] == [["--metrics-port", "9464"], ["--metrics-port", "9465"]]

@@ -57,17 +57,19 @@ def run(bootstrap: str, tasks: int, processes: int) -> float:
     topics.ensure(settings)
     log = Path(tempfile.mkdtemp(prefix="bench-processes-")) / "runs.txt"
     log.touch()
-    with Producer(settings) as producer:
-        producer.submit_many(
-            [Crunch(n=i, log=str(log)) for i in range(tasks)],
-            keys=[f"k{i % KEYS}" for i in range(tasks)],
-        )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OTEL_SDK_DISABLED": "true"}
     command = [sys.executable, "-m", "streamjobs.cli", "consume", "bench.processes:registry"]
     command += ["--bootstrap-servers", bootstrap, "--topic-prefix", settings.topic_prefix]
     command += ["--processes", str(processes), "--log-level", "WARNING"]
     worker = subprocess.Popen(command, env=env, cwd=ROOT)
     try:
+        # every process in the group first: a late joiner would take partitions mid-run
+        _await_members(settings, processes)
+        with Producer(settings) as producer:
+            producer.submit_many(
+                [Crunch(n=i, log=str(log)) for i in range(tasks)],
+                keys=[f"k{i % KEYS}" for i in range(tasks)],
+            )
         deadline = time.monotonic() + 600
         while len(log.read_text().splitlines()) < tasks:
             if time.monotonic() > deadline or worker.poll() is not None:
@@ -81,9 +83,26 @@ def run(bootstrap: str, tasks: int, processes: int) -> float:
     return tasks / elapsed
 
 
+def _await_members(settings: Settings, count: int) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            group = admin.describe_consumer_groups([settings.group])[settings.group].result(10)
+            if len([m for m in group.members if m.assignment.topic_partitions]) == count:
+                return
+        except (KafkaException, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{count} workers did not join {settings.group}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--tasks", type=int, default=4000)
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
     with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:

@@ -198,7 +198,7 @@ def faulted_run(
     assert run.submitted.is_set(), "the submitter did not finish"
     wait_for(
         lambda: not run.not_succeeded(),
-        180.0,
+        120.0,
         interval=1.0,
         message="every task whose submit() returned a handle to succeed",
     )

@@ -19,7 +19,7 @@ VENV_STAMP := $(VENV)/.installed-from-pyproject
 JAEGER_QUERY_PORT ?= 16686
 
 .PHONY: help venv system-deps kafka-up kafka-down kafka-status demo test lint clean \
-	jaeger-build jaeger-up jaeger-down jaeger-status
+	helm-build jaeger-build jaeger-up jaeger-down jaeger-status
 
 help:
 	@echo "make venv          create .venv and install streamjobs[dev] (re-runs when pyproject.toml changes)"
@@ -77,6 +77,10 @@ kafka-status: venv
 demo: venv kafka-up
 	$(BIN)/streamjobs demo --bootstrap-servers 127.0.0.1:$(PORT)
 
+# Helm for the chart tests (tests/integration/test_helm_chart.py), built once from the Go proxy
+helm-build: venv
+	$(BIN)/python -m streamjobs.dev.helm_build
+
 jaeger-build: venv
 	$(BIN)/streamjobs dev-jaeger build
 
@@ -91,7 +95,7 @@ jaeger-status: venv
 
 # pytest's exit status fails the target (make then exits 2); no pipes that could hide it.
 # Jaeger is built first: a cold build (~6 min) is longer than a test's timeout.
-test: venv system-deps jaeger-build
+test: venv system-deps jaeger-build helm-build
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv

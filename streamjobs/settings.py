@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # TLS (security_protocol SSL or SASL_SSL): the CA that signed the brokers' certificates, and
+    # a client certificate and key for mutual TLS; PEM files
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    # check that a broker's certificate names the host connected to (librdkafka's default)
+    ssl_check_hostname: bool = True
     # the librdkafka passthrough for the long tail: guarded (see streamjobs.client.guarded), and
     # its values never shown (they may be secrets: ssl.key.password)
     kafka: dict[str, str | int | float | bool] = Field(default_factory=dict, repr=False)

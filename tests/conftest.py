@@ -107,6 +107,24 @@ def _local_broker(workdir: Path, problems: list[str]) -> Iterator[str]:
         broker.stop()
 
 
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A 3-node replicated KRaft cluster (:class:`streamjobs.dev.cluster.LocalCluster`) for the
+    module that asks for it: topics default to replication factor 3 and min.insync.replicas 2.
+
+    Started only for the tests that request it (three JVMs are heavy) and stopped by PID when
+    the module ends. Tests may kill, freeze and restart its nodes.
+    """
+    from streamjobs.dev.cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), nodes=3)
+    cluster.start(timeout=240.0)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def wait_for() -> Callable[..., Any]:
     """:func:`tests.support.wait_for`: poll a predicate until truthy or a deadline passes."""

@@ -104,8 +104,19 @@ def consume(
         int | None, typer.Option(help="Serve /metrics, /livez and /readyz on this port.")
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="Address of the metrics port.")] = "127.0.0.1",
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes to run and supervise, all in the group (about one per core).",
+        ),
+    ] = 1,
 ) -> None:
     """Run a worker in the queue's consumer group until SIGTERM/SIGINT."""
+    if processes > 1:
+        from streamjobs.cli.processes import supervise
+
+        raise typer.Exit(supervise(processes, instance_id, log_level))
     from streamjobs import telemetry
     from streamjobs.metrics import logs
     from streamjobs.metrics.monitor import Monitor

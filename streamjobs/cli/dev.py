@@ -1,12 +1,13 @@
 """The development commands of ``streamjobs``: ``dev-broker`` and ``dev-jaeger``.
 
-Owns the commands that start, stop and report a local single-node Kafka (``dev-broker
-up|down|status``) and a local in-memory Jaeger (``dev-jaeger build|up|down|status``), their
-options and output; the Makefile's ``kafka-*`` and ``jaeger-*`` targets call them.
-:mod:`streamjobs.dev` is imported inside the commands only, so ``streamjobs consume`` and every
-other command never load development tooling. ``register`` adds the groups to the app of
-:mod:`streamjobs.cli.app`. Does not run anything itself: :mod:`streamjobs.dev.kafka` and
-:mod:`streamjobs.dev.jaeger` do. ``status`` of a service that is not running exits 1.
+Owns the commands that start, stop and report a local Kafka (``dev-broker up|down|status``:
+one node, or a replicated cluster with ``--nodes N``) and a local in-memory Jaeger
+(``dev-jaeger build|up|down|status``), their options and output; the Makefile's ``kafka-*``
+and ``jaeger-*`` targets call them. :mod:`streamjobs.dev` is imported inside the commands only,
+so ``streamjobs consume`` and every other command never load development tooling. ``register``
+adds the groups to the app of :mod:`streamjobs.cli.app`. Does not run anything itself:
+:mod:`streamjobs.dev.kafka`, :mod:`streamjobs.dev.cluster` and :mod:`streamjobs.dev.jaeger` do.
+``status`` of a service that is not running exits 1.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ jaeger_app = typer.Typer(
 )
 
 BrokerPort = Annotated[int, typer.Option("--port", help="Client port on 127.0.0.1.")]
+Nodes = Annotated[
+    int,
+    typer.Option(
+        "--nodes",
+        min=1,
+        max=9,
+        help="Nodes of a replicated KRaft cluster (client ports --port, --port+1, ...).",
+    ),
+]
 CacheDir = Annotated[
     Path | None,
     typer.Option("--cache-dir", help="Jar, binary and data cache (default ~/.cache/streamjobs)."),
@@ -39,28 +49,49 @@ def _progress_logging() -> None:
 
 
 @broker_app.command("up")
-def broker_up(port: BrokerPort = 9092, cache_dir: CacheDir = None) -> None:
-    """Start (or reuse) a local KRaft broker and print its bootstrap address."""
+def broker_up(port: BrokerPort = 9092, nodes: Nodes = 1, cache_dir: CacheDir = None) -> None:
+    """Start (or reuse) a local KRaft broker, or a cluster of --nodes, and print its bootstrap."""
+    _progress_logging()
+    if nodes > 1:
+        from streamjobs.dev import cluster
+
+        typer.echo(cluster.up(port, nodes, cache_dir))
+        return
     from streamjobs.dev import kafka
 
-    _progress_logging()
     typer.echo(kafka.up(port, cache_dir))
 
 
 @broker_app.command("down")
-def broker_down(port: BrokerPort = 9092, cache_dir: CacheDir = None) -> None:
-    """Stop the local broker started by `dev-broker up` (by its PID); its data is kept."""
+def broker_down(port: BrokerPort = 9092, nodes: Nodes = 1, cache_dir: CacheDir = None) -> None:
+    """Stop the local broker (or cluster) started by `dev-broker up` by PID; data is kept."""
+    if nodes > 1:
+        from streamjobs.dev import cluster
+
+        stopped = cluster.down(port, nodes, cache_dir)
+        typer.echo(f"stopped {stopped} of {nodes} nodes" if stopped else "not running")
+        return
     from streamjobs.dev import kafka
 
     typer.echo("stopped" if kafka.down(port, cache_dir) else "not running")
 
 
 @broker_app.command("status")
-def broker_status(port: BrokerPort = 9092, cache_dir: CacheDir = None) -> None:
+def broker_status(port: BrokerPort = 9092, nodes: Nodes = 1, cache_dir: CacheDir = None) -> None:
     """Print the bootstrap address of the `dev-broker up` broker on --port (exit 1 if none)."""
     from streamjobs.dev import kafka
     from streamjobs.dev.processes import HOST
 
+    if nodes > 1:
+        from streamjobs.dev import cluster
+
+        pids = cluster.running_pids(port, nodes, cache_dir)
+        if not pids:
+            typer.echo(f"no node running on {HOST}:{port}..{port + nodes - 1}", err=True)
+            raise typer.Exit(1)
+        typer.echo(",".join(f"{HOST}:{p}" for p in range(port, port + nodes)))
+        typer.echo(f"{len(pids)} of {nodes} nodes running: pids {pids}", err=True)
+        return
     pid = kafka.running_pid(port, cache_dir)
     if pid is None:
         typer.echo(f"not running on {HOST}:{port}", err=True)

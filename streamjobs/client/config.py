@@ -1,7 +1,7 @@
 """Settings to librdkafka keys: the one place that names them.
 
 Owns the mapping from :class:`~streamjobs.settings.Settings` to each client's configuration
-(bootstrap, security and SASL, message sizes, the group protocol, static membership, the
+(bootstrap, security, SASL and TLS, message sizes, the group protocol, static membership, the
 transactional id) and the values of the keys our correctness depends on (idempotence,
 ``acks=all``, manual offset store and commit, ``read_committed``, the Java-compatible
 partitioner, ...), set after the passthrough. Does not build clients
@@ -35,7 +35,24 @@ def common_config(settings: Settings) -> Config:
         config["sasl.username"] = settings.sasl_username
     if settings.sasl_password is not None:
         config["sasl.password"] = settings.sasl_password.get_secret_value()
+    config.update(_tls_config(settings))
     config.update(settings.kafka)
+    return config
+
+
+def _tls_config(settings: Settings) -> Config:
+    """The TLS keys that are set (librdkafka's defaults otherwise)."""
+    config: Config = {}
+    paths = {
+        "ssl.ca.location": settings.ssl_ca_location,
+        "ssl.certificate.location": settings.ssl_certificate_location,
+        "ssl.key.location": settings.ssl_key_location,
+    }
+    config.update({key: path for key, path in paths.items() if path})
+    if settings.ssl_key_password is not None:
+        config["ssl.key.password"] = settings.ssl_key_password.get_secret_value()
+    if not settings.ssl_check_hostname:
+        config["ssl.endpoint.identification.algorithm"] = "none"
     return config
 
 

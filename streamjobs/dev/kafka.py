@@ -220,14 +220,23 @@ class LocalBroker(ChildProcess):
             return [java, *jvm, f"-Dlog4j2.configurationFile={log4j}", *classpath]
 
         props = str(self.props_path)
-        cluster_id = _cluster_id(self.workdir / "data")
+        cluster_id = self._storage_id()
         # --ignore-formatted keeps existing data: a restart never wipes the broker.
         format_args = ["format", "-t", cluster_id, "-c", props, "--ignore-formatted"]
+        format_args += self._format_extra()
         self._format(java_command(_FORMAT_JVM, "kafka.tools.StorageTool", *format_args))
         heap = [f"-Xms{min(self.heap_mb, 128)}m", f"-Xmx{self.heap_mb}m"]
         # pauses and allocation stalls, to check the collector when latency looks wrong
         gc_log = f"-Xlog:gc:file={self.workdir / 'gc.log'}:uptime:filecount=2,filesize=4m"
         return java_command([*heap, *_BROKER_JVM, gc_log], "kafka.Kafka", props)
+
+    def _format_extra(self) -> list[str]:
+        """More ``kafka-storage format`` arguments (SCRAM users of a secured broker)."""
+        return []
+
+    def _storage_id(self) -> str:
+        """The cluster id to format storage with (a cluster's nodes share theirs)."""
+        return _cluster_id(self.workdir / "data")
 
     def _format(self, command: list[str]) -> None:
         began = time.monotonic()

@@ -26,10 +26,12 @@ def test_settings_command_masks_passthrough_values_and_the_sasl_password(
 ) -> None:
     monkeypatch.setenv("STREAMJOBS_KAFKA", '{"ssl.key.password": "hunter2", "linger.ms": 5}')
     monkeypatch.setenv("STREAMJOBS_SASL_PASSWORD", "swordfish")
+    monkeypatch.setenv("STREAMJOBS_SSL_KEY_PASSWORD", "opensesame")
     result = CliRunner().invoke(app, ["settings"])
     assert result.exit_code == 0, result.output
     assert "hunter2" not in result.output
     assert "swordfish" not in result.output
+    assert "opensesame" not in result.output
     shown = json.loads(result.output)
     assert shown["kafka"] == {"ssl.key.password": "**********", "linger.ms": "**********"}
 

@@ -106,3 +106,24 @@ def test_masked_passthrough_keeps_keys_and_hides_every_value() -> None:
         "ssl.key.password": "**********",
         "linger.ms": "**********",
     }
+
+
+def test_tls_settings_map_to_librdkafka_keys_and_only_when_set() -> None:
+    settings = Settings(
+        security_protocol="SASL_SSL",
+        ssl_ca_location="/etc/ca.pem",
+        ssl_certificate_location="/etc/client.pem",
+        ssl_key_location="/etc/client.key",
+        ssl_key_password="keypw",
+        ssl_check_hostname=False,
+    )
+    built = config.worker_config(settings)
+    assert {
+        "ssl.ca.location": "/etc/ca.pem",
+        "ssl.certificate.location": "/etc/client.pem",
+        "ssl.key.location": "/etc/client.key",
+        "ssl.key.password": "keypw",
+        "ssl.endpoint.identification.algorithm": "none",
+    }.items() <= built.items()
+    plain = config.common_config(Settings(bootstrap_servers="b:9092"))
+    assert not {k for k in plain if k.startswith("ssl.")}

@@ -24,7 +24,8 @@ from streamjobs.codec import decode_body
 from streamjobs.deadletter import decode_dead_letter
 from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.errors import BadInput, ConfigError
-from streamjobs.ops.replay import plan_ranges, to_ms
+from streamjobs.ops.replay import plan_ranges
+from streamjobs.ops.rerun import to_ms
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics

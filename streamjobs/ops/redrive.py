@@ -20,9 +20,9 @@ operators re-driving the same record at the same instant.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from streamjobs import client, status
 from streamjobs.envelope import Envelope
@@ -36,7 +36,7 @@ from streamjobs.ops.deadletters import (
     parse_ref,
     selected,
 )
-from streamjobs.ops.replay import CHUNK_SIZE, Chunks, Progress, default_actor, to_ms
+from streamjobs.ops.rerun import CHUNK_SIZE, Chunks, Progress, Summary, default_actor, to_ms
 from streamjobs.producer import Producer, Resubmission
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
@@ -60,36 +60,15 @@ class RedriveItem:
     new_offset: int | None = None
 
 
-@dataclass(slots=True)
-class RedriveSummary:
+class RedriveSummary(Summary[RedriveItem]):
     """The outcome of a redrive; in a dry run ``redriven`` counts what would be re-driven."""
 
-    items: list[RedriveItem] = field(default_factory=list)
-    dry_run: bool = False
-
-    def _count(self, *outcomes: Outcome) -> int:
-        return sum(1 for item in self.items if item.outcome in outcomes)
+    done_outcomes = ("redriven", "would_redrive")
+    done_name = "redriven"
 
     @property
     def redriven(self) -> int:
-        return self._count("redriven", "would_redrive")
-
-    @property
-    def skipped(self) -> int:
-        return self._count("skipped")
-
-    @property
-    def failed(self) -> int:
-        return self._count("failed")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "redriven": self.redriven,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "items": [asdict(item) for item in self.items],
-        }
+        return self.done
 
 
 class _Redriver:

@@ -5,8 +5,9 @@ clamped to the high watermark; read through :func:`streamjobs.client.read_range`
 replay policy: a task whose status is ``succeeded`` is skipped
 unless forced, each task id is replayed at most once per run, and a replayed task gets the next
 generation so its new statuses outrank every old one. Undecodable records are reported as
-failed, never fatal. Re-submissions are written in chunks (:class:`Chunks`), each in one
-confirmed write (:meth:`streamjobs.producer.Producer.resubmit_many`).
+failed, never fatal. Re-submissions are written in chunks
+(:class:`~streamjobs.ops.rerun.Chunks`), each in one confirmed write
+(:meth:`streamjobs.producer.Producer.resubmit_many`).
 
 Does not replay dead letters (:mod:`streamjobs.ops.deadletters` does, with a ledger), decode task
 payloads, or read topics that do not belong to the queue: a replayed task always goes back to
@@ -16,18 +17,16 @@ its queue's main topic and runs now (a pending delay is not kept).
 from __future__ import annotations
 
 import contextlib
-import getpass
-import socket
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
 
 from streamjobs import client, status
 from streamjobs.client import OffsetRange, read_range
 from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.errors import BadInput, ConfigError, SubmitError
 from streamjobs.models import TaskState
+from streamjobs.ops.rerun import CHUNK_SIZE, Chunks, Progress, Summary, default_actor, to_ms
 from streamjobs.producer import Producer, Resubmission
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
@@ -35,29 +34,6 @@ from streamjobs.taskhandle import TaskHandle
 from streamjobs.topics import queue_topics
 
 Outcome = Literal["replayed", "would_replay", "skipped", "failed"]
-Progress = Callable[[int, int], None]
-ItemT = TypeVar("ItemT")
-# re-submissions per confirmed write: large enough that the two round trips of a write are
-# shared by many records, small enough that a failed write reports a bounded set of them
-CHUNK_SIZE = 500
-
-
-def default_actor() -> str:
-    """``user@host`` of the operator, for the notes replays and redrives leave on statuses."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER: a bare container
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def to_ms(moment: datetime) -> int:
-    """Unix milliseconds of a timezone-aware datetime (naive ones are refused: ambiguous)."""
-    if moment.tzinfo is None:
-        raise ConfigError(f"{moment.isoformat()} has no timezone (add one, e.g. +00:00 or Z)")
-    return int(moment.astimezone(UTC).timestamp() * 1000)
-
-
 # -- reading ranges --------------------------------------------------------------------------
 
 
@@ -130,73 +106,15 @@ class ReplayItem:
     new_offset: int | None = None
 
 
-@dataclass(slots=True)
-class ReplaySummary:
+class ReplaySummary(Summary[ReplayItem]):
     """The outcome of a replay; in a dry run ``replayed`` counts what would be replayed."""
 
-    items: list[ReplayItem] = field(default_factory=list)
-    dry_run: bool = False
-
-    def _count(self, *outcomes: Outcome) -> int:
-        return sum(1 for item in self.items if item.outcome in outcomes)
+    done_outcomes = ("replayed", "would_replay")
+    done_name = "replayed"
 
     @property
     def replayed(self) -> int:
-        return self._count("replayed", "would_replay")
-
-    @property
-    def skipped(self) -> int:
-        return self._count("skipped")
-
-    @property
-    def failed(self) -> int:
-        return self._count("failed")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "replayed": self.replayed,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "items": [asdict(item) for item in self.items],
-        }
-
-
-class Chunks(Generic[ItemT]):
-    """Items in the order decided; those with a :class:`Resubmission` wait for their chunk.
-
-    A chunk is written once ``size`` resubmissions wait, and by :meth:`flush` at the end:
-    ``write`` gets the waiting ``(item, resubmission)`` pairs in order and returns their final
-    items, in the same order. One write per chunk is what makes a large replay fast: each
-    write is a confirmed two-phase write, a round trip or two whatever its size.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        write: Callable[[list[tuple[ItemT, Resubmission]]], list[ItemT]],
-    ) -> None:
-        if size < 1:
-            raise ConfigError(f"chunk size must be at least 1, not {size}")
-        self.items: list[ItemT] = []
-        self._size = size
-        self._write = write
-        self._waiting: list[tuple[int, Resubmission]] = []
-
-    def add(self, item: ItemT, resubmission: Resubmission | None = None) -> None:
-        if resubmission is not None:
-            self._waiting.append((len(self.items), resubmission))
-        self.items.append(item)
-        if len(self._waiting) >= self._size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._waiting:
-            return
-        waiting, self._waiting = self._waiting, []
-        final = self._write([(self.items[i], r) for i, r in waiting])
-        for (index, _), item in zip(waiting, final, strict=True):
-            self.items[index] = item
+        return self.done
 
 
 class _Replayer:

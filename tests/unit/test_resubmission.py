@@ -16,7 +16,7 @@ from streamjobs.client import Position
 from streamjobs.envelope import Envelope
 from streamjobs.errors import ConfigError, PayloadTooLarge
 from streamjobs.models import TaskState
-from streamjobs.ops.replay import Chunks
+from streamjobs.ops.rerun import Chunks
 from streamjobs.producer import Resubmission
 from streamjobs.status import decode_status
 from streamjobs.tasktypes import TaskType

@@ -22,8 +22,9 @@ opaque. Used from the poll thread only. Does not pause partitions
 from __future__ import annotations
 
 import enum
+import heapq
 import itertools
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -96,7 +97,7 @@ class Decision(enum.Enum):
 
 @dataclass(slots=True)
 class _Held(Generic[T]):
-    key: Hashable
+    seq: int  # arrival order
     limits: tuple[LimitName, ...]
     item: T
 
@@ -106,6 +107,10 @@ class RateGate(Generic[T]):
 
     ``share`` sets every bucket's rate from the partitions owned; ``decide`` answers for a task
     just read; ``release`` returns, in arrival order, the held tasks that may start now.
+
+    Held tasks wait in one line per key; the first of each line (its head) is what waits for
+    tokens. ``release`` looks at heads in arrival order and stops as soon as every limit a head
+    still waits for is out of tokens, so a poll turn costs what it starts, not what is held.
     """
 
     def __init__(
@@ -122,11 +127,13 @@ class RateGate(Generic[T]):
         self._buckets = {name: TokenBucket(0.0, now) for name in self._rates}
         self._queue_limited = queue is not None
         self.max_held = max(1, max_held)
-        self._held: dict[int, _Held[T]] = {}  # in arrival order
+        self._lines: dict[Hashable, deque[_Held[T]]] = {}  # held tasks per key, in order
+        self._heads: list[tuple[int, Hashable]] = []  # (seq, key) of each line's head: a heap
+        # the heads in the heap, by the limits they wait for (a few kinds: types + queue)
+        self._pending: Counter[tuple[LimitName, ...]] = Counter()
+        self._count = 0
         self._seq = itertools.count()
-        self._keys: Counter[Hashable] = Counter()  # held tasks per key
-        self._waiting: Counter[LimitName] = Counter()  # held tasks per limit
-        self._dirty = False  # partitions changed: look at every held task on the next release
+        self._dirty = False  # partitions changed: look for tasks of given-up partitions
 
     @property
     def active(self) -> bool:
@@ -135,12 +142,12 @@ class RateGate(Generic[T]):
 
     @property
     def held(self) -> int:
-        return len(self._held)
+        return self._count
 
     @property
     def room_again(self) -> bool:
         """Whether partitions paused for a full hold may resume: it has emptied to half."""
-        return len(self._held) <= self.max_held // 2
+        return self._count <= self.max_held // 2
 
     def rate(self, name: LimitName) -> float:
         """This worker's current share of a limit, in tasks per second."""
@@ -159,41 +166,55 @@ class RateGate(Generic[T]):
     def decide(self, task: str, key: Hashable, now: float) -> Decision:
         """For a task of type ``task`` just read: start it (its tokens taken), hold it, or
         leave it unread. A key with a task held holds its later tasks too (per-key order)."""
-        if key not in self._keys:
-            limits = self.limits_of(task)
-            if self._take(limits, now):
-                return Decision.RUN
-        return Decision.HOLD if len(self._held) < self.max_held else Decision.FULL
+        if key not in self._lines and self._take(self.limits_of(task), now):
+            return Decision.RUN
+        return Decision.HOLD if self._count < self.max_held else Decision.FULL
 
     def hold(self, task: str, key: Hashable, item: T) -> None:
         """Keep ``item`` until :meth:`release` hands it back (after ``decide`` said HOLD)."""
-        limits = self.limits_of(task)
-        self._held[next(self._seq)] = _Held(key, limits, item)
-        self._keys[key] += 1
-        self._waiting.update(limits)
+        held = _Held(next(self._seq), self.limits_of(task), item)
+        self._count += 1
+        line = self._lines.get(key)
+        if line is not None:
+            line.append(held)
+            return
+        self._lines[key] = deque([held])
+        self._push_head(key, held)
 
     def release(self, now: float, gone: Callable[[T], bool]) -> tuple[list[T], list[T]]:
         """The held items that may start now, tokens taken, in arrival order (a key's items
         in order), and those dropped because ``gone`` (their partition was given up)."""
-        if not self._held or not (self._dirty or self._any_ready(now)):
+        if not self._count or not (self._dirty or self._any_ready(now)):
             return [], []
-        self._dirty = False
         started: list[T] = []
-        dropped: list[T] = []
-        blocked: set[Hashable] = set()  # keys whose earlier task still waits
-        for seq, held in list(self._held.items()):
-            if gone(held.item):
-                self._forget(seq, held)
-                dropped.append(held.item)
-            elif held.key not in blocked and self._take(held.limits, now):
-                self._forget(seq, held)
-                started.append(held.item)
+        dropped = self._drop(gone, started) if self._dirty else []
+        exhausted: set[LimitName] = set()  # out of tokens until the next poll turn
+        waiting: list[tuple[int, Hashable]] = []  # heads still without tokens
+        while self._heads and not self._all_blocked(exhausted):
+            seq, key = heapq.heappop(self._heads)
+            head = self._lines[key][0]
+            self._pending[head.limits] -= 1
+            if exhausted.isdisjoint(head.limits) and self._take(head.limits, now):
+                self._start_line(key, started)
             else:
-                blocked.add(held.key)
+                exhausted.update(n for n in head.limits if not self._buckets[n].ready(now))
+                waiting.append((seq, key))
+        for seq, key in waiting:
+            heapq.heappush(self._heads, (seq, key))
+            self._pending[self._lines[key][0].limits] += 1
         return started, dropped
 
+    def _all_blocked(self, exhausted: set[LimitName]) -> bool:
+        """Whether every head left waits for a limit out of tokens: the scan can stop."""
+        return all(
+            not count or not exhausted.isdisjoint(limits) for limits, count in self._pending.items()
+        )
+
     def _any_ready(self, now: float) -> bool:
-        return any(self._buckets[n].ready(now) for n, count in self._waiting.items() if count)
+        return any(
+            count and all(self._buckets[name].ready(now) for name in limits)
+            for limits, count in self._pending.items()
+        )
 
     def _take(self, limits: tuple[LimitName, ...], now: float) -> bool:
         """Take one token of each limit, if every one has a token; else take none."""
@@ -204,9 +225,43 @@ class RateGate(Generic[T]):
             bucket.take()
         return True
 
-    def _forget(self, seq: int, held: _Held[T]) -> None:
-        del self._held[seq]
-        self._keys[held.key] -= 1
-        if not self._keys[held.key]:
-            del self._keys[held.key]
-        self._waiting.subtract(held.limits)
+    def _push_head(self, key: Hashable, head: _Held[T]) -> None:
+        heapq.heappush(self._heads, (head.seq, key))
+        self._pending[head.limits] += 1
+
+    def _start_line(self, key: Hashable, started: list[T]) -> None:
+        """The head of ``key``'s line has its tokens: start it and the unlimited tasks right
+        behind it (held only to keep the key's order); a limited one becomes the new head."""
+        line = self._lines[key]
+        started.append(line.popleft().item)
+        self._count -= 1
+        while line and not line[0].limits:
+            started.append(line.popleft().item)
+            self._count -= 1
+        self._next_head(key, line)
+
+    def _next_head(self, key: Hashable, line: deque[_Held[T]]) -> None:
+        if line:
+            self._push_head(key, line[0])
+        else:
+            del self._lines[key]
+
+    def _drop(self, gone: Callable[[T], bool], started: list[T]) -> list[T]:
+        """Drop the tasks of given-up partitions; a line whose head went may start at once."""
+        self._dirty = False
+        dropped: list[T] = []
+        self._heads.clear()
+        self._pending.clear()
+        for key, line in list(self._lines.items()):
+            kept: deque[_Held[T]] = deque()
+            for held in line:
+                if gone(held.item):
+                    dropped.append(held.item)
+                else:
+                    kept.append(held)
+            while kept and not kept[0].limits:
+                started.append(kept.popleft().item)
+            self._lines[key] = kept
+            self._next_head(key, kept)
+        self._count = sum(len(line) for line in self._lines.values())
+        return dropped

@@ -79,6 +79,7 @@ def test_three_workers_hold_a_types_limit_in_every_10s_window_while_other_types_
     first = wait_for(lambda: starts(log, "Limited")[:1], 20.0, message="a Limited start")[0]
     wait_for(lambda: time.time() >= first + 20.5, 30.0)
     free_starts = starts(log, "Free")
+    print(f"300 Free tasks all started {free_starts[-1] - submitted:.1f} s after the submit")
     assert len(free_starts) == 300, "every Free task ran while Limited ones waited"
     assert free_starts[-1] - submitted < 10.0, "Free tasks were held back by the limit"
     three = _windows(starts(log, "Limited"), first, first + 20.0)
@@ -139,5 +140,6 @@ def test_a_worker_killed_mid_run_never_pushes_the_group_over_the_limit(
     assert all(180 <= c <= 220 for c in before), before
     assert all(180 <= c <= 220 for c in after), after
     free = starts(log, "Free")
+    print(f"500 Free tasks all started {free[-1] - first:.1f} s after the first Limited start")
     assert len(free) == 500, "every Free task ran while Limited ones waited"
     assert free[-1] - first < 15.0, "Free tasks were held back by the limit"

@@ -194,7 +194,10 @@ class RateGate(Generic[T]):
             seq, key = heapq.heappop(self._heads)
             head = self._lines[key][0]
             self._pending[head.limits] -= 1
-            if exhausted.isdisjoint(head.limits) and self._take(head.limits, now):
+            if gone(head.item):  # given up without share() hearing of it (a rewind)
+                self._dirty = True  # dropped, with the rest of its partition, next turn
+                waiting.append((seq, key))
+            elif exhausted.isdisjoint(head.limits) and self._take(head.limits, now):
                 self._start_line(key, started)
             else:
                 exhausted.update(n for n in head.limits if not self._buckets[n].ready(now))

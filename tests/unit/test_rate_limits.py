@@ -270,3 +270,14 @@ def test_without_limits_the_gate_is_inactive_and_runs_everything() -> None:
     gate = _gate()
     assert not gate.active
     assert gate.decide("Any", "k", 0.0) is Decision.RUN
+
+
+def test_a_held_task_found_given_up_takes_no_token_and_is_dropped_on_the_next_turn() -> None:
+    gate = _gate({"Limited": "10/s"})
+    for n in range(2):
+        gate.decide("Limited", f"k{n}", 0.0)
+        gate.hold("Limited", f"k{n}", f"t{n}")
+    assert gate.release(0.05, _never_gone) == ([], [])  # no token yet
+    assert gate.release(0.1, lambda item: item == "t0") == (["t1"], [])
+    assert gate.release(0.1, lambda item: item == "t0") == ([], ["t0"])
+    assert gate.held == 0

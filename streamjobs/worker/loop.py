@@ -6,7 +6,8 @@ offset is committed only after the task's outcome (``succeeded`` status, or a re
 by Kafka. Records are routed here (poll thread): tier records that are not yet due pause their
 partition instead of sleeping the thread; bad input is dead-lettered with a reason and never
 stops the loop; tasks go to a per-key serial executor so the poll loop never blocks on one;
-``key_ordered`` tasks parked behind a retry are bounded by pausing main-topic intake. One
+``key_ordered`` tasks parked behind a retry are bounded by pausing main-topic intake; tasks over
+a rate limit wait, unstarted, until :mod:`streamjobs.worker.ratelimit` releases them. One
 attempt (executor thread) is :mod:`streamjobs.worker.attempt`'s, writing what settles a record
 :mod:`streamjobs.worker.settle`'s, rebalances and commits :mod:`streamjobs.worker.handover`'s.
 Does not parse command lines or install signal handlers (the CLI does), so a Worker runs fine

@@ -6,8 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from typer.testing import CliRunner
 
 from streamjobs import Settings, Task, TaskRegistry
+from streamjobs.cli import app
+from streamjobs.cli.options import build_settings
 from streamjobs.errors import ConfigError
 from streamjobs.rates import Rate, parse_rate
 from streamjobs.worker.ratelimit import BURST_S, Decision, RateGate, TokenBucket, share
@@ -281,3 +284,11 @@ def test_a_held_task_found_given_up_takes_no_token_and_is_dropped_on_the_next_tu
     assert gate.release(0.1, lambda item: item == "t0") == (["t1"], [])
     assert gate.release(0.1, lambda item: item == "t0") == ([], ["t0"])
     assert gate.held == 0
+
+
+def test_consume_takes_the_queue_limit_as_rate_limit_and_refuses_a_bad_one() -> None:
+    shown = CliRunner().invoke(app, ["consume", "--help"], env={"COLUMNS": "200"})
+    assert "--rate-limit" in shown.stdout
+    assert build_settings(queue_rate_limit="50/s").queue_rate == Rate(50, timedelta(seconds=1))
+    with pytest.raises(ConfigError, match="not a rate limit"):
+        build_settings(queue_rate_limit="50 per second")

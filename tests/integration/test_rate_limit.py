@@ -36,18 +36,18 @@ def _windows(times: list[float], begin: float, end: float) -> list[int]:
 
 
 def _submit(settings: Settings, log: Path, limited: int, free: int) -> None:
-    """``limited`` Limited and ``free`` Free tasks, interleaved, each with its own key, the
-    keys spread evenly over the partitions (so every worker has a backlog of both)."""
+    """``limited`` Limited and ``free`` Free tasks, interleaved, each with its own key; each
+    type's keys spread evenly over the partitions (so every worker has a backlog of both)."""
+    parts = settings.partitions
     tasks: list[Task] = []
+    keys: list[str | None] = []
     for n in range(max(limited, free)):
         if n < limited:
             tasks.append(Limited(log=str(log), n=n))
+            keys.append(key_for_partition(n % parts, parts, f"limited{n}"))
         if n < free:
             tasks.append(Free(log=str(log), n=n))
-    keys = [
-        key_for_partition(i % settings.partitions, settings.partitions, f"t{i}")
-        for i in range(len(tasks))
-    ]
+            keys.append(key_for_partition(n % parts, parts, f"free{n}"))
     with Producer(settings) as producer:
         for begin in range(0, len(tasks), 500):
             producer.submit_many(tasks[begin : begin + 500], keys=keys[begin : begin + 500])

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from streamjobs.errors import ConfigError, InvalidArgs, UnknownTask
 from streamjobs.models import Task
+from streamjobs.rates import Rate, parse_rate
 from streamjobs.tasktypes import TaskType
 
 T = TypeVar("T", bound=Task)
@@ -36,6 +37,7 @@ class Handler:
     max_attempts: int | None
     timeout: timedelta | None
     non_retryable: tuple[type[BaseException], ...]
+    rate_limit: Rate | None = None  # task starts per period over the whole group
 
     @property
     def name(self) -> str:
@@ -79,10 +81,16 @@ class TaskRegistry:
         max_attempts: int | None = None,
         timeout: timedelta | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
+        rate_limit: str | None = None,
     ) -> Callable[[Callable[[T], Any]], Callable[[T], Any]]:
-        """Register the decorated function (sync or ``async def``) as ``model``'s handler."""
+        """Register the decorated function (sync or ``async def``) as ``model``'s handler.
+
+        ``rate_limit`` (``"20/s"``, ``"100/m"``, ``"500/h"``) caps how many of these tasks start
+        per period over all the group's workers; a task over it waits (README "Rate limits").
+        """
         if not (isinstance(model, type) and issubclass(model, Task)):
             raise ConfigError(f"handler() takes a Task subclass, got {model!r}")
+        rate = None if rate_limit is None else parse_rate(rate_limit)
 
         def register(func: Callable[[T], Any]) -> Callable[[T], Any]:
             name = model.task_name
@@ -95,6 +103,7 @@ class TaskRegistry:
                 max_attempts=max_attempts,
                 timeout=timeout,
                 non_retryable=non_retryable,
+                rate_limit=rate,
             )
             return func
 

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamjobs.client import guarded
 from streamjobs.errors import ConfigError
+from streamjobs.rates import Rate, parse_rate
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -108,6 +109,8 @@ class Settings(BaseSettings):
     # pauses its main-topic partitions (tiers keep flowing) until half of them are released;
     # parked tasks stay below max_parked + max_in_flight (see streamjobs.worker.loop)
     max_parked: int = Field(default=1000, ge=1)
+    # task starts per period over the whole group, all task types: "50/s", "100/m", "500/h"
+    queue_rate_limit: str | None = None
     task_timeout: timedelta | None = None
     # at least once: how long a finished task may wait for its (asynchronous, cheap) commit;
     # whatever finished in this window runs again if the worker is killed. Exactly once, where
@@ -182,6 +185,13 @@ class Settings(BaseSettings):
     def _optional_duration(cls, value: Any) -> timedelta | None:
         return None if value in (None, "", "none") else parse_duration(value)
 
+    @field_validator("queue_rate_limit", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> str | None:
+        if value in (None, "", "none"):
+            return None
+        return str(parse_rate(value))  # a ConfigError now, not in a worker later
+
     @field_validator("kafka")
     @classmethod
     def _passthrough(
@@ -248,6 +258,11 @@ class Settings(BaseSettings):
         if self.exactly_once and "commit_interval" not in self.model_fields_set:
             return timedelta(milliseconds=200)
         return self.commit_interval
+
+    @property
+    def queue_rate(self) -> Rate | None:
+        """``queue_rate_limit`` parsed, or None when the queue has no limit."""
+        return None if self.queue_rate_limit is None else parse_rate(self.queue_rate_limit)
 
     @property
     def tracing_enabled(self) -> bool:

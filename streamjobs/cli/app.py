@@ -84,6 +84,13 @@ def consume(
         bool,
         typer.Option("--exactly-once", help="Statuses, retries and offsets in one transaction."),
     ] = False,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Task starts per period over the whole group, all task types: 50/s, 100/m, 500/h.",
+            show_default="$STREAMJOBS_QUEUE_RATE_LIMIT or none",
+        ),
+    ] = None,
     instance_id: Annotated[
         str | None, typer.Option(help="Static group membership id (group.instance.id).")
     ] = None,
@@ -133,6 +140,7 @@ def consume(
         group_id=group,
         concurrency=concurrency,
         exactly_once=exactly_once or None,  # absent flag: STREAMJOBS_EXACTLY_ONCE decides
+        queue_rate_limit=rate_limit,
         group_instance_id=instance_id,
         otlp_endpoint=otlp_endpoint,
         service_name=service_name,

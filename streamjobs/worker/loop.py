@@ -6,7 +6,8 @@ offset is committed only after the task's outcome (``succeeded`` status, or a re
 by Kafka. Records are routed here (poll thread): tier records that are not yet due pause their
 partition instead of sleeping the thread; bad input is dead-lettered with a reason and never
 stops the loop; tasks go to a per-key serial executor so the poll loop never blocks on one;
-``key_ordered`` tasks parked behind a retry are bounded by pausing main-topic intake. One
+``key_ordered`` tasks parked behind a retry are bounded by pausing main-topic intake; tasks over
+a rate limit wait, unstarted, until :mod:`streamjobs.worker.ratelimit` releases them. One
 attempt (executor thread) is :mod:`streamjobs.worker.attempt`'s, writing what settles a record
 :mod:`streamjobs.worker.settle`'s, rebalances and commits :mod:`streamjobs.worker.handover`'s.
 Does not parse command lines or install signal handlers (the CLI does), so a Worker runs fine
@@ -46,6 +47,7 @@ from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord, TransactionalWriter
 from streamjobs.worker.partitions import Assigned, Partition
 from streamjobs.worker.quarantine import StartLedger
+from streamjobs.worker.ratelimit import Decision, RateGate
 from streamjobs.worker.settle import Settler
 from streamjobs.worker.stats import WorkerStats
 from streamjobs.worker.watchdog import Watchdog
@@ -96,6 +98,14 @@ class Worker:
         self._writer: OutcomeWriter | None = None
         self._ledger: StartLedger | None = None
         self._handover_now: Handover | None = None  # while running
+        # rate limits: this worker's share, and the tasks waiting for it (poll thread)
+        self._rates: RateGate[_Task] = RateGate(
+            {h.name: h.rate_limit for h in registry if h.rate_limit is not None},
+            settings.queue_rate,
+            max_held=settings.max_in_flight // 2,  # the other half stays for tasks that can run
+            now=time.monotonic(),
+        )
+        self._task_partitions: int | None = None  # of all the queue's task topics
         key_ordered = settings.ordering == "key_ordered"
         self._order = KeyOrder(settings, self._topics, self._clients) if key_ordered else None
         self._runner: HandlerRunner | None = None
@@ -191,6 +201,11 @@ class Worker:
         return self._parts.backpressure
 
     @property
+    def held_for_rate(self) -> int:
+        """Tasks taken from Kafka and waiting for a rate limit's token (not started)."""
+        return self._rates.held
+
+    @property
     def parked(self) -> int:
         """``key_ordered``: tasks held back until an earlier task of their key leaves its retry
         tier (always 0 under ``non_blocking``)."""
@@ -252,6 +267,7 @@ class Worker:
             self.fail(crash)
         self._handover.commit_due(consumer)
         self._parts.resume_due(self.consumer)
+        self._release_held()
         self._parts.apply_backpressure(self.consumer, self._queued)
         self._observe(consumer)
 
@@ -303,13 +319,16 @@ class Worker:
     # that the consumer holds no reference to the writer or the ledger once the worker stops
     def _on_assign(self, partitions: list[client.TopicPartition]) -> None:
         self._handover.assign(self.consumer, partitions)
+        self._reshare()
         self.assigned.set()
 
     def _on_revoke(self, partitions: list[client.TopicPartition]) -> None:
         self._handover.revoke(self.consumer, partitions)
+        self._reshare()
 
     def _on_lost(self, partitions: list[client.TopicPartition]) -> None:
         self._handover.lose(self.consumer, partitions)
+        self._reshare()
 
     def _on_commit(self, error: str | None, partitions: list[client.TopicPartition]) -> None:
         self._handover.committed(error, partitions)
@@ -333,19 +352,30 @@ class Worker:
         tier = self._topics.tier_delay(topic)
         if tier is not None and self._not_due(message, part, envelope, tier):
             return
+        decision = self._rate_decision(message, part, envelope)
+        if decision is Decision.FULL:
+            return  # not taken: its partition is paused until the held tasks have room
         self._begin(part, offset)
         try:
             handler = self.registry.get(envelope.task)
         except BadInput as exc:
             self.settler.dead_letter(message, part, envelope, exc.reason, exc)
             return
-        self._dispatch(message, envelope, handler, part)
+        self._dispatch(message, envelope, handler, part, decision)
 
     def _dispatch(
-        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
+        self,
+        message: client.Record,
+        envelope: Envelope,
+        handler: Handler,
+        part: Partition,
+        decision: Decision = Decision.RUN,
     ) -> None:
         with self._queued_lock:
             self._queued += 1
+        if decision is Decision.HOLD:  # counted as queued: it waits in memory, not started
+            self._rates.hold(envelope.task, envelope.record_key, (message, envelope, handler, part))
+            return
         self._submit(message, envelope, handler, part)
 
     def _submit(
@@ -357,6 +387,51 @@ class Worker:
             envelope.record_key,
             _bind(self._execute, message, envelope, handler, part),
         )
+
+    # -- rate limits (poll thread; streamjobs.worker.ratelimit) ------------------------------
+
+    def _rate_decision(
+        self, message: client.Record, part: Partition, envelope: Envelope
+    ) -> Decision:
+        """Whether a task may start now, waits (held, other tasks flow past it), or is left
+        unread with its partition paused because the worker holds all the tasks it may."""
+        if not self._rates.active or envelope.task not in self.registry:
+            return Decision.RUN  # an unknown task is dead-lettered: it takes no token
+        decision = self._rates.decide(envelope.task, envelope.record_key, time.monotonic())
+        if decision is Decision.FULL:
+            self._parts.rate_pause(self.consumer, part, message.offset)
+        return decision
+
+    def _release_held(self) -> None:
+        """Start the held tasks that have their tokens now; drop those of partitions given
+        up (never started, their offsets uncommitted: the next owner reads them again)."""
+        if not self._rates.active:
+            return
+        started, dropped = self._rates.release(time.monotonic(), _given_up)
+        if dropped:
+            with self._queued_lock:
+                self._queued -= len(dropped)
+                self._queued_lock.notify()
+        for task in started:
+            self._submit(*task)
+        if self._rates.room_again:
+            self._parts.rate_resume(self.consumer)
+
+    def _reshare(self) -> None:
+        """After an assignment change: this worker's share of each limit is the fraction of
+        the queue's task partitions it owns now (the README's "Rate limits")."""
+        if not self._rates.active:
+            return
+        if self._task_partitions is None:
+            try:
+                count = len(self.consumer.partition_ids(self._topics.main))
+            except StreamJobsError as exc:
+                _log.warning("partition count unknown, assuming the settings': %s", exc)
+                count = 0
+            # topics ensure gives every task topic of the queue the main topic's count
+            count = count or self.settings.partitions
+            self._task_partitions = count * len(self._topics.task_topics)
+        self._rates.share(len(self._parts), self._task_partitions, time.monotonic())
 
     def _begin(self, part: Partition, offset: int) -> None:
         try:  # quarantine is a safety net: without the ledger, tasks still run
@@ -446,6 +521,13 @@ class Worker:
             self._queued += len(releases)
         for release in releases:
             release()
+
+
+_Task = tuple[client.Record, Envelope, Handler, Partition]
+
+
+def _given_up(task: _Task) -> bool:
+    return task[3].revoked
 
 
 def _bind(func: Callable[..., None], *args: Any) -> Callable[[], None]:

@@ -8,7 +8,10 @@ more reasons (:class:`Pause`) and resumed only when the last of them is gone:
 - ``BACKPRESSURE``: every partition, while the executor stays full;
 - ``PARKING``: the main-topic partitions only, while ``key_ordered`` holds too many parked
   tasks (:class:`ParkingLimit`). Tier partitions keep flowing: their outcomes are what release
-  parked tasks, so pausing them would deadlock.
+  parked tasks, so pausing them would deadlock;
+- ``RATE``: a partition whose next task is over a rate limit while the worker already holds as
+  many such tasks as it may (:mod:`streamjobs.worker.ratelimit`), until the hold has emptied
+  to half.
 
 Partitions are paused rather than the poll thread put to sleep, so the group never sees a silent
 member. Pausing makes librdkafka drop what it prefetched, so resuming seeks back to the first
@@ -42,6 +45,7 @@ class Pause(enum.Enum):
     HOLD = "hold"
     BACKPRESSURE = "backpressure"
     PARKING = "parking"
+    RATE = "rate"
 
 
 class Partition:
@@ -179,6 +183,18 @@ class Assigned(dict[TopicKey, Partition]):
             if part.held_until_ms is not None and part.held_until_ms <= now:
                 part.held_until_ms = None
                 _unpause(consumer, part, Pause.HOLD)
+
+    def rate_pause(self, consumer: client.Consumer, part: Partition, offset: int) -> None:
+        """Pause ``part`` at ``offset`` (not taken): its task is over a rate limit and the
+        worker holds as many waiting tasks as it may."""
+        part.next_offset = offset
+        _pause(consumer, part, Pause.RATE)
+
+    def rate_resume(self, consumer: client.Consumer) -> None:
+        """Resume the partitions paused by :meth:`rate_pause`: there is room to hold again."""
+        for part in list(self.values()):
+            if Pause.RATE in part.pauses:
+                _unpause(consumer, part, Pause.RATE)
 
     def refuse(self, consumer: client.Consumer, part: Partition, offset: int) -> bool:
         """Whether the record at ``offset`` of ``part`` must not be taken now.

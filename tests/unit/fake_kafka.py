@@ -226,6 +226,9 @@ class FakeConsumer:
     def cached_end(self, topic: str, partition: int) -> int | None:
         return None  # no fetch is ever made
 
+    def partition_ids(self, topic: str, timeout: float = 10.0) -> list[int]:
+        return []  # unknown here: the worker falls back to its settings
+
     def close(self) -> None:
         self.closed = True
 

@@ -12,14 +12,19 @@ Does not write, follow Kafka, or render anything.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamjobs.index.store import BUCKET_MS, connect, has_fts
+from streamjobs.errors import BadInput, DecodeError
+from streamjobs.index.rows import unpack_history
+from streamjobs.index.schema import connect, has_fts
+from streamjobs.index.store import BUCKET_MS
 from streamjobs.models import TaskState
-from streamjobs.status import StatusView
+from streamjobs.status import StatusView, status_values
 
 _VIEW_COLUMNS = (
     "task_id", "task", "queue", "state", "version", "attempt", "generation", "updated_at_ms",
@@ -88,7 +93,7 @@ class Bucket:
     counts: dict[str, int]
 
 
-def _view(row: tuple[Any, ...]) -> StatusView:
+def _view(row: Sequence[Any]) -> StatusView:
     values = dict(zip(_VIEW_COLUMNS, row, strict=True))
     values["state"] = TaskState(values["state"])
     values["result_json"] = values.pop("result")
@@ -125,12 +130,15 @@ class IndexReader:
 
     def history(self, task_id: str) -> list[StatusView]:
         """Every status record of ``task_id`` the index has seen, oldest version first."""
-        rows = self.db.execute(
-            f"SELECT {_SELECT_VIEW} FROM history WHERE task_id = ? "
-            "ORDER BY version, updated_at_ms, src_partition, src_offset",
-            (task_id,),
-        ).fetchall()
-        return [_view(r) for r in rows]
+        rows = self.db.execute("SELECT entry FROM history WHERE task_id = ?", (task_id,))
+        seen = []
+        for (entry,) in rows.fetchall():
+            for partition, offset, value in unpack_history(entry):
+                with contextlib.suppress(DecodeError, BadInput):  # its head decoded, its body not
+                    values = status_values(value)
+                    seen.append(((values[4], values[7], partition, offset), values))
+        seen.sort(key=lambda found: found[0])  # version, updated_at_ms, where it was read
+        return [_view(values) for _, values in seen]
 
     def search(self, where: TaskFilter, *, limit: int = 50, offset: int = 0) -> list[StatusView]:
         """Tasks matching ``where``, most recently updated first."""

@@ -19,6 +19,7 @@ from streamjobs.index.rows import (
     DeadLetterRow,
     Redriven,
     StatusRow,
+    StatusSeen,
     TaskGone,
     dead_letter_changes,
     redriven_changes,
@@ -67,11 +68,29 @@ def _status(task_id: str, state: TaskState, offset: int, **fields: Any) -> Recor
 # -- rows ---------------------------------------------------------------------------------------
 
 
-def test_a_status_record_maps_to_a_status_row_with_where_it_was_read() -> None:
-    [row] = status_changes(_status("t-1", TaskState.RUNNING, 41, worker_id="w-1"))
+def test_a_status_record_maps_to_its_head_and_bytes_and_where_it_was_read() -> None:
+    record = _status("t-1", TaskState.RUNNING, 41, worker_id="w-1")
+    [seen] = status_changes(record)
+    assert isinstance(seen, StatusSeen)
+    assert (seen.task_id, seen.state, seen.attempt, seen.value) == (
+        "t-1",
+        "running",
+        1,
+        record.value,
+    )
+    assert (seen.src_partition, seen.src_offset) == (0, 41)
+    row = seen.row()
     assert isinstance(row, StatusRow)
     assert (row.task_id, row.state, row.worker_id) == ("t-1", "running", "w-1")
     assert (row.src_partition, row.src_offset) == (0, 41)
+
+
+def test_a_status_record_whose_body_does_not_decode_has_no_row_but_its_head() -> None:
+    record = _status("t-1", TaskState.RUNNING, 41, worker_id="w-1")
+    [seen] = status_changes(replace(record, value=(record.value or b"")[:-3]))
+    assert isinstance(seen, StatusSeen)
+    assert seen.state == "running"
+    assert seen.row() is None
 
 
 def test_a_status_tombstone_maps_to_the_task_leaving_the_index() -> None:

@@ -4,8 +4,9 @@ Owns :class:`IndexReader` (a read-only connection to the index file) and the typ
 answers of the dashboard and the CLI: a task's latest :class:`~streamjobs.status.StatusView`
 and every status record seen for it, a filtered and paged task search (state, task type, key,
 queue, time range, error text through FTS5 or LIKE), counts by state, outcomes per time bucket,
-dead letters by filter and by reason. Every query is served by an index of the schema in
-:mod:`streamjobs.index.store`; none scans the tasks table.
+dead letters by filter and by reason, workers live or lost (from their stored heartbeats, judged
+at read time) and the queue's schedules. Every query is served by an index of the schema in
+:mod:`streamjobs.index.schema`; none scans the tasks table.
 
 Does not write, follow Kafka, or render anything.
 """
@@ -23,7 +24,10 @@ from streamjobs.errors import BadInput, DecodeError
 from streamjobs.index.rows import unpack_history
 from streamjobs.index.schema import connect, has_fts
 from streamjobs.index.store import BUCKET_MS
+from streamjobs.metrics.heartbeat import WorkerView, classify, decode_report
 from streamjobs.models import TaskState
+from streamjobs.scheduler.book import Book
+from streamjobs.scheduler.manage import Summary, summarize
 from streamjobs.status import StatusView, status_values
 
 _VIEW_COLUMNS = (
@@ -254,6 +258,28 @@ class IndexReader:
     def redriven_count(self, queue: str) -> int:
         row = self.db.execute("SELECT count(*) FROM redrives WHERE queue = ?", (queue,))
         return int(row.fetchone()[0])
+
+    def workers(self, now_ms: int) -> list[WorkerView]:
+        """Every worker's latest heartbeat (of every queue of the prefix), judged live or lost
+        as of ``now_ms``: a killed worker stays, lost, until a rebuild after its report left the
+        topic; a worker that stopped gracefully left with its tombstone."""
+        reports = []
+        for (value,) in self.db.execute("SELECT report FROM workers").fetchall():
+            with contextlib.suppress(DecodeError, BadInput, TypeError):
+                reports.append(decode_report(value))
+        return classify(reports, now_ms)
+
+    def schedules(self, queue: str) -> list[Summary]:
+        """The schedules of ``queue`` as ``streamjobs schedules list`` shows them, folded from
+        the stored records by the scheduler's own :class:`~streamjobs.scheduler.book.Book`."""
+        book = Book()
+        rows = self.db.execute(
+            "SELECT key, value FROM schedule_records WHERE queue = ? ORDER BY key", (queue,)
+        )
+        for key, value in rows.fetchall():
+            book.apply(bytes(key), bytes(value))
+        found = (summarize(entry) for entry in book.of_queue(queue))
+        return [summary for summary in found if summary is not None]
 
     def applied_offsets(self) -> dict[tuple[str, int], int]:
         rows = self.db.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()

@@ -280,3 +280,28 @@ def test_a_password_made_for_the_run_is_kept_in_a_file_only_its_user_reads(
     assert kept.stat().st_mode & 0o777 == 0o600
     assert server.password.get_secret_value() not in " ".join(said)
     server.follower.close()
+
+
+def test_a_session_survives_a_dashboard_restart_and_ends_when_the_password_changes(
+    tmp_path: Path,
+) -> None:
+    from streamjobs.dashboard.server import DashboardServer
+
+    def started(password: str) -> Any:
+        settings = Settings(
+            index_path=tmp_path / "i.db", dashboard_port=0, dashboard_password=SecretStr(password)
+        )
+        server = DashboardServer(settings, say=lambda _: None)
+        server.follower.close()
+        return server.server.config.app
+
+    with TestClient(started(PASSWORD)) as first:
+        assert _log_in(first).status_code == 200
+        cookies = dict(first.cookies)
+    with TestClient(started(PASSWORD), cookies=cookies) as restarted:
+        assert restarted.get("/tasks", follow_redirects=False).status_code == 200
+    with TestClient(started("a new password"), cookies=cookies) as changed:
+        assert changed.get("/tasks", follow_redirects=False).headers["location"] == "/login"
+    key = tmp_path / "i.db.session-key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert PASSWORD.encode() not in key.read_bytes()

@@ -35,6 +35,8 @@ _VIEW_COLUMNS = (
     "key", "result", "error_type", "error", "reason", "topic", "partition", "offset",
     "worker_id", "trace_id", "not_before_ms", "submitted_at_ms", "note",
 )  # fmt: skip
+#: How long ``<prefix>.workers`` keeps a report (its retention, streamjobs.topics).
+WORKERS_KEPT_MS = 86_400_000
 _SELECT_VIEW = ", ".join(f'"{c}"' for c in _VIEW_COLUMNS)
 
 
@@ -261,10 +263,14 @@ class IndexReader:
 
     def workers(self, now_ms: int) -> list[WorkerView]:
         """Every worker's latest heartbeat (of every queue of the prefix), judged live or lost
-        as of ``now_ms``: a killed worker stays, lost, until a rebuild after its report left the
-        topic; a worker that stopped gracefully left with its tombstone."""
+        as of ``now_ms``. A worker that stopped gracefully left with its tombstone; a killed
+        one stays, lost, for as long as the topic keeps its report (a day: retention deletes
+        without a tombstone, so the index stops showing it by age)."""
         reports = []
-        for (value,) in self.db.execute("SELECT report FROM workers").fetchall():
+        rows = self.db.execute(
+            "SELECT report FROM workers WHERE reported_at_ms >= ?", (now_ms - WORKERS_KEPT_MS,)
+        )
+        for (value,) in rows.fetchall():
             with contextlib.suppress(DecodeError, BadInput, TypeError):
                 reports.append(decode_report(value))
         return classify(reports, now_ms)

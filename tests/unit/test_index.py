@@ -310,6 +310,8 @@ def test_workers_are_judged_live_or_lost_at_read_time_and_a_tombstone_removes_on
         assert views == {"w-old": Liveness.LIVE, "w-new": Liveness.LIVE}
         later = {v.report.worker_id: v.state for v in index.workers(now_ms=1_012_500)}
         assert later == {"w-old": Liveness.LIVE, "w-new": Liveness.LOST}
+        # a killed worker's report leaves the topic after a day (no tombstone): the list too
+        assert index.workers(now_ms=1_010_001 + 86_400_000) == []
     _apply(store, _record(None, b"w-old", 3, topic=topic), mapper=worker_changes)
     with IndexReader(store.path) as index:
         assert [v.report.worker_id for v in index.workers(now_ms=1_012_000)] == ["w-new"]

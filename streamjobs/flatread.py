@@ -47,6 +47,7 @@ class FlatReader:
         values: list[Any] = []
         append = values.append
         pos = HEADER_SIZE
+        size = len(data)
         for nullable, is_string in self._plan:
             if nullable:
                 branch = data[pos]
@@ -72,7 +73,7 @@ class FlatReader:
                 number = (number >> 1) ^ -(number & 1)
             if is_string:
                 end = pos + number
-                if number < 0 or end > len(data):
+                if number < 0 or end > size:
                     raise ValueError(number)
                 append(data[pos:end].decode())
                 pos = end

@@ -116,6 +116,8 @@ def unpack_history(entry: bytes) -> list[tuple[int, int, bytes]]:
     """(partition, offset, value) of each record in a history entry; ValueError if cut."""
     found, pos = [], 0
     while pos < len(entry):
+        if pos + _ENTRY.size > len(entry):
+            raise ValueError("history entry cut short")
         partition, offset, size = _ENTRY.unpack_from(entry, pos)
         pos += _ENTRY.size + size
         if pos > len(entry):

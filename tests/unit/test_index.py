@@ -375,8 +375,9 @@ def test_a_history_entry_packs_records_with_where_they_were_read_and_unpacks_the
     ]
     entry = pack_history(seen)
     assert unpack_history(entry) == [(0, 3, seen[0].value), (0, 9, seen[1].value)]
-    with pytest.raises(ValueError, match="cut short"):
-        unpack_history(entry[:-1])
+    for cut in (entry[:-1], entry[: -len(seen[1].value) - 3]):
+        with pytest.raises(ValueError, match="cut short"):
+            unpack_history(cut)
 
 
 def test_an_index_file_of_another_schema_version_is_emptied_to_be_rebuilt(tmp_path: Path) -> None:

@@ -36,13 +36,14 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from streamjobs import Settings, client, topics
+from streamjobs.codec import builtin
 from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.live import Backlog
 from streamjobs.dashboard.pages import Dashboard
 from streamjobs.dev.kafka import given_or_local
 from streamjobs.envelope import Envelope
 from streamjobs.index.follower import BATCH, Follower
-from streamjobs.index.rows import StatusRow, status_changes
+from streamjobs.index.rows import StatusSeen, status_changes
 from streamjobs.index.store import Applied, IndexStore
 from streamjobs.models import TaskState, status_version
 from streamjobs.ops.inspect import inspect
@@ -104,17 +105,23 @@ def apply_from_kafka(settings: Settings, count: int, path: Path) -> dict[str, fl
     }
 
 
-def _row(n: int, state: TaskState, at: int, failed: bool, offset: int) -> StatusRow:
+_STATUS = builtin("task_status")
+
+
+def _row(n: int, state: TaskState, at: int, failed: bool, offset: int) -> StatusSeen:
     error = f"{WORDS[n % 8]} {WORDS[(n // 8) % 8]} at step {n % 97}" if failed else None
-    return StatusRow(
-        task_id=f"syn-{n:08d}", task=("Resize", "Email", "Charge")[n % 3], queue="default",
-        state=state.value, version=status_version(0, 1, state), attempt=1, generation=0,
-        updated_at_ms=at, key=f"k{n % 5000}", result_json=None if failed else "1",
-        error_type="ConnectionError" if failed else None, error=error,
-        reason="max_attempts" if failed else None, topic="q", partition=n % 6, offset=n,
-        worker_id="w-1", trace_id=None, not_before_ms=None, submitted_at_ms=at,
-        note="Traceback ..." if failed else None, src_partition=0, src_offset=offset,
-    )  # fmt: skip
+    fields = {
+        "task_id": f"syn-{n:08d}", "task": ("Resize", "Email", "Charge")[n % 3],
+        "queue": "default", "state": state.value, "version": status_version(0, 1, state),
+        "attempt": 1, "generation": 0, "updated_at_ms": at, "key": f"k{n % 5000}",
+        "result": None if failed else "1", "error_type": "ConnectionError" if failed else None,
+        "error": error, "reason": "max_attempts" if failed else None, "topic": "q",
+        "partition": n % 6, "offset": n, "worker_id": "w-1", "trace_id": None,
+        "not_before_ms": None, "submitted_at_ms": at,
+        "note": "Traceback ..." if failed else None,
+    }  # fmt: skip
+    head = [fields[name] for name in list(fields)[:8]]
+    return StatusSeen(*head, _STATUS.encode(fields), 0, offset)
 
 
 def fill_index(path: Path, tasks: int) -> float:

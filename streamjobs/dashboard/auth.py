@@ -1,19 +1,24 @@
 """Who may use the dashboard: the password, the login session, and CSRF tokens.
 
 Owns the start-up rule (a dashboard listening beyond loopback must have a password from
-settings; on loopback without one, a random password is made for the run), the password
-check (constant time), :class:`RequireLogin` (every page but the login form and the packaged
-CSS needs a signed session cookie: a GET is sent to the login form, anything else is refused
-with 403) and the per-session CSRF token every POST form carries and every POST handler checks.
+settings; on loopback without one, a random password is made for the run), the password check
+(constant time), the key that signs session cookies (:func:`session_key`: sessions survive a
+restart and end when the password changes), :class:`RequireLogin` (every page but the login form
+and the packaged CSS needs a signed session cookie: a GET is sent to the login form, anything
+else is refused with 403) and the per-session CSRF token every POST form carries and every POST
+handler checks.
 
 Does not render pages or know what an action does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
+import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -51,6 +56,49 @@ def startup_password(host: str, configured: SecretStr | None) -> tuple[SecretStr
             "STREAMJOBS_DASHBOARD_PASSWORD, or bind to 127.0.0.1"
         )
     return SecretStr(secrets.token_urlsafe(12)), True
+
+
+def session_key(index: Path, password: SecretStr) -> str:
+    """The key signing this dashboard's session cookies: a random key kept beside the index
+    (made once, readable by this user only) mixed with the password by HMAC.
+
+    Not the password itself, nor anything derived from it alone: a signed cookie would then be an
+    oracle to guess the password offline. The random part lets sessions survive a restart of
+    the dashboard; the password part ends them all when the password changes (a password made
+    for the run changes with every run)."""
+    path = index.with_name(index.name + ".session-key")
+    key = _read_key(path)
+    if key is None:
+        path.unlink(missing_ok=True)  # damaged (not 32 bytes): replaced
+        key = _make_key(path)
+    return hmac.new(key, password.get_secret_value().encode(), hashlib.sha256).hexdigest()
+
+
+def _read_key(path: Path) -> bytes | None:
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return key if len(key) == 32 else None
+
+
+def _make_key(path: Path) -> bytes:
+    """A new key, written whole under a temporary name and linked into place: of two dashboards
+    starting at once, both end with the one that was linked first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(key)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        found = _read_key(path)
+        key = found if found is not None else key
+    finally:
+        temporary.unlink()
+    return key
 
 
 def password_matches(given: str, expected: SecretStr) -> bool:

@@ -3,11 +3,11 @@
 Owns :class:`Backlog` (lag per partition and tier backlogs from
 :func:`streamjobs.ops.inspect.backlog`, refreshed by a background thread so no page waits),
 :func:`task_arguments` (the envelope a status points at, read from its topic/partition/offset,
-its arguments decoded with the writer schema from the schemas topic), :func:`workers` (the
-heartbeats of :mod:`streamjobs.metrics.heartbeat`, live or lost) and :func:`trace_of` (a task's
-trace from Jaeger).
+its arguments decoded with the writer schema from the schemas topic) and :func:`trace_of` (a
+task's trace from Jaeger).
 
-Does not read statuses or dead letters (the index does) or render anything.
+Does not read statuses, dead letters, heartbeats or schedules (the index does) or render
+anything.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from streamjobs import client
 from streamjobs.codec import decode_body
 from streamjobs.envelope import decode_envelope
 from streamjobs.errors import BadInput, StreamJobsError
-from streamjobs.metrics.heartbeat import WorkerView, classify, read_reports
 from streamjobs.ops.inspect import PartitionLag, TierBacklog, backlog
 from streamjobs.ops.traceview import fetch_trace
 from streamjobs.schemastore import SchemaStore
@@ -105,15 +104,6 @@ def task_arguments(settings: Settings, history: Sequence[StatusView]) -> Argumen
         return Arguments(None, str(exc), where)
     shown = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in args.items()}
     return Arguments(shown, None, where)
-
-
-def workers(settings: Settings) -> tuple[list[WorkerView], str | None]:
-    """Every worker's latest heartbeat on ``<prefix>.workers``, judged live or lost now; or
-    why they cannot be read."""
-    try:
-        return classify(read_reports(settings, timeout=5.0), now_ms()), None
-    except StreamJobsError as exc:
-        return [], str(exc)
 
 
 def trace_of(settings: Settings, trace_id: str) -> tuple[dict[str, Any] | None, str | None]:

@@ -6,9 +6,10 @@ and tier backlogs, dead letters by reason), task search and the task page (histo
 with error and traceback, result, position; arguments and trace in their own frames so the page
 never waits on Kafka or Jaeger), dead letters (filter, detail, redrive one or many through
 :func:`streamjobs.ops.redrive.redrive`, after a confirmation step, audited in its ledger
-with the logged-in operator's name), schedules (read from their topic through
-:mod:`streamjobs.scheduler.manage`: next and last fire, pause, resume, trigger) and workers
-(live and lost, from their heartbeats, with the tasks each is running and for how long). Does
+with the logged-in operator's name), schedules (their records as the index follows them, folded
+by the scheduler's book: next and last fire; pause, resume, trigger written through
+:mod:`streamjobs.scheduler.manage`) and workers (live and lost, from the heartbeats the index
+follows, with the tasks each is running and for how long). Does
 not own authentication (:mod:`streamjobs.dashboard.auth`) or the server.
 """
 
@@ -29,8 +30,7 @@ from starlette.templating import Jinja2Templates
 
 from streamjobs.dashboard import auth, charts
 from streamjobs.dashboard.live import Backlog, task_arguments, trace_of
-from streamjobs.dashboard.live import workers as live_workers
-from streamjobs.errors import ConfigError, StreamJobsError
+from streamjobs.errors import ConfigError
 from streamjobs.index.queries import DeadLetterFilter, IndexReader, TaskFilter
 from streamjobs.models import TaskState
 from streamjobs.ops.deadletters import parse_ref, show
@@ -309,31 +309,33 @@ async def redrive_run(request: Request) -> Response:
 
 
 def workers(request: Request) -> Response:
-    """Live workers, then lost ones (no heartbeat for three of their intervals)."""
-    settings = _board(request).settings
-    found, problem = live_workers(settings)
+    """Live workers, then lost ones (no heartbeat for three of their intervals), from the
+    heartbeats the index follows; lost is judged now, at each page load."""
+    board = _board(request)
+    now = now_ms()
+    with board.reader() as index:
+        found = index.workers(now)
     return _render(
         request,
         "workers",
         found=found,
-        problem=problem,
-        now=now_ms(),
-        topic=f"{settings.topic_prefix}.workers",
+        problem=None,
+        now=now,
+        topic=f"{board.settings.topic_prefix}.workers",
     )
 
 
 def schedules(request: Request) -> Response:
-    """Every schedule of the queue, read from the schedules topic (one small partition)."""
-    settings = _board(request).settings
-    try:
-        found, problem = manage.summaries(settings), None
-    except StreamJobsError as exc:
-        found, problem = [], str(exc)
+    """Every schedule of the queue, from the schedule records the index follows."""
+    board = _board(request)
+    settings = board.settings
+    with board.reader() as index:
+        found = index.schedules(settings.queue)
     return _render(
         request,
         "schedules",
         found=found,
-        problem=problem,
+        problem=None,
         done=request.query_params.get("done"),
         topic=f"{settings.topic_prefix}.schedules",
     )

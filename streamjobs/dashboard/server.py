@@ -3,10 +3,11 @@
 Owns :class:`DashboardServer`: refuses to start on a non-loopback address without a password
 (:func:`streamjobs.dashboard.auth.startup_password`; on loopback without one, the password made
 for the run goes to a file beside the index readable by this user only, never to the terminal),
-catches the index up once before serving (so the first page is complete), keeps following it
-and re-reading the backlog in daemon threads, serves the app with uvicorn on the configured host
-and port, and stops all of it on SIGINT/SIGTERM (uvicorn's handlers). Does not define the app or
-pages.
+signs session cookies with :func:`~streamjobs.dashboard.auth.session_key` (sessions survive a
+restart), catches the index up once before serving (so the first page is complete), keeps
+following it and re-reading the backlog in daemon threads, serves the app with uvicorn on the
+configured host and port, and stops all of it on SIGINT/SIGTERM (uvicorn's handlers). Does not
+define the app or pages.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from streamjobs.dashboard.app import create_app
-from streamjobs.dashboard.auth import startup_password
+from streamjobs.dashboard.auth import session_key, startup_password
 from streamjobs.dashboard.live import Backlog
 from streamjobs.dashboard.pages import Dashboard
 from streamjobs.index.follower import Follower
@@ -53,7 +54,7 @@ class DashboardServer:
         self.backlog = Backlog(settings)
         board = Dashboard(settings, index, self.backlog, self.password)
         config = uvicorn.Config(
-            create_app(board),
+            create_app(board, secret_key=session_key(index, self.password)),
             host=settings.dashboard_host,
             port=settings.dashboard_port,
             log_level="warning",

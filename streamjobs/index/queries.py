@@ -4,28 +4,39 @@ Owns :class:`IndexReader` (a read-only connection to the index file) and the typ
 answers of the dashboard and the CLI: a task's latest :class:`~streamjobs.status.StatusView`
 and every status record seen for it, a filtered and paged task search (state, task type, key,
 queue, time range, error text through FTS5 or LIKE), counts by state, outcomes per time bucket,
-dead letters by filter and by reason. Every query is served by an index of the schema in
-:mod:`streamjobs.index.store`; none scans the tasks table.
+dead letters by filter and by reason, workers live or lost (from their stored heartbeats, judged
+at read time) and the queue's schedules. Every query is served by an index of the schema in
+:mod:`streamjobs.index.schema`; none scans the tasks table.
 
 Does not write, follow Kafka, or render anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamjobs.index.store import BUCKET_MS, connect, has_fts
+from streamjobs.errors import BadInput, DecodeError
+from streamjobs.index.rows import unpack_history
+from streamjobs.index.schema import connect, has_fts
+from streamjobs.index.store import BUCKET_MS
+from streamjobs.metrics.heartbeat import WorkerView, classify, decode_report
 from streamjobs.models import TaskState
-from streamjobs.status import StatusView
+from streamjobs.scheduler.book import Book
+from streamjobs.scheduler.manage import Summary, summarize
+from streamjobs.status import StatusView, status_values
 
 _VIEW_COLUMNS = (
     "task_id", "task", "queue", "state", "version", "attempt", "generation", "updated_at_ms",
     "key", "result", "error_type", "error", "reason", "topic", "partition", "offset",
     "worker_id", "trace_id", "not_before_ms", "submitted_at_ms", "note",
 )  # fmt: skip
+#: How long ``<prefix>.workers`` keeps a report (its retention, streamjobs.topics).
+WORKERS_KEPT_MS = 86_400_000
 _SELECT_VIEW = ", ".join(f'"{c}"' for c in _VIEW_COLUMNS)
 
 
@@ -88,7 +99,7 @@ class Bucket:
     counts: dict[str, int]
 
 
-def _view(row: tuple[Any, ...]) -> StatusView:
+def _view(row: Sequence[Any]) -> StatusView:
     values = dict(zip(_VIEW_COLUMNS, row, strict=True))
     values["state"] = TaskState(values["state"])
     values["result_json"] = values.pop("result")
@@ -125,12 +136,15 @@ class IndexReader:
 
     def history(self, task_id: str) -> list[StatusView]:
         """Every status record of ``task_id`` the index has seen, oldest version first."""
-        rows = self.db.execute(
-            f"SELECT {_SELECT_VIEW} FROM history WHERE task_id = ? "
-            "ORDER BY version, updated_at_ms, src_partition, src_offset",
-            (task_id,),
-        ).fetchall()
-        return [_view(r) for r in rows]
+        rows = self.db.execute("SELECT entry FROM history WHERE task_id = ?", (task_id,))
+        seen = []
+        for (entry,) in rows.fetchall():
+            for partition, offset, value in unpack_history(entry):
+                with contextlib.suppress(DecodeError, BadInput):  # its head decoded, its body not
+                    values = status_values(value)
+                    seen.append(((values[4], values[7], partition, offset), values))
+        seen.sort(key=lambda found: found[0])  # version, updated_at_ms, where it was read
+        return [_view(values) for _, values in seen]
 
     def search(self, where: TaskFilter, *, limit: int = 50, offset: int = 0) -> list[StatusView]:
         """Tasks matching ``where``, most recently updated first."""
@@ -246,6 +260,32 @@ class IndexReader:
     def redriven_count(self, queue: str) -> int:
         row = self.db.execute("SELECT count(*) FROM redrives WHERE queue = ?", (queue,))
         return int(row.fetchone()[0])
+
+    def workers(self, now_ms: int) -> list[WorkerView]:
+        """Every worker's latest heartbeat (of every queue of the prefix), judged live or lost
+        as of ``now_ms``. A worker that stopped gracefully left with its tombstone; a killed
+        one stays, lost, for as long as the topic keeps its report (a day: retention deletes
+        without a tombstone, so the index stops showing it by age)."""
+        reports = []
+        rows = self.db.execute(
+            "SELECT report FROM workers WHERE reported_at_ms >= ?", (now_ms - WORKERS_KEPT_MS,)
+        )
+        for (value,) in rows.fetchall():
+            with contextlib.suppress(DecodeError, BadInput, TypeError):
+                reports.append(decode_report(value))
+        return classify(reports, now_ms)
+
+    def schedules(self, queue: str) -> list[Summary]:
+        """The schedules of ``queue`` as ``streamjobs schedules list`` shows them, folded from
+        the stored records by the scheduler's own :class:`~streamjobs.scheduler.book.Book`."""
+        book = Book()
+        rows = self.db.execute(
+            "SELECT key, value FROM schedule_records WHERE queue = ? ORDER BY key", (queue,)
+        )
+        for key, value in rows.fetchall():
+            book.apply(bytes(key), bytes(value))
+        found = (summarize(entry) for entry in book.of_queue(queue))
+        return [summary for summary in found if summary is not None]
 
     def applied_offsets(self) -> dict[tuple[str, int], int]:
         rows = self.db.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()

@@ -1,10 +1,17 @@
 """What one Kafka record means to the index: pure mappings from a record to row changes.
 
-Owns the typed changes the store applies (:class:`StatusRow`, :class:`TaskGone`,
-:class:`DeadLetterRow`, :class:`Redriven`) and one mapping function per followed topic
-(:func:`status_changes`, :func:`dead_letter_changes`, :func:`redriven_changes`). A new topic
-(workers' heartbeats, schedules) is one more change type and one more small function here: the
-follower and the store do not change shape.
+Owns the typed changes the store applies (:class:`StatusSeen`, :class:`TaskGone`,
+:class:`DeadLetterRow`, :class:`Redriven`, :class:`WorkerRow`, :class:`WorkerGone`,
+:class:`ScheduleRecord`) and one mapping function per followed topic (:func:`status_changes`,
+:func:`dead_letter_changes`, :func:`redriven_changes`, :func:`worker_changes`,
+:func:`schedule_changes`). A new topic is one more change type and one more small function
+here, one line in the follower's feeds and one writer in the store.
+
+A status record is read only as far as its head (ids, state, version, times: what decides
+whether it is a task's latest, and what the outcome charts count); the rest is decoded by
+:meth:`StatusSeen.row` for the records that become a task's latest row, and the record's
+bytes are kept as its history entry. The index writes every status record ever produced, most
+of which are superseded within the same batch (queued, running, outcome within milliseconds).
 
 Does not touch SQLite (:mod:`streamjobs.index.store`) or Kafka
 (:mod:`streamjobs.index.follower`). A record that does not decode maps to no change: the index
@@ -13,14 +20,26 @@ shows what the topic says, and the worker has already dead-lettered poison.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from streamjobs.client import Record
+from streamjobs.codec import MAGIC, builtin
 from streamjobs.deadletter import decode_dead_letter
 from streamjobs.errors import BadInput, DecodeError
+from streamjobs.flatread import FlatReader
+from streamjobs.metrics.heartbeat import decode_report
+from streamjobs.models import TaskState
+from streamjobs.scheduler.state import parse_key
 from streamjobs.status import decode_status, status_values
+
+_STATUS = builtin("task_status")
+#: task_id, task, queue, state, version, attempt, generation, updated_at_ms
+_HEAD_FIELDS = 8
+_HEAD = FlatReader(_STATUS.schema, MAGIC + _STATUS.fingerprint, fields=_HEAD_FIELDS)
+_STATES = frozenset(state.value for state in TaskState)
 
 
 class StatusRow(NamedTuple):
@@ -52,6 +71,68 @@ class StatusRow(NamedTuple):
     note: str | None
     src_partition: int
     src_offset: int
+
+
+class StatusSeen(NamedTuple):
+    """A status record as the index first reads it: its head, its bytes and where it was read.
+    Every one becomes a history entry; the highest version of a task becomes its latest row
+    through :meth:`row`."""
+
+    task_id: str
+    task: str
+    queue: str
+    state: str
+    version: int
+    attempt: int
+    generation: int
+    updated_at_ms: int
+    value: bytes
+    src_partition: int
+    src_offset: int
+
+    def row(self) -> StatusRow | None:
+        """The whole record as a row; None if its body does not decode (its head did)."""
+        try:
+            values = status_values(self.value)
+        except (DecodeError, BadInput):
+            return None
+        values += (self.src_partition, self.src_offset)
+        return StatusRow._make(values)
+
+
+_seen = StatusSeen._make
+_ENTRY = struct.Struct(">iqI")  # partition, offset, length of the value that follows
+
+
+def pack_history(seen: Sequence[StatusSeen]) -> bytes:
+    """Status records of one task as one history entry (a batch holds most of a task's life:
+    one row instead of one per record)."""
+    return b"".join(
+        _ENTRY.pack(s.src_partition, s.src_offset, len(s.value)) + s.value for s in seen
+    )
+
+
+def unpack_history(entry: bytes) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of each record in a history entry; ValueError if cut."""
+    found, pos = [], 0
+    while pos < len(entry):
+        if pos + _ENTRY.size > len(entry):
+            raise ValueError("history entry cut short")
+        partition, offset, size = _ENTRY.unpack_from(entry, pos)
+        pos += _ENTRY.size + size
+        if pos > len(entry):
+            raise ValueError("history entry cut short")
+        found.append((partition, offset, entry[pos - size : pos]))
+    return found
+
+
+def status_head(value: bytes) -> list[Any]:
+    """The first fields of a status record (another writer schema: through the full decoder);
+    DecodeError when it is not a status record."""
+    head = _HEAD.read(value)
+    if head is not None and head[3] in _STATES:
+        return head
+    return status_values(value)[:_HEAD_FIELDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +176,40 @@ class Redriven:
     note: str | None
 
 
-Change = StatusRow | TaskGone | DeadLetterRow | Redriven
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """A worker's latest heartbeat (``<prefix>.workers``, keyed by worker id): the fields the
+    index filters on, and the report's bytes (decoded for the page that shows it)."""
+
+    worker_id: str
+    queue: str
+    host: str
+    reported_at_ms: int
+    interval_ms: int
+    report: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerGone:
+    """A heartbeat tombstone: the worker stopped gracefully and leaves the list."""
+
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """The latest record of one key of ``<prefix>.schedules`` (``value`` None: tombstoned).
+    The index keeps the records as they are; :class:`~streamjobs.scheduler.book.Book` folds
+    them into schedules when a page asks, so the meaning lives in one place."""
+
+    key: bytes
+    queue: str
+    name: str
+    kind: str
+    value: bytes | None
+
+
+Change = StatusSeen | TaskGone | DeadLetterRow | Redriven | WorkerRow | WorkerGone | ScheduleRecord
 Mapper = Callable[[Record], list[Change]]
 UNDECODABLE = "undecodable_dead_letter"
 
@@ -104,14 +218,19 @@ def status_changes(record: Record) -> list[Change]:
     """``<prefix>.status``: a status row, or the removal of a tombstoned task."""
     if record.key is None:
         return []
-    if record.value is None:
+    value = record.value
+    if value is None:
         return [TaskGone(record.key.decode(errors="replace"))]
-    try:
-        values = status_values(record.value)
-    except (DecodeError, BadInput):
-        return []
-    values += (record.partition, record.offset)
-    return [StatusRow._make(values)]
+    head = _HEAD.read(value)  # status_head, inlined: this runs for every status record
+    if head is None or head[3] not in _STATES:
+        try:
+            head = status_head(value)
+        except (DecodeError, BadInput):
+            return []
+    head.append(value)
+    head.append(record.partition)
+    head.append(record.offset)
+    return [_seen(head)]
 
 
 def dead_letter_changes(queue: str) -> Mapper:
@@ -186,3 +305,35 @@ def redriven_changes(queue: str) -> Mapper:
         return [Redriven(queue, int(partition), int(offset), record.value is not None, note)]
 
     return changes
+
+
+def worker_changes(record: Record) -> list[Change]:
+    """``<prefix>.workers``: a worker's latest report, or its graceful leaving (a tombstone)."""
+    if record.key is None:
+        return []
+    if record.value is None:
+        return [WorkerGone(record.key.decode(errors="replace"))]
+    try:
+        report = decode_report(record.value)
+    except (DecodeError, BadInput, TypeError):
+        return []
+    return [
+        WorkerRow(
+            report.worker_id,
+            report.queue,
+            report.host,
+            report.reported_at_ms,
+            report.interval_ms,
+            record.value,
+        )
+    ]
+
+
+def schedule_changes(record: Record) -> list[Change]:
+    """``<prefix>.schedules``: the record of a key this version knows, as it is (a tombstone
+    too: it deletes the key's record); unknown keys map to nothing, as the scheduler ignores
+    them."""
+    parsed = parse_key(record.key)
+    if parsed is None or record.key is None:
+        return []
+    return [ScheduleRecord(record.key, parsed.queue, parsed.name, parsed.kind, record.value)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from streamjobs.client import Record
-from streamjobs.dashboard import charts, live, pages
+from streamjobs.dashboard import charts, pages
 from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.auth import startup_password
 from streamjobs.dashboard.live import Backlog
@@ -22,11 +23,12 @@ from streamjobs.envelope import Envelope
 from streamjobs.errors import ConfigError
 from streamjobs.index.follower import _applied
 from streamjobs.index.queries import Bucket, IndexReader
-from streamjobs.index.rows import status_changes
+from streamjobs.index.rows import schedule_changes, status_changes, worker_changes
 from streamjobs.index.store import IndexStore
-from streamjobs.metrics.heartbeat import WorkerReport
+from streamjobs.metrics.heartbeat import WorkerReport, encode_report
 from streamjobs.metrics.running import RunningTask
 from streamjobs.models import TaskState
+from streamjobs.scheduler.state import Definition, definition_key, encode_definition
 from streamjobs.settings import Settings
 from streamjobs.status import encode_status, now_ms
 
@@ -138,49 +140,80 @@ def test_search_by_error_text_finds_the_failed_task_and_its_page_shows_attempts_
     assert browser.get("/tasks/nope").status_code == 404
 
 
-def test_the_workers_page_lists_live_then_lost_workers_from_their_heartbeats(
-    browser: TestClient, monkeypatch: pytest.MonkeyPatch
+def _into_index(index: Path, topic: str, mapper: Any, *kvs: tuple[bytes, bytes | None]) -> None:
+    store = IndexStore(index)
+    try:
+        offset = store.offsets(topic).get(0, 0)
+        parts: dict[int, list[tuple[int, list[Any]]]] = {0: []}
+        for n, (key, value) in enumerate(kvs):
+            record = Record(topic, 0, offset + n, now_ms(), key, value, [])
+            parts[0].append((record.offset, mapper(record)))
+        store.apply(_applied(topic, parts))
+    finally:
+        store.close()
+
+
+def test_the_workers_page_lists_live_then_lost_workers_from_their_heartbeats_in_the_index(
+    browser: TestClient, index: Path
 ) -> None:
     now = now_ms()
 
-    def report(worker_id: str, age_ms: int) -> WorkerReport:
-        return WorkerReport(
+    def report(worker_id: str, age_ms: int) -> tuple[bytes, bytes]:
+        value = encode_report(WorkerReport(
             worker_id=worker_id, host="h", pid=1, version="0", queue="default", group="g",
             concurrency=1, started_at_ms=now - 60_000, reported_at_ms=now - age_ms,
             interval_ms=1000, partitions=3, in_flight=1, parked=0, started=2, succeeded=1,
             retried=0, dead_lettered=0,
             running=(RunningTask("t-9", "Charge", None, 1, now / 1000 - 12),),
-        )  # fmt: skip
+        ))  # fmt: skip
+        return worker_id.encode(), value
 
-    monkeypatch.setattr(live, "read_reports", lambda settings, timeout: [
-        report("w-gone", 10_000), report("w-here", 200)
-    ])  # fmt: skip
     _log_in(browser)
+    assert "No worker heartbeats" in browser.get("/workers").text
+    _into_index(
+        index, "sj.workers", worker_changes, report("w-gone", 10_000), report("w-here", 200)
+    )
     page = browser.get("/workers").text
     assert page.index("w-here") < page.index("w-gone")
     assert 'class="worker live"' in page
     assert 'class="worker lost"' in page
     assert "/tasks/t-9" in page
     assert "running for 12" in page
-    monkeypatch.setattr(live, "read_reports", lambda settings, timeout: [])
+    _into_index(index, "sj.workers", worker_changes, (b"w-gone", None), (b"w-here", None))
     assert "No worker heartbeats" in browser.get("/workers").text
 
 
-def test_the_schedules_page_lists_schedules_and_its_actions_need_the_csrf_token(
-    browser: TestClient, monkeypatch: pytest.MonkeyPatch
+def test_the_schedules_page_lists_the_indexed_schedules_and_its_actions_need_the_csrf_token(
+    browser: TestClient, index: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked: list[tuple[str, Any]] = []
-    monkeypatch.setattr(pages.manage, "summaries", lambda settings: [])
     monkeypatch.setattr(
         pages.manage, "set_paused", lambda settings, name, paused: asked.append((name, paused))
     )
     _log_in(browser)
     listing = browser.get("/schedules").text
     assert "No schedules on this queue" in listing
+    nightly = Definition(
+        name="nightly", queue="default", task="Charge", args_json="{}",
+        created_at_ms=now_ms(), updated_at_ms=now_ms(), every_s=3600,
+    )  # fmt: skip
+    other = replace(nightly, name="elsewhere", queue="other")
+    _into_index(
+        index, "sj.schedules", schedule_changes,
+        (definition_key("default", "nightly"), encode_definition(nightly)),
+        (definition_key("other", "elsewhere"), encode_definition(other)),
+    )  # fmt: skip
+    listing = browser.get("/schedules").text
+    assert "nightly" in listing
+    assert "elsewhere" not in listing  # another queue's
     assert browser.post("/schedules/nightly/pause", data={}).status_code == 403
     done = browser.post("/schedules/nightly/pause", data={"csrf": _csrf(listing)})
     assert asked == [("nightly", True)]
     assert "nightly: paused" in done.text
+    _into_index(
+        index, "sj.schedules", schedule_changes, (definition_key("default", "nightly"), None)
+    )
+    assert "No schedules on this queue" in browser.get("/schedules").text
 
 
 def test_the_packaged_stylesheet_is_served_and_pages_load_nothing_from_elsewhere(
@@ -247,3 +280,28 @@ def test_a_password_made_for_the_run_is_kept_in_a_file_only_its_user_reads(
     assert kept.stat().st_mode & 0o777 == 0o600
     assert server.password.get_secret_value() not in " ".join(said)
     server.follower.close()
+
+
+def test_a_session_survives_a_dashboard_restart_and_ends_when_the_password_changes(
+    tmp_path: Path,
+) -> None:
+    from streamjobs.dashboard.server import DashboardServer
+
+    def started(password: str) -> Any:
+        settings = Settings(
+            index_path=tmp_path / "i.db", dashboard_port=0, dashboard_password=SecretStr(password)
+        )
+        server = DashboardServer(settings, say=lambda _: None)
+        server.follower.close()
+        return server.server.config.app
+
+    with TestClient(started(PASSWORD)) as first:
+        assert _log_in(first).status_code == 200
+        cookies = dict(first.cookies)
+    with TestClient(started(PASSWORD), cookies=cookies) as restarted:
+        assert restarted.get("/tasks", follow_redirects=False).status_code == 200
+    with TestClient(started("a new password"), cookies=cookies) as changed:
+        assert changed.get("/tasks", follow_redirects=False).headers["location"] == "/login"
+    key = tmp_path / "i.db.session-key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert PASSWORD.encode() not in key.read_bytes()

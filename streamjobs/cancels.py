@@ -131,11 +131,14 @@ def request(settings: Settings, task_id: str, write: Write, *, timeout: float) -
 
 
 def own_producer_write(settings: Settings, timeout: float) -> Write:
-    """A :data:`Write` through a producer of its own, for callers without a Producer (a
-    ``TaskHandle``, the CLI): one connection per request, fine for an operation this rare."""
+    """A :data:`Write` through a producer of its own, made at its first write, for callers
+    without a Producer (a ``TaskHandle``, the CLI): a connection per use, fine for an operation
+    this rare."""
+    made: list[client.KafkaProducer] = []
 
     def write(topic: str, key: bytes, value: bytes) -> None:
-        producer = client.new_producer(settings)
-        client.produce_confirmed(producer, topic, [(key, value)], timeout)
+        if not made:
+            made.append(client.new_producer(settings))
+        client.produce_confirmed(made[0], topic, [(key, value)], timeout)
 
     return write

@@ -45,7 +45,7 @@ class HandlerRunner:
     ) -> None:
         self._settings = settings
         self._schemas = schemas
-        self.cancels = cancels or CancelBook(settings)
+        self.cancels = cancels if cancels is not None else CancelBook(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         if needs_loop:

@@ -141,8 +141,9 @@ def test_queued_task_cancelled_before_any_worker_runs_never_runs_and_ends_cancel
     _committed_past(settings, handle.topic, handle.partition, handle.offset)
     assert "queued" not in ran.names
     view = latest(settings, handle.task_id)
-    assert view is not None and view.reason == "cancelled"
-    assert view.note is not None and "before it started" in view.note
+    assert view is not None
+    assert view.reason == "cancelled"
+    assert "before it started" in (view.note or "")
     with pytest.raises(TaskCancelled):
         handle.wait(10.0)
 
@@ -185,7 +186,8 @@ def test_task_waiting_in_a_retry_tier_never_runs_again_after_cancel(
     assert result.state is TaskState.RETRY_SCHEDULED
     _state(settings, handle.task_id, TaskState.CANCELLED)
     [(record, envelope)] = envelopes(settings, queue_topics(settings).retry[timedelta(seconds=5)])
-    assert envelope.task_id == handle.task_id and envelope.attempt == 2
+    assert envelope.task_id == handle.task_id
+    assert envelope.attempt == 2
     _committed_past(settings, record.topic, record.partition, record.offset)
     assert ran.names.count("fail-once-retry") == 1  # the retry never ran
 

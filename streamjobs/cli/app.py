@@ -50,7 +50,7 @@ from streamjobs.settings import Settings
 
 STATUS_EXIT_CODES = (
     "Exit codes: 0 succeeded, or not final yet (queued, scheduled, running, retry_scheduled); "
-    "1 dead-lettered, an unknown id, or --wait timed out; 2 bad settings or arguments."
+    "1 dead-lettered, cancelled, an unknown id, or --wait timed out; 2 bad settings or arguments."
 )
 
 app = typer.Typer(
@@ -307,7 +307,7 @@ def status_command(
         lines = output.status_lines(view, status.now_ms())
         lines += [f"{'schedule':>12}: {schedule}"] if schedule is not None else []
         typer.echo("\n".join(lines))
-    if view.state is TaskState.DEAD_LETTERED:
+    if view.state in (TaskState.DEAD_LETTERED, TaskState.CANCELLED):
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -31,7 +31,14 @@ from typing import Any
 from streamjobs import client, status
 from streamjobs.cancels import CancelRequest, decode_cancel
 from streamjobs.envelope import Envelope
-from streamjobs.errors import Cancelled, DecodeError, StreamJobsError, error_text
+from streamjobs.errors import (
+    Cancelled,
+    DecodeError,
+    KafkaUnavailable,
+    StreamJobsError,
+    TopicError,
+    error_text,
+)
 from streamjobs.models import TaskState
 from streamjobs.settings import Settings
 from streamjobs.taskcontext import CurrentTask, running
@@ -138,7 +145,7 @@ class CancelFollower:
         follow it on a daemon thread."""
         consumer = self._clients.reader()
         try:
-            low, high = consumer.watermarks_when_ready(self._topic, 0, timeout)
+            low, high = self._watermarks(consumer, timeout)
             consumer.assign([client.TopicPartition(self._topic, 0, client.OFFSET_BEGINNING)])
             if high > low:  # else there is nothing to read (and no position to compare)
                 self._catch_up(consumer, high, time.monotonic() + timeout)
@@ -150,6 +157,15 @@ class CancelFollower:
         self._thread = threading.Thread(target=self._follow, name="streamjobs-cancels", daemon=True)
         self._thread.start()
         _log.info("following %s: %d cancelled tasks of this queue", self._topic, len(self.book))
+
+    def _watermarks(self, consumer: client.Consumer, timeout: float) -> tuple[int, int]:
+        try:
+            return consumer.watermarks_when_ready(self._topic, 0, timeout)
+        except KafkaUnavailable as exc:
+            if "UNKNOWN_PARTITION" not in str(exc) and "UNKNOWN_TOPIC" not in str(exc):
+                raise
+            message = f"{self._topic} is missing (run `streamjobs topics ensure`): {exc}"
+            raise TopicError(message) from exc
 
     def _catch_up(self, consumer: client.Consumer, end: int, deadline: float) -> None:
         position = client.TopicPartition(self._topic, 0)

@@ -133,7 +133,8 @@ class Worker:
 
     def run(self) -> None:
         """Consume until stopped. Raises KafkaUnavailable if outcomes could not be written,
-        WorkerCrashed if a thread of the worker died (a supervisor should restart it)."""
+        WorkerCrashed if a thread of the worker died (a supervisor should restart it),
+        TopicError at the start if the cancels topic is missing."""
         # every cancel so far is known before the first task is taken
         self._cancels = CancelFollower(self.settings, self._clients)
         self._cancels.start()

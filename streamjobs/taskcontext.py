@@ -22,10 +22,24 @@ from streamjobs.errors import Cancelled, StreamJobsError
 _log = logging.getLogger(__name__)
 
 
+# guards every CurrentTask's hooks and event: cancels are rare, and one lock costs a task
+# nothing to create (a Lock and an Event per task would, on every attempt)
+_LOCK = threading.Lock()
+
+
 class CurrentTask:
     """The task of the handler call running in this context. Thread-safe."""
 
-    __slots__ = ("_event", "_hooks", "_lock", "attempt", "generation", "key", "task", "task_id")
+    __slots__ = (
+        "_cancelled",
+        "_event",
+        "_hooks",
+        "attempt",
+        "generation",
+        "key",
+        "task",
+        "task_id",
+    )
 
     def __init__(
         self, task_id: str, task: str, key: str | None, attempt: int, generation: int = 0
@@ -35,9 +49,9 @@ class CurrentTask:
         self.key = key
         self.attempt = attempt
         self.generation = generation
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._hooks: list[Callable[[], None]] = []
+        self._cancelled = False
+        self._event: threading.Event | None = None  # made by the first wait_cancelled
+        self._hooks: list[Callable[[], None]] | None = None
 
     def __repr__(self) -> str:
         state = " cancelled" if self.cancelled else ""
@@ -46,36 +60,46 @@ class CurrentTask:
     @property
     def cancelled(self) -> bool:
         """True once ``cancel`` was requested for this task while it runs."""
-        return self._event.is_set()
+        return self._cancelled
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block up to ``timeout`` seconds for a cancel; True if the task is cancelled. A sync
         handler that pauses between steps can pause here instead of ``time.sleep``."""
-        return self._event.wait(timeout)
+        with _LOCK:
+            if self._cancelled:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`~streamjobs.errors.Cancelled` if the task was cancelled: the attempt
         then ends ``cancelled``, never retried."""
-        if self._event.is_set():
+        if self._cancelled:
             raise Cancelled(f"task {self.task_id} was cancelled while running")
 
     # -- the worker's side ---------------------------------------------------------------------
 
     def on_cancel(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` when the task is cancelled (at once if it already is)."""
-        with self._lock:
-            if not self._event.is_set():
+        with _LOCK:
+            if not self._cancelled:
+                if self._hooks is None:
+                    self._hooks = []
                 self._hooks.append(hook)
                 return
         _call(hook)
 
     def cancel(self) -> None:
         """Mark the task cancelled and run the hooks (once); from any thread."""
-        with self._lock:
-            if self._event.is_set():
+        with _LOCK:
+            if self._cancelled:
                 return
-            self._event.set()
-            hooks, self._hooks = self._hooks, []
+            self._cancelled = True
+            hooks, self._hooks = self._hooks or [], None
+            if self._event is not None:
+                self._event.set()
         for hook in hooks:
             _call(hook)
 
@@ -114,3 +138,8 @@ def running(task: CurrentTask) -> Iterator[CurrentTask]:
         yield task
     finally:
         _CURRENT.reset(token)
+
+
+#: For the worker's hot path (no generator per call): ``reset(set(task))`` around a call.
+set_current = _CURRENT.set
+reset_current = _CURRENT.reset

@@ -104,29 +104,44 @@ class CancelBook:
                 del self._cancels[task_id]
         return len(old)
 
-    @contextmanager
-    def attempt(self, envelope: Envelope) -> Iterator[CurrentTask]:
-        """Around one handler call: the task is current in the block and a cancel arriving
-        meanwhile reaches it. Raises Cancelled, before the block runs, when the task was
-        cancelled already: registered and checked under one lock, so a cancel that arrives
-        between the poll loop's check and the handler's start still stops it."""
+    def begin(self, envelope: Envelope) -> CurrentTask:
+        """Before one handler call: a cancel arriving from now on reaches the returned task,
+        until :meth:`end`. Raises Cancelled when the task was cancelled already: registered and
+        checked under one lock, so a cancel that arrives between the poll loop's check and the
+        handler's start still stops it."""
         task = CurrentTask(
             envelope.task_id, envelope.task, envelope.key, envelope.attempt, envelope.generation
         )
         with self._lock:
-            self._running.setdefault(task.task_id, []).append(task)
             request = self.cancelled(envelope)
+            if request is None:
+                calls = self._running.get(task.task_id)
+                if calls is None:
+                    self._running[task.task_id] = [task]
+                else:
+                    calls.append(task)
+        if request is not None:
+            raise Cancelled(f"task {task.task_id} was cancelled before its handler started")
+        return task
+
+    def end(self, task: CurrentTask) -> None:
+        """After the handler call :meth:`begin` returned ``task`` for."""
+        with self._lock:
+            calls = self._running[task.task_id]
+            if len(calls) == 1:
+                del self._running[task.task_id]
+            else:
+                calls.remove(task)
+
+    @contextmanager
+    def attempt(self, envelope: Envelope) -> Iterator[CurrentTask]:
+        """:meth:`begin`, the task current in the block, :meth:`end`."""
+        task = self.begin(envelope)
         try:
-            if request is not None:
-                raise Cancelled(f"task {task.task_id} was cancelled before its handler started")
             with running(task):
                 yield task
         finally:
-            with self._lock:
-                calls = self._running[task.task_id]
-                calls.remove(task)
-                if not calls:
-                    del self._running[task.task_id]
+            self.end(task)
 
 
 class CancelFollower:

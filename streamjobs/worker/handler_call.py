@@ -28,7 +28,7 @@ from streamjobs.errors import BadResult, Cancelled, HandlerTimeout, error_text
 from streamjobs.registry import Handler
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
-from streamjobs.taskcontext import running_task
+from streamjobs.taskcontext import reset_current, running_task, set_current
 from streamjobs.worker.cancels import CancelBook
 
 
@@ -75,18 +75,22 @@ class HandlerRunner:
             writer = self._schemas.writer(fingerprint, written_at_ms)
         task = handler.load(envelope.payload, writer)
         timeout = handler.timeout or self._settings.task_timeout
-        with self.cancels.attempt(envelope) as current:
-            try:
-                if handler.is_async:
-                    result = self._call_async(handler, task, timeout)
-                elif timeout is not None:
-                    result = self._call_with_timeout(handler, task, timeout)
-                else:
-                    result = handler.func(task)
-            except BaseException as exc:
-                if current.cancelled and not isinstance(exc, Cancelled):
-                    raise Cancelled(f"cancelled while running ({type(exc).__name__})") from exc
-                raise
+        current = self.cancels.begin(envelope)  # Cancelled: the handler never starts
+        token = set_current(current)
+        try:
+            if handler.is_async:
+                result = self._call_async(handler, task, timeout)
+            elif timeout is not None:
+                result = self._call_with_timeout(handler, task, timeout)
+            else:
+                result = handler.func(task)
+        except BaseException as exc:
+            if current.cancelled and not isinstance(exc, Cancelled):
+                raise Cancelled(f"cancelled while running ({type(exc).__name__})") from exc
+            raise
+        finally:
+            reset_current(token)
+            self.cancels.end(current)
         return result_json(result)
 
     def _call_async(self, handler: Handler, task: Any, timeout: timedelta | None) -> Any:

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamjobs import (
+    AsyncProducer,
     CancelResult,
     Producer,
     Settings,
@@ -300,3 +301,18 @@ def test_cli_cancel_prints_each_outcome_and_exits_1_when_an_id_could_not_be_canc
     assert "no-such-task: unknown" in both.output
     assert again.exit_code == 0, again.output
     assert latest(settings, queued.task_id) is not None
+
+
+def test_async_handles_and_the_async_producer_cancel_too(settings: Settings) -> None:
+    async def cancel_twice() -> tuple[CancelResult, CancelResult]:
+        async with AsyncProducer(settings) as producer:
+            handle = await producer.submit(Job(name="async"), delay=timedelta(minutes=5))
+            return await handle.cancel(), await producer.cancel(handle.task_id)
+
+    first, second = asyncio.run(cancel_twice())
+
+    assert first.outcome is CancelOutcome.REQUESTED
+    assert first.state is TaskState.SCHEDULED
+    assert second.requested  # no worker has reached it yet: asking again writes again
+    requests = read_topic(settings, queue_topics(settings).cancels)
+    assert [r.key for r in requests] == [first.task_id.encode()] * 2

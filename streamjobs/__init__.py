@@ -4,13 +4,16 @@ The public API is what ``__all__`` lists; everything else is internal and may ch
 """
 
 from streamjobs.aio import AsyncProducer, AsyncTaskHandle
+from streamjobs.cancels import CancelResult
 from streamjobs.errors import (
     BadInput,
+    Cancelled,
     Discard,
     DuplicateTask,
     Retry,
     StreamJobsError,
     SubmitError,
+    TaskCancelled,
     TaskFailed,
     TaskTimeout,
 )
@@ -19,6 +22,7 @@ from streamjobs.producer import Producer
 from streamjobs.registry import TaskRegistry
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
+from streamjobs.taskcontext import CurrentTask, current_task
 from streamjobs.taskhandle import TaskHandle
 from streamjobs.worker.loop import Worker
 
@@ -26,6 +30,9 @@ __all__ = [
     "AsyncProducer",
     "AsyncTaskHandle",
     "BadInput",
+    "CancelResult",
+    "Cancelled",
+    "CurrentTask",
     "Discard",
     "DuplicateTask",
     "Producer",
@@ -35,10 +42,12 @@ __all__ = [
     "StreamJobsError",
     "SubmitError",
     "Task",
+    "TaskCancelled",
     "TaskFailed",
     "TaskHandle",
     "TaskRegistry",
     "TaskState",
     "TaskTimeout",
     "Worker",
+    "current_task",
 ]

@@ -10,7 +10,7 @@ submits are in flight at once and share batches, each coroutine waking when its 
 confirmed. The promise is the sync producer's: a returned handle means Kafka has the task.
 
 Does not run an event loop of its own, nor read the status topic itself
-(:mod:`streamjobs.status` does, on a worker thread).
+(:mod:`streamjobs.status` does, on a worker thread), nor write cancels itself.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from streamjobs import status
+from streamjobs.cancels import CancelResult
 from streamjobs.errors import StreamJobsError, SubmitError
 from streamjobs.middleware import Middleware
 from streamjobs.models import Task
@@ -67,6 +68,10 @@ class AsyncTaskHandle:
     async def wait(self, timeout: float = 60.0) -> Any:
         """The handler's result; TaskFailed if dead-lettered, TaskTimeout if not done in time."""
         return await asyncio.to_thread(self.handle.wait, timeout)
+
+    async def cancel(self, timeout: float = 10.0) -> CancelResult:
+        """Cancel the task (:meth:`streamjobs.TaskHandle.cancel`, on a worker thread)."""
+        return await asyncio.to_thread(self.handle.cancel, timeout)
 
 
 class AsyncProducer:
@@ -166,6 +171,11 @@ class AsyncProducer:
         """The status of any task id once it is final (succeeded or dead-lettered), read on a
         worker thread; TaskTimeout when it is not final within ``timeout`` seconds."""
         return await asyncio.to_thread(status.wait, self.settings, task_id, timeout)
+
+    async def cancel(self, task_id: str) -> CancelResult:
+        """Cancel any task id (:meth:`streamjobs.Producer.cancel`, on a worker thread)."""
+        sync, _ = self._open()
+        return await asyncio.to_thread(sync.cancel, task_id)
 
     def handle(self, handle: TaskHandle) -> AsyncTaskHandle:
         """An awaitable view of a handle the sync API returned."""

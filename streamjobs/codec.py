@@ -268,7 +268,7 @@ def _builtins() -> list[SchemaCodec]:
     names = (
         *("task_envelope", "task_status", "dead_letter", "task_schema"),
         *("schedule_definition", "schedule_state", "schedule_control"),
-        "worker_report",
+        *("worker_report", "task_cancel"),
     )
     return [builtin(name) for name in names]
 

@@ -15,6 +15,7 @@ that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker.loop`.
     │                                    uncommitted work is read and run again
     ├── DuplicateTask                    submit(task_id=X) with other arguments than task X's
     ├── TaskFailed                       TaskHandle.wait(): the task ended dead-lettered
+    │   └── TaskCancelled                TaskHandle.wait(): the task ended cancelled
     ├── TaskTimeout                      TaskHandle.wait(): no final state within the timeout
     ├── HandlerTimeout                   a handler ran past its timeout (retried by policy)
     └── BadInput                         input that can never succeed; carries ``reason``
@@ -29,7 +30,9 @@ that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker.loop`.
 
     TaskControl                          control flow a handler raises on purpose (never logged
     ├── Retry(delay=None)                as an error): retry now-ish or after ``delay``
-    └── Discard(reason)                  dead-letter at once, with ``reason``
+    ├── Discard(reason)                  dead-letter at once, with ``reason``
+    └── Cancelled                        end the task ``cancelled`` (a handler that saw
+                                         ``current_task().cancelled``); never retried
 
 ``BadInput`` and ``TaskControl`` are separate branches: the first is the library refusing input,
 the second is a handler steering its own task. User exceptions raised by handlers are never
@@ -96,6 +99,14 @@ class TaskFailed(StreamJobsError):
         self.reason = reason
         self.error_type = error_type
         self.error = error
+
+
+class TaskCancelled(TaskFailed):
+    """Raised by ``TaskHandle.wait`` when the task ended ``cancelled``."""
+
+    def __init__(self, task_id: str, *, error_type: str | None, error: str | None) -> None:
+        super().__init__(task_id, reason="cancelled", error_type=error_type, error=error)
+        self.args = (f"task {task_id} was cancelled",)
 
 
 class TaskTimeout(StreamJobsError):
@@ -189,6 +200,14 @@ class Discard(TaskControl):
     def __init__(self, reason: str = "discarded") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Cancelled(TaskControl):
+    """End this attempt as ``cancelled``: no retry, no dead letter. ``current_task()``'s
+    ``raise_if_cancelled()`` raises it once the task was cancelled."""
+
+    def __init__(self, message: str = "task cancelled") -> None:
+        super().__init__(message)
 
 
 def traceback_text(error: BaseException, limit: int = 4000) -> str:

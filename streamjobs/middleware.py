@@ -167,8 +167,8 @@ class AttemptContext:
 
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
-    """What became of one attempt, as written: ``state`` is ``succeeded``, ``retry_scheduled``
-    or ``dead_lettered``.
+    """What became of one attempt, as written: ``state`` is ``succeeded``, ``retry_scheduled``,
+    ``dead_lettered`` or ``cancelled`` (reason ``cancelled``).
 
     ``duration`` is the attempt's wall time (middleware included). A failed attempt names its
     exception (``error_type`` is the qualified class name, ``error`` its message) and either

@@ -38,10 +38,12 @@ class TaskState(enum.StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     SUCCEEDED = "succeeded"
     DEAD_LETTERED = "dead_lettered"
+    #: stopped by ``cancel``: never started, or an async handler interrupted (final)
+    CANCELLED = "cancelled"
 
     @property
     def final(self) -> bool:
-        return self in (TaskState.SUCCEEDED, TaskState.DEAD_LETTERED)
+        return self in (TaskState.SUCCEEDED, TaskState.DEAD_LETTERED, TaskState.CANCELLED)
 
 
 _RANK = {
@@ -51,6 +53,7 @@ _RANK = {
     TaskState.RETRY_SCHEDULED: 2,
     TaskState.SUCCEEDED: 2,
     TaskState.DEAD_LETTERED: 2,
+    TaskState.CANCELLED: 2,
 }
 
 

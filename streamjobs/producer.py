@@ -8,8 +8,9 @@ its task is produced; a submit returns only once Kafka has the task, idempotent 
 again in batches: ``prepare_resubmit`` checks one, ``resubmit_many`` writes many with the same
 confirmed write and reports per task. A submit naming its own ``task_id`` first reads that id's
 status: a task already known is never written again (same arguments: its handle is returned;
-other arguments: DuplicateTask). Does not run tasks, nor wait for their outcome: the
-``TaskHandle`` a submit returns does that (:mod:`streamjobs.taskhandle`).
+other arguments: DuplicateTask). ``cancel`` writes a cancel request, confirmed, through the
+same client (:mod:`streamjobs.cancels` decides whether to). Does not run tasks, nor wait for
+their outcome: the ``TaskHandle`` a submit returns does that (:mod:`streamjobs.taskhandle`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Literal
 
-from streamjobs import client, status
+from streamjobs import cancels, client, status
 from streamjobs.confirmed import ConfirmedWriter, Pending, PreparedTask, failure, outcome
 from streamjobs.envelope import Envelope, encode_envelope
 from streamjobs.errors import (
@@ -293,6 +294,21 @@ class Producer:
 
     def status(self, task_id: str, timeout: float = 10.0) -> status.StatusView | None:
         return status.latest(self.settings, task_id, timeout=timeout)
+
+    def cancel(self, task_id: str) -> cancels.CancelResult:
+        """Cancel a task (see :mod:`streamjobs.cancels`): unless its status says it is unknown
+        or finished, a cancel request is written, confirmed, and the result's outcome is
+        ``requested``; otherwise nothing is written and the outcome says why."""
+        return cancels.request(self.settings, task_id, self._confirmed, timeout=self._timeout_s)
+
+    def _confirmed(self, topic: str, key: bytes, value: bytes) -> None:
+        """Write one record through this producer's client; SubmitError unless confirmed."""
+        pending = Pending()
+        self._writer.produce(topic, key, value, [], pending)
+        self._writer.wait([pending])
+        error = failure(pending, f"record to {topic}", self._timeout_s, None)
+        if error is not None:
+            raise error
 
     def flush(self, timeout: float | None = None) -> None:
         remaining = self._producer.flush(self._timeout_s if timeout is None else timeout)

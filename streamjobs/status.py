@@ -36,6 +36,7 @@ from streamjobs.errors import (
     DecodeError,
     EncodeError,
     KafkaUnavailable,
+    TaskCancelled,
     TaskFailed,
     TaskTimeout,
     TopicError,
@@ -333,9 +334,12 @@ def wait(
 
 
 def raise_for_failure(view: StatusView) -> Any:
-    """The result of a succeeded task; TaskFailed for a dead-lettered one."""
+    """The result of a succeeded task; TaskFailed for a dead-lettered one, TaskCancelled (a
+    TaskFailed) for a cancelled one."""
     if view.state is TaskState.SUCCEEDED:
         return view.result
+    if view.state is TaskState.CANCELLED:
+        raise TaskCancelled(view.task_id, error_type=view.error_type, error=view.error)
     raise TaskFailed(view.task_id, reason=view.reason, error_type=view.error_type, error=view.error)
 
 

@@ -2,9 +2,10 @@
 
 Owns what a submitter can ask of a task Kafka has confirmed: its id, the topic, partition and
 offset it landed at, its latest status and a wait for its outcome (read from the status topic
-through :mod:`streamjobs.status`), and the handle of a task submitted before under the same id
-(``existing_handle``: a retried submit gets it, a clashing one DuplicateTask). Does not produce
-anything: :mod:`streamjobs.producer` writes the task and creates the handle.
+through :mod:`streamjobs.status`), its cancel (:mod:`streamjobs.cancels`), and the handle of a
+task submitted before under the same id (``existing_handle``: a retried submit gets it, a
+clashing one DuplicateTask). Does not produce tasks: :mod:`streamjobs.producer` writes the task
+and creates the handle.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streamjobs import status
+from streamjobs import cancels, status
 from streamjobs.errors import DuplicateTask
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
@@ -50,6 +51,12 @@ class TaskHandle:
         """The handler's result; TaskFailed if dead-lettered, TaskTimeout if not done in time."""
         view = status.wait(self._settings, self.task_id, timeout, since_ms=self.submitted_at_ms)
         return status.raise_for_failure(view)
+
+    def cancel(self, timeout: float = 10.0) -> cancels.CancelResult:
+        """Cancel the task (as :meth:`streamjobs.Producer.cancel`, through a producer of its
+        own): ``requested``, or why nothing was written (``finished``, ``already_cancelled``)."""
+        write = cancels.own_producer_write(self._settings, timeout)
+        return cancels.request(self._settings, self.task_id, write, timeout=timeout)
 
 
 def existing_handle(

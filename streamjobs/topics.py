@@ -1,7 +1,8 @@
 """Topic policy: names, partition counts and configs of every topic of a queue, in one place.
 
 Owns the naming scheme (``<prefix>.<queue>``, ``.retry.<delay>``, ``.delay.<delay>``, ``.dlq``,
-``<prefix>.status``, ``<prefix>.schemas``, ``<prefix>.schedules``, ``<prefix>.workers``), the
+``<prefix>.status``, ``<prefix>.schemas``, ``<prefix>.schedules``, ``<prefix>.workers``,
+``<prefix>.cancels``), the
 configuration each topic needs, its replication (``replication_factor`` and
 ``min.insync.replicas`` from settings, or derived from the broker count: 3 and 2 on a real
 cluster, 1 and 1 on a single development broker), ``ensure``/``verify``, and :func:`tier_drift`:
@@ -39,6 +40,7 @@ class QueueTopics:
     schemas: str
     schedules: str
     workers: str
+    cancels: str
 
     @property
     def task_topics(self) -> list[str]:
@@ -67,6 +69,7 @@ def queue_topics(settings: Settings) -> QueueTopics:
         schemas=f"{settings.topic_prefix}.schemas",
         schedules=f"{settings.topic_prefix}.schedules",
         workers=f"{settings.topic_prefix}.workers",
+        cancels=f"{settings.topic_prefix}.cancels",
     )
 
 
@@ -180,7 +183,22 @@ def topic_specs(settings: Settings, replicas: Replication | None = None) -> list
     # worker heartbeats (streamjobs.metrics.heartbeat): the latest report per worker; a killed
     # worker's last report is deleted a day later (graceful stops write a tombstone at once)
     specs.append(client.TopicSpec(names.workers, 1, rf, {**_WORKERS_CONFIG, **isr}))
+    # cancel requests (streamjobs.cancels): every worker reads all of it, so one partition; kept
+    # as long as a cancelled task may still be waiting to be reached (see cancels_config)
+    specs.append(client.TopicSpec(names.cancels, 1, rf, {**cancels_config(settings), **isr}))
     return specs
+
+
+def cancels_config(settings: Settings) -> dict[str, str]:
+    """The latest cancel per task id, deleted ``max_future`` + ``status_retention`` after it
+    was requested: by then the task was reached (a delay is at most ``max_future``) and its
+    status expired. Workers forget a cancel at the same age (streamjobs.worker.cancels)."""
+    keep = settings.max_future + settings.status_retention
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(int(keep.total_seconds() * 1000)),
+        "segment.ms": str(_DAY_MS),
+    }
 
 
 _WORKERS_CONFIG = {

@@ -6,7 +6,8 @@ Owns the ``app`` (the console entry point), the core commands (``consume``, ``to
 graceful stop) and human-readable output. Registered on this app: the operator commands on a
 queue's records (``replay``, ``dlq``, ``inspect``, ``purge``, ``trace``) from
 :mod:`streamjobs.cli.ops`, ``schemas export|check`` from :mod:`streamjobs.cli.schemas`,
-``schedules ...`` from :mod:`streamjobs.cli.schedules`, ``dashboard`` from
+``schedules ...`` from :mod:`streamjobs.cli.schedules`, ``cancel`` from
+:mod:`streamjobs.cli.cancel`, ``dashboard`` from
 :mod:`streamjobs.cli.dashboard`, and the local development services
 (``dev-broker``, ``dev-jaeger``) from :mod:`streamjobs.cli.dev`.
 Errors and exit codes follow the one idiom of :mod:`streamjobs.cli.options`. Does not implement
@@ -26,6 +27,7 @@ from typing import Annotated, Any
 import typer
 
 from streamjobs import status, topics
+from streamjobs.cli import cancel as cli_cancel
 from streamjobs.cli import dashboard as cli_dashboard
 from streamjobs.cli import dev as cli_dev
 from streamjobs.cli import ops as cli_ops
@@ -48,7 +50,7 @@ from streamjobs.settings import Settings
 
 STATUS_EXIT_CODES = (
     "Exit codes: 0 succeeded, or not final yet (queued, scheduled, running, retry_scheduled); "
-    "1 dead-lettered, an unknown id, or --wait timed out; 2 bad settings or arguments."
+    "1 dead-lettered, cancelled, an unknown id, or --wait timed out; 2 bad settings or arguments."
 )
 
 app = typer.Typer(
@@ -313,7 +315,7 @@ def status_command(
         lines = output.status_lines(view, status.now_ms())
         lines += [f"{'schedule':>12}: {schedule}"] if schedule is not None else []
         typer.echo("\n".join(lines))
-    if view.state is TaskState.DEAD_LETTERED:
+    if view.state in (TaskState.DEAD_LETTERED, TaskState.CANCELLED):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -347,6 +349,7 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 cli_ops.register(app)  # replay, dlq, inspect, purge, trace
+cli_cancel.register(app)  # cancel
 cli_schemas.register(app)  # schemas export, schemas check
 cli_dev.register(app)  # dev-broker, dev-jaeger
 cli_schedules.register(app)  # schedules list|show|add|remove|pause|resume|trigger

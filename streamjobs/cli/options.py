@@ -13,9 +13,9 @@ group (:class:`ReportingGroup`) prints it as one line ``error: ...`` on stderr a
   a ``MODULE:REGISTRY`` that does not load) and typer's own usage errors.
 
 "Done" means good news: a command that answers a question exits 0 only when the answer is good
-(``status`` of a dead-lettered task exits 1, ``topics verify`` exits 1 when tier topics on the
-cluster hold tasks the settings no longer consume). A command with its own codes lists them in
-its ``--help``.
+(``status`` of a dead-lettered or cancelled task exits 1, ``topics verify`` exits 1 when tier
+topics on the cluster hold tasks the settings no longer consume). A command with its own codes
+lists them in its ``--help``.
 
 The group also keeps ``--help`` honest: flags (``--json``, ``--help``, ``--dry-run``) are shown
 without a value placeholder (typer's rich help would print ``--json <bool>``), and an option

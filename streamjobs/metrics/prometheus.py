@@ -37,7 +37,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from streamjobs.errors import Discard, Retry
+from streamjobs.errors import Cancelled, Discard, Retry
 from streamjobs.metrics.running import RunningTasks
 from streamjobs.metrics.tally import OutcomeTally
 from streamjobs.middleware import (
@@ -86,8 +86,8 @@ SUBMIT_BUCKETS = (
     30.0,
 )
 _TASK = ("queue", "task")
-# a handler steering its own task (Retry, Discard) did not fail
-_CONTROL = frozenset(f"{c.__module__}.{c.__qualname__}" for c in (Retry, Discard))
+# a handler steering its own task (Retry, Discard), or a cancelled one, did not fail
+_CONTROL = frozenset(f"{c.__module__}.{c.__qualname__}" for c in (Retry, Discard, Cancelled))
 
 
 def new_registry() -> CollectorRegistry:
@@ -129,6 +129,8 @@ class WorkerMetrics(Middleware):
         return _Running(self.running, ctx)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+        if outcome.state is TaskState.CANCELLED:
+            return  # neither a success nor a dead letter (no counter of its own yet)
         seconds = outcome.duration.total_seconds()
         if outcome.state is TaskState.SUCCEEDED:
             self.tally.succeeded(ctx.queue, ctx.task, seconds)

@@ -19,6 +19,7 @@ enforced. Does not touch Kafka: for that, the pytest plugin's broker fixtures
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import threading
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from streamjobs.producer import _due_ms, _new_ids
 from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import DeadLetter, RetryPolicy, decide
 from streamjobs.settings import Settings
+from streamjobs.taskcontext import CurrentTask, running
 from streamjobs.tasktypes import TaskType
 from streamjobs.worker.handler_call import result_json
 
@@ -186,9 +188,11 @@ def _call(handler: Handler, envelope: Envelope, writer: TaskType) -> Any:
     two models differ, as the worker does) and call the handler."""
     resolve = None if envelope.payload_schema == handler.task_type.fingerprint else writer
     task = handler.load(envelope.payload, resolve.codec.parsed if resolve else None)
-    if not handler.is_async:
-        return handler.func(task)
-    return _run_coroutine(handler.func(task))
+    e = envelope
+    with running(CurrentTask(e.task_id, e.task, e.key, e.attempt, e.generation)):
+        if not handler.is_async:
+            return handler.func(task)
+        return _run_coroutine(handler.func(task))
 
 
 def _run_coroutine(coro: Any) -> Any:
@@ -205,7 +209,8 @@ def _run_coroutine(coro: Any) -> Any:
         except BaseException as exc:  # re-raised in the submitting thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=run, name="streamjobs-inline")
+    context = contextvars.copy_context()  # current_task() stays the handler's
+    thread = threading.Thread(target=context.run, args=(run,), name="streamjobs-inline")
     thread.start()
     thread.join()
     if "error" in outcome:

@@ -3,7 +3,8 @@
 Owns what happens between an executor slot and the records that end a task record: the crash
 ledger's count of a suspect start (and the ``crash_loop`` dead letter past ``crash_limit``), the
 middleware around the handler, the ``running`` status, the handler call, and the outcome the
-retry policy decides (``succeeded``, a retry record, or a dead letter), handed to
+retry policy decides (``succeeded``, a retry record, or a dead letter; ``cancelled``, never
+retried, for a task cancelled before it started or whose call ended in ``Cancelled``), handed to
 :class:`~streamjobs.worker.settle.Settler` to be written. Anything the handler raises,
 ``BaseException`` included, is the attempt's outcome. Does not route records, own partitions,
 queue tasks for their key or commit (:mod:`streamjobs.worker.loop`,
@@ -20,13 +21,14 @@ from typing import Any
 
 from streamjobs import client, status
 from streamjobs.envelope import Envelope
-from streamjobs.errors import BadInput, StreamJobsError
+from streamjobs.errors import BadInput, Cancelled, StreamJobsError, error_text
 from streamjobs.middleware import AttemptContext, AttemptOutcome, MiddlewareChain, schedule_of
 from streamjobs.models import TaskState
 from streamjobs.registry import Handler
 from streamjobs.retry import DeadLetter, RetryPolicy, decide
 from streamjobs.settings import Settings
 from streamjobs.tracing import current_trace_id
+from streamjobs.worker.cancels import not_started_note, settle_cancelled
 from streamjobs.worker.handler_call import HandlerRunner
 from streamjobs.worker.partitions import Partition
 from streamjobs.worker.quarantine import StartLedger
@@ -57,6 +59,10 @@ class Attempts:
     ) -> None:
         suspect = message.offset in part.suspect
         if suspect and self._crash_looping(message, envelope, part):
+            return
+        if self._cancelled(message, envelope, part):
+            if suspect:
+                self.ledger.end(message.topic, message.partition, message.offset)
             return
         settler = self.settler
         settler.stats.started += 1
@@ -104,6 +110,15 @@ class Attempts:
         self.ledger.end(message.topic, message.partition, message.offset)
         return True
 
+    def _cancelled(self, message: client.Record, envelope: Envelope, part: Partition) -> bool:
+        """A task cancelled while it waited for its executor slot never starts. (A cancel that
+        arrives after this check is caught as the handler call begins: HandlerRunner.call.)"""
+        request = self.runner.cancels.cancelled(envelope)
+        if request is None:
+            return False
+        settle_cancelled(self.settler, part, message, envelope, note=not_started_note(request))
+        return True
+
     def _context(self, message: client.Record, envelope: Envelope) -> AttemptContext:
         return AttemptContext(
             task_id=envelope.task_id,
@@ -144,8 +159,16 @@ class Attempts:
             tiers=tuple(self.settings.retry_tiers),
             non_retryable=handler.non_retryable,
         )
-        decision = decide(policy, envelope.attempt, exc, status.now_ms())
         settler = self.settler
+        if isinstance(exc, Cancelled):  # never retried: the task was cancelled, or said it was
+            outcome = AttemptOutcome.failure(TaskState.CANCELLED, elapsed, exc, reason="cancelled")
+            then = self._observer(ctx, outcome)
+            note = f"cancelled: {error_text(exc, 500)}"
+            settle_cancelled(
+                settler, part, message, envelope, note=note, where=where, exc=exc, then=then
+            )
+            return
+        decision = decide(policy, envelope.attempt, exc, status.now_ms())
         if isinstance(decision, DeadLetter):
             outcome = AttemptOutcome.failure(
                 TaskState.DEAD_LETTERED, elapsed, exc, reason=decision.reason

@@ -6,7 +6,11 @@ interrupted in CPython, so at the deadline the attempt fails with HandlerTimeout
 abandoned; an async handler is cancelled), and encoding the result. Whatever a handler raises,
 down to ``KeyboardInterrupt`` and ``SystemExit``, reaches the caller's thread as it was: an async
 handler's never escapes into the event loop (asyncio re-raises those two out of
-``run_forever``, which would end the loop thread). Does not decide what a failure means
+``run_forever``, which would end the loop thread). Each call runs with its task current
+(``streamjobs.current_task()``) and registered in the worker's
+:class:`~streamjobs.worker.cancels.CancelBook`: a task cancelled before the call never starts,
+an async handler cancelled while running has its asyncio task cancelled, and whatever a call
+of a cancelled task raises reaches the caller as ``Cancelled``. Does not decide what a failure means
 (:mod:`streamjobs.retry`) or write anything to Kafka.
 """
 
@@ -20,18 +24,28 @@ from datetime import timedelta
 from typing import Any
 
 from streamjobs.envelope import Envelope
-from streamjobs.errors import BadResult, HandlerTimeout, error_text
+from streamjobs.errors import BadResult, Cancelled, HandlerTimeout, error_text
 from streamjobs.registry import Handler
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
+from streamjobs.taskcontext import reset_current, running_task, set_current
+from streamjobs.worker.cancels import CancelBook
 
 
 class HandlerRunner:
     """Calls handlers for a worker; owns the event loop and the pool for timed sync calls."""
 
-    def __init__(self, settings: Settings, schemas: SchemaStore, *, needs_loop: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        schemas: SchemaStore,
+        *,
+        needs_loop: bool,
+        cancels: CancelBook | None = None,
+    ) -> None:
         self._settings = settings
         self._schemas = schemas
+        self.cancels = cancels if cancels is not None else CancelBook(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         if needs_loop:
@@ -61,12 +75,22 @@ class HandlerRunner:
             writer = self._schemas.writer(fingerprint, written_at_ms)
         task = handler.load(envelope.payload, writer)
         timeout = handler.timeout or self._settings.task_timeout
-        if handler.is_async:
-            result = self._call_async(handler, task, timeout)
-        elif timeout is not None:
-            result = self._call_with_timeout(handler, task, timeout)
-        else:
-            result = handler.func(task)
+        current = self.cancels.begin(envelope)  # Cancelled: the handler never starts
+        token = set_current(current)
+        try:
+            if handler.is_async:
+                result = self._call_async(handler, task, timeout)
+            elif timeout is not None:
+                result = self._call_with_timeout(handler, task, timeout)
+            else:
+                result = handler.func(task)
+        except BaseException as exc:
+            if current.cancelled and not isinstance(exc, Cancelled):
+                raise Cancelled(f"cancelled while running ({type(exc).__name__})") from exc
+            raise
+        finally:
+            reset_current(token)
+            self.cancels.end(current)
         return result_json(result)
 
     def _call_async(self, handler: Handler, task: Any, timeout: timedelta | None) -> Any:
@@ -110,7 +134,9 @@ class HandlerRunner:
 
 async def _guarded(coro: Any, seconds: float | None, name: str) -> tuple[Any, BaseException | None]:
     """The handler's (result, None) or (None, what it raised), any ``BaseException`` included:
-    asyncio re-raises a task's KeyboardInterrupt or SystemExit out of the loop, ending it."""
+    asyncio re-raises a task's KeyboardInterrupt or SystemExit out of the loop, ending it.
+    A cancel of the running task cancels this asyncio task."""
+    _interruptible()
     try:
         return await _with_deadline(coro, seconds, name), None
     except BaseException as exc:
@@ -118,6 +144,19 @@ async def _guarded(coro: Any, seconds: float | None, name: str) -> tuple[Any, Ba
         if isinstance(exc, asyncio.CancelledError) and current and current.cancelling():
             raise  # the task itself is being cancelled (not the handler raising it): let it go
         return None, exc
+
+
+def _interruptible() -> None:
+    """Let a cancel of the current streamjobs task cancel the running asyncio task: it ends
+    (its ``finally`` blocks run) before the attempt's outcome is decided."""
+    current, me = running_task(), asyncio.current_task()
+    if current is not None and me is not None:
+        loop = asyncio.get_running_loop()
+
+        def interrupt() -> None:
+            loop.call_soon_threadsafe(me.cancel)
+
+        current.on_cancel(interrupt)
 
 
 async def _with_deadline(coro: Any, seconds: float | None, name: str) -> Any:

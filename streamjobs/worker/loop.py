@@ -40,6 +40,7 @@ from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
 from streamjobs.tracing import TracingMiddleware
 from streamjobs.worker.attempt import Attempts
+from streamjobs.worker.cancels import CancelFollower, not_started_note, settle_cancelled
 from streamjobs.worker.executor import KeyedExecutor
 from streamjobs.worker.handler_call import HandlerRunner
 from streamjobs.worker.handover import Handover
@@ -111,6 +112,7 @@ class Worker:
         self._runner: HandlerRunner | None = None
         self._settler: Settler | None = None  # while running
         self._attempts: Attempts | None = None  # while running
+        self._cancels: CancelFollower | None = None  # while running
         self._executor: KeyedExecutor | None = None
         self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
         # tasks handed to the executor and not finished yet (started or waiting for their key);
@@ -141,7 +143,11 @@ class Worker:
 
     def run(self) -> None:
         """Consume until stopped. Raises KafkaUnavailable if outcomes could not be written,
-        WorkerCrashed if a thread of the worker died (a supervisor should restart it)."""
+        WorkerCrashed if a thread of the worker died (a supervisor should restart it),
+        TopicError at the start if the cancels topic is missing."""
+        # every cancel so far is known before the first task is taken
+        self._cancels = CancelFollower(self.settings, self._clients)
+        self._cancels.start()
         self._writer = self._new_writer()
         self._ledger = StartLedger(self.settings, self._topics.starts, self._clients)
         self._handover_now = Handover(
@@ -153,7 +159,10 @@ class Worker:
             clients=self._clients,
         )
         self._runner = HandlerRunner(
-            self.settings, self._schemas, needs_loop=any(h.is_async for h in self.registry)
+            self.settings,
+            self._schemas,
+            needs_loop=any(h.is_async for h in self.registry),
+            cancels=self._cancels.book,
         )
         self._executor = KeyedExecutor(self.settings.concurrency, on_crash=self._crashed)
         self._settler = Settler(
@@ -162,7 +171,9 @@ class Worker:
         self._attempts = Attempts(
             self.settings, self.middleware, self._runner, self._settler, self._ledger
         )
-        self._watchdog = Watchdog([self._executor.dead_threads, self._runner.dead_threads])
+        self._watchdog = Watchdog(
+            [self._executor.dead_threads, self._runner.dead_threads, self._cancels.dead_threads]
+        )
         consumer = self._clients.worker_consumer(self._on_commit)
         self._consumer = consumer
         consumer.subscribe(
@@ -307,6 +318,8 @@ class Worker:
             self._runner.close()
         self.writer.close(10.0)
         self.ledger.close()
+        if self._cancels is not None:
+            self._cancels.stop()
         self.stats.partitions = ()
         # release librdkafka clients now rather than at garbage collection
         self._writer = self._ledger = None
@@ -348,6 +361,8 @@ class Worker:
         except BadInput as exc:
             self._begin(part, offset)
             self.settler.dead_letter(message, part, None, exc.reason, exc)
+            return
+        if self._cancelled(message, part, envelope):
             return
         tier = self._topics.tier_delay(topic)
         if tier is not None and self._not_due(message, part, envelope, tier):
@@ -452,6 +467,16 @@ class Worker:
         if due is not None and due - status.now_ms() > self._max_future_ms:
             raise BadInput(f"due time {due} is beyond max_future", reason="due_too_far")
         return envelope
+
+    def _cancelled(self, message: client.Record, part: Partition, envelope: Envelope) -> bool:
+        """A cancelled task never starts: settled ``cancelled`` when its record is read (a tier
+        record too, without waiting until it is due)."""
+        request = self._cancels.book.cancelled(envelope) if self._cancels else None
+        if request is None:
+            return False
+        self._begin(part, message.offset)
+        settle_cancelled(self.settler, part, message, envelope, note=not_started_note(request))
+        return True
 
     def _not_due(
         self, message: client.Record, part: Partition, envelope: Envelope, tier: timedelta

@@ -19,6 +19,7 @@ class WorkerStats:
     succeeded: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    cancelled: int = 0
     hopped: int = 0
     # dead letters no attempt led to (bad input, crash loops), by reason: middleware never saw
     # them, so metrics read them here

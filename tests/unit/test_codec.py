@@ -240,6 +240,7 @@ def test_packaged_schemas_are_the_wire_contracts() -> None:
         "schedule_control",
         "schedule_definition",
         "schedule_state",
+        "task_cancel",
         "task_envelope",
         "task_schema",
         "task_status",

@@ -165,3 +165,21 @@ def test_every_inline_run_is_kept_in_submit_order() -> None:
     producer.submit_many([Greet(name="a"), Greet(name="b")])
 
     assert [r.result for r in producer.runs] == ["a", "b"]
+
+
+def test_inline_handlers_see_their_current_task_never_cancelled() -> None:
+    from streamjobs import current_task
+
+    registry = TaskRegistry()
+
+    @registry.handler(Greet)
+    def greet(task: Greet) -> list[object]:
+        current = current_task()
+        return [current.task_id, current.attempt, current.cancelled]
+
+    @registry.handler(Count)
+    async def count(task: Count) -> list[object]:
+        return [current_task().task_id, current_task().cancelled]
+
+    assert InlineProducer(registry).submit(Greet(name="a"), task_id="t1").wait() == ["t1", 1, False]
+    assert InlineProducer(registry).submit(Count(n=1), task_id="t2").wait() == ["t2", False]

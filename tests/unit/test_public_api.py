@@ -18,6 +18,9 @@ PUBLIC = {
     "AsyncProducer",
     "AsyncTaskHandle",
     "BadInput",
+    "CancelResult",
+    "Cancelled",
+    "CurrentTask",
     "Discard",
     "DuplicateTask",
     "Producer",
@@ -27,12 +30,14 @@ PUBLIC = {
     "StreamJobsError",
     "SubmitError",
     "Task",
+    "TaskCancelled",
     "TaskFailed",
     "TaskHandle",
     "TaskRegistry",
     "TaskState",
     "TaskTimeout",
     "Worker",
+    "current_task",
 }
 
 

@@ -74,8 +74,9 @@ def test_huge_attempt_numbers_never_spill_into_the_generation() -> None:
     assert status_version(0, -5, TaskState.RUNNING) == status_version(0, 0, TaskState.RUNNING)
 
 
-def test_only_succeeded_and_dead_lettered_are_final() -> None:
-    assert {s for s in TaskState if s.final} == {TaskState.SUCCEEDED, TaskState.DEAD_LETTERED}
+def test_only_succeeded_dead_lettered_and_cancelled_are_final() -> None:
+    final = {s for s in TaskState if s.final}
+    assert final == {TaskState.SUCCEEDED, TaskState.DEAD_LETTERED, TaskState.CANCELLED}
 
 
 def test_task_states_are_lowercase_strings_on_the_wire() -> None:
@@ -86,6 +87,7 @@ def test_task_states_are_lowercase_strings_on_the_wire() -> None:
         "retry_scheduled",
         "succeeded",
         "dead_lettered",
+        "cancelled",
     ]
     assert TaskState("running") is TaskState.RUNNING
     assert f"{TaskState.SUCCEEDED}" == "succeeded"

@@ -102,6 +102,7 @@ def test_specs_cover_every_topic_of_the_queue_exactly_once(settings: Settings) -
         names.schemas,
         names.schedules,
         names.workers,
+        names.cancels,
     }
 
 
@@ -118,6 +119,16 @@ def test_workers_topic_keeps_the_latest_report_and_drops_a_dead_workers_after_a_
     assert spec.partitions == 1
     assert spec.config["cleanup.policy"] == "compact,delete"
     assert spec.config["retention.ms"] == str(86_400_000)
+
+
+def test_cancels_topic_is_one_compacted_partition_kept_past_the_furthest_due_time(
+    settings: Settings,
+) -> None:
+    spec = next(s for s in topic_specs(settings) if s.name == "acme.cancels")
+    assert spec.partitions == 1
+    assert spec.config["cleanup.policy"] == "compact,delete"
+    kept = timedelta(milliseconds=int(spec.config["retention.ms"]))
+    assert kept == settings.max_future + settings.status_retention
 
 
 def test_tiers_dlq_and_status_share_the_main_partition_count(settings: Settings) -> None:

@@ -227,3 +227,37 @@ def test_revoked_partition_commits_its_finished_task_and_leaves_the_next_one_uns
     _polls_pass(kafka, 5)
     assert started == [0], "a queued task of a revoked partition must never start"
     assert TopicPartition(MAIN, 0, 2) not in kafka.commits(), "the unstarted task was committed"
+
+
+def test_a_cancelled_task_is_settled_cancelled_and_committed_without_running(
+    kafka: FakeKafka, start: Callable[[TaskRegistry], Running]
+) -> None:
+    from streamjobs.cancels import CancelRequest
+
+    registry = TaskRegistry()
+    ran: list[int] = []
+
+    @registry.handler(Add)
+    def add(task: Add) -> int:
+        ran.append(task.a)
+        return task.a + task.b
+
+    worker = start(registry).worker
+    follower = worker._cancels
+    assert follower is not None
+    follower.book.add(CancelRequest("task-0", "Add", "default", 0, 1_700_000_000_000))
+    assert kafka.consumer is not None
+    kafka.consumer.deliver(
+        task_record(Add(a=1, b=2), topic=MAIN, offset=0),
+        task_record(Add(a=3, b=4), topic=MAIN, offset=1),
+    )
+
+    wait_for(lambda: TopicPartition(MAIN, 0, 2) in kafka.commits(), 5.0, message="the commit")
+    assert ran == [3]
+    states = {
+        decode_status(s.value).task_id: decode_status(s.value).state.value
+        for s in kafka.produced(TOPICS.status)
+        if s.value is not None
+    }
+    assert states == {"task-0": "cancelled", "task-1": "succeeded"}
+    assert worker.stats.cancelled == 1

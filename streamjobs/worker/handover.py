@@ -9,7 +9,8 @@ that record their progress:
   within ``shutdown_grace``, commit, mark a clean handover, leave no pause behind;
 - lost: another member may own them already, so commit nothing and drop staged outcomes;
 - commits of each partition's highest contiguous completed offset (periodic, on revoke, at
-  shutdown) and, after an aborted transaction, a rewind to the committed offsets;
+  shutdown) and, after an aborted transaction, a rewind to the committed offsets (retried
+  until they can be read; nothing is committed meanwhile);
 - the done offsets beyond each commit, in its metadata (:mod:`streamjobs.worker.commit_metadata`):
   written with every at-least-once commit, read on assignment so that the new owner skips tasks
   the previous one already finished; every refused commit is logged at WARNING with its cause.

@@ -238,27 +238,40 @@ def cluster_replication(settings: Settings) -> Replication:
 
 def _await_visible(admin: client.KafkaAdmin, names: list[str], timeout: float = 30.0) -> None:
     """Created topics reach the metadata cache a moment after CreateTopics returns."""
+    if not names:
+        return
+    missing = [n for n in names if n not in _known(admin, names, timeout)]
+    if missing:
+        raise TopicError(f"created topics not visible after {timeout}s: {missing}")
+
+
+def _known(admin: client.KafkaAdmin, names: list[str], timeout: float) -> dict[str, int]:
+    """The cluster's topics (with their partition counts), asked again for up to ``timeout``
+    seconds while one of ``names`` is not among them. Each broker of a cluster learns a new
+    topic on its own, so the one answering may not know yet a topic created a moment ago."""
     deadline = time.monotonic() + timeout
-    while names:
+    while True:
         existing = admin.topic_partitions()
-        names = [n for n in names if n not in existing]
-        if names and time.monotonic() > deadline:
-            raise TopicError(f"created topics not visible after {timeout}s: {names}")
-        if names:
-            time.sleep(0.1)  # metadata propagation has no event to wait on
+        if all(n in existing for n in names) or time.monotonic() >= deadline:
+            return existing
+        time.sleep(0.1)  # metadata propagation has no event to wait on
 
 
-def verify(settings: Settings, *, replicas_strict: bool = True) -> list[str]:
+def verify(
+    settings: Settings, *, replicas_strict: bool = True, appear_within: float = 0.0
+) -> list[str]:
     """Raise TopicError naming every topic that is missing or misconfigured.
 
     A topic with fewer replicas or a lower ``min.insync.replicas`` than the settings ask for is
     misconfigured too; with ``replicas_strict=False`` those are returned instead of raised (a
-    worker warns about them and runs).
+    worker warns about them and runs). A topic missing is asked for again for up to
+    ``appear_within`` seconds: a worker started right after ``topics ensure`` may ask a broker
+    of the cluster that has not learnt the new topics yet.
     """
     admin = client.new_admin(settings)
     replicas = replication(settings, admin.broker_count())
     specs = topic_specs(settings, replicas)
-    existing = admin.topic_partitions()
+    existing = _known(admin, [s.name for s in specs], appear_within)
     problems = [f"{s.name}: missing" for s in specs if s.name not in existing]
     # settings.partitions only sizes new topics; what must hold is that every tier has the main
     # topic's partition count, so a key keeps its partition number on every hop

@@ -166,7 +166,8 @@ def consume(
         err=True,
     )
     try:
-        for problem in topics.verify(settings, replicas_strict=False):
+        # a topic created a moment ago may be unknown yet to the broker that answers
+        for problem in topics.verify(settings, replicas_strict=False, appear_within=15.0):
             logging.getLogger("streamjobs").warning("under-replicated: %s", problem)
         scheduler.start()
         for topic, backlog in _stranded(settings).items():

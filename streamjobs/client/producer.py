@@ -2,7 +2,7 @@
 
 Owns :class:`KafkaProducer` (produce with a delivery report in our types, a full local queue
 reported instead of raised, poll and flush), :class:`KafkaTransactionalProducer` (begin, send
-offsets, commit with librdkafka's retry contract, abort, and renewal that fences a broken
+offsets and commit with librdkafka's resume contract, abort, and renewal that fences a broken
 instance) and :func:`produce_confirmed`. Raises only :mod:`streamjobs.errors`. Does not choose
 what to write (the producer, the worker) nor its configuration (:mod:`streamjobs.client.config`).
 """
@@ -24,7 +24,7 @@ from streamjobs.client.reach import Reach, contacted
 from streamjobs.client.records import Delivery, GroupMetadata, TopicPartition
 from streamjobs.errors import KafkaUnavailable
 
-_COMMIT_TRIES = 3
+_RESUMES = 3  # tries of a transactional call that keeps timing out
 _INIT_TIMEOUT_S = 30.0
 
 
@@ -110,16 +110,23 @@ class KafkaTransactionalProducer(KafkaProducer):
 
     Every call raises KafkaUnavailable on failure; :meth:`abort` then says whether the producer
     can still abort, else :meth:`renew` replaces it (a new instance with the same id fences the
-    old one's transaction).
+    old one's transaction). librdkafka's calls are resumable: one that timed out (its outcome
+    unknown, e.g. while the transaction coordinator moves to another broker) is learnt by
+    making the same call again, so :meth:`send_offsets` and :meth:`commit` repeat a retriable
+    failure a few times, and an initialisation that timed out is completed by the next
+    :meth:`begin` before anything else.
     """
 
     def __init__(self, config: Config, reach: Reach | None = None) -> None:
         self._config = config
         self._fatal = False
+        self._ready = False  # init_transactions has succeeded on the current instance
         super().__init__(config, reach)
-        self._call(self._producer.init_transactions, _INIT_TIMEOUT_S)
+        self._init()
 
     def begin(self) -> None:
+        if not self._ready:  # a renewal whose initialisation timed out: resume it first
+            self._init()
         self._call(self._producer.begin_transaction)
 
     def send_offsets(
@@ -127,24 +134,18 @@ class KafkaTransactionalProducer(KafkaProducer):
     ) -> None:
         """Add the consumed ``offsets`` to the open transaction (committed with it)."""
         wanted = [KafkaTopicPartition(p.topic, p.partition, p.offset) for p in offsets]
-        self._call(self._producer.send_offsets_to_transaction, wanted, group.handle, timeout)
+        self._repeating(self._producer.send_offsets_to_transaction, wanted, group.handle, timeout)
 
     def commit(self, timeout: float = 30.0) -> None:
         """Commit; a retriable error leaves the outcome unknown, and the same call is the way
         to learn it (librdkafka's contract), so it is repeated a few times before giving up."""
-        for attempt in range(_COMMIT_TRIES):
-            try:
-                self._producer.commit_transaction(timeout)
-                return
-            except KafkaException as exc:
-                if not is_retriable(exc) or attempt == _COMMIT_TRIES - 1:
-                    self._fatal = self._fatal or is_fatal(exc)
-                    raise unavailable(exc, "transaction failed") from exc
+        self._repeating(self._producer.commit_transaction, timeout)
 
     def abort(self, timeout: float = 30.0) -> bool:
         """Abort the open transaction; False when the producer cannot (a fatal error, such as
-        being fenced): then only :meth:`renew` helps."""
-        if self._fatal:
+        being fenced, or another call still in progress whose outcome is unknown): then only
+        :meth:`renew` helps."""
+        if self._fatal or not self._ready:
             return False
         try:
             self._producer.abort_transaction(timeout)
@@ -153,10 +154,27 @@ class KafkaTransactionalProducer(KafkaProducer):
         return True
 
     def renew(self) -> None:
-        """Replace the librdkafka producer by a new one with the same transactional id."""
+        """Replace the librdkafka producer by a new one with the same transactional id; its
+        initialisation fences the old one's transaction. KafkaUnavailable when that did not
+        finish in time: the next :meth:`begin` resumes it."""
         self._producer = self._new(self._config)
         self._fatal = False
+        self._ready = False
+        self._init()
+
+    def _init(self) -> None:
         self._call(self._producer.init_transactions, _INIT_TIMEOUT_S)
+        self._ready = True
+
+    def _repeating(self, method: Callable[..., Any], *args: Any) -> None:
+        for attempt in range(_RESUMES):
+            try:
+                method(*args)
+                return
+            except KafkaException as exc:
+                if not is_retriable(exc) or attempt == _RESUMES - 1:
+                    self._fatal = self._fatal or is_fatal(exc)
+                    raise unavailable(exc, "transaction failed") from exc
 
     def _call(self, method: Callable[..., Any], *args: Any) -> None:
         try:

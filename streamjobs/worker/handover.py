@@ -9,7 +9,8 @@ that record their progress:
   within ``shutdown_grace``, commit, mark a clean handover, leave no pause behind;
 - lost: another member may own them already, so commit nothing and drop staged outcomes;
 - commits of each partition's highest contiguous completed offset (periodic, on revoke, at
-  shutdown) and, after an aborted transaction, a rewind to the committed offsets;
+  shutdown) and, after an aborted transaction, a rewind to the committed offsets (retried
+  until they can be read; nothing is committed meanwhile);
 - the done offsets beyond each commit, in its metadata (:mod:`streamjobs.worker.commit_metadata`):
   written with every at-least-once commit, read on assignment so that the new owner skips tasks
   the previous one already finished; every refused commit is logged at WARNING with its cause.
@@ -58,6 +59,7 @@ class Handover:
         self._order = order
         self._last_commit = 0.0
         self._with_metadata = not writer.exactly_once  # until the broker refuses its size
+        self._rewinding = False  # a transaction aborted: nothing commits until the rewind is done
 
     # -- rebalances ------------------------------------------------------------------------
 
@@ -172,6 +174,9 @@ class Handover:
     def commit_due(self, consumer: client.Consumer) -> None:
         """Commit every partition's progress, asynchronously, once per ``commit_interval``
         (``commit_spacing``): a finished task waits at most that long to be committed."""
+        if self._rewinding:
+            self._rewind(consumer)  # the committed offsets were unreadable: try again
+            return
         now = time.monotonic()
         if now - self._last_commit >= self._settings.commit_spacing.total_seconds():
             self._last_commit = now
@@ -180,6 +185,8 @@ class Handover:
     def commit(
         self, consumer: client.Consumer, parts: list[Partition], *, asynchronous: bool
     ) -> None:
+        if self._rewinding:
+            return  # the progress to commit is being re-read (see _rewind)
         offsets = self._positions(parts)
         if not offsets:
             return
@@ -220,17 +227,35 @@ class Handover:
     def _rewind(self, consumer: client.Consumer) -> None:
         """After an aborted transaction: forget uncommitted progress and re-read from the
         committed offsets. Tasks already queued for the old state are never started, and
-        ``key_ordered`` forgets what it counted and parked since the last commit."""
+        ``key_ordered`` forgets what it counted and parked since the last commit.
+
+        Until the committed offsets are read, nothing commits: the old partitions stay given
+        up (their records are refused, their outcomes dropped) and ``commit_due`` tries again.
+        The aborted outcomes are gone, so committing the old progress would mark tasks done
+        whose outcome was never written; and a partition whose committed offset is unknown
+        is not sent back to its beginning (that would run, and commit, everything again)."""
+        self._rewinding = True
         old = list(self._parts.values())
         for part in old:
             with part.lock:
                 part.revoked = part.lost = True
-        positions = consumer.committed([client.TopicPartition(*p.key) for p in old], timeout=30.0)
+        try:
+            positions = consumer.committed(
+                [client.TopicPartition(*p.key) for p in old], timeout=30.0
+            )
+        except KafkaUnavailable as exc:
+            _log.warning("committed offsets unreadable, rewind postponed: %s", exc)
+            return
+        unknown = [p for p in positions if p.error is not None]
+        if unknown:
+            _log.warning("committed offsets unknown, rewind postponed: %s", _describe(unknown))
+            return
         for position in positions:
             self._parts[position.key] = Partition(position.key)
             offset = position.offset if position.offset >= 0 else client.OFFSET_BEGINNING
             consumer.seek(client.TopicPartition(position.topic, position.partition, offset))
         self._parts.lift(consumer, old)
+        self._rewinding = False
         # the aborted transaction's retry records were never written, and the tasks parked
         # behind them are read again: count every key's retries afresh from what Kafka has
         self._forget_order(old)

@@ -207,11 +207,21 @@ class TransactionalWriter(OutcomeWriter):
         """After a failed commit: abort if the producer still can, else replace it (a new
         instance with the same transactional id fences the old one's transaction). Either way
         the uncommitted work is read and run again; versioned status records make any outcome
-        written twice harmless to readers."""
+        written twice harmless to readers.
+
+        Always TransactionAborted, even when the replacement could not be initialised yet (the
+        next transaction's ``begin`` resumes that): the staged outcomes are gone, so the
+        offsets they completed must never be committed without them (Jepsen's advice after an
+        unknown outcome: abort or fence, then rewind to the committed offsets)."""
         self._staged.clear()
         if self._producer.abort(30.0):
             raise TransactionAborted(f"transaction aborted: {exc}") from exc
-        self._producer.renew()
+        try:
+            self._producer.renew()
+        except KafkaUnavailable as renewal:
+            raise TransactionAborted(
+                f"transactional producer being replaced ({renewal}): {exc}"
+            ) from exc
         raise TransactionAborted(f"transactional producer replaced: {exc}") from exc
 
     def drop(self, keys: Sequence[tuple[str, int]]) -> None:

@@ -352,13 +352,6 @@ def _open_transaction(settings: Settings) -> bool:
     return ends["read_uncommitted"] != ends["read_committed"]
 
 
-@pytest.mark.xfail(
-    reason="known intermittent worker bug: after the coordinator of a worker's transactional id "
-    "dies mid-commit, that worker (TransactionAborted -> handover._rewind) sometimes stops "
-    "running one partition's tasks; nothing is lost (they stay uncommitted) but they never run "
-    "(passed 2 of 4 runs on 2026-12-05)",
-    strict=False,
-)
 def test_exactly_once_survives_killing_the_transaction_coordinator_mid_transaction(
     cluster: LocalCluster, run: Run, workers: WorkerProcesses
 ) -> None:

@@ -120,6 +120,7 @@ class FakeConsumer:
         self.polls = 0
         self.closed = False
         self.fail_commits = False
+        self.fail_committed = False  # committed offsets unreadable (their coordinator is down)
 
     # test side: what the group and the topics do
 
@@ -190,6 +191,8 @@ class FakeConsumer:
     def committed(
         self, partitions: Sequence[TopicPartition], timeout: float
     ) -> list[TopicPartition]:
+        if self.fail_committed:
+            raise KafkaUnavailable("Kafka request failed: _TIMED_OUT: fake")
         with self.kafka.lock:
             found, metadata = self.kafka.committed, self.kafka.metadata
             return [
@@ -299,7 +302,7 @@ class FakeProducer:
 
 class FakeTransactionalProducer(FakeProducer):
     """Records each committed transaction; ``fail_next`` makes the next commit fail as an
-    ``"abortable"`` or a ``"fatal"`` (fenced) error."""
+    ``"abortable"`` or a ``"fatal"`` (fenced) error; ``fail_renew`` makes a renewal time out."""
 
     def __init__(self, kafka: FakeKafka, transactional_id: str) -> None:
         super().__init__(kafka)
@@ -307,6 +310,7 @@ class FakeTransactionalProducer(FakeProducer):
         self.fail_next: str | None = None
         self.renewed = 0
         self.aborted = 0
+        self.fail_renew = False
         self._fatal = False
         self._open: list[Sent] | None = None
         self._offsets: list[TopicPartition] = []
@@ -345,6 +349,8 @@ class FakeTransactionalProducer(FakeProducer):
 
     def renew(self) -> None:
         self.renewed += 1
+        if self.fail_renew:
+            raise KafkaUnavailable("transaction failed: _TIMED_OUT: fake")
         self._fatal = False
         self._open = None
 

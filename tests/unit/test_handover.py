@@ -192,6 +192,45 @@ def test_aborted_transaction_rewinds_to_the_committed_offsets(
         assert producer.aborted == 1  # type: ignore[attr-defined]
 
 
+def test_a_rewind_waits_for_the_committed_offsets_and_commits_nothing_meanwhile(
+    kafka: FakeKafka,
+) -> None:
+    handover, parts, _writer, consumer = _handover(kafka, exactly_once=True)
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
+    kafka.committed[(MAIN, 0)] = 7
+    old = parts[(MAIN, 0)]
+    _progress(old, range(7, 10), completed=[7, 8, 9])
+    [producer] = [p for p in kafka.producers if hasattr(p, "fail_next")]
+    producer.fail_next = "abortable"  # type: ignore[attr-defined]
+    consumer.fail_committed = True  # its coordinator is down too
+    handover.commit(consumer, list(parts.values()), asynchronous=False)
+    assert parts[(MAIN, 0)] is old, "no fresh start until the committed offset is known"
+    assert old.lost
+    # 7-9 were completed by outcomes the abort dropped: committing them would lose the tasks
+    handover.commit(consumer, list(parts.values()), asynchronous=False)
+    handover.commit_due(consumer)
+    assert kafka.commits() == []
+    assert consumer.seeks == []
+    consumer.fail_committed = False
+    handover.commit_due(consumer)
+    assert consumer.seeks == [TopicPartition(MAIN, 0, 7)]
+    assert parts[(MAIN, 0)] is not old
+    assert kafka.commits() == []
+
+
+def test_a_worker_stopping_during_a_postponed_rewind_commits_nothing(kafka: FakeKafka) -> None:
+    handover, parts, _writer, consumer = _handover(kafka, exactly_once=True)
+    handover.assign(consumer, [TopicPartition(MAIN, 0)])
+    _progress(parts[(MAIN, 0)], range(3), completed=[0, 1, 2])
+    [producer] = [p for p in kafka.producers if hasattr(p, "fail_next")]
+    producer.fail_next = "fatal"  # type: ignore[attr-defined]
+    producer.fail_renew = True  # type: ignore[attr-defined]  # the new coordinator not up yet
+    consumer.fail_committed = True
+    handover.commit(consumer, list(parts.values()), asynchronous=False)
+    handover.hand_back(consumer, grace=0.0)
+    assert kafka.commits() == [], "the aborted outcomes of 0-2 were never written"
+
+
 # -- the done offsets past a commit, handed to the next owner in its metadata ---------------------
 
 

@@ -153,3 +153,16 @@ def test_failed_transaction_is_aborted_or_its_producer_replaced_and_nothing_is_c
     writer.commit(FakeConsumer(kafka, None), [TopicPartition(MAIN, 0, 1)], asynchronous=False)
     [(records, _offsets)] = kafka.kinds("transaction")
     assert records == []
+
+
+def test_a_transaction_whose_producer_cannot_be_replaced_yet_still_counts_as_aborted(
+    kafka: FakeKafka, errors: list[StreamJobsError]
+) -> None:
+    writer, producer = _transactional(kafka, errors)
+    part = _part(0)
+    writer.write([OutRecord(STATUS, b"a", b"done-0")], (MAIN, 0, 0), part.completer(0))
+    producer.fail_next = "fatal"
+    producer.fail_renew = True  # the transaction coordinator has not moved yet
+    with pytest.raises(TransactionAborted, match="being replaced"):
+        writer.commit(FakeConsumer(kafka, None), [TopicPartition(MAIN, 0, 1)], asynchronous=False)
+    assert kafka.committed == {}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 import pytest
 
+from streamjobs.client import KafkaAdmin
 from streamjobs.settings import Settings
 from streamjobs.topics import (
     Replication,
+    _known,
     queue_topics,
     replication,
     replication_problems,
@@ -241,3 +244,28 @@ def test_topics_replicated_less_than_the_settings_are_reported() -> None:
 def test_a_replication_factor_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="replication_factor"):
         Settings(replication_factor=0)
+
+
+class _LaggingAdmin:
+    """Answers metadata like a cluster whose answering broker learns a new topic late."""
+
+    def __init__(self, *answers: dict[str, int]) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    def topic_partitions(self) -> dict[str, int]:
+        self.asked += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_a_topic_not_known_yet_is_asked_for_again_within_the_wait() -> None:
+    admin = _LaggingAdmin({"a": 3}, {"a": 3}, {"a": 3, "b": 3})
+    found = _known(cast(KafkaAdmin, admin), ["a", "b"], timeout=5.0)
+    assert found == {"a": 3, "b": 3}
+    assert admin.asked == 3
+
+
+def test_without_a_wait_a_missing_topic_is_reported_at_once() -> None:
+    admin = _LaggingAdmin({"a": 3}, {"a": 3, "b": 3})
+    assert _known(cast(KafkaAdmin, admin), ["a", "b"], timeout=0.0) == {"a": 3}
+    assert admin.asked == 1

@@ -403,19 +403,8 @@ class _Follower:
 
     def _absorb(self, records: list[client.Record]) -> None:
         for record in records:
-            if record.key != self.key:
-                continue
-            value = record.value
-            if value is None:  # tombstone: the result expired
-                self.best[record.topic] = None
-                continue
-            try:
-                view = decode_status(value, record.headers)
-            except DecodeError:
-                continue
-            best = self.best.get(record.topic)
-            if best is None or view.version >= best.version:
-                self.best[record.topic] = view
+            if record.key == self.key:
+                self.best[record.topic] = newer(self.best.get(record.topic), record)
 
     def read_to_end(self, deadline: float) -> StatusView | None:
         """The merged view once the partitions were read to their end; KafkaUnavailable if
@@ -493,13 +482,21 @@ def _merge(views: dict[str, StatusView], record: client.Record) -> None:
     if record.key is None:
         return
     task_id = record.key.decode(errors="replace")
-    if record.value is None:
+    view = newer(views.get(task_id), record)
+    if view is None:
         views.pop(task_id, None)
-        return
+    else:
+        views[task_id] = view
+
+
+def newer(best: StatusView | None, record: client.Record) -> StatusView | None:
+    """A task's view on one topic after one more of its records: the highest version wins (a
+    zombie's late write of an older attempt never hides a newer outcome), a tombstone removes
+    it, an undecodable record changes nothing."""
+    if record.value is None:  # tombstone: the result expired, or the submit was withdrawn
+        return None
     try:
         view = decode_status(record.value, record.headers)
     except DecodeError:
-        return
-    current = views.get(task_id)
-    if current is None or view.version >= current.version:
-        views[task_id] = view
+        return best
+    return view if best is None or view.version >= best.version else best

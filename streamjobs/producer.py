@@ -140,8 +140,8 @@ class Producer:
     ) -> TaskHandle:
         """Append ``task`` to the queue; returns once Kafka confirmed it. Same key, same order.
 
-        With ``task_id``, the id's status is read first (one status-partition read): if the
-        status topic already knows the id, nothing is written; the existing task's handle is
+        With ``task_id``, the id's status is read first (its status and submitted partitions):
+        if either topic knows the id, nothing is written; the existing task's handle is
         returned when it was submitted with the same task type, key and payload (a retried
         submit), else :class:`~streamjobs.errors.DuplicateTask` is raised. A purged id is free
         again. Two submits of one new id at the same moment can both pass this check: see the

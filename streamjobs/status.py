@@ -424,7 +424,7 @@ class _Follower:
                 if remaining <= 0:
                     where = ", ".join(f"{p.topic}[{p.partition}]" for p in self.partitions)
                     raise KafkaUnavailable(
-                        f"status of task {self.task_id}: {where} not read to the end before "
+                        f"status of task {self.task_id}: {where} not read to its end before "
                         "the deadline"
                     )
                 self._absorb(self.consumer.consume(500, min(0.2, remaining)))

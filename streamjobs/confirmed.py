@@ -229,15 +229,17 @@ class ConfirmedWriter:
         handle or SubmitError on the resident poll thread (:meth:`start_pipelining`)."""
         flight = _Flight(item, done, time.monotonic())
         flight.submitted.then = flight.task.then = lambda: self._reported(flight)
-        hooks = self._middleware.for_submit()
-        if hooks is not None:
-            ctx = item.submit_context(self.settings.queue)
-            with hooks.submit(ctx):  # middleware may add headers (trace context)
-                flight.task_headers = list(ctx.headers)
+        self._try_flight(flight, task=False)  # raises only when the producer is closed
         with self._lock:
             self._in_flight += 1
-        self._try_flight(flight, task=False)
-        self._try_flight(flight, task=True)
+        hooks = self._middleware.for_submit()
+        if hooks is None:
+            self._try_flight(flight, task=True)
+            return
+        ctx = item.submit_context(self.settings.queue)
+        with hooks.submit(ctx):  # middleware may add headers (trace context)
+            flight.task_headers = list(ctx.headers)  # kept, should the local queue be full
+            self._try_flight(flight, task=True)
 
     def _try_flight(self, flight: _Flight, *, task: bool) -> None:
         item = flight.item

@@ -21,7 +21,7 @@ from streamjobs.index.follower import _applied
 from streamjobs.index.queries import IndexReader
 from streamjobs.index.rows import (
     SUBMITTED_VERSION,
-    StatusRow,
+    StatusSeen,
     SubmittedGone,
     status_changes,
     submitted_changes,
@@ -134,9 +134,12 @@ def _state(path: Path, task_id: str = "t-1") -> str | None:
 
 
 def test_a_submitted_record_maps_to_a_row_ranked_below_every_status() -> None:
-    [row] = submitted_changes(_record(SUBMITTED, TaskState.QUEUED, 5))
-    assert isinstance(row, StatusRow)
-    assert (row.state, row.version, row.src_offset) == ("queued", SUBMITTED_VERSION, 5)
+    [seen] = submitted_changes(_record(SUBMITTED, TaskState.QUEUED, 5))
+    assert isinstance(seen, StatusSeen)
+    assert (seen.state, seen.version, seen.src_offset) == ("queued", SUBMITTED_VERSION, 5)
+    row = seen.row()
+    assert row is not None
+    assert row.version == SUBMITTED_VERSION  # the stored row keeps the rank it was seen with
     assert submitted_changes(_record(SUBMITTED, None)) == [SubmittedGone("t-1")]
 
 

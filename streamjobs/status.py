@@ -388,9 +388,14 @@ class _Follower:
         number = status_partition(_partition_count(self.consumer, topic, timeout), self.task_id)
         start = client.OFFSET_BEGINNING
         if since_ms is not None:
+            # the end first, then the search: a record written in between is found by the
+            # search, one written after starts at or past this end. (The end as resolved at
+            # fetch time could skip a worker's first status, now that no ``queued`` precedes it
+            # on this topic.)
+            _, end = self.consumer.watermarks_when_ready(topic, number, timeout)
             probe = {number: max(0, since_ms - 5000)}
             found = self.consumer.offsets_for_times(topic, probe, timeout=timeout)[number]
-            start = found if found >= 0 else client.OFFSET_END
+            start = found if found >= 0 else end
         return client.TopicPartition(topic, number, start)
 
     @property

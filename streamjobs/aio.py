@@ -3,11 +3,14 @@
 Owns :class:`AsyncProducer` (an ``async with`` producer whose ``submit`` takes the same
 arguments as :meth:`streamjobs.Producer.submit` and awaits Kafka's confirmation without blocking
 the event loop) and :class:`AsyncTaskHandle` (status and wait, offloaded to a thread). Validation
-and encoding are :class:`streamjobs.Producer`'s, called on the loop (pure CPU work, microseconds);
-the two confirmed writes are :class:`streamjobs.pipeline.SubmitPipeline`'s, on its poll thread,
-whose callbacks resolve asyncio futures through ``loop.call_soon_threadsafe``: hundreds of
-submits are in flight at once and share batches, each coroutine waking when its own task is
-confirmed. The promise is the sync producer's: a returned handle means Kafka has the task.
+and encoding are :class:`streamjobs.Producer`'s (:meth:`~streamjobs.Producer.prepare_submit`),
+called on the loop when they are pure CPU work (microseconds), on a worker thread when they
+block; the write is the sync producer's own, in its pipelined mode
+(:meth:`~streamjobs.Producer.write_pipelined`: the same records in the same order, reported on
+its resident poll thread), whose callbacks resolve asyncio futures through
+``loop.call_soon_threadsafe``: hundreds of submits are in flight at once and share batches, each
+coroutine waking when its own task is confirmed. The promise is the sync producer's: a returned
+handle means Kafka has the task.
 
 Does not run an event loop of its own, nor read the status topic itself
 (:mod:`streamjobs.status` does, on a worker thread), nor write cancels itself.
@@ -16,6 +19,7 @@ Does not run an event loop of its own, nor read the status topic itself
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -25,8 +29,7 @@ from streamjobs.cancels import CancelResult
 from streamjobs.errors import StreamJobsError, SubmitError
 from streamjobs.middleware import Middleware
 from streamjobs.models import Task
-from streamjobs.pipeline import PipelineItem, SubmitPipeline, wrap_with
-from streamjobs.producer import Producer, _due_ms
+from streamjobs.producer import Producer
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
 from streamjobs.taskhandle import TaskHandle
@@ -92,7 +95,6 @@ class AsyncProducer:
         self._timeout = timeout
         self._middleware = middleware
         self._sync: Producer | None = None
-        self._pipeline: SubmitPipeline | None = None
 
     async def __aenter__(self) -> AsyncProducer:
         await self.start()
@@ -111,12 +113,12 @@ class AsyncProducer:
         if self._sync is not None:
             return
 
-        def make() -> tuple[Producer, SubmitPipeline]:
+        def make() -> Producer:
             sync = Producer(self.settings, timeout=self._timeout, middleware=self._middleware)
-            pipeline = SubmitPipeline(self.settings, sync._producer, sync._topics.status)
-            return sync, pipeline
+            sync.start_pipelining()
+            return sync
 
-        self._sync, self._pipeline = await asyncio.to_thread(make)
+        self._sync = await asyncio.to_thread(make)
 
     async def submit(
         self,
@@ -130,33 +132,30 @@ class AsyncProducer:
     ) -> AsyncTaskHandle:
         """Append ``task`` to the queue; returns once Kafka confirmed it. Same key, same order
         (among submits that were awaited in turn). Raises what ``Producer.submit`` raises."""
-        sync, pipeline = self._open()
-        not_before_ms = _due_ms(delay, eta)
-        args = (task, key, task_id, not_before_ms, max_attempts)
-        if task_id is None and sync._task_type(task).fingerprint in sync._announced:
-            prepared = sync._prepare_submit(*args)  # pure CPU work: no read, no write
-        else:  # an explicit id's status read, or the type's first schema write: off the loop
-            prepared = await asyncio.to_thread(sync._prepare_submit, *args)
+        sync = self._open()
+        prepare = functools.partial(
+            sync.prepare_submit,
+            task,
+            key=key,
+            task_id=task_id,
+            delay=delay,
+            eta=eta,
+            max_attempts=max_attempts,
+        )
+        if sync.prepare_blocks(task, task_id):
+            # an explicit id's status read, or the type's first schema write: off the loop
+            prepared = await asyncio.to_thread(prepare)
+        else:
+            prepared = prepare()  # pure CPU work: no read, no write
         if isinstance(prepared, TaskHandle):  # a known task id, submitted with these arguments
             return AsyncTaskHandle(prepared)
-        hooks = sync._middleware.for_submit()
-        item = PipelineItem(
-            task_id=prepared.task_id,
-            topic=prepared.topic,
-            record_key=(prepared.key or prepared.task_id).encode(),
-            value=prepared.value,
-            status_value=prepared.status_value,
-            status_headers=tuple(prepared.status_headers),
-            submitted_at_ms=prepared.submitted_at_ms,
-            wrap=wrap_with(hooks, prepared.submit_context(self.settings.queue)),
-        )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[TaskHandle | SubmitError] = loop.create_future()
 
         def done(outcome: TaskHandle | SubmitError) -> None:
             loop.call_soon_threadsafe(_settle, future, outcome)
 
-        pipeline.write(item, done)
+        sync.write_pipelined(prepared, done)
         outcome = await asyncio.shield(future)  # a cancelled request does not unsend the task
         if isinstance(outcome, SubmitError):
             raise outcome
@@ -164,7 +163,7 @@ class AsyncProducer:
 
     async def status(self, task_id: str, timeout: float = 10.0) -> StatusView | None:
         """The latest status of any task id (None if unknown), read on a worker thread."""
-        sync, _ = self._open()
+        sync = self._open()
         return await asyncio.to_thread(sync.status, task_id, timeout)
 
     async def wait_status(self, task_id: str, timeout: float = 60.0) -> StatusView:
@@ -174,7 +173,7 @@ class AsyncProducer:
 
     async def cancel(self, task_id: str) -> CancelResult:
         """Cancel any task id (:meth:`streamjobs.Producer.cancel`, on a worker thread)."""
-        sync, _ = self._open()
+        sync = self._open()
         return await asyncio.to_thread(sync.cancel, task_id)
 
     def handle(self, handle: TaskHandle) -> AsyncTaskHandle:
@@ -183,24 +182,16 @@ class AsyncProducer:
 
     async def close(self) -> None:
         """Wait for every submit in flight to be confirmed, then release the client."""
-        sync, pipeline = self._sync, self._pipeline
-        if sync is None or pipeline is None:
-            return
-        self._sync = self._pipeline = None
-        timeout_s = self._timeout.total_seconds() + 5
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            await asyncio.to_thread(sync.close)  # waits for the writes in flight
 
-        def close() -> None:
-            pipeline.close(timeout_s)
-            sync.close()
-
-        await asyncio.to_thread(close)
-
-    def _open(self) -> tuple[Producer, SubmitPipeline]:
-        if self._sync is None or self._pipeline is None:
+    def _open(self) -> Producer:
+        if self._sync is None:
             raise StreamJobsError(
                 "AsyncProducer is not started: use `async with AsyncProducer(...)`"
             )
-        return self._sync, self._pipeline
+        return self._sync
 
 
 def _settle(

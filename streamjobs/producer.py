@@ -1,16 +1,17 @@
 """Submitting tasks: ``Producer.submit`` and what it checks before anything is written.
 
 Owns validation, encoding and size checks before anything is produced, publishing a task type's
-writer schema once before its first task, ids, delays and due times, and the batches handed to
-the confirmed write (:mod:`streamjobs.confirmed`: every ``queued`` status acknowledged before
-its task is produced; a submit returns only once Kafka has the task, idempotent producer,
-``acks=all``, and raises SubmitError otherwise). Replays and redrives queue existing envelopes
-again in batches: ``prepare_resubmit`` checks one, ``resubmit_many`` writes many with the same
-confirmed write and reports per task. A submit naming its own ``task_id`` first reads that id's
-status: a task already known is never written again (same arguments: its handle is returned;
-other arguments: DuplicateTask). ``cancel`` writes a cancel request, confirmed, through the
-same client (:mod:`streamjobs.cancels` decides whether to). Does not run tasks, nor wait for
-their outcome: the ``TaskHandle`` a submit returns does that (:mod:`streamjobs.taskhandle`).
+writer schema once before its first task, ids, delays and due times, and the batches handed to the
+confirmed write (:mod:`streamjobs.confirmed`: a new task's submitted record and task record in one
+round trip; a submit returns only once Kafka has the task, idempotent producer, ``acks=all``, and
+raises SubmitError otherwise), and the seam of the asyncio API (:meth:`Producer.prepare_submit`,
+:meth:`Producer.write_pipelined`). Replays and redrives queue existing envelopes again in batches:
+``prepare_resubmit`` checks one, ``resubmit_many`` writes many with the same confirmed write and
+reports per task. A submit naming its own ``task_id`` first reads that id's status: a task already
+known is never written again (same arguments: its handle is returned; other arguments:
+DuplicateTask). ``cancel`` writes a cancel request, confirmed, through the same client
+(:mod:`streamjobs.cancels` decides whether to). Does not run tasks, nor wait for their outcome: the
+``TaskHandle`` a submit returns does that (:mod:`streamjobs.taskhandle`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Literal
 
 from streamjobs import cancels, client, status
-from streamjobs.confirmed import ConfirmedWriter, Pending, PreparedTask, failure, outcome
+from streamjobs.confirmed import ConfirmedWriter, PreparedTask, failure, outcome
+from streamjobs.deliveries import Pending
 from streamjobs.envelope import Envelope, encode_envelope
 from streamjobs.errors import (
     ConfigError,
@@ -52,7 +54,7 @@ _RECORD_OVERHEAD = 512
 class Resubmission:
     """A task ready to be queued again: validated, encoded and size-checked by
     :meth:`Producer.prepare_resubmit`, written by :meth:`Producer.resubmit_many`.
-    ``queued_status`` is the encoded status record that write produces first."""
+    ``queued_status`` is the encoded status record that write acknowledges first."""
 
     task_id: str
     key: str | None
@@ -86,10 +88,11 @@ class Producer:
 
     ``submit`` waits for Kafka to confirm each task; ``submit_many`` confirms a whole batch at once
     and is the fast path for bulk work. ``middleware`` wraps producing each task record
-    (:mod:`streamjobs.middleware`; None: tracing only). It starts no thread of its own: delivery
-    reports are served by the submitting thread, so in a long-running service a broker problem is
-    always the next submit's error (SubmitError, KafkaUnavailable), never a background thread
-    failing silently.
+    (:mod:`streamjobs.middleware`; None: tracing only). It starts no thread of its own (unless
+    :meth:`start_pipelining`, for the asyncio API): delivery reports are served by the submitting
+    threads, one polling for all (:mod:`streamjobs.deliveries`), so in a long-running service a
+    broker problem is always the next submit's error (SubmitError, KafkaUnavailable), never a
+    background thread failing silently.
     """
 
     def __init__(
@@ -110,7 +113,7 @@ class Producer:
         self._announced: set[bytes] = set()
         self._lock = threading.Lock()
         self._writer = ConfirmedWriter(
-            settings, lambda: self._producer, self._topics.status, self._middleware, self._timeout_s
+            settings, lambda: self._producer, self._topics, self._middleware, self._timeout_s
         )
         self._closed = False
 
@@ -137,31 +140,37 @@ class Producer:
     ) -> TaskHandle:
         """Append ``task`` to the queue; returns once Kafka confirmed it. Same key, same order.
 
-        With ``task_id``, the id's status is read first (one status-partition read): if the
-        status topic already knows the id, nothing is written; the existing task's handle is
+        With ``task_id``, the id's status is read first (its status and submitted partitions):
+        if either topic knows the id, nothing is written; the existing task's handle is
         returned when it was submitted with the same task type, key and payload (a retried
         submit), else :class:`~streamjobs.errors.DuplicateTask` is raised. A purged id is free
         again. Two submits of one new id at the same moment can both pass this check: see the
         README (*Choosing task ids*).
         """
-        prepared = self._prepare_submit(task, key, task_id, _due_ms(delay, eta), max_attempts)
+        prepared = self.prepare_submit(
+            task, key=key, task_id=task_id, delay=delay, eta=eta, max_attempts=max_attempts
+        )
         if isinstance(prepared, TaskHandle):
             return prepared
         self._writer.write([prepared])
         assert prepared.handle is not None
         return prepared.handle
 
-    def _prepare_submit(
+    # -- the seam of the asyncio API (streamjobs.aio) ----------------------------------------
+
+    def prepare_submit(
         self,
         task: Task,
-        key: str | None,
-        task_id: str | None,
-        not_before_ms: int | None,
-        max_attempts: int | None,
+        *,
+        key: str | None = None,
+        task_id: str | None = None,
+        delay: timedelta | None = None,
+        eta: datetime | None = None,
+        max_attempts: int | None = None,
     ) -> PreparedTask | TaskHandle:
         """What :meth:`submit` writes, or the existing handle of a known ``task_id`` (then
-        nothing is to be written). May block: the id's status read, the schema's first write.
-        :class:`streamjobs.aio.AsyncProducer` shares it (on a worker thread when it blocks)."""
+        nothing is to be written). Blocks only when :meth:`prepare_blocks` says so."""
+        not_before_ms = _due_ms(delay, eta)
         prepared = self._prepare(task, key, task_id, not_before_ms, max_attempts, announce=False)
         if task_id is not None:  # before anything is written, the schema record included
             known = status.latest(self.settings, task_id, timeout=self._timeout_s)
@@ -169,6 +178,23 @@ class Producer:
                 return existing_handle(self.settings, known, prepared.status_headers)
         self._announce(self._task_type(task))
         return prepared
+
+    def prepare_blocks(self, task: Task, task_id: str | None) -> bool:
+        """Whether :meth:`prepare_submit` may block: an explicit id's status read, or the task
+        type's first schema write. Otherwise it is pure CPU work (microseconds)."""
+        return task_id is not None or self._task_type(task).fingerprint not in self._announced
+
+    def start_pipelining(self) -> None:
+        """Serve delivery reports on a resident thread, for :meth:`write_pipelined`."""
+        self._writer.start_pipelining()
+
+    def write_pipelined(
+        self, prepared: PreparedTask, done: Callable[[TaskHandle | SubmitError], None]
+    ) -> None:
+        """Write what :meth:`prepare_submit` prepared, as :meth:`submit` does, without waiting:
+        ``done`` gets its handle or SubmitError on the resident thread once Kafka answered.
+        Needs :meth:`start_pipelining`; :meth:`close` waits for the writes in flight."""
+        self._writer.write_pipelined(prepared, done)
 
     def submit_many(
         self, tasks: Iterable[Task], *, keys: Iterable[str | None] | None = None
@@ -254,7 +280,8 @@ class Producer:
         return Resubmission(prepared.task_id, key, prepared.status_value, prepared)
 
     def resubmit_many(self, batch: Sequence[Resubmission]) -> list[TaskHandle | SubmitError]:
-        """Write prepared re-submissions in one confirmed two-phase write, in ``batch`` order.
+        """Write prepared re-submissions in one confirmed two-phase write, in ``batch`` order
+        (:meth:`streamjobs.confirmed.ConfirmedWriter.write_statuses_first`).
 
         Every ``queued`` status of the batch is acknowledged before its first task is produced;
         if any status fails, no task of the batch is produced. Returns, per item, its handle or
@@ -266,7 +293,7 @@ class Producer:
             raise ConfigError("resubmit_many: a resubmission in the batch was already written")
         items = [r._prepared for r in batch]
         started = time.monotonic()
-        self._writer.write_each(items)
+        self._writer.write_statuses_first(items)
         self._writer.report(items, started)
         return [outcome(item) for item in items]
 
@@ -318,6 +345,7 @@ class Producer:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._writer.stop_pipelining(self._timeout_s + 5)
             self._producer.flush(self._timeout_s)
             self._client = None  # releases librdkafka's threads and connections now
 

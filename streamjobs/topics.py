@@ -1,14 +1,13 @@
 """Topic policy: names, partition counts and configs of every topic of a queue, in one place.
 
 Owns the naming scheme (``<prefix>.<queue>``, ``.retry.<delay>``, ``.delay.<delay>``, ``.dlq``,
-``<prefix>.status``, ``<prefix>.schemas``, ``<prefix>.schedules``, ``<prefix>.workers``,
-``<prefix>.cancels``), the
-configuration each topic needs, its replication (``replication_factor`` and
-``min.insync.replicas`` from settings, or derived from the broker count: 3 and 2 on a real
-cluster, 1 and 1 on a single development broker), ``ensure``/``verify``, and :func:`tier_drift`:
-the queue's tier topics on the cluster against the tiers of the settings (tiers changed, or a
-command run without the workers' ``STREAMJOBS_RETRY_TIERS``). streamjobs never relies on broker
-auto-creation. Does not produce or consume records.
+``<prefix>.status``, ``<prefix>.submitted``, ``<prefix>.schemas``, ``<prefix>.schedules``,
+``<prefix>.workers``, ``<prefix>.cancels``), the configuration each topic needs, its replication
+(``replication_factor`` and ``min.insync.replicas`` from settings, or derived from the broker count:
+3 and 2 on a real cluster, 1 and 1 on a single development broker), ``ensure``/``verify``, and
+:func:`tier_drift`: the queue's tier topics on the cluster against the tiers of the settings (tiers
+changed, or a command run without the workers' ``STREAMJOBS_RETRY_TIERS``). streamjobs never relies
+on broker auto-creation. Does not produce or consume records.
 """
 
 from __future__ import annotations
@@ -37,6 +36,8 @@ class QueueTopics:
     redriven: str
     starts: str
     status: str
+    #: the compacted "submitted" facts of new tasks (their ``queued``/``scheduled`` record)
+    submitted: str
     schemas: str
     schedules: str
     workers: str
@@ -66,6 +67,7 @@ def queue_topics(settings: Settings) -> QueueTopics:
         redriven=f"{base}.dlq.redriven",
         starts=f"{base}.starts",
         status=f"{settings.topic_prefix}.status",
+        submitted=f"{settings.topic_prefix}.submitted",
         schemas=f"{settings.topic_prefix}.schemas",
         schedules=f"{settings.topic_prefix}.schedules",
         workers=f"{settings.topic_prefix}.workers",
@@ -176,6 +178,11 @@ def topic_specs(settings: Settings, replicas: Replication | None = None) -> list
     specs.append(client.TopicSpec(names.starts, 1, rf, {"cleanup.policy": "compact", **isr}))
     specs.append(
         client.TopicSpec(names.status, parts, rf, {**status_config(status_retention), **isr})
+    )
+    # what submit wrote for a new task, apart from the statuses it can then never overwrite
+    # (streamjobs.confirmed); compacted and expired like the statuses
+    specs.append(
+        client.TopicSpec(names.submitted, parts, rf, {**status_config(status_retention), **isr})
     )
     specs.append(client.TopicSpec(names.schemas, 1, rf, forever))
     # recurring tasks: definitions and states; one partition, whose owner is the scheduling leader

@@ -1,13 +1,13 @@
 """Following Kafka topics into the index: read from the applied offsets, map, apply, repeat.
 
-Owns the list of followed topics (:func:`feeds`: the status topic, the queue's dead letters and
-redrive ledger, the workers' heartbeats and the schedules; one :class:`Feed` each, a topic name
-and a mapping function of :mod:`streamjobs.index.rows`: following one more topic is one more
-line there) and :class:`Follower`, which brings the index up to the topics'
-current end (:meth:`Follower.catch_up`) and keeps it there (:meth:`Follower.run`). Each batch of
-changes is applied with the offsets it came from in one transaction, so a restart resumes after
-the last applied record and never re-reads it; a deleted file is rebuilt from the beginning of
-each topic (Kafka is the source of truth).
+Owns the list of followed topics (:func:`feeds`: the status and submitted topics, the queue's dead
+letters and redrive ledger, the workers' heartbeats and the schedules; one :class:`Feed` each, a
+topic name and a mapping function of :mod:`streamjobs.index.rows`: following one more topic is one
+more line there) and :class:`Follower`, which brings the index up to the topics' current end
+(:meth:`Follower.catch_up`) and keeps it there (:meth:`Follower.run`). Each batch of changes is
+applied with the offsets it came from in one transaction, so a restart resumes after the last
+applied record and never re-reads it; a deleted file is rebuilt from the beginning of each topic
+(Kafka is the source of truth).
 
 Reads Kafka only through :mod:`streamjobs.client`. Does not decide what a record means (rows)
 or how it is stored (store); a topic that does not exist yet (a queue never ensured) is skipped
@@ -33,6 +33,7 @@ from streamjobs.index.rows import (
     redriven_changes,
     schedule_changes,
     status_changes,
+    submitted_changes,
     worker_changes,
 )
 from streamjobs.index.store import Applied, IndexStore
@@ -58,6 +59,7 @@ def feeds(settings: Settings) -> list[Feed]:
     names = queue_topics(settings)
     return [
         Feed(names.status, status_changes),
+        Feed(names.submitted, submitted_changes),
         Feed(names.dlq, dead_letter_changes(settings.queue)),
         Feed(names.redriven, redriven_changes(settings.queue)),
         Feed(names.workers, worker_changes),

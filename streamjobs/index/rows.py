@@ -1,11 +1,12 @@
 """What one Kafka record means to the index: pure mappings from a record to row changes.
 
 Owns the typed changes the store applies (:class:`StatusSeen`, :class:`TaskGone`,
-:class:`DeadLetterRow`, :class:`Redriven`, :class:`WorkerRow`, :class:`WorkerGone`,
-:class:`ScheduleRecord`) and one mapping function per followed topic (:func:`status_changes`,
-:func:`dead_letter_changes`, :func:`redriven_changes`, :func:`worker_changes`,
-:func:`schedule_changes`). A new topic is one more change type and one more small function
-here, one line in the follower's feeds and one writer in the store.
+:class:`SubmittedGone`, :class:`DeadLetterRow`, :class:`Redriven`, :class:`WorkerRow`,
+:class:`WorkerGone`, :class:`ScheduleRecord`) and one mapping function per followed topic
+(:func:`status_changes`, :func:`submitted_changes`, :func:`dead_letter_changes`,
+:func:`redriven_changes`, :func:`worker_changes`, :func:`schedule_changes`). A new topic is one more
+change type and one more small function here, one line in the follower's feeds and one writer in the
+store.
 
 A status record is read only as far as its head (ids, state, version, times: what decides
 whether it is a task's latest, and what the outcome charts count); the rest is decoded by
@@ -96,6 +97,7 @@ class StatusSeen(NamedTuple):
             values = status_values(self.value)
         except (DecodeError, BadInput):
             return None
+        values[4] = self.version  # as seen: a submitted record's is SUBMITTED_VERSION
         values += (self.src_partition, self.src_offset)
         return StatusRow._make(values)
 
@@ -138,6 +140,14 @@ def status_head(value: bytes) -> list[Any]:
 @dataclass(frozen=True, slots=True)
 class TaskGone:
     """A status tombstone (``streamjobs purge``): the task and its history leave the index."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedGone:
+    """A submitted-topic tombstone (a withdrawn or purged submit): the task leaves the index
+    unless a status record has replaced its submitted row."""
 
     task_id: str
 
@@ -209,7 +219,16 @@ class ScheduleRecord:
     value: bytes | None
 
 
-Change = StatusSeen | TaskGone | DeadLetterRow | Redriven | WorkerRow | WorkerGone | ScheduleRecord
+Change = (
+    StatusSeen
+    | TaskGone
+    | SubmittedGone
+    | DeadLetterRow
+    | Redriven
+    | WorkerRow
+    | WorkerGone
+    | ScheduleRecord
+)
 Mapper = Callable[[Record], list[Change]]
 UNDECODABLE = "undecodable_dead_letter"
 
@@ -231,6 +250,22 @@ def status_changes(record: Record) -> list[Change]:
     head.append(record.partition)
     head.append(record.offset)
     return [_seen(head)]
+
+
+#: The version of a row from the submitted topic: below every status record's, so a status row
+#: replaces it and is never replaced by it, whichever topic the index applies first.
+SUBMITTED_VERSION = -1
+
+
+def submitted_changes(record: Record) -> list[Change]:
+    """``<prefix>.submitted``: a new task's ``queued`` (or ``scheduled``) record, ranked below
+    any status (:data:`SUBMITTED_VERSION`), or its withdrawal."""
+    if record.key is None:
+        return []
+    if record.value is None:
+        return [SubmittedGone(record.key.decode(errors="replace"))]
+    seen = [c for c in status_changes(record) if isinstance(c, StatusSeen)]
+    return [c._replace(version=SUBMITTED_VERSION) for c in seen]
 
 
 def dead_letter_changes(queue: str) -> Mapper:

@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from streamjobs.index import schema
-from streamjobs.index.latest import remove_task, write_latest
+from streamjobs.index.latest import remove_task, stored, write_latest
 from streamjobs.index.rows import (
+    SUBMITTED_VERSION,
     Change,
     DeadLetterRow,
     Redriven,
     ScheduleRecord,
     StatusSeen,
+    SubmittedGone,
     TaskGone,
     WorkerGone,
     WorkerRow,
@@ -147,6 +149,12 @@ class _Writer:
         remove_task(self.db, self.fts, change.task_id)
         self.db.execute("DELETE FROM history WHERE task_id = ?", (change.task_id,))
 
+    def submitted_gone(self, change: SubmittedGone) -> None:
+        self.flush()
+        old = stored(self.db, [change.task_id]).get(change.task_id)
+        if old is not None and old.version == SUBMITTED_VERSION:  # no status has replaced it
+            self.task_gone(TaskGone(change.task_id))
+
     def dead_letter(self, change: DeadLetterRow) -> None:
         self.db.execute(_INSERT_DEAD, tuple(getattr(change, c) for c in DEAD_COLUMNS))
 
@@ -206,6 +214,7 @@ def _latest(seen: list[StatusSeen]) -> StatusSeen:
 _WRITERS: dict[type, Callable[[_Writer, Any], None]] = {
     StatusSeen: _Writer.status,
     TaskGone: _Writer.task_gone,
+    SubmittedGone: _Writer.submitted_gone,
     DeadLetterRow: _Writer.dead_letter,
     Redriven: _Writer.redriven,
     WorkerRow: _Writer.worker,

@@ -2,15 +2,15 @@
 
 Owns the :class:`Report` of one queue at one moment and its two presentations: ``as_dict`` for
 scripts (``--json``) and :func:`render`, rich tables for people. Every figure is read from the
-cluster, nothing from a worker's memory: end offsets (high watermarks), the worker group's
-committed offsets (asked without joining the group), the status topic (counts by state; tasks
-per second = ``succeeded`` statuses updated in the last minute), the head of each retry/delay
-tier partition (tier records are ordered by due time, so the head is the oldest due) and the
-dead-letter topic (count by reason, how many are re-driven). Tiers are the settings' and any
-other tier topic of the queue on the cluster (:func:`streamjobs.topics.compare_tiers`): a tier
-left behind by a change of ``STREAMJOBS_RETRY_TIERS`` shows with its backlog, marked as read by
-no worker with these settings, and a tier of the settings with no topic is listed as missing.
-With an index configured (``Settings.index_path``) the counts come from it, caught up first
+cluster, nothing from a worker's memory: end offsets (high watermarks), the worker group's committed
+offsets (asked without joining the group), the status topics (status and submitted, merged: counts
+by state; tasks per second = ``succeeded`` statuses updated in the last minute), the head of each
+retry/delay tier partition (tier records are ordered by due time, so the head is the oldest due) and
+the dead-letter topic (count by reason, how many are re-driven). Tiers are the settings' and any
+other tier topic of the queue on the cluster (:func:`streamjobs.topics.compare_tiers`): a tier left
+behind by a change of ``STREAMJOBS_RETRY_TIERS`` shows with its backlog, marked as read by no worker
+with these settings, and a tier of the settings with no topic is listed as missing. With an index
+configured (``Settings.index_path``) the counts come from it, caught up first
 (:mod:`streamjobs.index`).
 
 Does not change anything, watch continuously, or serve metrics.

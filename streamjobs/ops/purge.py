@@ -1,9 +1,10 @@
 """Result expiry: tombstone the statuses of tasks that finished long enough ago.
 
-Owns choosing the statuses to expire (final states, ``succeeded`` or ``dead_lettered``, last
-updated before the cutoff, of one queue unless asked for all) and writing their tombstones
-(key ``task_id``, no value) to the compacted status topic. Readers drop a task id at its
-tombstone at once; the log cleaner removes the tombstone itself after the topic's
+Owns choosing the statuses to expire (final states, ``succeeded`` or ``dead_lettered``, last updated
+before the cutoff, of one queue unless asked for all) and writing their tombstones (key ``task_id``,
+no value) to the compacted status topic and to the submitted topic (where a new task's ``queued``
+fact lives: left there, the id would answer ``queued`` again). Readers drop a task id at its
+tombstones at once; the log cleaner removes the tombstone itself after the topic's
 ``delete.retention.ms``, which ``topics ensure`` sets from ``settings.status_retention``.
 
 Does not touch tasks that are still queued, scheduled, running or waiting for a retry, delete
@@ -64,11 +65,14 @@ def purge(
     )
     if dry_run or not ids:
         return len(ids)
+    names = queue_topics(settings)
+    tombstones: list[tuple[bytes, bytes | None]] = [(i.encode(), None) for i in ids]
     producer = client.new_producer(settings)
     try:
-        client.produce_confirmed(
-            producer, queue_topics(settings).status, [(i.encode(), None) for i in ids]
-        )
+        # the submitted records first: should the status write then fail, the ids still answer
+        # their outcome, never a stale ``queued``
+        client.produce_confirmed(producer, names.submitted, tombstones)
+        client.produce_confirmed(producer, names.status, tombstones)
     finally:
         producer.flush(10.0)
     return len(ids)

@@ -3,7 +3,8 @@
 A Worker runs in a thread with ``exactly_once=True``. Everything is read back from Kafka with an
 explicit ``isolation.level=read_committed`` consumer, the isolation readers of this mode must use;
 what a ``read_uncommitted`` reader may additionally see (aborted attempts) is deliberately not
-asserted. The ``queued`` status comes from the (non-transactional) submitting producer.
+asserted. A new task's ``queued`` record is on the submitted topic, written by the
+(non-transactional) submitting producer: these counts are of the status topic only.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
-QUEUED, RUNNING, RETRY, SUCCEEDED, DEAD = (
-    TaskState.QUEUED,
+RUNNING, RETRY, SUCCEEDED, DEAD = (
     TaskState.RUNNING,
     TaskState.RETRY_SCHEDULED,
     TaskState.SUCCEEDED,
@@ -148,15 +148,13 @@ def test_exactly_once_worker_writes_one_final_status_per_task_and_commits_every_
 
     counts = committed_status_counts(settings)
     for handle in adds:
-        assert history(counts, handle.task_id) == {QUEUED: 1, RUNNING: 1, SUCCEEDED: 1}
+        assert history(counts, handle.task_id) == {RUNNING: 1, SUCCEEDED: 1}
     assert history(counts, flaky_handle.task_id) == {
-        QUEUED: 1,
         RUNNING: 2,
         RETRY: 1,
         SUCCEEDED: 1,
     }
     assert history(counts, broken_handle.task_id) == {
-        QUEUED: 1,
         RUNNING: 3,
         RETRY: 2,
         DEAD: 1,
@@ -226,7 +224,7 @@ def test_exactly_once_worker_stopped_gracefully_commits_its_last_transaction(
 
     counts = committed_status_counts(settings)
     for handle in handles:
-        assert history(counts, handle.task_id) == {QUEUED: 1, RUNNING: 1, SUCCEEDED: 1}
+        assert history(counts, handle.task_id) == {RUNNING: 1, SUCCEEDED: 1}
     ends: dict[int, int] = {}
     for handle in handles:
         ends[handle.partition] = max(ends.get(handle.partition, 0), handle.offset + 1)

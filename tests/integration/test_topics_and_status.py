@@ -33,16 +33,18 @@ class Ping(Task):
     n: int
 
 
-def test_status_topic_is_compacted(settings: Settings, admin: AdminClient) -> None:
-    status_topic = queue_topics(settings).status
+def test_status_and_submitted_topics_are_compacted(settings: Settings, admin: AdminClient) -> None:
+    names = queue_topics(settings)
 
-    assert _config(admin, status_topic)["cleanup.policy"] == "compact"
+    assert _config(admin, names.status)["cleanup.policy"] == "compact"
+    assert _config(admin, names.submitted)["cleanup.policy"] == "compact"
 
 
-def test_status_records_are_keyed_by_task_id(settings: Settings, producer: Producer) -> None:
+def test_queued_records_are_keyed_by_task_id(settings: Settings, producer: Producer) -> None:
     handles = producer.submit_many([Ping(n=n) for n in range(3)])
 
-    records = read_topic(settings, queue_topics(settings).status)
+    # a new task's queued record is on the submitted topic (streamjobs.confirmed)
+    records = read_topic(settings, queue_topics(settings).submitted)
     assert {r.key for r in records} == {h.task_id.encode() for h in handles}
     assert all(latest(settings, h.task_id) is not None for h in handles)
 
@@ -53,7 +55,7 @@ def test_ensure_creates_every_topic_of_the_queue_with_the_configured_partitions(
     names = queue_topics(settings)
     existing = _partitions(admin)
 
-    for topic in [*names.task_topics, names.dlq, names.status]:
+    for topic in [*names.task_topics, names.dlq, names.status, names.submitted]:
         assert existing.get(topic) == settings.partitions, topic
     assert existing.get(names.schemas) == 1
     assert _config(admin, names.schemas)["cleanup.policy"] == "compact"

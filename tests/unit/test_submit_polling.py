@@ -1,65 +1,87 @@
 """Submitting threads share one poller: while one thread serves librdkafka's delivery reports,
-the others wait to be woken instead of polling for themselves (a report served by another
-thread's poll was otherwise only seen when the waiting thread's own poll timed out)."""
+the others sleep on their own record's event and are woken by its report (never by a timer, nor
+by another thread's flush); a thread whose records are confirmed hands the polling over."""
 
 from __future__ import annotations
 
 import threading
+import time
 
-from streamjobs import Producer, Settings
-from streamjobs.confirmed import Pending
+import pytest
 
-# an unconnected producer, and no "connection refused" lines on stderr
-_SETTINGS = Settings(bootstrap_servers="127.0.0.1:9", topic_prefix="t0", kafka={"log_level": 0})
+from streamjobs import client
+from streamjobs import deliveries as deliveries_module
+from streamjobs.deliveries import Deliveries, Pending
+from tests.support import wait_for
 
 
 class CountingClient:
-    """Stands in for the librdkafka producer: counts polls, serves nothing."""
+    """Stands in for the librdkafka producer: counts polls; a poll serves what ``serve`` holds."""
 
     def __init__(self) -> None:
         self.polls = 0
+        self.serve: list[Pending] = []
 
     def poll(self, timeout: float) -> int:
         self.polls += 1
-        return 0
+        served, self.serve = self.serve, []
+        for pending in served:
+            pending.report(client.Delivery(None, 0, 1))
+        if not served:
+            time.sleep(timeout)  # nothing arrived within the timeout
+        return len(served)
 
-    def flush(self, timeout: float) -> int:
-        return 0
+
+def _deliveries(counting: CountingClient) -> Deliveries:
+    return Deliveries(lambda: counting)  # type: ignore[arg-type, return-value]
 
 
-def test_a_submitter_waits_to_be_woken_while_another_thread_serves_the_reports() -> None:
-    producer = Producer(_SETTINGS)
+def test_a_submitter_sleeps_until_another_threads_poll_delivers_its_report() -> None:
     counting = CountingClient()
-    producer._client = counting  # type: ignore[assignment]
+    deliveries = _deliveries(counting)
     pending = Pending()
-    producer._writer._polling.acquire()  # another submitting thread is serving the reports
-    waiter = threading.Thread(target=producer._writer.wait, args=([pending],))
+    deliveries._polling.acquire()  # another submitting thread is serving the reports
+    waiter = threading.Thread(target=deliveries.wait, args=([pending], time.monotonic() + 30))
     waiter.start()
+    wait_for(lambda: pending.wake is not None, 5.0)  # asleep on its own event
 
-    pending.done = True  # the serving thread's poll delivered this thread's report ...
-    with producer._writer._served:
-        producer._writer._served.notify_all()  # ... and wakes the waiting threads
+    pending.report(client.Delivery(None, 0, 7))  # the serving thread's poll delivers it
     waiter.join(5.0)
-    producer._writer._polling.release()
-    producer.close()
+    deliveries._polling.release()
 
     assert not waiter.is_alive()
     assert counting.polls == 0
 
 
 def test_a_lone_submitter_serves_its_own_reports() -> None:
-    producer = Producer(_SETTINGS)
     counting = CountingClient()
-    producer._client = counting  # type: ignore[assignment]
     pending = Pending()
+    counting.serve = [pending]
 
-    def poll(timeout: float) -> int:
-        counting.polls += 1
-        pending.done = True  # its own report arrives
-        return 1
-
-    counting.poll = poll  # type: ignore[method-assign]
-    producer._writer.wait([pending])
-    producer.close()
+    _deliveries(counting).wait([pending], time.monotonic() + 30)
 
     assert counting.polls == 1
+    assert (pending.done, pending.offset) == (True, 1)
+
+
+def test_a_leader_whose_records_are_confirmed_hands_the_polling_to_a_sleeping_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(deliveries_module, "_FOLLOW_S", 60.0)  # no safety net within the test
+    counting = CountingClient()
+    deliveries = _deliveries(counting)
+    mine, theirs = Pending(), Pending()
+    deliveries._polling.acquire()  # the leader, polling for ``mine``
+    waiter = threading.Thread(target=deliveries.wait, args=([theirs], time.monotonic() + 30))
+    waiter.start()
+    wait_for(lambda: theirs.wake is not None, 5.0)
+
+    mine.report(client.Delivery(None, 0, 1))  # the leader's own report: it stops polling ...
+    deliveries._polling.release()
+    deliveries._hand_over()  # ... and wakes the sleeper, which polls for itself
+    counting.serve = [theirs]
+    waiter.join(5.0)
+
+    assert not waiter.is_alive()
+    assert counting.polls >= 1
+    assert theirs.done

@@ -102,6 +102,7 @@ def test_specs_cover_every_topic_of_the_queue_exactly_once(settings: Settings) -
         names.redriven,
         names.starts,
         names.status,
+        names.submitted,
         names.schemas,
         names.schedules,
         names.workers,
@@ -137,14 +138,15 @@ def test_cancels_topic_is_one_compacted_partition_kept_past_the_furthest_due_tim
 def test_tiers_dlq_and_status_share_the_main_partition_count(settings: Settings) -> None:
     specs = {spec.name: spec for spec in topic_specs(settings)}
     names = queue_topics(settings)
-    for name in [*names.task_topics, names.dlq, names.status]:
+    for name in [*names.task_topics, names.dlq, names.status, names.submitted]:
         assert specs[name].partitions == 12, name
     assert specs[names.schemas].partitions == 1
     assert {spec.replication_factor for spec in specs.values()} == {3}
 
 
-def test_status_topic_is_compacted(settings: Settings) -> None:
-    spec = next(s for s in topic_specs(settings) if s.name == "acme.status")
+@pytest.mark.parametrize("topic", ["acme.status", "acme.submitted"])
+def test_status_and_submitted_topics_are_compacted(settings: Settings, topic: str) -> None:
+    spec = next(s for s in topic_specs(settings) if s.name == topic)
     assert spec.config["cleanup.policy"] == "compact"
     assert spec.config["delete.retention.ms"] == str(2 * 86_400_000)
 

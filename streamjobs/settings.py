@@ -343,8 +343,9 @@ class Settings(BaseSettings):
         return "weighted" if any("=" in spec for spec in self.queues) else "strict"
 
     def for_queue(self, name: str) -> Settings:
-        """These settings for one of the served queues alone (its topics, its records)."""
-        return self.model_copy(update={"queue": name, "queues": []})
+        """These settings for one of the served queues alone (its topics, its records), in the
+        same consumer group."""
+        return self.model_copy(update={"queue": name, "queues": [], "group_id": self.group})
 
     @property
     def group(self) -> str:

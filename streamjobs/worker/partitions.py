@@ -34,7 +34,7 @@ from streamjobs import client, status
 from streamjobs.errors import KafkaUnavailable
 from streamjobs.settings import Settings
 from streamjobs.worker.offsets import OffsetTracker
-from streamjobs.worker.pauses import Pause, resume
+from streamjobs.worker.pauses import Pause
 from streamjobs.worker.pauses import pause as _pause
 from streamjobs.worker.pauses import unpause as _unpause
 

@@ -1,0 +1,152 @@
+"""Queue priorities: which of a worker's queues to hold back, so the others are served first.
+
+Kafka has no priorities, so a worker serving several queues (``queues``, highest first) pauses
+the partitions of the queues it holds back and resumes them later: never a sleep, and the group
+sees a live member throughout. A queue's tier topics are its own: a retry keeps its queue's rank.
+
+- ``strict``: a queue is held back while any higher queue has work *ready*;
+- ``weighted``: each queue is served in proportion to its weight while they all have work ready.
+  Every task taken adds ``1/weight`` to its queue's *virtual time*; a queue more than ``slack``
+  tasks ahead of the queue furthest behind is held back until that one catches up. A queue with
+  nothing ready does not bank credit: its virtual time is lifted to the others', so an idle spell
+  never lets it starve them afterwards, and no queue with a weight above 0 is ever starved.
+  Weight 0: served only while no weighted queue has work ready.
+
+*Ready* is what the worker knows without asking the broker: the records between each partition's
+next offset to take and its end as of the last fetch (tier partitions whose head is not due do
+not count), plus the tasks taken but not started yet. :class:`Priorities` decides (pure: no
+Kafka, no clock, unit-tested); :class:`QueueGate` measures and pauses (poll thread). The executor
+also starts waiting tasks of higher queues first under ``strict``
+(:mod:`streamjobs.worker.executor`), so a task taken just before a pause never jumps the line.
+Does not consume records or run tasks (:mod:`streamjobs.worker.loop`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from streamjobs import client
+from streamjobs.settings import QueueOrder, Settings
+from streamjobs.topics import ServedTopics
+from streamjobs.worker.partitions import Assigned, Partition
+from streamjobs.worker.pauses import Pause, pause, unpause
+
+# tasks a weighted queue may run ahead of its share before it is held back: fewer means closer
+# shares, more means fewer pause/resume round trips (each makes librdkafka re-fetch)
+_SLACK = 8
+# how often the poll thread re-measures what is ready (a burst is noticed within this)
+_EVERY_S = 0.005
+
+
+class Priorities:
+    """Which queues (by rank, 0 the highest) to hold back. Pure: no Kafka, no clock."""
+
+    def __init__(self, weights: Sequence[int], order: QueueOrder, slack: int = _SLACK) -> None:
+        self.weights = tuple(weights)
+        self.order = order
+        self.slack = slack
+        self.vtime = [0.0] * len(self.weights)  # weighted: tasks taken / weight
+        self.held: set[int] = set()
+        self._ready: tuple[int, ...] = (0,) * len(self.weights)
+
+    def decide(self, ready: Sequence[int]) -> frozenset[int]:
+        """The queues to hold back, given each queue's count of ready tasks."""
+        self._ready = tuple(ready)
+        if self.order == "strict":
+            first = next((rank for rank, n in enumerate(ready) if n > 0), len(ready))
+            self.held = set(range(first + 1, len(ready)))
+            return frozenset(self.held)
+        floor = self._floor()
+        if floor is not None:  # idle queues bank no credit
+            for rank, n in enumerate(ready):
+                if n == 0 and self.weights[rank] > 0:
+                    self.vtime[rank] = max(self.vtime[rank], floor)
+        self.held = {r for r in range(len(ready)) if self._behind_others(r, r in self.held)}
+        return frozenset(self.held)
+
+    def took(self, rank: int) -> bool:
+        """One task of queue ``rank`` was taken; True if the queue is to be held back now."""
+        if self.order == "strict":
+            return False
+        weight = self.weights[rank]
+        if weight > 0:
+            self.vtime[rank] += 1.0 / weight
+        if rank not in self.held and self._behind_others(rank, False):
+            self.held.add(rank)
+            return True
+        return False
+
+    def _floor(self) -> float | None:
+        """The virtual time of the weighted queue furthest behind among those with work."""
+        times = [self.vtime[r] for r, n in enumerate(self._ready) if n > 0 and self.weights[r] > 0]
+        return min(times) if times else None
+
+    def _behind_others(self, rank: int, held: bool) -> bool:
+        """Whether queue ``rank`` should wait for other queues that have work ready."""
+        others = [
+            r for r, n in enumerate(self._ready) if r != rank and n > 0 and self.weights[r] > 0
+        ]
+        if not others:
+            return False
+        if self.weights[rank] == 0:
+            return True
+        floor = min(self.vtime[r] for r in others)
+        ahead = (self.vtime[rank] - floor) * self.weights[rank]  # in tasks of this queue
+        return ahead > 0 if held else ahead > self.slack
+
+
+class QueueGate:
+    """Measures each served queue's ready work and pauses the queues held back (poll thread)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: ServedTopics,
+        parts: Assigned,
+        waiting: Callable[[], Sequence[int]],
+    ) -> None:
+        """``waiting``: tasks taken but not started, per queue rank (the executor's count)."""
+        weights = [weight for _, weight in settings.served_queues]
+        self.policy = Priorities(weights, settings.effective_queue_order)
+        self._topics = topics
+        self._parts = parts
+        self._waiting = waiting
+        self._due = 0.0
+
+    def took(self, consumer: client.Consumer, part: Partition) -> None:
+        """A task of ``part`` was taken: hold its queue back at once if it is now ahead."""
+        rank = self._topics.rank(part.key[0])
+        if self.policy.took(rank):
+            self._set(consumer, rank, held=True)
+
+    def apply(self, consumer: client.Consumer) -> None:
+        """Re-measure (at most every few ms) and pause or resume queues accordingly."""
+        now = time.monotonic()
+        if now < self._due:
+            return
+        self._due = now + _EVERY_S
+        held = self.policy.decide(self.ready(consumer))
+        for rank in range(len(self.policy.weights)):
+            self._set(consumer, rank, held=rank in held)
+
+    def ready(self, consumer: client.Consumer) -> list[int]:
+        """Tasks each queue could start now, as far as this worker knows."""
+        counts = list(self._waiting())
+        for (topic, partition), part in list(self._parts.items()):
+            if part.revoked or Pause.HOLD in part.pauses:
+                continue  # a tier head not due yet: nothing ready behind it
+            end = consumer.cached_end(topic, partition)
+            at = part.next_offset if part.next_offset is not None else part.tracker.committed
+            if end is not None and at is not None and end > at:
+                counts[self._topics.rank(topic)] += end - at
+        return counts
+
+    def _set(self, consumer: client.Consumer, rank: int, *, held: bool) -> None:
+        for (topic, _), part in list(self._parts.items()):
+            if self._topics.rank(topic) != rank or part.revoked:
+                continue
+            if held and Pause.PRIORITY not in part.pauses:
+                pause(consumer, part, Pause.PRIORITY)
+            elif not held and Pause.PRIORITY in part.pauses:
+                unpause(consumer, part, Pause.PRIORITY)

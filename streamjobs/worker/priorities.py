@@ -23,15 +23,18 @@ Does not consume records or run tasks (:mod:`streamjobs.worker.loop`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 
 from streamjobs import client
+from streamjobs.errors import KafkaUnavailable
 from streamjobs.settings import QueueOrder, Settings
 from streamjobs.topics import ServedTopics
 from streamjobs.worker.partitions import Assigned, Partition
 from streamjobs.worker.pauses import Pause, pause, unpause
 
+_log = logging.getLogger(__name__)
 # tasks a weighted queue may run ahead of its share before it is held back: fewer means closer
 # shares, more means fewer pause/resume round trips (each makes librdkafka re-fetch)
 _SLACK = 8
@@ -96,6 +99,34 @@ class Priorities:
         return ahead > 0 if held else ahead > self.slack
 
 
+class _Starts:
+    """Where the group starts on partitions this worker has taken nothing from yet: their
+    committed offset, else (no commit: ``auto.offset.reset=earliest``) their first offset. Asked
+    once per assignment (a round trip on the poll thread), only for partitions holding records."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, int], tuple[Partition, int]] = {}
+        self._retry_at = 0.0
+
+    def get(self, part: Partition) -> int | None:
+        found = self._found.get(part.key)
+        return found[1] if found is not None and found[0] is part else None  # same assignment
+
+    def learn(self, consumer: client.Consumer, parts: list[Partition]) -> None:
+        if time.monotonic() < self._retry_at:
+            return
+        try:
+            positions = consumer.committed([client.TopicPartition(*p.key) for p in parts], 10.0)
+            for part, position in zip(parts, positions, strict=True):
+                offset = position.offset
+                if offset < 0:
+                    offset, _ = consumer.watermarks_when_ready(*part.key, timeout=10.0)
+                self._found[part.key] = (part, offset)
+        except KafkaUnavailable as exc:  # unknown for now: those queues count as idle a while
+            _log.warning("cannot tell where %d partitions start: %s", len(parts), exc)
+            self._retry_at = time.monotonic() + 1.0
+
+
 class QueueGate:
     """Measures each served queue's ready work and pauses the queues held back (poll thread)."""
 
@@ -112,6 +143,7 @@ class QueueGate:
         self._topics = topics
         self._parts = parts
         self._waiting = waiting
+        self._starts = _Starts()
         self._due = 0.0
 
     def took(self, consumer: client.Consumer, part: Partition) -> None:
@@ -133,13 +165,20 @@ class QueueGate:
     def ready(self, consumer: client.Consumer) -> list[int]:
         """Tasks each queue could start now, as far as this worker knows."""
         counts = list(self._waiting())
+        unknown: list[Partition] = []
         for (topic, partition), part in list(self._parts.items()):
             if part.revoked or Pause.HOLD in part.pauses:
                 continue  # a tier head not due yet: nothing ready behind it
             end = consumer.cached_end(topic, partition)
-            at = part.next_offset if part.next_offset is not None else part.tracker.committed
-            if end is not None and at is not None and end > at:
+            if not end:
+                continue  # not fetched yet, or an empty partition
+            at = part.next_offset if part.next_offset is not None else self._starts.get(part)
+            if at is None:
+                unknown.append(part)
+            elif end > at:
                 counts[self._topics.rank(topic)] += end - at
+        if unknown:  # counted from the next measure on
+            self._starts.learn(consumer, unknown)
         return counts
 
     def _set(self, consumer: client.Consumer, rank: int, *, held: bool) -> None:

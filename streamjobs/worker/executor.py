@@ -14,9 +14,7 @@ Does not know about Kafka: the worker decides what a work item is and what its c
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import queue
 import threading
 import time
@@ -41,19 +39,32 @@ class _Ready(Protocol):
 
 
 class _Ranked:
-    """Ready items, the lowest rank first and in submission order within a rank."""
+    """Ready items, the lowest rank first (``ordered``) and in submission order within a rank.
 
-    def __init__(self, ordered: bool) -> None:
-        self._queue: queue.PriorityQueue[tuple[float, int, Entry | None]] = queue.PriorityQueue()
-        self._seq = itertools.count()
+    One deque per rank plus a token queue: each put appends its entry, then a token; each get
+    takes a token, then the first entry of the lowest non-empty rank. Every token follows its
+    entry, so a get always finds one; deque appends and pops are atomic, and the token queue is
+    the C ``SimpleQueue``, so this costs about what the single-rank pool does."""
+
+    def __init__(self, ranks: int, ordered: bool) -> None:
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._ranks: list[deque[Entry | None]] = [deque() for _ in range(ranks if ordered else 1)]
+        self._ranks.append(deque())  # shutdown sentinels: after every item
         self._ordered = ordered
 
     def put(self, entry: Entry | None) -> None:
-        rank = math.inf if entry is None else entry[2] if self._ordered else 0
-        self._queue.put((rank, next(self._seq), entry))
+        rank = -1 if entry is None else entry[2] if self._ordered else 0
+        self._ranks[rank].append(entry)
+        self._tokens.put(None)
 
     def get(self) -> Entry | None:
-        return self._queue.get()[2]
+        self._tokens.get()
+        for entries in self._ranks:
+            try:
+                return entries.popleft()
+            except IndexError:
+                continue
+        raise AssertionError("a token without an entry")  # every put adds both, entry first
 
 
 class KeyedExecutor:
@@ -70,7 +81,7 @@ class KeyedExecutor:
     ) -> None:
         self._on_crash = on_crash
         self._stopping = False
-        self._ready: _Ready = queue.SimpleQueue() if ranks == 1 else _Ranked(ordered)
+        self._ready: _Ready = queue.SimpleQueue() if ranks == 1 else _Ranked(ranks, ordered)
         # items not started yet, per rank (only counted with several ranks)
         self._unstarted = [0] * ranks if ranks > 1 else None
         self._waiting: dict[Hashable, deque[tuple[WorkItem, int]]] = {}

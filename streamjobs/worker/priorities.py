@@ -8,8 +8,9 @@ sees a live member throughout. A queue's tier topics are its own: a retry keeps 
 - ``weighted``: each queue is served in proportion to its weight while they all have work ready.
   Every task taken adds ``1/weight`` to its queue's *virtual time*; a queue more than ``slack``
   tasks ahead of the queue furthest behind is held back until that one catches up. A queue with
-  nothing ready does not bank credit: its virtual time is lifted to the others', so an idle spell
-  never lets it starve them afterwards, and no queue with a weight above 0 is ever starved.
+  nothing ready banks at most ``slack`` tasks of credit: its virtual time is lifted towards the
+  others', so an idle spell never lets it starve them afterwards, and no queue with a weight
+  above 0 is ever starved.
   Weight 0: served only while no weighted queue has work ready.
 
 *Ready* is what the worker knows without asking the broker: the records between each partition's
@@ -38,8 +39,9 @@ _log = logging.getLogger(__name__)
 # tasks a weighted queue may run ahead of its share before it is held back: fewer means closer
 # shares, more means fewer pause/resume round trips (each makes librdkafka re-fetch)
 _SLACK = 8
-# how often the poll thread re-measures what is ready (a burst is noticed within this)
-_EVERY_S = 0.005
+# how often the poll thread re-measures what is ready (a burst is noticed within this); each
+# measure reads every served partition's cached end (a few microseconds each)
+_EVERY_S = 0.025
 
 
 class Priorities:
@@ -61,10 +63,11 @@ class Priorities:
             self.held = set(range(first + 1, len(ready)))
             return frozenset(self.held)
         floor = self._floor()
-        if floor is not None:  # idle queues bank no credit
+        if floor is not None:  # an idle queue banks no more than slack tasks of credit
             for rank, n in enumerate(ready):
-                if n == 0 and self.weights[rank] > 0:
-                    self.vtime[rank] = max(self.vtime[rank], floor)
+                weight = self.weights[rank]
+                if n == 0 and weight > 0:
+                    self.vtime[rank] = max(self.vtime[rank], floor - self.slack / weight)
         self.held = {r for r in range(len(ready)) if self._behind_others(r, r in self.held)}
         return frozenset(self.held)
 
@@ -159,33 +162,51 @@ class QueueGate:
             return
         self._due = now + _EVERY_S
         held = self.policy.decide(self.ready(consumer))
-        for rank in range(len(self.policy.weights)):
-            self._set(consumer, rank, held=rank in held)
+        for (topic, _), part in list(self._parts.items()):
+            if not part.revoked:
+                _hold(consumer, part, held=self._topics.rank(topic) in held)
 
     def ready(self, consumer: client.Consumer) -> list[int]:
-        """Tasks each queue could start now, as far as this worker knows."""
+        """Tasks each queue could start now, as far as this worker knows. Under ``strict``
+        the queues below the first with work are not measured: nothing of theirs matters."""
         counts = list(self._waiting())
         unknown: list[Partition] = []
-        for (topic, partition), part in list(self._parts.items()):
-            if part.revoked or Pause.HOLD in part.pauses:
-                continue  # a tier head not due yet: nothing ready behind it
-            end = consumer.cached_end(topic, partition)
-            if not end:
-                continue  # not fetched yet, or an empty partition
-            at = part.next_offset if part.next_offset is not None else self._starts.get(part)
-            if at is None:
-                unknown.append(part)
-            elif end > at:
-                counts[self._topics.rank(topic)] += end - at
-        if unknown:  # counted from the next measure on
+        strict = self.policy.order == "strict"
+        for rank, parts in enumerate(self._by_rank()):
+            if strict and any(counts[:rank]):
+                break
+            for part in parts:
+                counts[rank] += self._backlog(consumer, part, unknown)
+        if unknown:
             self._starts.learn(consumer, unknown)
         return counts
 
+    def _by_rank(self) -> list[list[Partition]]:
+        ranked: list[list[Partition]] = [[] for _ in self.policy.weights]
+        for (topic, _), part in list(self._parts.items()):
+            if not part.revoked and Pause.HOLD not in part.pauses:  # a held tier head: not due
+                ranked[self._topics.rank(topic)].append(part)
+        return ranked
+
+    def _backlog(self, consumer: client.Consumer, part: Partition, unknown: list[Partition]) -> int:
+        end = consumer.cached_end(*part.key)
+        if not end:
+            return 0  # not fetched yet, or an empty partition
+        at = part.next_offset if part.next_offset is not None else self._starts.get(part)
+        if at is None:  # nothing taken from it yet: where it starts is asked for below, and
+            unknown.append(part)  # until then all of it counts (one measure, not idle)
+            return end
+        return max(0, end - at)
+
     def _set(self, consumer: client.Consumer, rank: int, *, held: bool) -> None:
         for (topic, _), part in list(self._parts.items()):
-            if self._topics.rank(topic) != rank or part.revoked:
-                continue
-            if held and Pause.PRIORITY not in part.pauses:
-                pause(consumer, part, Pause.PRIORITY)
-            elif not held and Pause.PRIORITY in part.pauses:
-                unpause(consumer, part, Pause.PRIORITY)
+            if self._topics.rank(topic) == rank and not part.revoked:
+                _hold(consumer, part, held=held)
+
+
+def _hold(consumer: client.Consumer, part: Partition, *, held: bool) -> None:
+    """Add or drop the partition's ``PRIORITY`` pause reason (other reasons stay)."""
+    if held and Pause.PRIORITY not in part.pauses:
+        pause(consumer, part, Pause.PRIORITY)
+    elif not held and Pause.PRIORITY in part.pauses:
+        unpause(consumer, part, Pause.PRIORITY)

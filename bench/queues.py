@@ -1,0 +1,119 @@
+"""The cost of serving several queues in one worker, on the no-op throughput bench.
+
+    python bench/queues.py [--tasks 10000] [--rounds 3] [--mode drain|e2e]
+
+One worker process drains ``--tasks`` no-op tasks (6 partitions, 500 keys) that are all in one
+queue, ``default``, while it serves:
+  * ``one``: that queue alone (the single-queue worker, no priority machinery);
+  * ``strict``: ``critical``, ``default``, ``low`` in strict order (the other two idle: every
+    task pays for the per-queue bookkeeping, the ranked executor and the backlog measure);
+  * ``weighted``: ``critical=6``, ``default=3``, ``low=1``;
+and raw confluent-kafka reads the same records (one consumer, async commits every 200 ms) as the
+other benches' reference. The configurations take turns, round after round, so a change in the
+shared machine's load falls on all of them; prints each round, the medians and the overhead of
+``strict`` and ``weighted`` against ``one`` (target: under 10%).
+Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker (streamjobs.dev.kafka).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import throughput  # the no-op task, its handler and the raw baseline (bench/throughput.py)
+
+from streamjobs import Producer, Settings, Worker, topics
+from streamjobs.dev.kafka import given_or_local
+
+SERVED = {
+    "one": ["default"],
+    "strict": ["critical", "default", "low"],
+    "weighted": ["critical=6", "default=3", "low=1"],
+}
+
+
+def _settings(bootstrap: str, prefix: str, queues: list[str]) -> Settings:
+    """One queue as ``queue`` (the plain single-queue worker), several as ``queues``."""
+    served = {"queue": queues[0]} if len(queues) == 1 else {"queues": queues}
+    return Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=6, **served)
+
+
+def worker_process(
+    bootstrap: str, prefix: str, queues: list[str], expect: int, out: mp.Queue
+) -> None:
+    """One streamjobs worker serving ``queues``; reports when ``expect`` tasks finished."""
+    worker = Worker(_settings(bootstrap, prefix, queues), throughput.registry)
+    throughput._state["expect"] = expect
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    worker.assigned.wait(30)
+    out.put("ready")
+    throughput._finished.wait(600)  # no polling: a waking thread would share the cores
+    worker.stop()
+    thread.join()
+    out.put(json.dumps(throughput._state))
+
+
+def bench_served(bootstrap: str, n: int, kind: str) -> float:
+    """Tasks/s draining ``n`` tasks of ``default`` with a worker serving ``SERVED[kind]``."""
+    prefix = f"q{uuid.uuid4().hex[:6]}"
+    queues = SERVED[kind]
+    for name in ("critical", "default", "low"):
+        topics.ensure(_settings(bootstrap, prefix, [name]))
+    default = _settings(bootstrap, prefix, ["default"])
+    out: mp.Queue = mp.Queue()
+    with Producer(default) as producer:
+        warmup = producer.submit(throughput.Noop(n=-1), key="warmup")
+        for chunk in range(0, n, 2000):
+            size = min(2000, n - chunk)
+            producer.submit_many(
+                [throughput.Noop(n=i) for i in range(chunk, chunk + size)],
+                keys=[f"k{i % 500}" for i in range(chunk, chunk + size)],
+            )
+        proc = mp.Process(target=worker_process, args=(bootstrap, prefix, queues, n, out))
+        proc.start()
+        throughput._await_ready(out)
+        warmup.wait(60)
+        result = json.loads(out.get(timeout=600))
+    proc.join()
+    return n / (result["last"] - result["first"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
+        value, _ = throughput._sample_records()
+        n = args.tasks
+        print(f"broker {bootstrap}; drain {n} no-op tasks of one queue, 6 partitions, 500 keys")
+        throughput.bench_raw(bootstrap, 20_000, value, drain=False)  # warm the broker, untimed
+        bench_served(bootstrap, min(n, 2000), "one")
+        figures: dict[str, list[float]] = {kind: [] for kind in ("raw", *SERVED)}
+        for round_ in range(1, args.rounds + 1):
+            figures["raw"].append(throughput.bench_raw(bootstrap, n, value, drain=True))
+            for kind in SERVED:
+                figures[kind].append(bench_served(bootstrap, n, kind))
+            now = ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in figures.items())
+            print(f"round {round_}: {now}", flush=True)
+        medians = {k: statistics.median(v) for k, v in figures.items()}
+        print("median tasks/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in medians.items()))
+        for kind in ("strict", "weighted"):
+            overhead = 1 - medians[kind] / medians["one"]
+            print(f"{kind} (3 queues, traffic in one) vs one queue: {overhead:+.1%} slower")
+        print(f"one queue vs raw confluent-kafka: {medians['one'] / medians['raw']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -86,7 +86,17 @@ def bench_served(bootstrap: str, n: int, kind: str) -> float:
         warmup.wait(60)
         result = json.loads(out.get(timeout=600))
     proc.join()
+    _delete_topics(bootstrap, prefix)  # the broker is shared: leave no topics behind
     return n / (result["last"] - result["first"])
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(f"{prefix}.")]
+    for future in admin.delete_topics(names, operation_timeout=60).values():
+        future.result()
 
 
 def main() -> None:

@@ -4,22 +4,31 @@ proportion to the weights while every queue has a backlog; a retry keeps its que
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streamjobs import Producer, Settings, Task, TaskRegistry
 from tests.integration.conftest import (
+    REPO_ROOT,
     TEST_SETTINGS,
     ThreadWorker,
     build_settings,
     read_topic,
     state_of,
+    worker_env,
 )
+from tests.integration.test_readme import readme_example
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -175,3 +184,58 @@ def test_a_retry_goes_to_its_own_queues_tier_and_dead_letters_to_its_own_queue(
     critical = per_queue["critical"]
     assert not read_topic(critical, f"{critical.topic_prefix}.critical.dlq", timeout=2)
     assert not read_topic(critical, f"{critical.topic_prefix}.critical.retry.300ms", timeout=2)
+
+
+def _readme_queue_commands() -> list[str]:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Queues and priorities", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    assert block is not None, "the README's queues section has no bash block"
+    return [line.split("  #")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_queue_commands_run_as_written(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    (tmp_path / "tasks.py").write_text(readme_example("# tasks.py"))
+    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=unique_prefix)
+    env = {
+        **worker_env(settings),
+        "STREAMJOBS_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAMJOBS_TOPIC_PREFIX": unique_prefix,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    ensure, *consumes, inspect = _readme_queue_commands()
+    done = subprocess.run(
+        ["bash", "-c", ensure], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    banners = []
+    for line in consumes:
+        log = tmp_path / "worker.log"
+        with log.open("wb") as out:
+            # one simple command: bash execs it, so the signal below reaches the worker
+            worker = subprocess.Popen(["bash", "-c", line], cwd=tmp_path, env=env,
+                                      stdout=out, stderr=out)  # fmt: skip
+            try:
+                banner = wait_for(
+                    lambda log=log: re.search(r"worker \S+: (queues .*?), group", log.read_text()),
+                    60,
+                    message=f"the banner of {line}",
+                )
+                banners.append(banner.group(1))
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                worker.wait(30)
+    assert banners == [
+        "queues critical, default, low (strict)",
+        "queues critical=6, default=3, low=1 (weighted)",
+        "queues critical=6, default=3, low=1 (weighted)",
+    ]
+    done = subprocess.run(
+        ["bash", "-c", inspect], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for queue in ("critical", "default", "low"):
+        assert f"queue {queue} · group {unique_prefix}.critical.workers" in done.stdout

@@ -85,10 +85,13 @@ class ServedTopics:
 
     queues: tuple[QueueTopics, ...]
     _rank: dict[str, int] = field(init=False, repr=False, compare=False)
+    _delay: dict[str, timedelta | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rank = {t: i for i, q in enumerate(self.queues) for t in q.task_topics}
         object.__setattr__(self, "_rank", rank)
+        delay = {t: q.tier_delay(t) for q in self.queues for t in q.task_topics}
+        object.__setattr__(self, "_delay", delay)  # asked for every record: a lookup
 
     @property
     def first(self) -> QueueTopics:
@@ -107,7 +110,8 @@ class ServedTopics:
         return self._rank.get(topic, 0)
 
     def tier_delay(self, topic: str) -> timedelta | None:
-        return self.of(topic).tier_delay(topic)
+        """The fixed delay of a tier topic, or None for a main topic."""
+        return self._delay.get(topic)
 
 
 def served_topics(settings: Settings) -> ServedTopics:

@@ -13,9 +13,10 @@ sees a live member throughout. A queue's tier topics are its own: a retry keeps 
   above 0 is ever starved.
   Weight 0: served only while no weighted queue has work ready.
 
-*Ready* is what the worker knows without asking the broker: the records between each partition's
-next offset to take and its end as of the last fetch (tier partitions whose head is not due do
-not count), plus the tasks taken but not started yet. :class:`Priorities` decides (pure: no
+*Ready* is what the worker knows without asking the broker: the tasks taken but not started yet,
+those taken just now, and the records between each partition's next offset to take and its end
+as of the last fetch (tier partitions whose head is not due do not count, nor those nothing was
+taken from yet). :class:`Priorities` decides (pure: no
 Kafka, no clock, unit-tested); :class:`QueueGate` measures and pauses (poll thread). The executor
 also starts waiting tasks of higher queues first under ``strict``
 (:mod:`streamjobs.worker.executor`), so a task taken just before a pause never jumps the line.
@@ -39,9 +40,10 @@ _log = logging.getLogger(__name__)
 # tasks a weighted queue may run ahead of its share before it is held back: fewer means closer
 # shares, more means fewer pause/resume round trips (each makes librdkafka re-fetch)
 _SLACK = 8
-# how often the poll thread re-measures what is ready (a burst is noticed within this); each
-# measure reads every served partition's cached end (a few microseconds each)
+# how often the poll thread decides again, from what it knows at no cost
 _EVERY_S = 0.025
+# how often it reads partition ends, for queues that show no other sign of work
+_MEASURE_S = 0.1
 
 
 class Priorities:
@@ -147,11 +149,15 @@ class QueueGate:
         self._parts = parts
         self._waiting = waiting
         self._starts = _Starts()
-        self._due = 0.0
+        self._due = self._measure_due = 0.0
+        self._taken = [0] * len(weights)  # tasks taken per queue since the last decision
+        self._taken_before = [0] * len(weights)
+        self._measured = [0] * len(weights)  # backlog per queue at the last measure
 
     def took(self, consumer: client.Consumer, part: Partition) -> None:
         """A task of ``part`` was taken: hold its queue back at once if it is now ahead."""
         rank = self._topics.rank(part.key[0])
+        self._taken[rank] += 1
         if self.policy.took(rank):
             self._set(consumer, rank, held=True)
 
@@ -167,24 +173,55 @@ class QueueGate:
                 _hold(consumer, part, held=self._topics.rank(topic) in held)
 
     def ready(self, consumer: client.Consumer) -> list[int]:
-        """Tasks each queue could start now, as far as this worker knows. Under ``strict``
-        the queues below the first with work are not measured: nothing of theirs matters."""
-        counts = list(self._waiting())
-        unknown: list[Partition] = []
-        strict = self.policy.order == "strict"
-        for rank, parts in enumerate(self._by_rank()):
-            if strict and any(counts[:rank]):
-                break
-            for part in parts:
-                counts[rank] += self._backlog(consumer, part, unknown)
-        if unknown:
-            self._starts.learn(consumer, unknown)
+        """Tasks each queue could start now, as far as this worker knows.
+
+        First what costs nothing: tasks taken but not started, tasks taken in the last two
+        turns of this measure, and a queue held back counts as having work (it was held for
+        that). Only the queues this says nothing about, and whose backlog can change a decision,
+        have their partitions' ends read, every ``_MEASURE_S`` (each read takes a librdkafka
+        lock: reading them all every turn cost a quarter of the poll thread)."""
+        taken = [a + b for a, b in zip(self._taken, self._taken_before, strict=True)]
+        self._taken_before, self._taken = self._taken, [0] * len(taken)
+        counts = [a + b for a, b in zip(self._waiting(), taken, strict=True)]
+        for rank in self.policy.held:
+            counts[rank] = max(counts[rank], 1)
+        unknown = self._unknown(counts)
+        now = time.monotonic()
+        if unknown and now >= self._measure_due:
+            self._measure_due = now + _MEASURE_S
+            self._measure(consumer, unknown)
+        for rank in unknown:
+            counts[rank] += self._measured[rank]
         return counts
 
+    def _unknown(self, counts: list[int]) -> list[int]:
+        """The queues with no sign of work whose backlog matters: under ``strict``, those above
+        the lowest queue with work (nothing below it can be held for them); under ``weighted``,
+        all of them, when another queue has work."""
+        working = [rank for rank, n in enumerate(counts) if n > 0]
+        if not working:
+            return []
+        below = working[-1] if self.policy.order == "strict" else len(counts)
+        return [rank for rank in range(below) if counts[rank] == 0]
+
+    def _measure(self, consumer: client.Consumer, ranks: list[int]) -> None:
+        unknown: list[Partition] = []
+        by_rank = self._by_rank()
+        for rank in ranks:
+            self._measured[rank] = sum(self._backlog(consumer, p, unknown) for p in by_rank[rank])
+        if unknown:
+            self._starts.learn(consumer, unknown)
+
     def _by_rank(self) -> list[list[Partition]]:
+        """The partitions worth measuring, by queue: every main-topic partition, and the tier
+        partitions this worker has taken a record from (the others are, nearly always, empty:
+        reading every tier partition's end each time cost a quarter of the poll thread). A
+        held tier head is not due: nothing behind it is ready."""
         ranked: list[list[Partition]] = [[] for _ in self.policy.weights]
         for (topic, _), part in list(self._parts.items()):
-            if not part.revoked and Pause.HOLD not in part.pauses:  # a held tier head: not due
+            if part.revoked or Pause.HOLD in part.pauses:
+                continue
+            if part.next_offset is not None or self._topics.tier_delay(topic) is None:
                 ranked[self._topics.rank(topic)].append(part)
         return ranked
 

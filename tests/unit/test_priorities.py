@@ -12,7 +12,10 @@ from streamjobs.errors import ConfigError
 from streamjobs.settings import Settings
 from streamjobs.topics import served_topics
 from streamjobs.worker.executor import KeyedExecutor
-from streamjobs.worker.priorities import Priorities
+from streamjobs.worker.partitions import Assigned, Partition
+from streamjobs.worker.pauses import Pause
+from streamjobs.worker.priorities import Priorities, QueueGate
+from tests.unit.fake_kafka import FakeConsumer, FakeKafka
 
 
 def test_strict_holds_back_every_queue_below_the_first_with_work_ready() -> None:
@@ -166,3 +169,73 @@ def test_unordered_executor_with_ranks_keeps_submission_order() -> None:
     gate.set()
     pool.shutdown(timeout=5)
     assert started == [0, 1, 2, 3]
+
+
+class _Ends(FakeConsumer):
+    """A consumer whose partitions' cached ends the test sets."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeKafka(), None)
+        self.ends: dict[tuple[str, int], int] = {}
+
+    def cached_end(self, topic: str, partition: int) -> int | None:
+        return self.ends.get((topic, partition))
+
+
+def _gate(queues: str) -> tuple[QueueGate, Assigned, _Ends, list[int]]:
+    settings = Settings(queues=queues, partitions=1)
+    served = served_topics(settings)
+    parts = Assigned(settings, served.first.main)
+    for topic in served.task_topics:
+        parts[(topic, 0)] = Partition((topic, 0))
+    waiting = [0] * len(served.queues)
+    return QueueGate(settings, served, parts, lambda: waiting), parts, _Ends(), waiting
+
+
+def _apply(gate: QueueGate, consumer: _Ends) -> None:
+    gate._due = gate._measure_due = 0.0  # the next turn decides and measures at once
+    gate.apply(consumer)
+
+
+def test_strict_gate_pauses_low_while_critical_has_a_backlog_and_resumes_it_after() -> None:
+    gate, parts, consumer, waiting = _gate("critical,low")
+    low, critical = ("streamjobs.low", 0), ("streamjobs.critical", 0)
+    waiting[1] = 5  # low tasks taken, not started
+    consumer.ends[critical] = 10  # nothing taken from critical yet: it starts at 0
+    _apply(gate, consumer)
+    _apply(gate, consumer)  # the first measure asked where critical starts
+    assert Pause.PRIORITY in parts[low].pauses
+    assert (low[0], 0) in consumer.paused
+    assert not parts[critical].pauses
+    assert all(not p.pauses for k, p in parts.items() if k[0].startswith("streamjobs.critical"))
+
+    parts[critical].next_offset = 10  # critical's backlog taken and started
+    _apply(gate, consumer)
+    _apply(gate, consumer)  # the turn that took them is remembered for one more
+    assert not parts[low].pauses
+    assert low not in consumer.paused
+
+
+def test_a_priority_pause_leaves_other_pause_reasons_in_place() -> None:
+    gate, parts, consumer, waiting = _gate("critical,low")
+    low = ("streamjobs.low", 0)
+    parts[low].pauses.add(Pause.BACKPRESSURE)
+    consumer.paused.add(low)
+    waiting[0], waiting[1] = 3, 3
+    _apply(gate, consumer)
+    assert parts[low].pauses == {Pause.BACKPRESSURE, Pause.PRIORITY}
+    waiting[0] = 0
+    _apply(gate, consumer)
+    _apply(gate, consumer)
+    assert parts[low].pauses == {Pause.BACKPRESSURE}
+    assert low in consumer.paused  # still held by backpressure
+
+
+def test_weighted_gate_holds_a_queue_the_moment_it_runs_ahead() -> None:
+    gate, parts, consumer, waiting = _gate("a=1,b=1")
+    a = ("streamjobs.a", 0)
+    waiting[0] = waiting[1] = 1
+    _apply(gate, consumer)
+    for _ in range(gate.policy.slack + 1):
+        gate.took(consumer, parts[a])
+    assert Pause.PRIORITY in parts[a].pauses

@@ -10,8 +10,9 @@ queue, ``default``, while it serves:
   * ``weighted``: ``critical=6``, ``default=3``, ``low=1``;
 and raw confluent-kafka reads the same records (one consumer, async commits every 200 ms) as the
 other benches' reference. The configurations take turns, round after round, so a change in the
-shared machine's load falls on all of them; prints each round, the medians and the overhead of
-``strict`` and ``weighted`` against ``one`` (target: under 10%).
+shared machine's load falls on all of them; prints each round, the medians of tasks/s and of the
+worker process's CPU time per task (steadier than tasks/s on a shared machine), and the overhead
+of ``strict`` and ``weighted`` against ``one`` (target: under 10%).
 Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker (streamjobs.dev.kafka).
 """
 
@@ -24,6 +25,7 @@ import os
 import statistics
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -57,15 +59,18 @@ def worker_process(
     thread = threading.Thread(target=worker.run)
     thread.start()
     worker.assigned.wait(30)
+    cpu = time.process_time()
     out.put("ready")
     throughput._finished.wait(600)  # no polling: a waking thread would share the cores
+    throughput._state["cpu"] = time.process_time() - cpu  # every thread of the worker process
     worker.stop()
     thread.join()
     out.put(json.dumps(throughput._state))
 
 
-def bench_served(bootstrap: str, n: int, kind: str) -> float:
-    """Tasks/s draining ``n`` tasks of ``default`` with a worker serving ``SERVED[kind]``."""
+def bench_served(bootstrap: str, n: int, kind: str) -> tuple[float, float]:
+    """Tasks/s draining ``n`` tasks of ``default`` with a worker serving ``SERVED[kind]``, and
+    the worker process's CPU time per task in microseconds."""
     prefix = f"q{uuid.uuid4().hex[:6]}"
     queues = SERVED[kind]
     for name in ("critical", "default", "low"):
@@ -87,7 +92,7 @@ def bench_served(bootstrap: str, n: int, kind: str) -> float:
         result = json.loads(out.get(timeout=600))
     proc.join()
     _delete_topics(bootstrap, prefix)  # the broker is shared: leave no topics behind
-    return n / (result["last"] - result["first"])
+    return n / (result["last"] - result["first"]), result["cpu"] / n * 1e6
 
 
 def _delete_topics(bootstrap: str, prefix: str) -> None:
@@ -110,19 +115,30 @@ def main() -> None:
         print(f"broker {bootstrap}; drain {n} no-op tasks of one queue, 6 partitions, 500 keys")
         throughput.bench_raw(bootstrap, 20_000, value, drain=False)  # warm the broker, untimed
         bench_served(bootstrap, min(n, 2000), "one")
-        figures: dict[str, list[float]] = {kind: [] for kind in ("raw", *SERVED)}
+        rates: dict[str, list[float]] = {kind: [] for kind in ("raw", *SERVED)}
+        cpu: dict[str, list[float]] = {kind: [] for kind in SERVED}
         for round_ in range(1, args.rounds + 1):
-            figures["raw"].append(throughput.bench_raw(bootstrap, n, value, drain=True))
+            rates["raw"].append(throughput.bench_raw(bootstrap, n, value, drain=True))
             for kind in SERVED:
-                figures[kind].append(bench_served(bootstrap, n, kind))
-            now = ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in figures.items())
-            print(f"round {round_}: {now}", flush=True)
-        medians = {k: statistics.median(v) for k, v in figures.items()}
-        print("median tasks/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in medians.items()))
+                rate, per_task = bench_served(bootstrap, n, kind)
+                rates[kind].append(rate)
+                cpu[kind].append(per_task)
+            now = ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items())
+            used = ", ".join(f"{k} {v[-1]:.0f}" for k, v in cpu.items())
+            print(f"round {round_}: {now}; worker CPU us/task: {used}", flush=True)
+        rate = {k: statistics.median(v) for k, v in rates.items()}
+        per_task = {k: statistics.median(v) for k, v in cpu.items()}
+        print("median tasks/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rate.items()))
+        used = ", ".join(f"{k} {v:.1f}" for k, v in per_task.items())
+        print(f"median worker CPU us/task: {used}")
         for kind in ("strict", "weighted"):
-            overhead = 1 - medians[kind] / medians["one"]
-            print(f"{kind} (3 queues, traffic in one) vs one queue: {overhead:+.1%} slower")
-        print(f"one queue vs raw confluent-kafka: {medians['one'] / medians['raw']:.2f}x")
+            slower = 1 - rate[kind] / rate["one"]
+            costlier = per_task[kind] / per_task["one"] - 1
+            print(
+                f"{kind} (3 queues, traffic in one) vs one queue: {slower:+.1%} tasks/s slower,"
+                f" {costlier:+.1%} CPU per task"
+            )
+        print(f"one queue vs raw confluent-kafka: {rate['one'] / rate['raw']:.2f}x")
 
 
 if __name__ == "__main__":

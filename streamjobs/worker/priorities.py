@@ -55,11 +55,11 @@ class Priorities:
         self.slack = slack
         self.vtime = [0.0] * len(self.weights)  # weighted: tasks taken / weight
         self.held: set[int] = set()
-        self._ready: tuple[int, ...] = (0,) * len(self.weights)
+        self._competing: tuple[int, ...] = ()  # weighted queues with work, at the last decision
 
     def decide(self, ready: Sequence[int]) -> frozenset[int]:
         """The queues to hold back, given each queue's count of ready tasks."""
-        self._ready = tuple(ready)
+        self._competing = tuple(r for r, n in enumerate(ready) if n > 0 and self.weights[r] > 0)
         if self.order == "strict":
             first = next((rank for rank, n in enumerate(ready) if n > 0), len(ready))
             self.held = set(range(first + 1, len(ready)))
@@ -87,14 +87,12 @@ class Priorities:
 
     def _floor(self) -> float | None:
         """The virtual time of the weighted queue furthest behind among those with work."""
-        times = [self.vtime[r] for r, n in enumerate(self._ready) if n > 0 and self.weights[r] > 0]
-        return min(times) if times else None
+        return min((self.vtime[r] for r in self._competing), default=None)
 
     def _behind_others(self, rank: int, held: bool) -> bool:
-        """Whether queue ``rank`` should wait for other queues that have work ready."""
-        others = [
-            r for r, n in enumerate(self._ready) if r != rank and n > 0 and self.weights[r] > 0
-        ]
+        """Whether queue ``rank`` should wait for other queues that have work ready (asked
+        for every task taken: the common case, no other queue with work, returns at once)."""
+        others = [r for r in self._competing if r != rank]
         if not others:
             return False
         if self.weights[rank] == 0:

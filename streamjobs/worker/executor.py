@@ -59,12 +59,13 @@ class _Ranked:
 
     def get(self) -> Entry | None:
         self._tokens.get()
-        for entries in self._ranks:
-            try:
-                return entries.popleft()
-            except IndexError:
-                continue
-        raise AssertionError("a token without an entry")  # every put adds both, entry first
+        while True:  # some rank holds an entry for every token taken; a racing get may take
+            for entries in self._ranks:  # the one seen, and a put may land behind the scan:
+                if entries:  # then scan again
+                    try:
+                        return entries.popleft()
+                    except IndexError:
+                        continue
 
 
 class KeyedExecutor:

@@ -239,3 +239,27 @@ def test_weighted_gate_holds_a_queue_the_moment_it_runs_ahead() -> None:
     for _ in range(gate.policy.slack + 1):
         gate.took(consumer, parts[a])
     assert Pause.PRIORITY in parts[a].pauses
+
+
+def test_ranked_executor_runs_every_item_once_under_concurrent_submits() -> None:
+    ran: Counter[int] = Counter()
+    lock = threading.Lock()
+    pool = KeyedExecutor(4, ranks=3, ordered=True)
+
+    def item(i: int) -> None:
+        with lock:
+            ran[i] += 1
+
+    def submitter(start: int) -> None:
+        for i in range(start, start + 2000):
+            pool.submit(i % 97, lambda i=i: item(i), i % 3)
+
+    threads = [threading.Thread(target=submitter, args=(s,)) for s in (0, 2000, 4000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    pool.shutdown(timeout=30)
+    assert len(ran) == 6000
+    assert set(ran.values()) == {1}
+    assert pool.waiting() == [0, 0, 0]

@@ -31,6 +31,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 Ordering = Literal["non_blocking", "key_ordered"]
+QueueOrder = Literal["strict", "weighted"]
+_QUEUE_SPEC = re.compile(r"^\s*([^=\s]+)\s*(?:=\s*(\d+)\s*)?$")
 
 
 def parse_duration(text: str | float | int | timedelta) -> timedelta:
@@ -70,6 +72,27 @@ def _duration_list(value: Any) -> list[timedelta]:
     return tiers
 
 
+def _queue_list(value: Any) -> list[str]:
+    """``"critical=6,default=3,low=1"`` or a list of such items, as ``name`` / ``name=weight``."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [part for part in value.replace(";", ",").split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"expected a list of queues, got {value!r}")
+    specs = []
+    for item in value:
+        match = _QUEUE_SPEC.match(str(item))
+        if match is None:
+            raise ConfigError(f"not a queue: {item!r} (use NAME or NAME=WEIGHT, e.g. low=1)")
+        name, weight = match.group(1), match.group(2)
+        specs.append(name if weight is None else f"{name}={int(weight)}")
+    names = [spec.partition("=")[0] for spec in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a queue is named twice: {value!r}")
+    return specs
+
+
 class Settings(BaseSettings):
     """Everything a producer or worker needs. Immutable; build once at startup."""
 
@@ -83,6 +106,12 @@ class Settings(BaseSettings):
     connect_timeout: timedelta = Field(default=timedelta(seconds=5))
     topic_prefix: str = "streamjobs"
     queue: str = "default"
+    # several queues served by one worker, highest priority first (``critical=6,default=3,low``);
+    # when given, ``queue`` is the first of them (see streamjobs.worker.priorities)
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # strict: a queue is served only while every higher one has nothing ready; weighted: in
+    # proportion to the weights when all have backlog. None: weighted if a weight is given
+    queue_order: QueueOrder | None = None
     group_id: str | None = None
     group_instance_id: str | None = None
     group_protocol: Literal["consumer", "classic"] = "consumer"
@@ -161,6 +190,22 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8765, ge=0, le=65535)
     dashboard_password: SecretStr | None = None
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _queues(cls, value: Any) -> list[str]:
+        return _queue_list(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_queue(cls, data: Any) -> Any:
+        """With several queues, ``queue`` (topics of ops commands, the default group) is the
+        first: the highest priority."""
+        if isinstance(data, dict) and data.get("queues"):
+            specs = _queue_list(data["queues"])
+            if specs:
+                data = {**data, "queue": specs[0].partition("=")[0]}
+        return data
 
     @field_validator("retry_tiers", "delay_tiers", mode="before")
     @classmethod
@@ -249,7 +294,19 @@ class Settings(BaseSettings):
             raise ValueError("replication_factor must be positive, -1 or unset (auto)")
         if self.dlq_max_bytes > self.max_message_bytes:
             raise ValueError("dlq_max_bytes must not exceed max_message_bytes")
+        self._check_queues()
         return self
+
+    def _check_queues(self) -> None:
+        for spec in self.queues:
+            self._topic_part(spec.partition("=")[0])
+        weighted = any("=" in spec for spec in self.queues)
+        if weighted and self.queue_order == "strict":
+            raise ValueError("queue weights (NAME=WEIGHT) need queue_order=weighted, not strict")
+        if len(self.served_queues) > 1 and self.ordering == "key_ordered":
+            raise ValueError("ordering=key_ordered serves one queue per worker, not several")
+        if self.queues and not any(w for _, w in self.served_queues):
+            raise ValueError("at least one queue needs a weight above 0")
 
     @property
     def commit_spacing(self) -> timedelta:
@@ -268,6 +325,27 @@ class Settings(BaseSettings):
     def tracing_enabled(self) -> bool:
         """Whether ``streamjobs consume`` should install an SDK and export spans."""
         return bool(self.otlp_endpoint or self.otel_exporter_otlp_endpoint)
+
+    @property
+    def served_queues(self) -> tuple[tuple[str, int], ...]:
+        """The queues a worker serves, highest priority first, each with its weight (1 when not
+        given); just ``queue`` unless ``queues`` is set."""
+        if not self.queues:
+            return ((self.queue, 1),)
+        pairs = (spec.partition("=") for spec in self.queues)
+        return tuple((name, int(weight) if sep else 1) for name, sep, weight in pairs)
+
+    @property
+    def effective_queue_order(self) -> QueueOrder:
+        """``queue_order``, or ``weighted`` when a weight was given and ``strict`` otherwise."""
+        if self.queue_order is not None:
+            return self.queue_order
+        return "weighted" if any("=" in spec for spec in self.queues) else "strict"
+
+    def for_queue(self, name: str) -> Settings:
+        """These settings for one of the served queues alone (its topics, its records), in the
+        same consumer group."""
+        return self.model_copy(update={"queue": name, "queues": [], "group_id": self.group})
 
     @property
     def group(self) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from streamjobs import client
@@ -42,6 +42,7 @@ class QueueTopics:
     schedules: str
     workers: str
     cancels: str
+    queue: str = ""
 
     @property
     def task_topics(self) -> list[str]:
@@ -72,6 +73,53 @@ def queue_topics(settings: Settings) -> QueueTopics:
         schedules=f"{settings.topic_prefix}.schedules",
         workers=f"{settings.topic_prefix}.workers",
         cancels=f"{settings.topic_prefix}.cancels",
+        queue=settings.queue,
+    )
+
+
+@dataclass(frozen=True)
+class ServedTopics:
+    """The topics of every queue one worker serves, highest priority first.
+
+    A retry or delay tier belongs to its queue: :meth:`of` finds the queue of any task topic, so
+    a retry goes to the tier of the queue its record came from, and keeps that queue's priority.
+    """
+
+    queues: tuple[QueueTopics, ...]
+    _rank: dict[str, int] = field(init=False, repr=False, compare=False)
+    _delay: dict[str, timedelta | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rank = {t: i for i, q in enumerate(self.queues) for t in q.task_topics}
+        object.__setattr__(self, "_rank", rank)
+        delay = {t: q.tier_delay(t) for q in self.queues for t in q.task_topics}
+        object.__setattr__(self, "_delay", delay)  # asked for every record: a lookup
+
+    @property
+    def first(self) -> QueueTopics:
+        return self.queues[0]
+
+    @property
+    def task_topics(self) -> list[str]:
+        return [t for q in self.queues for t in q.task_topics]
+
+    def of(self, topic: str) -> QueueTopics:
+        """The queue whose task topic ``topic`` is (the first queue for any other topic)."""
+        return self.queues[self.rank(topic)]
+
+    def rank(self, topic: str) -> int:
+        """The priority rank of ``topic``'s queue: 0 for the first (highest)."""
+        return self._rank.get(topic, 0)
+
+    def tier_delay(self, topic: str) -> timedelta | None:
+        """The fixed delay of a tier topic, or None for a main topic."""
+        return self._delay.get(topic)
+
+
+def served_topics(settings: Settings) -> ServedTopics:
+    """The topics of ``settings.served_queues``, in priority order."""
+    return ServedTopics(
+        tuple(queue_topics(settings.for_queue(name)) for name, _ in settings.served_queues)
     )
 
 

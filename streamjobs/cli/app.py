@@ -39,9 +39,11 @@ from streamjobs.cli.options import (
     Bootstrap,
     Prefix,
     Queue,
+    Queues,
     ReportingGroup,
     build_settings,
     load_registry,
+    queue_options,
     setting_default,
 )
 from streamjobs.errors import ConfigError
@@ -68,13 +70,21 @@ def consume(
     registry: Annotated[str, typer.Argument(help="MODULE:REGISTRY holding your handlers.")],
     bootstrap_servers: Bootstrap = None,
     topic_prefix: Prefix = None,
-    queue: Queue = None,
+    queue: Queues = None,
+    queue_order: Annotated[
+        str | None,
+        typer.Option(
+            help="With several queues: strict (a lower queue waits while a higher one has work) "
+            "or weighted (in proportion to the weights).",
+            show_default="weighted if a weight is given, else strict",
+        ),
+    ] = None,
     group: Annotated[
         str | None,
         typer.Option(
             "--group",
             "-g",
-            help="Consumer group.",
+            help="Consumer group (every worker of any of its queues must share it).",
             show_default="$STREAMJOBS_GROUP_ID or <prefix>.<queue>.workers",
         ),
     ] = None,
@@ -138,7 +148,7 @@ def consume(
     settings = build_settings(
         bootstrap_servers=bootstrap_servers,
         topic_prefix=topic_prefix,
-        queue=queue,
+        **queue_options(queue, queue_order),
         group_id=group,
         concurrency=concurrency,
         exactly_once=exactly_once or None,  # absent flag: STREAMJOBS_EXACTLY_ONCE decides
@@ -161,16 +171,19 @@ def consume(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     typer.echo(
-        f"worker {worker.worker_id}: queue {settings.queue}, group {settings.group}, "
+        f"worker {worker.worker_id}: {_served(settings)}, group {settings.group}, "
         f"{len(handlers)} task types, concurrency {settings.concurrency}",
         err=True,
     )
     try:
         # a topic created a moment ago may be unknown yet to the broker that answers
-        for problem in topics.verify(settings, replicas_strict=False, appear_within=15.0):
+        served = [settings.for_queue(name) for name, _ in settings.served_queues]
+        verified = (topics.verify(one, replicas_strict=False, appear_within=15.0) for one in served)
+        for problem in (p for problems in verified for p in problems):
             logging.getLogger("streamjobs").warning("under-replicated: %s", problem)
         scheduler.start()
-        for topic, backlog in _stranded(settings).items():
+        stranded = {topic: n for one in served for topic, n in _stranded(one).items()}
+        for topic, backlog in stranded.items():
             if backlog:
                 logging.getLogger("streamjobs").warning(
                     "%s: %d tasks waiting on a tier these settings do not name; no worker "
@@ -185,6 +198,15 @@ def consume(
         if provider is not None:
             provider.shutdown()  # flushes the last spans to the exporter
         _leave_without_handler_threads()
+
+
+def _served(settings: Settings) -> str:
+    served = settings.served_queues
+    if len(served) == 1:
+        return f"queue {settings.queue}"
+    order = settings.effective_queue_order
+    names = [f"{n}={w}" if order == "weighted" else n for n, w in served]
+    return f"queues {', '.join(names)} ({order})"
 
 
 def _own_stderr() -> Any:

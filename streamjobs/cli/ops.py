@@ -19,7 +19,15 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from streamjobs import status
-from streamjobs.cli.options import Bootstrap, Prefix, Queue, build_settings, setting_default
+from streamjobs.cli.options import (
+    Bootstrap,
+    Prefix,
+    Queue,
+    Queues,
+    build_settings,
+    queue_options,
+    setting_default,
+)
 from streamjobs.errors import ConfigError, StreamJobsError
 from streamjobs.settings import Settings
 
@@ -230,18 +238,35 @@ def inspect_command(
     as_json: AsJson = False,
     bootstrap_servers: Bootstrap = None,
     topic_prefix: Prefix = None,
-    queue: Queue = None,
+    queue: Queues = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            "-g",
+            help="The workers' consumer group.",
+            show_default="$STREAMJOBS_GROUP_ID or <prefix>.<first queue>.workers",
+        ),
+    ] = None,
 ) -> None:
-    """Lag per partition, tasks by state, throughput, tier backlog, dead letters by reason."""
+    """Lag per partition, tasks by state, throughput, tier backlog, dead letters by reason;
+    one report per queue given (``--queue`` repeated, or ``$STREAMJOBS_QUEUES``)."""
     from streamjobs.cli.output import console
     from streamjobs.ops import inspect as inspection
 
-    settings = _queue_settings(bootstrap_servers, topic_prefix, queue)
-    report = inspection.inspect(settings)
+    settings = build_settings(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=topic_prefix,
+        group_id=group,
+        **queue_options(queue),
+    )
+    reports = [inspection.inspect(settings.for_queue(n)) for n, _ in settings.served_queues]
     if as_json:
-        typer.echo(json.dumps(report.as_dict()))
+        found = [report.as_dict() for report in reports]
+        typer.echo(json.dumps(found[0] if len(found) == 1 else found))
     else:
-        console().print(inspection.render(report))
+        for report in reports:
+            console().print(inspection.render(report))
 
 
 def purge_command(

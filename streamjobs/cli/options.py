@@ -72,6 +72,29 @@ Queue = Annotated[
 ]
 
 
+Queues = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--queue",
+        "-q",
+        help="Queue; repeat it for several, highest priority first (NAME, or NAME=WEIGHT for "
+        "weighted order).",
+        show_default="$STREAMJOBS_QUEUES or $STREAMJOBS_QUEUE or default",
+    ),
+]
+
+
+def queue_options(queues: list[str] | None, order: str | None = None) -> dict[str, Any]:
+    """Settings overrides of a repeatable ``--queue``: given once without a weight, it is
+    ``queue`` (as ever); otherwise ``queues``."""
+    given: dict[str, Any] = {"queue_order": order}
+    if queues and len(queues) == 1 and "=" not in queues[0]:
+        given["queue"] = queues[0]
+    elif queues:
+        given["queues"] = queues
+    return given
+
+
 class ReportingGroup(TyperGroup):
     """The root command group: a StreamJobsError escaping any command (or sub-command) becomes
     ``error: ...`` on stderr and its exit code, the same way for every command; every flag of
@@ -117,6 +140,8 @@ def one_line(text: str) -> str:
 def build_settings(**overrides: Any) -> Settings:
     """Settings from STREAMJOBS_* variables, with the command-line values that were given."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "queue" in given and "queues" not in given:
+        given["queues"] = []  # one queue named on the command line: not $STREAMJOBS_QUEUES
     try:
         return Settings(**given)
     except ValidationError as exc:

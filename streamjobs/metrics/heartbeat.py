@@ -173,7 +173,7 @@ class Heartbeat:
             host=socket.gethostname(),
             pid=os.getpid(),
             version=version(),
-            queue=settings.queue,
+            queue=",".join(worker.queues),  # every queue it serves, highest first
             group=settings.group,
             concurrency=settings.concurrency,
             started_at_ms=self._started_at_ms,

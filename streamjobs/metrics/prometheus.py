@@ -253,7 +253,7 @@ class _WorkerGauges(Collector):
 
     def collect(self) -> Iterable[Metric]:
         worker, stats = self._worker, self._worker.stats
-        queue = worker.settings.queue
+        queue = ",".join(worker.queues)  # a worker serving several queues: all, highest first
         info = InfoMetricFamily(
             "streamjobs_worker", "One per worker process.", labels=("queue", "worker_id", "group")
         )
@@ -279,7 +279,7 @@ class _WorkerGauges(Collector):
         for reason, count in list(stats.rejected.items()):
             rejected.add_metric([queue, reason], count)
         yield rejected
-        yield from self._partition_gauges(queue)
+        yield from self._partition_gauges()
         oldest = GaugeMetricFamily(
             "streamjobs_task_oldest_running_seconds",
             "Age of the oldest attempt running now, per task type.",
@@ -290,7 +290,7 @@ class _WorkerGauges(Collector):
             oldest.add_metric([queue, task], now - started_at)
         yield oldest
 
-    def _partition_gauges(self, queue: str) -> Iterator[Metric]:
+    def _partition_gauges(self) -> Iterator[Metric]:
         labels = ("queue", "topic", "partition")
         lag = GaugeMetricFamily(
             "streamjobs_consumer_lag",
@@ -304,6 +304,7 @@ class _WorkerGauges(Collector):
         )
         now = time.time()
         for progress in self._worker.stats.partitions:
+            queue = self._worker.queue_of(progress.topic)  # a tier topic counts for its queue
             names = [queue, progress.topic, str(progress.partition)]
             if progress.lag is not None:
                 lag.add_metric(names, progress.lag)

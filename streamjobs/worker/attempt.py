@@ -125,7 +125,7 @@ class Attempts:
             task=envelope.task,
             key=envelope.key,
             attempt=envelope.attempt,
-            queue=self.settings.queue,
+            queue=self.settler.build.queue_of(message.topic),
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,

@@ -6,6 +6,9 @@ a key's next item queues behind the other keys' items, so a busy key cannot star
 A work item is expected to handle its own failures: anything escaping one (a worker bug, never a
 handler's exception) goes to ``on_crash``, and a thread that dies anyway is reported by
 ``dead_threads`` (the worker's watchdog stops the worker then, rather than run on short-handed).
+With ``ranks`` above 1 (a worker serving several queues) every item has a rank (its queue, 0 the
+highest): the pool counts the items of each rank not started yet (:meth:`KeyedExecutor.waiting`)
+and, when ``ordered``, starts a waiting item of a lower rank before any of a higher one.
 Does not know about Kafka: the worker decides what a work item is and what its completion means.
 """
 
@@ -17,9 +20,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
+from typing import Protocol
 
 WorkItem = Callable[[], None]
 OnCrash = Callable[[str, BaseException], None]  # thread name, what escaped
+Entry = tuple[Hashable, WorkItem, int]  # key, item, rank
 _log = logging.getLogger(__name__)
 
 
@@ -28,16 +33,59 @@ def _log_crash(thread: str, exc: BaseException) -> None:
     _log.error("work item raised", exc_info=exc)
 
 
+class _Ready(Protocol):
+    def put(self, entry: Entry | None) -> None: ...
+    def get(self) -> Entry | None: ...
+
+
+class _Ranked:
+    """Ready items, the lowest rank first (``ordered``) and in submission order within a rank.
+
+    One deque per rank plus a token queue: each put appends its entry, then a token; each get
+    takes a token, then the first entry of the lowest non-empty rank. Every token follows its
+    entry, so a get always finds one; deque appends and pops are atomic, and the token queue is
+    the C ``SimpleQueue``, so this costs about what the single-rank pool does."""
+
+    def __init__(self, ranks: int, ordered: bool) -> None:
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._ranks: list[deque[Entry | None]] = [deque() for _ in range(ranks if ordered else 1)]
+        self._ranks.append(deque())  # shutdown sentinels: after every item
+        self._ordered = ordered
+
+    def put(self, entry: Entry | None) -> None:
+        rank = -1 if entry is None else entry[2] if self._ordered else 0
+        self._ranks[rank].append(entry)
+        self._tokens.put(None)
+
+    def get(self) -> Entry | None:
+        self._tokens.get()
+        while True:  # some rank holds an entry for every token taken; a racing get may take
+            for entries in self._ranks:  # the one seen, and a put may land behind the scan:
+                if entries:  # then scan again
+                    try:
+                        return entries.popleft()
+                    except IndexError:
+                        continue
+
+
 class KeyedExecutor:
     """Serial per key, parallel across keys. ``submit`` never blocks."""
 
     def __init__(
-        self, concurrency: int, *, name: str = "streamjobs-task", on_crash: OnCrash = _log_crash
+        self,
+        concurrency: int,
+        *,
+        name: str = "streamjobs-task",
+        on_crash: OnCrash = _log_crash,
+        ranks: int = 1,
+        ordered: bool = False,
     ) -> None:
         self._on_crash = on_crash
         self._stopping = False
-        self._ready: queue.SimpleQueue[tuple[Hashable, WorkItem] | None] = queue.SimpleQueue()
-        self._waiting: dict[Hashable, deque[WorkItem]] = {}
+        self._ready: _Ready = queue.SimpleQueue() if ranks == 1 else _Ranked(ranks, ordered)
+        # items not started yet, per rank (only counted with several ranks)
+        self._unstarted = [0] * ranks if ranks > 1 else None
+        self._waiting: dict[Hashable, deque[tuple[WorkItem, int]]] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when no key has work left
         self._threads = [
@@ -47,14 +95,21 @@ class KeyedExecutor:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, key: Hashable, item: WorkItem) -> None:
+    def submit(self, key: Hashable, item: WorkItem, rank: int = 0) -> None:
         with self._lock:
+            if self._unstarted is not None:
+                self._unstarted[rank] += 1
             waiting = self._waiting.get(key)
             if waiting is not None:  # the key is busy: run after the items before it
-                waiting.append(item)
+                waiting.append((item, rank))
                 return
             self._waiting[key] = deque()
-        self._ready.put((key, item))
+        self._ready.put((key, item, rank))
+
+    def waiting(self) -> list[int]:
+        """Items submitted and not started yet, per rank (empty with a single rank)."""
+        with self._lock:
+            return list(self._unstarted or ())
 
     def dead_threads(self) -> list[str]:
         """Names of pool threads that ended although the pool was not shut down."""
@@ -74,7 +129,10 @@ class KeyedExecutor:
             entry = self._ready.get()
             if entry is None:
                 return
-            key, item = entry
+            key, item, rank = entry
+            if self._unstarted is not None:
+                with self._lock:
+                    self._unstarted[rank] -= 1
             try:
                 item()
             except BaseException as exc:  # a work item must not kill the pool
@@ -86,9 +144,9 @@ class KeyedExecutor:
                     if not self._waiting:
                         self._idle.notify_all()
                     continue
-                following = waiting.popleft()
+                following, rank = waiting.popleft()
             # back of the line, not run at once: a key with a backlog must not starve the others
-            self._ready.put((key, following))
+            self._ready.put((key, following, rank))
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop the threads after the items already submitted; waits up to ``timeout``."""

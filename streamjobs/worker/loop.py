@@ -7,7 +7,8 @@ by Kafka. Records are routed here (poll thread): tier records that are not yet d
 partition instead of sleeping the thread; bad input is dead-lettered with a reason and never
 stops the loop; tasks go to a per-key serial executor so the poll loop never blocks on one;
 ``key_ordered`` tasks parked behind a retry are bounded by pausing main-topic intake; tasks over
-a rate limit wait, unstarted, until :mod:`streamjobs.worker.ratelimit` releases them. One
+a rate limit wait, unstarted, until :mod:`streamjobs.worker.ratelimit` releases them; with
+several queues, :mod:`streamjobs.worker.priorities` pauses the queues held back. One
 attempt (executor thread) is :mod:`streamjobs.worker.attempt`'s, writing what settles a record
 :mod:`streamjobs.worker.settle`'s, rebalances and commits :mod:`streamjobs.worker.handover`'s.
 Does not parse command lines or install signal handlers (the CLI does), so a Worker runs fine
@@ -37,7 +38,7 @@ from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import clamp_attempt, pick_tier
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
-from streamjobs.topics import queue_topics
+from streamjobs.topics import served_topics
 from streamjobs.tracing import TracingMiddleware
 from streamjobs.worker.attempt import Attempts
 from streamjobs.worker.cancels import CancelFollower, not_started_note, settle_cancelled
@@ -47,6 +48,7 @@ from streamjobs.worker.handover import Handover
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord, TransactionalWriter
 from streamjobs.worker.partitions import Assigned, Partition
+from streamjobs.worker.priorities import QueueGate
 from streamjobs.worker.quarantine import StartLedger
 from streamjobs.worker.ratelimit import Decision, RateGate
 from streamjobs.worker.settle import Settler
@@ -61,7 +63,7 @@ _PROGRESS_EVERY_S = 1.0  # how often the poll thread publishes partition progres
 
 
 class Worker:
-    """Runs tasks of one queue as a member of the queue's consumer group.
+    """Runs tasks of its queues (``settings.served_queues``) as a member of the consumer group.
 
     ``run()`` blocks until ``stop()`` (callable from any thread or a signal handler), then finishes
     the tasks already started, commits and leaves the group. ``middleware`` wraps each handler
@@ -85,7 +87,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
         self.assigned = threading.Event()
-        self._topics = queue_topics(settings)
+        self._topics = served_topics(settings)
         self._clients = clients or client.KafkaClients(settings)
         self._schemas = SchemaStore(settings, self._clients)
         for handler in registry:
@@ -93,7 +95,7 @@ class Worker:
         self._stop = threading.Event()
         self._failure: StreamJobsError | None = None
         self._watchdog: Watchdog | None = None  # while running
-        self._parts = Assigned(settings, self._topics.main)
+        self._parts = Assigned(settings, self._topics.first.main)
         self._consumer: client.Consumer | None = None
         self._build = Builder(settings, self._topics, self.worker_id)
         self._writer: OutcomeWriter | None = None
@@ -108,7 +110,8 @@ class Worker:
         )
         self._task_partitions: int | None = None  # of all the queue's task topics
         key_ordered = settings.ordering == "key_ordered"
-        self._order = KeyOrder(settings, self._topics, self._clients) if key_ordered else None
+        first = self._topics.first  # key_ordered serves one queue (settings check it)
+        self._order = KeyOrder(settings, first, self._clients) if key_ordered else None
         self._runner: HandlerRunner | None = None
         self._settler: Settler | None = None  # while running
         self._attempts: Attempts | None = None  # while running
@@ -121,6 +124,7 @@ class Worker:
         self._queued = 0
         self._queued_lock = threading.Condition()
         self._progress_due = 0.0
+        self._gate: QueueGate | None = None  # while running, with several queues
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -149,7 +153,8 @@ class Worker:
         self._cancels = CancelFollower(self.settings, self._clients)
         self._cancels.start()
         self._writer = self._new_writer()
-        self._ledger = StartLedger(self.settings, self._topics.starts, self._clients)
+        # one crash ledger per worker: its first queue's (keys name the topic)
+        self._ledger = StartLedger(self.settings, self._topics.first.starts, self._clients)
         self._handover_now = Handover(
             self.settings,
             self._parts,
@@ -164,7 +169,13 @@ class Worker:
             needs_loop=any(h.is_async for h in self.registry),
             cancels=self._cancels.book,
         )
-        self._executor = KeyedExecutor(self.settings.concurrency, on_crash=self._crashed)
+        ranks = len(self._topics.queues)
+        strict = self.settings.effective_queue_order == "strict"
+        self._executor = KeyedExecutor(
+            self.settings.concurrency, on_crash=self._crashed, ranks=ranks, ordered=strict
+        )
+        if ranks > 1:
+            self._gate = QueueGate(self.settings, self._topics, self._parts, self._executor.waiting)
         self._settler = Settler(
             self._writer, self._build, self.stats, self._order, self._retry_ended
         )
@@ -228,6 +239,15 @@ class Worker:
         return self._parts.parking.engaged
 
     @property
+    def queues(self) -> list[str]:
+        """The queues this worker serves, highest priority first."""
+        return [name for name, _ in self.settings.served_queues]
+
+    def queue_of(self, topic: str) -> str:
+        """The queue whose task topic ``topic`` is (a tier topic belongs to its queue)."""
+        return self._topics.of(topic).queue
+
+    @property
     def consumer(self) -> client.Consumer:
         assert self._consumer is not None, "the worker is not running"
         return self._consumer
@@ -280,6 +300,8 @@ class Worker:
         self._parts.resume_due(self.consumer)
         self._release_held()
         self._parts.apply_backpressure(self.consumer, self._queued)
+        if self._gate is not None:
+            self._gate.apply(consumer)
         self._observe(consumer)
 
     def _observe(self, consumer: client.Consumer) -> None:
@@ -388,6 +410,8 @@ class Worker:
     ) -> None:
         with self._queued_lock:
             self._queued += 1
+        if self._gate is not None:
+            self._gate.took(self.consumer, part)
         if decision is Decision.HOLD:  # counted as queued: it waits in memory, not started
             self._rates.hold(envelope.task, envelope.record_key, (message, envelope, handler, part))
             return
@@ -401,6 +425,7 @@ class Worker:
         self._executor.submit(
             envelope.record_key,
             _bind(self._execute, message, envelope, handler, part),
+            self._topics.rank(message.topic) if self._gate is not None else 0,
         )
 
     # -- rate limits (poll thread; streamjobs.worker.ratelimit) ------------------------------
@@ -439,7 +464,7 @@ class Worker:
             return
         if self._task_partitions is None:
             try:
-                count = len(self.consumer.partition_ids(self._topics.main))
+                count = len(self.consumer.partition_ids(self._topics.first.main))
             except StreamJobsError as exc:
                 _log.warning("partition count unknown, assuming the settings': %s", exc)
                 count = 0
@@ -498,7 +523,8 @@ class Worker:
     def _hop(self, message: client.Record, part: Partition, remaining: timedelta) -> None:
         """Move a released-but-not-due record to the tier that fits the rest of its wait."""
         topic = message.topic
-        family = self._topics.retry if topic in self._topics.retry.values() else self._topics.delay
+        queue = self._topics.of(topic)
+        family = queue.retry if topic in queue.retry.values() else queue.delay
         target = family[pick_tier(list(family), remaining)]
         self.settler.settle(
             part, message, [OutRecord(target, message.key, message.value, message.headers)]

@@ -38,7 +38,7 @@ from streamjobs.models import TaskState
 from streamjobs.retry import RetryAt
 from streamjobs.settings import Settings
 from streamjobs.status import AttemptStatuses, encode_status, now_ms, submission_headers
-from streamjobs.topics import QueueTopics
+from streamjobs.topics import QueueTopics, ServedTopics
 
 Done = Callable[[], bool]  # False: the outcome is stale (its partition was given up): drop it
 Origin = tuple[str, int, int]  # topic, partition, offset of the record being settled
@@ -237,12 +237,20 @@ class TransactionalWriter(OutcomeWriter):
 
 
 class Builder:
-    """Builds the records that settle a task, for one queue and worker."""
+    """Builds the records that settle a task, for one worker and the queues it serves: a retry
+    or dead letter goes to the tier or dead-letter topic of the queue its record came from."""
 
-    def __init__(self, settings: Settings, topics: QueueTopics, worker_id: str) -> None:
+    def __init__(
+        self, settings: Settings, topics: QueueTopics | ServedTopics, worker_id: str
+    ) -> None:
         self._settings = settings
-        self._topics = topics
+        self._served = topics if isinstance(topics, ServedTopics) else ServedTopics((topics,))
+        self._topics = self._served.first
         self.worker_id = worker_id
+
+    def queue_of(self, topic: str) -> str:
+        """The queue whose task topic ``topic`` is."""
+        return self._served.of(topic).queue or self._settings.queue
 
     def status(self, envelope: Envelope, state: TaskState, **fields: Any) -> OutRecord:
         """A status record; always keyed by task id (a compacted topic rejects unkeyed ones),
@@ -290,7 +298,7 @@ class Builder:
         headers: Sequence[tuple[str, bytes | None]],
     ) -> list[OutRecord]:
         """The next attempt on its tier (same key, so the same partition number) + its status."""
-        tier_topic = self._topics.retry[decision.tier]
+        tier_topic = self._served.of(record.topic).retry[decision.tier]
         retried = replace(
             envelope,
             attempt=decision.attempt,
@@ -322,18 +330,19 @@ class Builder:
         value = encode_dead_letter(
             record,
             reason=reason,
-            queue=self._settings.queue,
+            queue=self.queue_of(record.topic),
             worker_id=self.worker_id,
             now_ms=now_ms(),
             max_bytes=self._settings.dlq_max_bytes,
             envelope=envelope,
             error=exc,
         )
+        dlq = self._served.of(record.topic).dlq
         if envelope is None:  # undecodable: no task id, so no status record
-            return [OutRecord(self._topics.dlq, record.key, value, record.headers)]
-        fields = moved(where or {"worker_id": self.worker_id}, self._topics.dlq)
+            return [OutRecord(dlq, record.key, value, record.headers)]
+        fields = moved(where or {"worker_id": self.worker_id}, dlq)
         return [
-            OutRecord(self._topics.dlq, envelope.task_id.encode(), value, record.headers),
+            OutRecord(dlq, envelope.task_id.encode(), value, record.headers),
             self.status(
                 envelope,
                 TaskState.DEAD_LETTERED,

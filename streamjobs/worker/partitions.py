@@ -2,7 +2,8 @@
 
 Owns per-partition state (offset tracker, revoked/lost flags, started tasks, the suspect window
 of crash-loop quarantine, a held tier head) and flow control. A partition is paused for one or
-more reasons (:class:`Pause`) and resumed only when the last of them is gone:
+more reasons (:class:`~streamjobs.worker.pauses.Pause`) and resumed only when the last of them
+is gone; this module decides these:
 
 - ``HOLD``: a tier partition whose head is not due yet, until it is;
 - ``BACKPRESSURE``: every partition, while the executor stays full;
@@ -13,6 +14,8 @@ more reasons (:class:`Pause`) and resumed only when the last of them is gone:
   many such tasks as it may (:mod:`streamjobs.worker.ratelimit`), until the hold has emptied
   to half.
 
+(``PRIORITY`` is :mod:`streamjobs.worker.priorities`'s.)
+
 Partitions are paused rather than the poll thread put to sleep, so the group never sees a silent
 member. Pausing makes librdkafka drop what it prefetched, so resuming seeks back to the first
 record not yet taken. Does not consume, commit or run tasks (:mod:`streamjobs.worker.loop`), nor
@@ -21,7 +24,6 @@ decide which tasks park (:mod:`streamjobs.worker.keyorder`).
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -32,20 +34,14 @@ from streamjobs import client, status
 from streamjobs.errors import KafkaUnavailable
 from streamjobs.settings import Settings
 from streamjobs.worker.offsets import OffsetTracker
+from streamjobs.worker.pauses import Pause
+from streamjobs.worker.pauses import pause as _pause
+from streamjobs.worker.pauses import unpause as _unpause
 
 TopicKey = tuple[str, int]
 _log = logging.getLogger(__name__)
 # the executor may stay full this long before partitions are paused (a pause costs a refetch)
 _PAUSE_AFTER_S = 1.0
-
-
-class Pause(enum.Enum):
-    """Why a partition is paused; it resumes when it has no reason left."""
-
-    HOLD = "hold"
-    BACKPRESSURE = "backpressure"
-    PARKING = "parking"
-    RATE = "rate"
 
 
 class Partition:
@@ -278,24 +274,3 @@ class Assigned(dict[TopicKey, Partition]):
         consumer.resume([client.TopicPartition(*p.key) for p in parts if p.pauses])
         self.backpressure = False
         self.parking.engaged = False
-
-
-def _pause(consumer: client.Consumer, part: Partition, reason: Pause) -> None:
-    if not part.pauses:
-        consumer.pause([client.TopicPartition(*part.key)])
-    part.pauses.add(reason)
-
-
-def _unpause(consumer: client.Consumer, part: Partition, reason: Pause) -> None:
-    """Drop one reason; the partition resumes only when it was the last one."""
-    if reason not in part.pauses:
-        return
-    part.pauses.discard(reason)
-    if not part.pauses:
-        resume(consumer, part, part.next_offset)
-
-
-def resume(consumer: client.Consumer, part: Partition, offset: int | None) -> None:
-    consumer.resume([client.TopicPartition(*part.key)])
-    if offset is not None:  # drop what was prefetched before the pause; re-read from here
-        consumer.seek(client.TopicPartition(part.key[0], part.key[1], offset))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import timedelta
 from types import TracebackType
@@ -17,6 +17,7 @@ from streamjobs.client import Delivery
 from streamjobs.middleware import (
     AttemptContext,
     AttemptOutcome,
+    Heard,
     Middleware,
     MiddlewareChain,
     SubmitContext,
@@ -234,6 +235,33 @@ def test_an_outcome_observer_that_raises_is_logged_and_the_others_still_hear(
 
     assert journal == ["b outcome dead_lettered"]
     assert "middleware Broken failed in outcome; ignored" in caplog.text
+
+
+def test_outcomes_are_told_in_order_one_batch_per_call_and_a_raising_one_skips_no_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal: list[str] = []
+    batches: list[list[str]] = []
+
+    class FailsOnSecond(Middleware):
+        def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+            if ctx.task_id == "t2":
+                raise RuntimeError("broken outcome")
+            journal.append(f"heard {ctx.task_id}")
+
+    class Batched(Middleware):
+        def outcomes(self, heard: Sequence[Heard]) -> None:
+            batches.append([ctx.task_id for ctx, _ in heard])
+
+    chain = MiddlewareChain([FailsOnSecond(), Batched()])
+    done = AttemptOutcome(TaskState.SUCCEEDED, timedelta(0))
+    chain.outcomes([(_attempt_ctx(task_id=f"t{i}"), done) for i in (1, 2, 3)])
+
+    assert journal == ["heard t1", "heard t3"]
+    assert batches == [["t1", "t2", "t3"]]
+    assert "FailsOnSecond failed in outcome; ignored" in caplog.text
+    assert chain.observes_outcomes
+    assert not MiddlewareChain([Middleware()]).observes_outcomes
 
 
 def test_a_keyboard_interrupt_from_a_middleware_is_not_hidden() -> None:

@@ -71,7 +71,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from streamjobs.models import TaskState
 
@@ -144,7 +144,7 @@ class SubmitOutcome:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AttemptContext:
     """One attempt of a handler at a task record (``attempt`` starts at 1).
 
@@ -168,8 +168,42 @@ class AttemptContext:
     schedule: str | None = None
     carry_headers: Headers = field(default_factory=list)
 
+    @classmethod
+    def of(
+        cls,
+        task_id: str,
+        task: str,
+        key: str | None,
+        attempt: int,
+        queue: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        group: str,
+        worker_id: str,
+        headers: RecordHeaders,
+        schedule: str | None,
+    ) -> AttemptContext:
+        """The same as the constructor, for the worker's every attempt (:func:`_frozen`)."""
+        fields: dict[str, Any] = {
+            "task_id": task_id,
+            "task": task,
+            "key": key,
+            "attempt": attempt,
+            "queue": queue,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "group": group,
+            "worker_id": worker_id,
+            "headers": headers,
+            "schedule": schedule,
+            "carry_headers": [],
+        }
+        return _frozen(cls, fields)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True)
 class AttemptOutcome:
     """What became of one attempt, as written: ``state`` is ``succeeded``, ``retry_scheduled``,
     ``dead_lettered`` or ``cancelled`` (reason ``cancelled``).
@@ -200,9 +234,26 @@ class AttemptOutcome:
         """The outcome of an attempt that raised ``exc``."""
         return cls(state, duration, error_type(exc), str(exc), retry_tier, reason)
 
+    @classmethod
+    def success(cls, duration: timedelta) -> AttemptOutcome:
+        """A succeeded attempt's outcome (:func:`_frozen`: one per task)."""
+        return _frozen(cls, {"state": TaskState.SUCCEEDED, "duration": duration})
+
     @property
     def succeeded(self) -> bool:
         return self.state is TaskState.SUCCEEDED
+
+
+_Frozen = TypeVar("_Frozen", AttemptContext, AttemptOutcome)
+
+
+def _frozen(cls: type[_Frozen], fields: dict[str, Any]) -> _Frozen:
+    """An instance of the frozen dataclass ``cls`` with ``fields`` (the fields left out keep
+    their class defaults), set in one go: its generated ``__init__`` goes through
+    ``object.__setattr__`` once per field, about 1 us for a context, on every attempt's path."""
+    made = object.__new__(cls)
+    made.__dict__.update(fields)
+    return made
 
 
 #: An attempt's outcome as middleware are told it: its context, and what became of it.

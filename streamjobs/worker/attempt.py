@@ -97,7 +97,7 @@ class Attempts:
         else:
             heard = None
             if self._heard:
-                heard = (ctx, AttemptOutcome(TaskState.SUCCEEDED, _since(started)))
+                heard = (ctx, AttemptOutcome.success(_since(started)))
             settler.settle(part, message, [done], heard)
             settler.stats.succeeded += 1
             settler.retry_ended(message)
@@ -128,7 +128,7 @@ class Attempts:
         return True
 
     def _context(self, message: client.Record, envelope: Envelope) -> AttemptContext:
-        return AttemptContext(
+        return AttemptContext.of(
             task_id=envelope.task_id,
             task=envelope.task,
             key=envelope.key,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import timedelta
 from types import TracebackType
+from typing import Any
 
 import pytest
 
@@ -478,3 +479,32 @@ def test_a_submitted_hook_hears_each_confirmed_task_record_with_its_writes_durat
     assert heard.heard[1][1].duration == heard.heard[2][1].duration  # one batch, one write
     assert MiddlewareChain([heard]).observes_submits
     assert not MiddlewareChain([HeaderAdder()]).observes_submits
+
+
+def test_the_workers_quick_context_and_success_equal_the_constructed_ones_and_stay_frozen() -> None:
+    fields: dict[str, Any] = {
+        "task_id": "t1",
+        "task": "Email",
+        "key": "k",
+        "attempt": 2,
+        "queue": "default",
+        "topic": "sj.default",
+        "partition": 1,
+        "offset": 7,
+        "group": "g",
+        "worker_id": "w",
+        "headers": (("traceparent", b"x"),),
+        "schedule": None,
+    }
+    quick = AttemptContext.of(**fields)
+    assert quick == AttemptContext(**fields)
+    assert quick.carry_headers == []
+    assert quick.carry_headers is not AttemptContext.of(**fields).carry_headers
+    success = AttemptOutcome.success(timedelta(seconds=1))
+    assert success == AttemptOutcome(TaskState.SUCCEEDED, timedelta(seconds=1))
+    assert success.succeeded
+    assert success.reason is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.task = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        success.reason = "x"  # type: ignore[misc]

@@ -25,7 +25,7 @@ Hooks (override any; the defaults do nothing)::
     outcome(ctx, AttemptOutcome) -> called once the attempt's outcome is written: acknowledged
                                     by Kafka (at least once) or staged in the transaction
                                     (exactly once); on the worker's poll thread, keep it quick
-    outcomes([(ctx, outcome), ...]) -> the outcomes written since the poll loop's last turn,
+    outcome_batch([(ctx, outcome), ...]) -> the outcomes written since the poll loop's last turn,
                                     in order, all at once (the default calls ``outcome`` for
                                     each): override it instead to count thousands a second
     wants_submit() -> bool       -> asked once per submit call; False: no submit hook for
@@ -100,7 +100,7 @@ RecordHeaders = tuple[tuple[str, bytes | None], ...]
 #: The record header naming the recurring schedule that fired a task (``AttemptContext.schedule``).
 SCHEDULE_HEADER = "streamjobs-schedule"
 
-_HOOKS = ("submit", "submitted", "attempt", "outcome", "outcomes")
+_HOOKS = ("submit", "submitted", "attempt", "outcome", "outcome_batch")
 
 
 def schedule_of(headers: Iterable[tuple[str, bytes | str | None]]) -> str | None:
@@ -284,7 +284,7 @@ class Middleware:
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         """Observe the attempt's outcome once it is written."""
 
-    def outcomes(self, heard: Sequence[Heard]) -> None:
+    def outcome_batch(self, heard: Sequence[Heard]) -> None:
         """Observe the outcomes written since the poll loop's last turn, in order. The default
         calls :meth:`outcome` for each (one that raises is logged, the rest are still told);
         a middleware that overrides this one handles its own errors."""
@@ -313,8 +313,8 @@ class MiddlewareChain:
         self._by_hook = {
             hook: tuple(m for m in self.middleware if _overrides(m, hook)) for hook in _HOOKS
         }
-        self._by_hook["outcomes"] = tuple(
-            m for m in self.middleware if _overrides(m, "outcome") or _overrides(m, "outcomes")
+        self._by_hook["outcome_batch"] = tuple(
+            m for m in self.middleware if _overrides(m, "outcome") or _overrides(m, "outcome_batch")
         )
         # the hooks that wrap, bound once: this is on every submit's and attempt's path
         self._submit_hooks = _hooks(self._by_hook["submit"], "submit")
@@ -352,18 +352,18 @@ class MiddlewareChain:
 
     @property
     def observes_outcomes(self) -> bool:
-        return bool(self._by_hook["outcomes"])
+        return bool(self._by_hook["outcome_batch"])
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
-        """Tell every middleware of one outcome (:meth:`outcomes` of one)."""
-        self.outcomes(((ctx, outcome),))
+        """Tell every middleware of one outcome (:meth:`outcome_batch` of one)."""
+        self.outcome_batch(((ctx, outcome),))
 
-    def outcomes(self, heard: Sequence[Heard]) -> None:
+    def outcome_batch(self, heard: Sequence[Heard]) -> None:
         """Tell every middleware of these outcomes, in order; one that raises is logged and
         the others still hear them."""
-        for middleware in self._by_hook["outcomes"]:
+        for middleware in self._by_hook["outcome_batch"]:
             try:
-                middleware.outcomes(heard)
+                middleware.outcome_batch(heard)
             except Exception:
                 _log.warning(
                     "middleware %s failed in outcome; ignored", _name(middleware), exc_info=True

@@ -122,7 +122,7 @@ class WorkerMetrics(Middleware):
         self.starts.started(ctx.queue, ctx.task)
         return _Running(self.running, ctx)
 
-    def outcomes(self, heard: Sequence[Heard]) -> None:
+    def outcome_batch(self, heard: Sequence[Heard]) -> None:
         succeeded, tally = TaskState.SUCCEEDED, self.tally
         for ctx, outcome in heard:
             if outcome.state is succeeded:  # the usual case, inline

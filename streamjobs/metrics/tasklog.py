@@ -107,7 +107,7 @@ class TaskLog(Middleware):
                 del self._raised[next(iter(self._raised))]
             self._raised[id(ctx)] = (ctx, exc)
 
-    def outcomes(self, heard: Sequence[Heard]) -> None:
+    def outcome_batch(self, heard: Sequence[Heard]) -> None:
         # successes below the logger's level (the default) cost one check each: no line is
         # built, and no exception was kept for them
         log_successes = self._log.isEnabledFor(self._success_level)

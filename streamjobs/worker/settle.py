@@ -68,7 +68,7 @@ class Settler:
         thread: once per loop turn, and after the last outcomes are flushed)."""
         if self._heard:
             heard, self._heard = self._heard, []
-            middleware.outcomes(heard)
+            middleware.outcome_batch(heard)
 
     def running(self, part: Partition, message: client.Record, running: OutRecord) -> None:
         """The ``running`` status. At least once: fire and forget (the outcome follows it on

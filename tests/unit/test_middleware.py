@@ -251,12 +251,12 @@ def test_outcomes_are_told_in_order_one_batch_per_call_and_a_raising_one_skips_n
             journal.append(f"heard {ctx.task_id}")
 
     class Batched(Middleware):
-        def outcomes(self, heard: Sequence[Heard]) -> None:
+        def outcome_batch(self, heard: Sequence[Heard]) -> None:
             batches.append([ctx.task_id for ctx, _ in heard])
 
     chain = MiddlewareChain([FailsOnSecond(), Batched()])
     done = AttemptOutcome(TaskState.SUCCEEDED, timedelta(0))
-    chain.outcomes([(_attempt_ctx(task_id=f"t{i}"), done) for i in (1, 2, 3)])
+    chain.outcome_batch([(_attempt_ctx(task_id=f"t{i}"), done) for i in (1, 2, 3)])
 
     assert journal == ["heard t1", "heard t3"]
     assert batches == [["t1", "t2", "t3"]]

@@ -67,7 +67,8 @@ class Settler:
         """Tell ``middleware`` the outcomes written since the last call, all at once (poll
         thread: once per loop turn, and after the last outcomes are flushed)."""
         if self._heard:
-            heard, self._heard = self._heard, []
+            heard = self._heard.copy()
+            self._heard.clear()  # the same list: outcomes settled earlier collect into it
             middleware.outcome_batch(heard)
 
     def running(self, part: Partition, message: client.Record, running: OutRecord) -> None:

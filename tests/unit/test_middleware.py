@@ -508,3 +508,36 @@ def test_the_workers_quick_context_and_success_equal_the_constructed_ones_and_st
         quick.task = "other"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         success.reason = "x"  # type: ignore[misc]
+
+
+def test_an_outcome_acknowledged_after_a_tell_is_told_at_the_next_one() -> None:
+    from streamjobs.client import Record
+    from streamjobs.worker.partitions import Partition
+    from streamjobs.worker.settle import Settler
+    from streamjobs.worker.stats import WorkerStats
+
+    acks: list[Callable[[], bool]] = []
+
+    class Writer:
+        def write(self, records: object, origin: object, done: Callable[[], bool]) -> None:
+            acks.append(done)
+
+    told: list[str] = []
+
+    class Told(Middleware):
+        def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+            told.append(ctx.task_id)
+
+    chain = MiddlewareChain([Told()])
+    settler = Settler(Writer(), None, WorkerStats(), None, lambda _: None)  # type: ignore[arg-type]
+    part = Partition(("t", 0))
+    success = AttemptOutcome.success(timedelta(0))
+    for offset in (0, 1):
+        part.tracker.dispatched(offset)
+        record = Record("t", 0, offset, 0, None, b"", [])
+        settler.settle(part, record, [], (_attempt_ctx(task_id=f"t{offset}"), success))
+    acks[0]()
+    settler.tell(chain)
+    acks[1]()  # acknowledged after the first tell
+    settler.tell(chain)
+    assert told == ["t0", "t1"]

@@ -25,6 +25,9 @@ Hooks (override any; the defaults do nothing)::
     outcome(ctx, AttemptOutcome) -> called once the attempt's outcome is written: acknowledged
                                     by Kafka (at least once) or staged in the transaction
                                     (exactly once); on the worker's poll thread, keep it quick
+    outcome_batch([(ctx, outcome), ...]) -> the outcomes written since the poll loop's last turn,
+                                    in order, all at once (the default calls ``outcome`` for
+                                    each): override it instead to count thousands a second
     wants_submit() -> bool       -> asked once per submit call; False: no submit hook for
                                     its tasks (an idle middleware costs nothing per task)
 
@@ -68,7 +71,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from streamjobs.models import TaskState
 
@@ -77,6 +80,7 @@ __all__ = [
     "AttemptContext",
     "AttemptOutcome",
     "Headers",
+    "Heard",
     "Middleware",
     "MiddlewareChain",
     "RecordHeaders",
@@ -96,7 +100,7 @@ RecordHeaders = tuple[tuple[str, bytes | None], ...]
 #: The record header naming the recurring schedule that fired a task (``AttemptContext.schedule``).
 SCHEDULE_HEADER = "streamjobs-schedule"
 
-_HOOKS = ("submit", "submitted", "attempt", "outcome")
+_HOOKS = ("submit", "submitted", "attempt", "outcome", "outcome_batch")
 
 
 def schedule_of(headers: Iterable[tuple[str, bytes | str | None]]) -> str | None:
@@ -140,7 +144,7 @@ class SubmitOutcome:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AttemptContext:
     """One attempt of a handler at a task record (``attempt`` starts at 1).
 
@@ -164,8 +168,42 @@ class AttemptContext:
     schedule: str | None = None
     carry_headers: Headers = field(default_factory=list)
 
+    @classmethod
+    def of(
+        cls,
+        task_id: str,
+        task: str,
+        key: str | None,
+        attempt: int,
+        queue: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        group: str,
+        worker_id: str,
+        headers: RecordHeaders,
+        schedule: str | None,
+    ) -> AttemptContext:
+        """The same as the constructor, for the worker's every attempt (:func:`_frozen`)."""
+        fields: dict[str, Any] = {
+            "task_id": task_id,
+            "task": task,
+            "key": key,
+            "attempt": attempt,
+            "queue": queue,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "group": group,
+            "worker_id": worker_id,
+            "headers": headers,
+            "schedule": schedule,
+            "carry_headers": [],
+        }
+        return _frozen(cls, fields)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True)
 class AttemptOutcome:
     """What became of one attempt, as written: ``state`` is ``succeeded``, ``retry_scheduled``,
     ``dead_lettered`` or ``cancelled`` (reason ``cancelled``).
@@ -196,9 +234,30 @@ class AttemptOutcome:
         """The outcome of an attempt that raised ``exc``."""
         return cls(state, duration, error_type(exc), str(exc), retry_tier, reason)
 
+    @classmethod
+    def success(cls, duration: timedelta) -> AttemptOutcome:
+        """A succeeded attempt's outcome (:func:`_frozen`: one per task)."""
+        return _frozen(cls, {"state": TaskState.SUCCEEDED, "duration": duration})
+
     @property
     def succeeded(self) -> bool:
         return self.state is TaskState.SUCCEEDED
+
+
+_Frozen = TypeVar("_Frozen", AttemptContext, AttemptOutcome)
+
+
+def _frozen(cls: type[_Frozen], fields: dict[str, Any]) -> _Frozen:
+    """An instance of the frozen dataclass ``cls`` with ``fields`` (the fields left out keep
+    their class defaults), set in one go: its generated ``__init__`` goes through
+    ``object.__setattr__`` once per field, about 1 us for a context, on every attempt's path."""
+    made = object.__new__(cls)
+    made.__dict__.update(fields)
+    return made
+
+
+#: An attempt's outcome as middleware are told it: its context, and what became of it.
+Heard = tuple[AttemptContext, AttemptOutcome]
 
 
 class Middleware:
@@ -225,6 +284,16 @@ class Middleware:
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         """Observe the attempt's outcome once it is written."""
 
+    def outcome_batch(self, heard: Sequence[Heard]) -> None:
+        """Observe the outcomes written since the poll loop's last turn, in order. The default
+        calls :meth:`outcome` for each (one that raises is logged, the rest are still told);
+        a middleware that overrides this one handles its own errors."""
+        for ctx, outcome in heard:
+            try:
+                self.outcome(ctx, outcome)
+            except Exception:
+                _log.warning("middleware %s failed in outcome; ignored", _name(self), exc_info=True)
+
 
 _NOTHING: AbstractContextManager[None] = nullcontext()  # reusable: nullcontext keeps no state
 
@@ -244,10 +313,16 @@ class MiddlewareChain:
         self._by_hook = {
             hook: tuple(m for m in self.middleware if _overrides(m, hook)) for hook in _HOOKS
         }
+        self._by_hook["outcome_batch"] = tuple(
+            m for m in self.middleware if _overrides(m, "outcome") or _overrides(m, "outcome_batch")
+        )
+        # the hooks that wrap, bound once: this is on every submit's and attempt's path
+        self._submit_hooks = _hooks(self._by_hook["submit"], "submit")
+        self._attempt_hooks = _hooks(self._by_hook["attempt"], "attempt")
 
     def submit(self, ctx: SubmitContext) -> AbstractContextManager[None]:
         """Every middleware's ``submit`` hook around the block, nested in chain order."""
-        return _wrap(self._by_hook["submit"], "submit", ctx)
+        return _wrap(self._submit_hooks, "submit", ctx)
 
     def for_submit(self) -> MiddlewareChain | None:
         """The chain that wraps the records of one submit batch: the middleware that want it
@@ -259,7 +334,7 @@ class MiddlewareChain:
 
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[None]:
         """Every middleware's ``attempt`` hook around the block, nested in chain order."""
-        return _wrap(self._by_hook["attempt"], "attempt", ctx)
+        return _wrap(self._attempt_hooks, "attempt", ctx)
 
     @property
     def observes_submits(self) -> bool:
@@ -277,13 +352,18 @@ class MiddlewareChain:
 
     @property
     def observes_outcomes(self) -> bool:
-        return bool(self._by_hook["outcome"])
+        return bool(self._by_hook["outcome_batch"])
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
-        """Tell every middleware; one that raises is logged and the others still hear it."""
-        for middleware in self._by_hook["outcome"]:
+        """Tell every middleware of one outcome (:meth:`outcome_batch` of one)."""
+        self.outcome_batch(((ctx, outcome),))
+
+    def outcome_batch(self, heard: Sequence[Heard]) -> None:
+        """Tell every middleware of these outcomes, in order; one that raises is logged and
+        the others still hear them."""
+        for middleware in self._by_hook["outcome_batch"]:
             try:
-                middleware.outcome(ctx, outcome)
+                middleware.outcome_batch(heard)
             except Exception:
                 _log.warning(
                     "middleware %s failed in outcome; ignored", _name(middleware), exc_info=True
@@ -305,26 +385,35 @@ def error_type(exc: BaseException) -> str:
     )
 
 
+_Hook = Callable[[Any], AbstractContextManager[object]]
+_Hooks = tuple[tuple[Middleware, _Hook], ...]
+
+
+def _hooks(middleware: tuple[Middleware, ...], hook: str) -> _Hooks:
+    """Each middleware with its bound ``hook``, looked up once per chain."""
+    return tuple((m, getattr(m, hook)) for m in middleware)
+
+
 def _wrap(
-    wrapping: tuple[Middleware, ...], hook: str, ctx: SubmitContext | AttemptContext
+    hooks: _Hooks, hook: str, ctx: SubmitContext | AttemptContext
 ) -> AbstractContextManager[None]:
-    if not wrapping:
+    if not hooks:
         return _NOTHING
-    if len(wrapping) > 1:
+    if len(hooks) > 1:
         # each hook is called just before it is entered: an inner one may read what an outer
         # one set up (the current span, say)
-        return _Nested(wrapping, hook, ctx)
+        return _Nested(hooks, hook, ctx)
     # one middleware (the usual case): its hook can be called now, and when it has nothing to
     # wrap this time (tracing without an SDK or a trace to continue), no guard is needed
-    (middleware,) = wrapping
+    ((middleware, call),) = hooks
     try:
-        manager: AbstractContextManager[object] = getattr(middleware, hook)(ctx)
+        manager = call(ctx)
     except Exception:
         _log.warning(
             "middleware %s failed entering %s; skipped", _name(middleware), hook, exc_info=True
         )
         return _NOTHING
-    return _NOTHING if manager is _NOTHING else _Nested(wrapping, hook, ctx, manager)
+    return _NOTHING if manager is _NOTHING else _Nested(hooks, hook, ctx, manager)
 
 
 class _Nested:
@@ -335,25 +424,26 @@ class _Nested:
     returning the base class's no-op (nothing to wrap this time) costs nothing more.
     """
 
-    __slots__ = ("_ctx", "_first", "_hook", "_middleware", "_open")
+    __slots__ = ("_ctx", "_first", "_hook", "_hooks", "_open")
 
     def __init__(
         self,
-        middleware: tuple[Middleware, ...],
+        hooks: _Hooks,
         hook: str,
         ctx: SubmitContext | AttemptContext,
         first: AbstractContextManager[object] | None = None,
     ) -> None:
-        self._middleware = middleware
+        self._hooks = hooks
         self._hook = hook
         self._ctx = ctx
         self._first = first  # the first middleware's manager, when its hook was called already
         self._open: list[tuple[Middleware, AbstractContextManager[object]]] = []
 
     def __enter__(self) -> None:
-        for middleware in self._middleware:
+        ctx, opened = self._ctx, self._open
+        for middleware, call in self._hooks:
             try:
-                manager = self._first if self._first is not None else self._manager(middleware)
+                manager = self._first if self._first is not None else call(ctx)
                 self._first = None
                 if manager is _NOTHING:
                     continue
@@ -366,12 +456,7 @@ class _Nested:
                     exc_info=True,
                 )
                 continue
-            self._open.append((middleware, manager))
-
-    def _manager(self, middleware: Middleware) -> AbstractContextManager[object]:
-        hook: Callable[[SubmitContext | AttemptContext], AbstractContextManager[object]]
-        hook = getattr(middleware, self._hook)
-        return hook(self._ctx)
+            opened.append((middleware, manager))
 
     def __exit__(
         self,
@@ -379,8 +464,9 @@ class _Nested:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Literal[False]:
-        while self._open:
-            middleware, manager = self._open.pop()
+        opened = self._open
+        while opened:
+            middleware, manager = opened.pop()
             try:
                 manager.__exit__(exc_type, exc, tb)  # a True ("swallowed") is ignored
             except BaseException as raised:

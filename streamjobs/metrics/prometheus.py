@@ -16,7 +16,7 @@ Metrics register on ``prometheus_client``'s default registry unless given anothe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
@@ -39,10 +39,11 @@ from prometheus_client.registry import Collector
 
 from streamjobs.errors import Cancelled, Discard, Retry
 from streamjobs.metrics.running import RunningTasks
-from streamjobs.metrics.tally import OutcomeTally
+from streamjobs.metrics.tally import OutcomeTally, StartTally
 from streamjobs.middleware import (
     AttemptContext,
     AttemptOutcome,
+    Heard,
     Middleware,
     SubmitContext,
     SubmitOutcome,
@@ -107,26 +108,27 @@ class WorkerMetrics(Middleware):
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
         self.running = RunningTasks()
-        # started on executor threads: a locked counter; outcomes on the poll thread: a tally
-        self._started = Counter(
-            "streamjobs_task_started", "Handler attempts started.", _TASK, registry=registry
-        )
-        self._started_of: dict[tuple[str, str], Counter] = {}  # labels() costs more than inc()
+        # plain counts, rendered at scrape time: starts by the executor threads, outcomes by
+        # the poll thread
+        self.starts = StartTally()
         self.tally = OutcomeTally(DURATION_BUCKETS)
-        registry.register(_Outcomes(self.tally))
+        registry.register(_Outcomes(self.starts, self.tally))
 
     def watch(self, worker: Worker) -> None:
         """Export ``worker``'s gauges (read from its stats at each scrape)."""
         self.registry.register(_WorkerGauges(worker, self.running))
 
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
-        started = self._started_of.get((ctx.queue, ctx.task))
-        if started is None:
-            started = self._started_of[(ctx.queue, ctx.task)] = self._started.labels(
-                ctx.queue, ctx.task
-            )
-        started.inc()
+        self.starts.started(ctx.queue, ctx.task)
         return _Running(self.running, ctx)
+
+    def outcome_batch(self, heard: Sequence[Heard]) -> None:
+        succeeded, tally = TaskState.SUCCEEDED, self.tally
+        for ctx, outcome in heard:
+            if outcome.state is succeeded:  # the usual case, inline
+                tally.succeeded(ctx.queue, ctx.task, outcome.duration.total_seconds())
+            else:
+                self.outcome(ctx, outcome)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         if outcome.state is TaskState.CANCELLED:
@@ -145,15 +147,21 @@ class WorkerMetrics(Middleware):
 
 
 class _Outcomes(Collector):
-    """The tally's counters and histogram, as families at scrape time."""
+    """The tallies' counters and histogram, as families at scrape time."""
 
-    def __init__(self, tally: OutcomeTally) -> None:
+    def __init__(self, starts: StartTally, tally: OutcomeTally) -> None:
+        self._starts = starts
         self._tally = tally
 
     def describe(self) -> Iterable[Metric]:
         return []  # unchecked: label values come and go with the task types seen
 
     def collect(self) -> Iterable[Metric]:
+        started = CounterMetricFamily(
+            "streamjobs_task_started", "Handler attempts started.", labels=_TASK
+        )
+        for (queue, task), count in self._starts.totals().items():
+            started.add_metric([queue, task], count)
         succeeded = CounterMetricFamily(
             "streamjobs_task_succeeded", "Attempts that succeeded (outcome written).", labels=_TASK
         )
@@ -187,7 +195,7 @@ class _Outcomes(Collector):
                     family.add_metric([queue, task, label], count)
             buckets = list(zip(les, tally.cumulative(), strict=True))
             duration.add_metric([queue, task], buckets, tally.duration_sum)
-        return [succeeded, failed, retried, dead, duration]
+        return [started, succeeded, failed, retried, dead, duration]
 
 
 class _Running:

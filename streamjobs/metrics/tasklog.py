@@ -18,15 +18,17 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from streamjobs.errors import TaskControl
 from streamjobs.metrics.logs import CURRENT, FIELDS
-from streamjobs.middleware import AttemptContext, AttemptOutcome, Middleware
+from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, Middleware
 from streamjobs.models import TaskState
 
 LOGGER = "streamjobs.outcomes"
+_log = logging.getLogger(__name__)
 _KEEP = 10_000  # tracebacks waiting for their outcome (one per running failed attempt)
 _WORDS = {
     TaskState.SUCCEEDED: "succeeded",
@@ -104,6 +106,17 @@ class TaskLog(Middleware):
             if len(self._raised) >= _KEEP:  # outcomes of lost partitions never come
                 del self._raised[next(iter(self._raised))]
             self._raised[id(ctx)] = (ctx, exc)
+
+    def outcome_batch(self, heard: Sequence[Heard]) -> None:
+        # successes below the logger's level (the default) cost one check each: no line is
+        # built, and no exception was kept for them
+        log_successes = self._log.isEnabledFor(self._success_level)
+        for ctx, outcome in heard:
+            if log_successes or outcome.state is not TaskState.SUCCEEDED:
+                try:
+                    self.outcome(ctx, outcome)
+                except Exception:
+                    _log.warning("outcome log line failed; ignored", exc_info=True)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         raised = None

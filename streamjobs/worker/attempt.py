@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from streamjobs import client, status
 from streamjobs.envelope import Envelope
 from streamjobs.errors import BadInput, Cancelled, StreamJobsError, error_text
-from streamjobs.middleware import AttemptContext, AttemptOutcome, MiddlewareChain, schedule_of
+from streamjobs.middleware import (
+    AttemptContext,
+    AttemptOutcome,
+    Heard,
+    MiddlewareChain,
+    schedule_of,
+)
 from streamjobs.models import TaskState
 from streamjobs.registry import Handler
 from streamjobs.retry import DeadLetter, RetryPolicy, decide
@@ -53,6 +58,7 @@ class Attempts:
         self.runner = runner
         self.settler = settler
         self.ledger = ledger
+        self._heard = middleware.observes_outcomes  # else no outcome is built or kept
 
     def run(
         self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
@@ -89,8 +95,10 @@ class Attempts:
         except BaseException as exc:
             self._failed(message, part, envelope, handler, exc, where, ctx, _since(started))
         else:
-            outcome = AttemptOutcome(TaskState.SUCCEEDED, _since(started))
-            settler.settle(part, message, [done], self._observer(ctx, outcome))
+            heard = None
+            if self._heard:
+                heard = (ctx, AttemptOutcome.success(_since(started)))
+            settler.settle(part, message, [done], heard)
             settler.stats.succeeded += 1
             settler.retry_ended(message)
         if suspect:
@@ -120,7 +128,7 @@ class Attempts:
         return True
 
     def _context(self, message: client.Record, envelope: Envelope) -> AttemptContext:
-        return AttemptContext(
+        return AttemptContext.of(
             task_id=envelope.task_id,
             task=envelope.task,
             key=envelope.key,
@@ -135,11 +143,9 @@ class Attempts:
             schedule=schedule_of(message.headers),
         )
 
-    def _observer(self, ctx: AttemptContext, outcome: AttemptOutcome) -> Callable[[], None] | None:
-        """What tells the middleware the outcome once it is written (None: nobody listens)."""
-        if not self.middleware.observes_outcomes:
-            return None
-        return lambda: self.middleware.outcome(ctx, outcome)
+    def _observed(self, ctx: AttemptContext, outcome: AttemptOutcome) -> Heard | None:
+        """The outcome to collect once it is written (None: nobody listens)."""
+        return (ctx, outcome) if self._heard else None
 
     def _failed(
         self,
@@ -162,10 +168,10 @@ class Attempts:
         settler = self.settler
         if isinstance(exc, Cancelled):  # never retried: the task was cancelled, or said it was
             outcome = AttemptOutcome.failure(TaskState.CANCELLED, elapsed, exc, reason="cancelled")
-            then = self._observer(ctx, outcome)
+            heard = self._observed(ctx, outcome)
             note = f"cancelled: {error_text(exc, 500)}"
             settle_cancelled(
-                settler, part, message, envelope, note=note, where=where, exc=exc, then=then
+                settler, part, message, envelope, note=note, where=where, exc=exc, heard=heard
             )
             return
         decision = decide(policy, envelope.attempt, exc, status.now_ms())
@@ -173,8 +179,8 @@ class Attempts:
             outcome = AttemptOutcome.failure(
                 TaskState.DEAD_LETTERED, elapsed, exc, reason=decision.reason
             )
-            then = self._observer(ctx, outcome)
-            settler.dead_letter(message, part, envelope, decision.reason, exc, where, then)
+            heard = self._observed(ctx, outcome)
+            settler.dead_letter(message, part, envelope, decision.reason, exc, where, heard)
             return
         if settler.order is not None:  # now: the key's next task waits for this executor slot
             settler.order.retry_scheduled(message)
@@ -184,7 +190,7 @@ class Attempts:
         outcome = AttemptOutcome.failure(
             TaskState.RETRY_SCHEDULED, elapsed, exc, retry_tier=decision.tier
         )
-        settler.settle(part, message, records, self._observer(ctx, outcome))
+        settler.settle(part, message, records, self._observed(ctx, outcome))
         settler.stats.retried += 1
 
 

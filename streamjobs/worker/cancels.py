@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,7 @@ from streamjobs.errors import (
     TopicError,
     error_text,
 )
+from streamjobs.middleware import Heard
 from streamjobs.models import TaskState
 from streamjobs.settings import Settings
 from streamjobs.taskcontext import CurrentTask, running
@@ -238,9 +239,10 @@ def settle_cancelled(
     note: str,
     where: dict[str, Any] | None = None,
     exc: BaseException | None = None,
-    then: Callable[[], None] | None = None,
+    heard: Heard | None = None,
 ) -> None:
-    """Settle ``message`` with a ``cancelled`` status (no retry, no dead letter)."""
+    """Settle ``message`` with a ``cancelled`` status (no retry, no dead letter); ``heard``:
+    the attempt's outcome, for middleware."""
     fields = where or {
         "worker_id": settler.build.worker_id,
         "topic": message.topic,
@@ -256,7 +258,7 @@ def settle_cancelled(
         note=note,
         **fields,
     )
-    settler.settle(part, message, [record], then)
+    settler.settle(part, message, [record], heard)
     settler.stats.cancelled += 1
     settler.retry_ended(message)  # key_ordered: a retry-tier task's key may go on
 

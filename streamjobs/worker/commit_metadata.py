@@ -42,11 +42,7 @@ def encode(base: int, runs: Sequence[tuple[int, int]], max_chars: int = MAX_CHAR
     budget = (max_chars - len(_TAG) - 1) * 3 // 4  # bytes that fit once base64-encoded
     # the bitset pays one bit per offset of the span, the runs a few bytes per run: build
     # only the one that is shorter in full (then cut to the budget)
-    run_size, cursor = 0, base
-    for first, end in runs:
-        run_size += _varint_size(first - cursor) + _varint_size(end - first)
-        cursor = end
-    if (runs[-1][1] - base + 7) // 8 < run_size:
+    if (runs[-1][1] - base + 7) // 8 < _run_size(base, runs):
         kind, data = "b", _bit_bytes(base, runs, budget)
     else:
         kind, data = "r", _run_bytes(base, runs, budget)
@@ -89,6 +85,8 @@ def contains(runs: Runs, offset: int) -> bool:
 
 
 def _clip(base: int, runs: Sequence[tuple[int, int]]) -> Runs:
+    if not runs or runs[0][0] >= base:  # the usual case: every run is past the commit
+        return list(runs)
     clipped = []
     for first, end in runs:
         first = max(first, base)
@@ -129,8 +127,19 @@ def _from_runs(base: int, data: bytes) -> Runs:
     return runs
 
 
-def _varint_size(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
+def _run_size(base: int, runs: Runs) -> int:
+    """The bytes :func:`_run_bytes` needs for every run (a commit at a busy partition has
+    hundreds of runs, 50 times a second: inline, and at least 2 bytes a run, so when even that
+    is more than the bitset the exact size is not needed)."""
+    bitset = (runs[-1][1] - base + 7) // 8
+    if 2 * len(runs) > bitset:
+        return 2 * len(runs)
+    size, cursor = 0, base
+    for first, end in runs:
+        size += ((first - cursor).bit_length() + 6) // 7 or 1
+        size += ((end - first).bit_length() + 6) // 7 or 1
+        cursor = end
+    return size
 
 
 def _varint(value: int) -> bytes:
@@ -165,12 +174,20 @@ def _varints(data: bytes) -> list[int]:
 
 def _bit_bytes(base: int, runs: Runs, budget: int) -> bytes:
     span = min(runs[-1][1] - base, budget * 8)
-    bits = 0  # one Python int: setting a run of bits is one shift, not a loop per offset
-    for first, end in runs:
-        if first - base >= span:
-            break
-        length = min(end, base + span) - first
-        bits |= ((1 << length) - 1) << (first - base)
+    # the bits as a string of 0s and 1s, highest offset first, read as one int: string
+    # repeats and one int() are C loops (or-ing each run into a growing int copied it each time)
+    digits: list[str] = []
+    cursor = base + span  # one past the highest bit
+    for first, end in reversed(runs):
+        end = min(end, cursor)
+        if end <= first:
+            continue
+        digits.append("0" * (cursor - end))
+        digits.append("1" * (end - first))
+        cursor = first
+    digits.append("0" * (cursor - base))
+    text = "".join(digits)
+    bits = int(text, 2) if text else 0
     return bits.to_bytes((span + 7) // 8, "little")
 
 

@@ -302,6 +302,7 @@ class Worker:
         self._parts.apply_backpressure(self.consumer, self._queued)
         if self._gate is not None:
             self._gate.apply(consumer)
+        self.settler.tell(self.middleware)  # the outcomes written this turn, all at once
         self._observe(consumer)
 
     def _observe(self, consumer: client.Consumer) -> None:
@@ -339,6 +340,7 @@ class Worker:
         if self._runner is not None:
             self._runner.close()
         self.writer.close(10.0)
+        self.settler.tell(self.middleware)
         self.ledger.close()
         if self._cancels is not None:
             self._cancels.stop()

@@ -4,7 +4,8 @@ Owns :class:`Settler`: a task record is settled by the records of its outcome (a
 status; a retry record and ``retry_scheduled``; a dead letter and ``dead_lettered``; or, for a
 tier record released early, the same record on a shorter tier). They go to the outcome writer
 with the record's origin, and its offset completes, so the next commit may pass it, only once
-Kafka has them; then whoever listens (middleware) hears of it, on the poll thread. Does not
+Kafka has them; then the attempt's outcome is collected, on the poll thread, and whoever listens
+(middleware) hears of the collected ones once per poll-loop turn (:meth:`Settler.tell`). Does not
 decide the outcome (:mod:`streamjobs.worker.attempt`, :mod:`streamjobs.retry`), build the
 records (:class:`~streamjobs.worker.outcomes.Builder`) or commit
 (:mod:`streamjobs.worker.handover`).
@@ -18,6 +19,7 @@ from typing import Any
 
 from streamjobs import client
 from streamjobs.envelope import Envelope
+from streamjobs.middleware import Heard, MiddlewareChain
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord
 from streamjobs.worker.partitions import Partition
@@ -43,21 +45,31 @@ class Settler:
         self.stats = stats
         self.order = order
         self.retry_ended = retry_ended
+        self._heard: list[Heard] = []  # outcomes written since the last tell (poll thread)
 
     def settle(
         self,
         part: Partition,
         message: client.Record,
         records: list[OutRecord],
-        then: Callable[[], None] | None = None,
+        heard: Heard | None = None,
     ) -> None:
         """Write the records that settle ``message``; its offset completes once they are durable,
-        and ``then`` runs after it (on the poll thread), unless the partition was given up."""
+        and then the attempt's outcome ``heard`` is collected for :meth:`tell` (on the poll
+        thread), unless the partition was given up."""
         origin = (message.topic, message.partition, message.offset)
         done = part.completer(message.offset)
-        if then is not None:
-            done = _followed_by(done, then)
+        if heard is not None:
+            done = _Collect(done, heard, self._heard)
         self.writer.write(records, origin, done)
+
+    def tell(self, middleware: MiddlewareChain) -> None:
+        """Tell ``middleware`` the outcomes written since the last call, all at once (poll
+        thread: once per loop turn, and after the last outcomes are flushed)."""
+        if self._heard:
+            heard = self._heard.copy()
+            self._heard.clear()  # the same list: outcomes settled earlier collect into it
+            middleware.outcome_batch(heard)
 
     def running(self, part: Partition, message: client.Record, running: OutRecord) -> None:
         """The ``running`` status. At least once: fire and forget (the outcome follows it on
@@ -73,10 +85,10 @@ class Settler:
         reason: str,
         exc: BaseException | None,
         where: dict[str, Any] | None = None,
-        then: Callable[[], None] | None = None,
+        heard: Heard | None = None,
     ) -> None:
         records = self.build.dead_letter(message, envelope, reason, exc, where)
-        self.settle(part, message, records, then)
+        self.settle(part, message, records, heard)
         self.stats.dead_lettered += 1
         if where is None:  # no attempt ran: bad input, or a crash loop
             self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
@@ -86,11 +98,19 @@ class Settler:
         )
 
 
-def _followed_by(done: Callable[[], bool], then: Callable[[], None]) -> Callable[[], bool]:
-    def both() -> bool:
-        completed = done()
-        if completed:
-            then()
-        return completed
+class _Collect:
+    """An outcome's ``done``: completes the offset, then collects the attempt's outcome (one
+    small object per attempt, only when middleware listens)."""
 
-    return both
+    __slots__ = ("_done", "_heard", "_into")
+
+    def __init__(self, done: Callable[[], bool], heard: Heard, into: list[Heard]) -> None:
+        self._done = done
+        self._heard = heard
+        self._into = into
+
+    def __call__(self) -> bool:
+        completed = self._done()
+        if completed:
+            self._into.append(self._heard)
+        return completed

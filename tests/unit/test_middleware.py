@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import timedelta
 from types import TracebackType
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from streamjobs.client import Delivery
 from streamjobs.middleware import (
     AttemptContext,
     AttemptOutcome,
+    Heard,
     Middleware,
     MiddlewareChain,
     SubmitContext,
@@ -236,6 +238,33 @@ def test_an_outcome_observer_that_raises_is_logged_and_the_others_still_hear(
     assert "middleware Broken failed in outcome; ignored" in caplog.text
 
 
+def test_outcomes_are_told_in_order_one_batch_per_call_and_a_raising_one_skips_no_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal: list[str] = []
+    batches: list[list[str]] = []
+
+    class FailsOnSecond(Middleware):
+        def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+            if ctx.task_id == "t2":
+                raise RuntimeError("broken outcome")
+            journal.append(f"heard {ctx.task_id}")
+
+    class Batched(Middleware):
+        def outcome_batch(self, heard: Sequence[Heard]) -> None:
+            batches.append([ctx.task_id for ctx, _ in heard])
+
+    chain = MiddlewareChain([FailsOnSecond(), Batched()])
+    done = AttemptOutcome(TaskState.SUCCEEDED, timedelta(0))
+    chain.outcome_batch([(_attempt_ctx(task_id=f"t{i}"), done) for i in (1, 2, 3)])
+
+    assert journal == ["heard t1", "heard t3"]
+    assert batches == [["t1", "t2", "t3"]]
+    assert "FailsOnSecond failed in outcome; ignored" in caplog.text
+    assert chain.observes_outcomes
+    assert not MiddlewareChain([Middleware()]).observes_outcomes
+
+
 def test_a_keyboard_interrupt_from_a_middleware_is_not_hidden() -> None:
     class Interrupting(Middleware):
         @contextmanager
@@ -450,3 +479,65 @@ def test_a_submitted_hook_hears_each_confirmed_task_record_with_its_writes_durat
     assert heard.heard[1][1].duration == heard.heard[2][1].duration  # one batch, one write
     assert MiddlewareChain([heard]).observes_submits
     assert not MiddlewareChain([HeaderAdder()]).observes_submits
+
+
+def test_the_workers_quick_context_and_success_equal_the_constructed_ones_and_stay_frozen() -> None:
+    fields: dict[str, Any] = {
+        "task_id": "t1",
+        "task": "Email",
+        "key": "k",
+        "attempt": 2,
+        "queue": "default",
+        "topic": "sj.default",
+        "partition": 1,
+        "offset": 7,
+        "group": "g",
+        "worker_id": "w",
+        "headers": (("traceparent", b"x"),),
+        "schedule": None,
+    }
+    quick = AttemptContext.of(**fields)
+    assert quick == AttemptContext(**fields)
+    assert quick.carry_headers == []
+    assert quick.carry_headers is not AttemptContext.of(**fields).carry_headers
+    success = AttemptOutcome.success(timedelta(seconds=1))
+    assert success == AttemptOutcome(TaskState.SUCCEEDED, timedelta(seconds=1))
+    assert success.succeeded
+    assert success.reason is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.task = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        success.reason = "x"  # type: ignore[misc]
+
+
+def test_an_outcome_acknowledged_after_a_tell_is_told_at_the_next_one() -> None:
+    from streamjobs.client import Record
+    from streamjobs.worker.partitions import Partition
+    from streamjobs.worker.settle import Settler
+    from streamjobs.worker.stats import WorkerStats
+
+    acks: list[Callable[[], bool]] = []
+
+    class Writer:
+        def write(self, records: object, origin: object, done: Callable[[], bool]) -> None:
+            acks.append(done)
+
+    told: list[str] = []
+
+    class Told(Middleware):
+        def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+            told.append(ctx.task_id)
+
+    chain = MiddlewareChain([Told()])
+    settler = Settler(Writer(), None, WorkerStats(), None, lambda _: None)  # type: ignore[arg-type]
+    part = Partition(("t", 0))
+    success = AttemptOutcome.success(timedelta(0))
+    for offset in (0, 1):
+        part.tracker.dispatched(offset)
+        record = Record("t", 0, offset, 0, None, b"", [])
+        settler.settle(part, record, [], (_attempt_ctx(task_id=f"t{offset}"), success))
+    acks[0]()
+    settler.tell(chain)
+    acks[1]()  # acknowledged after the first tell
+    settler.tell(chain)
+    assert told == ["t0", "t1"]

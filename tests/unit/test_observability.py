@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import urllib.request
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from streamjobs.metrics.heartbeat import (
 )
 from streamjobs.metrics.prometheus import WorkerMetrics, exposition, new_registry
 from streamjobs.metrics.running import RunningTask
-from streamjobs.metrics.tally import OutcomeTally
+from streamjobs.metrics.tally import OutcomeTally, StartTally
 from streamjobs.metrics.tasklog import TaskLog, fields_of, line_of
 from streamjobs.middleware import AttemptContext, AttemptOutcome, MiddlewareChain
 from streamjobs.models import TaskState
@@ -295,3 +296,19 @@ def test_tally_buckets_include_their_upper_bound_as_prometheus_le_does() -> None
     assert counts.cumulative() == [1, 3, 4]
     assert counts.succeeded == 4
     assert counts.duration_sum == pytest.approx(8.6)
+
+
+def test_attempts_started_on_several_threads_are_all_counted() -> None:
+    starts = StartTally()
+
+    def start_many() -> None:
+        for _ in range(1000):
+            starts.started("q", "T")
+
+    threads = [threading.Thread(target=start_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    starts.started("q", "U")
+    for thread in threads:
+        thread.join()
+    assert starts.totals() == {("q", "T"): 4000, ("q", "U"): 1}

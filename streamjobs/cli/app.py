@@ -16,6 +16,7 @@ behaviour: every command calls into the library module that owns it.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -170,6 +171,8 @@ def consume(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1 <pid>`: every thread's stack to stderr, for a worker that seems stuck
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     typer.echo(
         f"worker {worker.worker_id}: {_served(settings)}, group {settings.group}, "
         f"{len(handlers)} task types, concurrency {settings.concurrency}",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -213,15 +214,33 @@ def faulted_run(
     fault()
     submitter.join(240.0)
     assert run.submitted.is_set(), "the submitter did not finish"
-    wait_for(
-        lambda: not run.not_succeeded(),
-        120.0,
-        interval=1.0,
-        message="every task whose submit() returned a handle to succeed",
-    )
+    try:
+        wait_for(
+            lambda: not run.not_succeeded(),
+            120.0,
+            interval=1.0,
+            message="every task whose submit() returned a handle to succeed",
+        )
+    except TimeoutError as stalled:
+        raise TimeoutError(f"{stalled}\n{_stacks(workers, procs)}") from None
     for proc in procs:
         assert proc.poll() is None, workers.log_of(proc)
     return fault_wall, time.monotonic() - began
+
+
+def _stacks(workers: WorkerProcesses, procs: Sequence[subprocess.Popen[bytes]]) -> str:
+    """Each live worker's thread stacks (SIGUSR1, see `streamjobs consume`) and log tail."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+    wait_for(
+        lambda: all(
+            "most recent call first" in workers.log_of(p) for p in procs if p.poll() is None
+        ),
+        10.0,
+        message="the workers to print their stacks",
+    )
+    return "\n".join(f"--- worker {n}\n{workers.log_of(p)[-20000:]}" for n, p in enumerate(procs))
 
 
 def check_and_report(name: str, run: Run, fault_wall: float, drained_s: float) -> Counter[int]:

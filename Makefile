@@ -29,7 +29,7 @@ help:
 	@echo "make demo          kafka-up, then run \`streamjobs demo\` against it"
 	@echo "make jaeger-up     build (once, ~6 min cold) and start a local Jaeger on 127.0.0.1"
 	@echo "make jaeger-down   stop it"
-	@echo "make test          the whole test suite against a real broker (PYTEST_ARGS=... to narrow)"
+	@echo "make test          the whole test suite against a real broker (PYTEST_ARGS=... to narrow, TEST_PROCESSES=N)"
 	@echo "make lint          ruff check, ruff format --check, mypy"
 	@echo "make clean         remove .venv and caches"
 
@@ -95,8 +95,13 @@ jaeger-status: venv
 
 # pytest's exit status fails the target (make then exits 2); no pipes that could hide it.
 # Jaeger is built first: a cold build (~6 min) is longer than a test's timeout.
+# Test files are spread over TEST_PROCESSES pytest processes (pytest-xdist, a whole file to one
+# process so module fixtures such as the 3-node cluster stay whole); each process is its own
+# session with its own broker. Most tests wait on Kafka, so two halve the wall time on 2 cores.
+# TEST_PROCESSES=0 runs everything in one process.
+TEST_PROCESSES ?= 2
 test: venv system-deps jaeger-build helm-build
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

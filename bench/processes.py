@@ -4,15 +4,19 @@
 
 Each task spins 2 ms of pure Python (the GIL holds it, so threads cannot help: only processes
 can). For 1 and for ``--processes`` worker processes, fills a fresh queue (12 partitions, 48
-keys), runs ``streamjobs consume`` with that many processes until every task ran, and prints
-tasks/s measured from the first task's start to the last task's end (as the handlers log them,
-so process start-up and the group join are not counted), and the speed-up. Uses
+keys chosen 4 to a partition, so each process gets the same share of the work: with keys
+``k0``..``k47`` the murmur2 hash put 3-7 keys on ten partitions and none on two, and the process
+holding more keys set the pace), runs ``streamjobs consume`` with that many processes until
+every task ran, and prints tasks/s measured from the first task's start to the last task's end
+(as the handlers log them, so process start-up and the group join are not counted), and the
+speed-up. Uses
 KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import subprocess
@@ -26,10 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from streamjobs import Producer, Settings, Task, TaskRegistry, topics  # noqa: E402
+from streamjobs.client.partitioner import murmur2_partition  # noqa: E402
 from streamjobs.dev.kafka import given_or_local  # noqa: E402
 
 SPIN_S = 0.002
-KEYS = 48
+PARTITIONS = 12
+KEYS_PER_PARTITION = 4
 
 
 class Crunch(Task):
@@ -52,8 +58,11 @@ def crunch(task: Crunch) -> None:
 
 def run(bootstrap: str, tasks: int, processes: int) -> float:
     settings = Settings(
-        bootstrap_servers=bootstrap, topic_prefix=f"proc{uuid.uuid4().hex[:6]}", partitions=12
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"proc{uuid.uuid4().hex[:6]}",
+        partitions=PARTITIONS,
     )
+    keys = even_keys(PARTITIONS, KEYS_PER_PARTITION)
     topics.ensure(settings)
     log = Path(tempfile.mkdtemp(prefix="bench-processes-")) / "runs.txt"
     log.touch()
@@ -68,7 +77,7 @@ def run(bootstrap: str, tasks: int, processes: int) -> float:
         with Producer(settings) as producer:
             producer.submit_many(
                 [Crunch(n=i, log=str(log)) for i in range(tasks)],
-                keys=[f"k{i % KEYS}" for i in range(tasks)],
+                keys=[keys[i % len(keys)] for i in range(tasks)],
             )
         deadline = time.monotonic() + 600
         while len(log.read_text().splitlines()) < tasks:
@@ -81,6 +90,20 @@ def run(bootstrap: str, tasks: int, processes: int) -> float:
     spans = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
     elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
     return tasks / elapsed
+
+
+def even_keys(partitions: int, per_partition: int) -> list[str]:
+    """Keys ``k<n>``, ``per_partition`` of them hashing to each partition (murmur2, as the
+    producer partitions)."""
+    chosen: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for n in itertools.count():
+        key = f"k{n}"
+        slot = chosen[murmur2_partition(key.encode(), partitions)]
+        if len(slot) < per_partition:
+            slot.append(key)
+        if all(len(keys) == per_partition for keys in chosen.values()):
+            return [key for p in range(partitions) for key in chosen[p]]
+    raise AssertionError("unreachable")
 
 
 def _await_members(settings: Settings, count: int) -> None:

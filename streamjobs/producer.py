@@ -16,7 +16,6 @@ DuplicateTask). ``cancel`` writes a cancel request, confirmed, through the same 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +40,8 @@ from streamjobs.retry import pick_tier
 from streamjobs.schemastore import schema_record
 from streamjobs.settings import Settings
 from streamjobs.taskhandle import TaskHandle, existing_handle
+from streamjobs.taskids import new_id
+from streamjobs.taskids import new_ids as _new_ids  # also the inline mode's
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 from streamjobs.tracing import TracingMiddleware
@@ -204,7 +205,7 @@ class Producer:
         key_list = list(keys) if keys is not None else [None] * len(task_list)
         if len(key_list) != len(task_list):
             raise ConfigError("submit_many: keys and tasks differ in length")
-        ids = _new_ids(len(task_list))  # one urandom call for the batch, not one per task
+        ids = _new_ids(len(task_list))
         prepared = [
             self._prepare(t, k, i, None, None)
             for t, k, i in zip(task_list, key_list, ids, strict=True)
@@ -379,7 +380,7 @@ class Producer:
         if self._closed:
             raise StreamJobsError("producer is closed")
         task_type = self._task_type(task)
-        task_id = task_id or _new_ids(1)[0]
+        task_id = task_id or new_id()
         submitted = status.now_ms()
         topic, state, remaining = self._topics.main, TaskState.QUEUED, None
         if not_before_ms is not None and not_before_ms > submitted:
@@ -439,12 +440,6 @@ class Producer:
             if error is not None:
                 raise error
             self._announced.add(task_type.fingerprint)
-
-
-def _new_ids(count: int) -> list[str]:
-    """Random 128-bit task ids as 32 hex digits (like ``uuid4().hex``), from one urandom call."""
-    raw = os.urandom(16 * count).hex()
-    return [raw[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 def _due_ms(delay: timedelta | None, eta: datetime | None) -> int | None:

@@ -39,6 +39,7 @@ from streamjobs.models import Task, TaskState
 from streamjobs.retry import pick_tier
 from streamjobs.schemastore import schema_record
 from streamjobs.settings import Settings
+from streamjobs.status import SubmittedStatuses
 from streamjobs.taskhandle import TaskHandle, existing_handle
 from streamjobs.taskids import new_id
 from streamjobs.taskids import new_ids as _new_ids  # also the inline mode's
@@ -112,6 +113,7 @@ class Producer:
         )
         self._types: dict[type[Task], TaskType] = {}
         self._announced: set[bytes] = set()
+        self._statuses: dict[tuple[str, str, TaskState], SubmittedStatuses] = {}
         self._lock = threading.Lock()
         self._writer = ConfirmedWriter(
             settings, lambda: self._producer, self._topics, self._middleware, self._timeout_s
@@ -407,12 +409,23 @@ class Producer:
             key=key,
             topic=topic,
             value=value,
-            status_value=status.encode_status(envelope, state, topic=topic),
+            status_value=self._submitted_status(task_type, topic, state).encode(envelope),
             headers=[],
             submitted_at_ms=submitted,
             delay=remaining,
             status_headers=status.submission_headers(envelope),
         )
+
+    def _submitted_status(
+        self, task_type: TaskType, topic: str, state: TaskState
+    ) -> SubmittedStatuses:
+        """The prebuilt encoder of a new task's queued (or scheduled) record."""
+        shape = (task_type.name, topic, state)
+        found = self._statuses.get(shape)
+        if found is None:
+            found = SubmittedStatuses(task_type.name, self.settings.queue, state, topic)
+            self._statuses[shape] = found  # two threads may both build it: the same bytes
+        return found
 
     def _encoded(self, envelope: Envelope, what: str) -> bytes:
         """The envelope's bytes; PayloadTooLarge if the record would not fit."""

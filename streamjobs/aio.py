@@ -7,10 +7,10 @@ and encoding are :class:`streamjobs.Producer`'s (:meth:`~streamjobs.Producer.pre
 called on the loop when they are pure CPU work (microseconds), on a worker thread when they
 block; the write is the sync producer's own, in its pipelined mode
 (:meth:`~streamjobs.Producer.write_pipelined`: the same records in the same order, reported on
-its resident poll thread), whose callbacks resolve asyncio futures through
-``loop.call_soon_threadsafe``: hundreds of submits are in flight at once and share batches, each
-coroutine waking when its own task is confirmed. The promise is the sync producer's: a returned
-handle means Kafka has the task.
+its resident poll thread), whose callbacks resolve asyncio futures on the loop, one
+``loop.call_soon_threadsafe`` per burst of delivery reports (:class:`_Wakeups`): hundreds of
+submits are in flight at once and share batches, each coroutine waking when its own task is
+confirmed. The promise is the sync producer's: a returned handle means Kafka has the task.
 
 Does not run an event loop of its own, nor read the status topic itself
 (:mod:`streamjobs.status` does, on a worker thread), nor write cancels itself.

@@ -41,8 +41,7 @@ from streamjobs.schemastore import schema_record
 from streamjobs.settings import Settings
 from streamjobs.status import SubmittedStatuses
 from streamjobs.taskhandle import TaskHandle, existing_handle
-from streamjobs.taskids import new_id
-from streamjobs.taskids import new_ids as _new_ids  # also the inline mode's
+from streamjobs.taskids import new_id, new_ids
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 from streamjobs.tracing import TracingMiddleware
@@ -207,7 +206,7 @@ class Producer:
         key_list = list(keys) if keys is not None else [None] * len(task_list)
         if len(key_list) != len(task_list):
             raise ConfigError("submit_many: keys and tasks differ in length")
-        ids = _new_ids(len(task_list))
+        ids = new_ids(len(task_list))
         prepared = [
             self._prepare(t, k, i, None, None)
             for t, k, i in zip(task_list, key_list, ids, strict=True)
@@ -453,6 +452,11 @@ class Producer:
             if error is not None:
                 raise error
             self._announced.add(task_type.fingerprint)
+
+
+def _new_ids(count: int) -> list[str]:
+    """Random task ids (:mod:`streamjobs.taskids`); the inline test mode draws its own here."""
+    return new_ids(count)
 
 
 def _due_ms(delay: timedelta | None, eta: datetime | None) -> int | None:

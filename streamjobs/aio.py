@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -100,9 +99,7 @@ class AsyncProducer:
         self._timeout = timeout
         self._middleware = middleware
         self._sync: Producer | None = None
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loop_wakeups: _Wakeups | None = None
 
     async def __aenter__(self) -> AsyncProducer:
         await self.start()
@@ -193,9 +190,11 @@ class AsyncProducer:
             await asyncio.to_thread(sync.close)  # waits for the writes in flight
 
     def _wakeups(self, loop: asyncio.AbstractEventLoop) -> _Wakeups:
-        wakeups = self._loops.get(loop)
-        if wakeups is None:
-            wakeups = self._loops[loop] = _Wakeups(loop)
+        """The running loop's wake-ups (a producer used from another loop gets new ones: each
+        write keeps the ones it was given, so its outcome still reaches its own loop)."""
+        wakeups = self._loop_wakeups
+        if wakeups is None or wakeups.loop is not loop:
+            wakeups = self._loop_wakeups = _Wakeups(loop)
         return wakeups
 
     def _open(self) -> Producer:
@@ -214,7 +213,7 @@ class _Wakeups:
     rest join it, so the loop wakes once and settles the whole list, not once per task."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self._lock = threading.Lock()
         self._ready: list[tuple[asyncio.Future[Outcome], Outcome]] = []
 
@@ -228,7 +227,7 @@ class _Wakeups:
             if len(self._ready) > 1:  # a wake-up is scheduled already and will take this too
                 return
         try:
-            self._loop.call_soon_threadsafe(self._settle)
+            self.loop.call_soon_threadsafe(self._settle)
         except RuntimeError:  # the loop is closed: nobody awaits these any more
             with self._lock:
                 self._ready.clear()

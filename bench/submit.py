@@ -12,6 +12,11 @@ Each pair runs for ``--seconds``, raw first then streamjobs, and the pairs alter
 * asyncio, ``--concurrency`` coroutines each submitting in a loop (raw: delivery reports resolve
   futures through ``call_soon_threadsafe`` from a poll thread) vs ``AsyncProducer.submit``.
 
+A submit confirms two records (the task, and its submitted fact on a second topic), so the
+one-thread and threaded pairs also run raw confluent-kafka confirming that same pair of records
+(``raw x2``): the floor of the design, printed with streamjobs' ratio to it (the targets are
+against one record).
+
 Each run is timed after an untimed warm-up of the same producer. Raw producers are configured
 as streamjobs' own (idempotent, ``acks=all``, ``linger.ms=0``) and write a task-sized record to
 a topic of the same partition count. The load average is printed with the figures: the machine
@@ -48,6 +53,7 @@ class Signup(Task):
 
 TASK = Signup(user_id=7, address="ada@example.com")
 VALUE = os.urandom(120)  # about the size of the task's envelope
+STATUS = os.urandom(110)  # about the size of its submitted (queued) record
 WARMUP_S = 0.3  # untimed, on the same producer first: connections, metadata, producer ids
 
 
@@ -71,20 +77,25 @@ def raw_producer(bootstrap: str) -> RawProducer:
 # -- one thread ---------------------------------------------------------------------------------
 
 
-def raw_one(bootstrap: str, topic: str, seconds: float) -> int:
+def raw_one(bootstrap: str, topic: str, seconds: float, second: str | None = None) -> int:
+    """One record confirmed at a time; with ``second``, a pair: a record to ``topic`` and one
+    to ``second`` (keyed by a fresh id, as a submitted record is), both confirmed."""
     producer = raw_producer(bootstrap)
-    done = [False]
+    wanted = 1 if second is None else 2
+    done = [0]
 
     def report(err: object, msg: object) -> None:
         assert err is None, err
-        done[0] = True
+        done[0] += 1
 
     def run(seconds: float) -> int:
         count, end = 0, time.monotonic() + seconds
         while time.monotonic() < end:
-            done[0] = False
+            done[0] = 0
             producer.produce(topic, VALUE, str(count).encode(), on_delivery=report)
-            while not done[0]:
+            if second is not None:
+                producer.produce(second, STATUS, uuid.uuid4().bytes, on_delivery=report)
+            while done[0] < wanted:
                 producer.poll(0.01)
             count += 1
         return count
@@ -127,7 +138,9 @@ def threaded(threads: int, seconds: float, one: Callable[[int], None]) -> int:
     return sum(counts)
 
 
-def raw_threads(bootstrap: str, topic: str, seconds: float, threads: int) -> int:
+def raw_threads(
+    bootstrap: str, topic: str, seconds: float, threads: int, second: str | None = None
+) -> int:
     producer = raw_producer(bootstrap)
     stop = threading.Event()
 
@@ -140,12 +153,17 @@ def raw_threads(bootstrap: str, topic: str, seconds: float, threads: int) -> int
 
     def one(i: int) -> None:
         event = threading.Event()
+        left = [1 if second is None else 2]
 
         def report(err: object, msg: object) -> None:
             assert err is None, err
-            event.set()
+            left[0] -= 1  # both reports come on the poll thread
+            if not left[0]:
+                event.set()
 
         producer.produce(topic, VALUE, str(i).encode(), on_delivery=report)
+        if second is not None:
+            producer.produce(second, STATUS, uuid.uuid4().bytes, on_delivery=report)
         event.wait()
 
     try:
@@ -233,34 +251,48 @@ def main() -> None:
     with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
         settings = Settings(bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}")
         topics.ensure(settings)
-        raw_topic = f"{settings.topic_prefix}.raw"
+        raw_topic, raw_second = f"{settings.topic_prefix}.raw", f"{settings.topic_prefix}.raw2"
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        admin.create_topics([NewTopic(raw_topic, settings.partitions, 1)])[raw_topic].result()
+        created = admin.create_topics(
+            [NewTopic(t, settings.partitions, 1) for t in (raw_topic, raw_second)]
+        )
+        for future in created.values():
+            future.result()
         s, n = args.seconds, args.threads
-        pairs: dict[str, tuple[Callable[[], int], Callable[[], int]]] = {
+        # (raw, streamjobs, raw confirming a submit's pair of records or None)
+        runs: dict[str, tuple[Callable[[], int], Callable[[], int], Callable[[], int] | None]] = {
             "one thread": (
                 lambda: raw_one(bootstrap, raw_topic, s),
                 lambda: sj_one(settings, s),
+                lambda: raw_one(bootstrap, raw_topic, s, raw_second),
             ),
             f"{n} threads, one producer": (
                 lambda: raw_threads(bootstrap, raw_topic, s, n),
                 lambda: sj_threads(settings, s, n),
+                lambda: raw_threads(bootstrap, raw_topic, s, n, raw_second),
             ),
             f"asyncio, {args.concurrency} concurrent": (
                 lambda: raw_async(bootstrap, raw_topic, s, args.concurrency),
                 lambda: sj_async(settings, s, args.concurrency),
+                None,
             ),
         }
-        rates: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in pairs}
+        rates: dict[str, tuple[list[float], list[float], list[float]]] = {
+            k: ([], [], []) for k in runs
+        }
         try:
             for round_ in range(1, args.rounds + 1):
-                for name, (raw, ours) in pairs.items():
+                for name, (raw, ours, raw_pair) in runs.items():
                     raw_rate, our_rate = raw() / s, ours() / s
                     rates[name][0].append(raw_rate)
                     rates[name][1].append(our_rate)
+                    pair = ""
+                    if raw_pair is not None:
+                        rates[name][2].append(raw_pair() / s)
+                        pair = f"raw x2 {rates[name][2][-1]:9,.0f}/s  "
                     print(
                         f"round {round_} {name:28} raw {raw_rate:9,.0f}/s  "
-                        f"streamjobs {our_rate:9,.0f}/s  load {os.getloadavg()[0]:.1f}",
+                        f"streamjobs {our_rate:9,.0f}/s  {pair}load {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
         finally:
@@ -272,11 +304,15 @@ def main() -> None:
             for future in admin.delete_topics(names).values():
                 future.result()
         print(f"medians of {args.rounds} rounds of {s:g}s:")
-        for name, (raw_list, our_list) in rates.items():
+        for name, (raw_list, our_list, pair_list) in rates.items():
             raw_med, our_med = statistics.median(raw_list), statistics.median(our_list)
+            pair = ""
+            if pair_list:
+                pair_med = statistics.median(pair_list)
+                pair = f"  raw x2 {pair_med:9,.0f}/s  ratio to x2 {our_med / pair_med:.2f}"
             print(
                 f"  {name:28} raw {raw_med:9,.0f}/s  streamjobs {our_med:9,.0f}/s  "
-                f"ratio {our_med / raw_med:.2f}"
+                f"ratio {our_med / raw_med:.2f}{pair}"
             )
 
 

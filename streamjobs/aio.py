@@ -7,10 +7,10 @@ and encoding are :class:`streamjobs.Producer`'s (:meth:`~streamjobs.Producer.pre
 called on the loop when they are pure CPU work (microseconds), on a worker thread when they
 block; the write is the sync producer's own, in its pipelined mode
 (:meth:`~streamjobs.Producer.write_pipelined`: the same records in the same order, reported on
-its resident poll thread), whose callbacks resolve asyncio futures through
-``loop.call_soon_threadsafe``: hundreds of submits are in flight at once and share batches, each
-coroutine waking when its own task is confirmed. The promise is the sync producer's: a returned
-handle means Kafka has the task.
+its resident poll thread), whose callbacks resolve asyncio futures on the loop, one
+``loop.call_soon_threadsafe`` per burst of delivery reports (:class:`_Wakeups`): hundreds of
+submits are in flight at once and share batches, each coroutine waking when its own task is
+confirmed. The promise is the sync producer's: a returned handle means Kafka has the task.
 
 Does not run an event loop of its own, nor read the status topic itself
 (:mod:`streamjobs.status` does, on a worker thread), nor write cancels itself.
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -33,6 +35,8 @@ from streamjobs.producer import Producer
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
 from streamjobs.taskhandle import TaskHandle
+
+Outcome = TaskHandle | SubmitError
 
 
 class AsyncTaskHandle:
@@ -95,6 +99,7 @@ class AsyncProducer:
         self._timeout = timeout
         self._middleware = middleware
         self._sync: Producer | None = None
+        self._loop_wakeups: _Wakeups | None = None
 
     async def __aenter__(self) -> AsyncProducer:
         await self.start()
@@ -151,12 +156,10 @@ class AsyncProducer:
             return AsyncTaskHandle(prepared)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[TaskHandle | SubmitError] = loop.create_future()
-
-        def done(outcome: TaskHandle | SubmitError) -> None:
-            loop.call_soon_threadsafe(_settle, future, outcome)
-
-        sync.write_pipelined(prepared, done)
-        outcome = await asyncio.shield(future)  # a cancelled request does not unsend the task
+        sync.write_pipelined(prepared, self._wakeups(loop).deliver_to(future))
+        # cancelling this await does not unsend the task: the write goes on, and its outcome
+        # finds the future cancelled and is dropped
+        outcome = await future
         if isinstance(outcome, SubmitError):
             raise outcome
         return AsyncTaskHandle(outcome)
@@ -186,6 +189,14 @@ class AsyncProducer:
         if sync is not None:
             await asyncio.to_thread(sync.close)  # waits for the writes in flight
 
+    def _wakeups(self, loop: asyncio.AbstractEventLoop) -> _Wakeups:
+        """The running loop's wake-ups (a producer used from another loop gets new ones: each
+        write keeps the ones it was given, so its outcome still reaches its own loop)."""
+        wakeups = self._loop_wakeups
+        if wakeups is None or wakeups.loop is not loop:
+            wakeups = self._loop_wakeups = _Wakeups(loop)
+        return wakeups
+
     def _open(self) -> Producer:
         if self._sync is None:
             raise StreamJobsError(
@@ -194,8 +205,37 @@ class AsyncProducer:
         return self._sync
 
 
-def _settle(
-    future: asyncio.Future[TaskHandle | SubmitError], outcome: TaskHandle | SubmitError
-) -> None:
-    if not future.done():
-        future.set_result(outcome)
+class _Wakeups:
+    """Outcomes from the poll thread to one event loop, one wake-up per burst.
+
+    The poll thread serves delivery reports in bursts; the first outcome of a burst schedules
+    one call on the loop (``call_soon_threadsafe``: a write to the loop's self-pipe) and the
+    rest join it, so the loop wakes once and settles the whole list, not once per task."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[Outcome], Outcome]] = []
+
+    def deliver_to(self, future: asyncio.Future[Outcome]) -> Callable[[Outcome], None]:
+        """The ``done`` of one write: hands its outcome to ``future`` on the loop."""
+        return functools.partial(self._deliver, future)
+
+    def _deliver(self, future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+        with self._lock:
+            self._ready.append((future, outcome))
+            if len(self._ready) > 1:  # a wake-up is scheduled already and will take this too
+                return
+        try:
+            self.loop.call_soon_threadsafe(self._settle)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more
+            with self._lock:
+                self._ready.clear()
+            raise
+
+    def _settle(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for future, outcome in ready:
+            if not future.done():  # a cancelled submit
+                future.set_result(outcome)

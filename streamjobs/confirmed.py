@@ -133,6 +133,7 @@ class ConfirmedWriter:
         pairs = []
         for item in batch:
             submitted, task = Pending(), Pending()
+            self._produce_task(item, hooks, task)  # first: see write_pipelined
             self.produce(
                 self._topics.submitted,
                 item.task_id.encode(),
@@ -140,7 +141,6 @@ class ConfirmedWriter:
                 item.status_headers,
                 submitted,
             )
-            self._produce_task(item, hooks, task)
             pairs.append((submitted, task))
         self.wait([pending for pair in pairs for pending in pair])
         for item, (submitted, task) in zip(batch, pairs, strict=True):
@@ -229,17 +229,21 @@ class ConfirmedWriter:
         handle or SubmitError on the resident poll thread (:meth:`start_pipelining`)."""
         flight = _Flight(item, done, time.monotonic())
         flight.submitted.then = flight.task.then = lambda: self._reported(flight)
-        self._try_flight(flight, task=False)  # raises only when the producer is closed
-        with self._lock:
-            self._in_flight += 1
+        # The task record first: librdkafka sends each partition's records in a request of its
+        # own and the broker answers one connection's requests in turn, so the record produced
+        # first is appended one request sooner, and a worker can start the task that much
+        # earlier. Its submitted record may land after the worker's ``running``: harmless.
         hooks = self._middleware.for_submit()
         if hooks is None:
-            self._try_flight(flight, task=True)
-            return
-        ctx = item.submit_context(self.settings.queue)
-        with hooks.submit(ctx):  # middleware may add headers (trace context)
-            flight.task_headers = list(ctx.headers)  # kept, should the local queue be full
-            self._try_flight(flight, task=True)
+            self._try_flight(flight, task=True)  # raises only when the producer is closed
+        else:
+            ctx = item.submit_context(self.settings.queue)
+            with hooks.submit(ctx):  # middleware may add headers (trace context)
+                flight.task_headers = list(ctx.headers)  # kept, should the local queue be full
+                self._try_flight(flight, task=True)
+        with self._lock:  # counted before its second record is queued: it cannot be done yet
+            self._in_flight += 1
+        self._try_flight(flight, task=False)
 
     def _try_flight(self, flight: _Flight, *, task: bool) -> None:
         item = flight.item

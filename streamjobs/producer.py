@@ -16,7 +16,6 @@ DuplicateTask). ``cancel`` writes a cancel request, confirmed, through the same 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -40,7 +39,9 @@ from streamjobs.models import Task, TaskState
 from streamjobs.retry import pick_tier
 from streamjobs.schemastore import schema_record
 from streamjobs.settings import Settings
+from streamjobs.status import SubmittedStatuses
 from streamjobs.taskhandle import TaskHandle, existing_handle
+from streamjobs.taskids import new_id, new_ids
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 from streamjobs.tracing import TracingMiddleware
@@ -111,6 +112,7 @@ class Producer:
         )
         self._types: dict[type[Task], TaskType] = {}
         self._announced: set[bytes] = set()
+        self._statuses: dict[tuple[str, str, TaskState], SubmittedStatuses] = {}
         self._lock = threading.Lock()
         self._writer = ConfirmedWriter(
             settings, lambda: self._producer, self._topics, self._middleware, self._timeout_s
@@ -204,7 +206,7 @@ class Producer:
         key_list = list(keys) if keys is not None else [None] * len(task_list)
         if len(key_list) != len(task_list):
             raise ConfigError("submit_many: keys and tasks differ in length")
-        ids = _new_ids(len(task_list))  # one urandom call for the batch, not one per task
+        ids = new_ids(len(task_list))
         prepared = [
             self._prepare(t, k, i, None, None)
             for t, k, i in zip(task_list, key_list, ids, strict=True)
@@ -379,7 +381,7 @@ class Producer:
         if self._closed:
             raise StreamJobsError("producer is closed")
         task_type = self._task_type(task)
-        task_id = task_id or _new_ids(1)[0]
+        task_id = task_id or new_id()
         submitted = status.now_ms()
         topic, state, remaining = self._topics.main, TaskState.QUEUED, None
         if not_before_ms is not None and not_before_ms > submitted:
@@ -406,12 +408,23 @@ class Producer:
             key=key,
             topic=topic,
             value=value,
-            status_value=status.encode_status(envelope, state, topic=topic),
+            status_value=self._submitted_status(task_type, topic, state).encode(envelope),
             headers=[],
             submitted_at_ms=submitted,
             delay=remaining,
             status_headers=status.submission_headers(envelope),
         )
+
+    def _submitted_status(
+        self, task_type: TaskType, topic: str, state: TaskState
+    ) -> SubmittedStatuses:
+        """The prebuilt encoder of a new task's queued (or scheduled) record."""
+        shape = (task_type.name, topic, state)
+        found = self._statuses.get(shape)
+        if found is None:
+            found = SubmittedStatuses(task_type.name, self.settings.queue, state, topic)
+            self._statuses[shape] = found  # two threads may both build it: the same bytes
+        return found
 
     def _encoded(self, envelope: Envelope, what: str) -> bytes:
         """The envelope's bytes; PayloadTooLarge if the record would not fit."""
@@ -442,9 +455,8 @@ class Producer:
 
 
 def _new_ids(count: int) -> list[str]:
-    """Random 128-bit task ids as 32 hex digits (like ``uuid4().hex``), from one urandom call."""
-    raw = os.urandom(16 * count).hex()
-    return [raw[i : i + 32] for i in range(0, 32 * count, 32)]
+    """Random task ids (:mod:`streamjobs.taskids`); the inline test mode draws its own here."""
+    return new_ids(count)
 
 
 def _due_ms(delay: timedelta | None, eta: datetime | None) -> int | None:

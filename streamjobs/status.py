@@ -270,6 +270,53 @@ class AttemptStatuses:
         )
 
 
+class SubmittedStatuses:
+    """The ``queued`` (or ``scheduled``) record of new tasks of one type, queue and topic.
+
+    ``submit`` writes one per task: everything but the id, time, key and due times is the same
+    for all of them, so it is encoded once. Byte-identical to :func:`encode_status` of a new
+    task (attempt 1, generation 0) with ``topic`` (a unit test holds the two together); any
+    other envelope is encoded by it.
+    """
+
+    __slots__ = ("_after_id", "_middle", "_state", "_topic")
+
+    def __init__(self, task: str, queue: str, state: TaskState, topic: str) -> None:
+        self._state, self._topic = state, topic
+        self._after_id = b"".join(
+            (
+                write_string(task),
+                write_string(queue),
+                _STATE[state],
+                _version(0, 1, state),
+                write_int(1),  # attempt
+                write_int(0),  # generation
+            )
+        )
+        # result, error_type, error, reason; topic; partition, offset, worker_id, trace_id
+        self._middle = NULL * 4 + optional_string(topic) + NULL * 4
+
+    def encode(self, envelope: Envelope) -> bytes:
+        if envelope.attempt != 1 or envelope.generation != 0:
+            return encode_status(envelope, self._state, topic=self._topic)
+        try:
+            return b"".join(
+                (
+                    _HEADER,
+                    write_string(envelope.task_id),
+                    self._after_id,
+                    _CLOCK.now(),
+                    optional_string(envelope.key),
+                    self._middle,
+                    optional_long(envelope.not_before_ms),
+                    optional_long(envelope.submitted_at_ms),
+                    NULL,  # note
+                )
+            )
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise EncodeError(f"cannot encode TaskStatus: {exc}") from exc
+
+
 # Indexes and dashboards decode every status record ever written: a straight-line reader of the
 # schema's fields is ~3x fastavro's generic one. Anything it does not read cleanly goes to
 # fastavro for the precise error; a unit test holds both readers to the same answers.

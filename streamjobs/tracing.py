@@ -126,9 +126,23 @@ def span_name(operation: str, topic: str) -> str:
 _CONTEXT_HEADERS = frozenset(("traceparent", "tracestate", "baggage"))
 
 
-def _recording() -> bool:
-    """Whether an SDK (or any real provider) is installed; the API's default is a proxy."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+class _Provider:
+    """Whether an SDK (or any real provider) is installed; the API's default is a proxy.
+
+    OpenTelemetry lets a provider be installed once and never replaced, so once one is seen the
+    answer is kept; until then every call asks (the application may install it after import),
+    which reads ``os.environ``: a submit asks on every call."""
+
+    installed = False
+
+    @classmethod
+    def recording(cls) -> bool:
+        if not cls.installed:
+            cls.installed = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        return cls.installed
+
+
+_recording = _Provider.recording
 
 
 def active() -> bool:

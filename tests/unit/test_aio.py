@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from datetime import timedelta
 
 import pytest
 
 from streamjobs import AsyncProducer, Settings, StreamJobsError, SubmitError, Task
+from streamjobs.aio import _Wakeups
 
 
 class Ping(Task):
@@ -56,3 +58,52 @@ def test_submit_outside_async_with_says_how_to_start_the_producer() -> None:
 
     with pytest.raises(StreamJobsError, match="async with"):
         asyncio.run(producer.submit(Ping(n=1)))
+
+
+def test_a_burst_of_outcomes_from_the_poll_thread_settles_every_future_with_one_wake_up() -> None:
+
+    async def main() -> tuple[list[object], int]:
+        loop = asyncio.get_running_loop()
+        wakeups = _Wakeups(loop)
+        scheduled = 0
+        threadsafe = loop.call_soon_threadsafe
+
+        def counting(callback: object, *args: object) -> asyncio.Handle:
+            nonlocal scheduled
+            scheduled += 1
+            return threadsafe(callback, *args)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        futures = [loop.create_future() for _ in range(50)]
+        dones = [wakeups.deliver_to(future) for future in futures]
+
+        # the loop is busy in this coroutine while the whole burst arrives from another thread
+        def burst() -> None:
+            for i, done in enumerate(dones):
+                done(SubmitError(str(i)))
+
+        thread = threading.Thread(target=burst)
+        thread.start()
+        thread.join()
+        results = await asyncio.gather(*futures)
+        return results, scheduled
+
+    results, scheduled = asyncio.run(main())
+    assert [str(r) for r in results] == [str(i) for i in range(50)]
+    assert scheduled == 1
+
+
+def test_the_outcome_of_a_cancelled_submit_is_dropped_and_later_ones_still_arrive() -> None:
+
+    async def main() -> object:
+        loop = asyncio.get_running_loop()
+        wakeups = _Wakeups(loop)
+        cancelled, later = loop.create_future(), loop.create_future()
+        cancelled.cancel()
+        wakeups.deliver_to(cancelled)(SubmitError("late"))
+        await asyncio.sleep(0)  # its wake-up runs and finds the future cancelled
+        await asyncio.sleep(0)
+        wakeups.deliver_to(later)(SubmitError("next"))
+        return await asyncio.wait_for(later, 5)
+
+    assert str(asyncio.run(main())) == "next"

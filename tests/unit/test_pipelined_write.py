@@ -78,14 +78,14 @@ def test_both_records_are_produced_at_once_and_the_handle_comes_once_both_are_re
 
     writer.write_pipelined(_item("a"), outcomes.done_for("a"))
 
-    assert [s.topic for s in kafka.kinds("produce")] == [SUBMITTED, MAIN]
+    assert [s.topic for s in kafka.kinds("produce")] == [MAIN, SUBMITTED]  # the task first
     assert "a" not in outcomes.by_id  # the submitted record is not reported yet
     kafka.release()
     wait_for(lambda: "a" in outcomes.by_id, 5, message="task a confirmed")
     handle = outcomes.by_id["a"]
     assert isinstance(handle, TaskHandle)
     assert (handle.task_id, handle.topic) == ("a", MAIN)
-    assert kafka.kinds("produce")[0].headers == [("digest", b"d")]  # the queued record's
+    assert kafka.kinds("produce")[1].headers == [("digest", b"d")]  # the queued record's
 
 
 def test_a_failed_task_record_is_a_submit_error_and_takes_its_submitted_record_back(
@@ -100,8 +100,8 @@ def test_a_failed_task_record_is_a_submit_error_and_takes_its_submitted_record_b
     assert isinstance(outcomes.by_id["c"], SubmitError)
     produced = [(s.topic, s.key, s.value) for s in kafka.kinds("produce")]
     assert produced == [
-        (SUBMITTED, b"c", b"queued:c"),
         (MAIN, b"c", b"task:c"),
+        (SUBMITTED, b"c", b"queued:c"),
         (SUBMITTED, b"c", None),
     ]
 

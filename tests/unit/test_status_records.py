@@ -19,6 +19,7 @@ from streamjobs.models import Task, TaskState, status_version
 from streamjobs.status import (
     AttemptStatuses,
     StatusView,
+    SubmittedStatuses,
     decode_status,
     encode_status,
     status_values,
@@ -313,6 +314,33 @@ def test_a_runs_pre_encoded_statuses_equal_encode_status(
         general = _fastavro_decoded(encode_status(envelope, state, result=result, **where))
         assert abs(fast.pop("updated_at_ms") - general.pop("updated_at_ms")) < 1000
         assert fast == general
+
+
+@pytest.mark.parametrize("state", [TaskState.QUEUED, TaskState.SCHEDULED])
+def test_a_new_tasks_prebuilt_status_record_is_the_general_encoders_bytes(
+    state: TaskState,
+) -> None:
+    rng = random.Random(f"submitted-{state.value}")
+    statuses = SubmittedStatuses("SendEmail", "emails", state, "sj.emails.delay.60s")
+    for _ in range(200):
+        envelope = _envelope(
+            task_id=rng.choice(["a" * 32, "é-ü", ""]),
+            key=rng.choice([None, "", "customer-7", "ключ"]),
+            not_before_ms=rng.choice([None, 0, 1_700_000_060_000]),
+            submitted_at_ms=rng.choice([0, 1_700_000_000_000, 2**62]),
+            attempt=rng.choice([1, 1, 1, 2]),
+            generation=rng.choice([0, 0, 0, 3]),
+        )
+        fast = _fastavro_decoded(statuses.encode(envelope))
+        general = _fastavro_decoded(encode_status(envelope, state, topic="sj.emails.delay.60s"))
+        assert abs(fast.pop("updated_at_ms") - general.pop("updated_at_ms")) < 1000
+        assert fast == general
+
+
+def test_a_new_tasks_prebuilt_status_record_refuses_what_the_general_encoder_refuses() -> None:
+    statuses = SubmittedStatuses("SendEmail", "emails", TaskState.QUEUED, "sj.emails")
+    with pytest.raises(EncodeError):
+        statuses.encode(_envelope(submitted_at_ms=2**64))
 
 
 @pytest.mark.parametrize("state", list(TaskState))

@@ -207,7 +207,7 @@ def _producer(monkeypatch: pytest.MonkeyPatch, client: RecordingClient) -> Produ
     return Producer(Settings(topic_prefix="sj", queue="default"))
 
 
-def test_submit_produces_the_submitted_and_task_records_before_awaiting_either_report(
+def test_submit_produces_the_task_then_the_submitted_record_before_awaiting_either_report(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = RecordingClient()
@@ -217,10 +217,10 @@ def test_submit_produces_the_submitted_and_task_records_before_awaiting_either_r
         names = queue_topics(producer.settings)
 
     events = [(event, topic) for event, topic, _ in client.log[first_task:]]
-    assert events[:2] == [("produce", names.submitted), ("produce", names.main)]
+    assert events[:2] == [("produce", names.main), ("produce", names.submitted)]
     assert sorted(events[2:]) == [("report", names.main), ("report", names.submitted)]
     assert (handle.partition, handle.offset) == (0, 3)
-    queued = decode_status(client.log[first_task][2] or b"")
+    queued = decode_status(client.log[first_task + 1][2] or b"")
     assert (queued.task_id, queued.state) == (handle.task_id, TaskState.QUEUED)
 
 

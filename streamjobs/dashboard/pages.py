@@ -1,16 +1,18 @@
 """The dashboard's pages: each handler asks the index (or Kafka, for what only Kafka knows) and
 renders one template.
 
-Owns the routes and what each page shows: the overview (outcome charts, counts by state, lag
-and tier backlogs, dead letters by reason), task search and the task page (history, attempts
-with error and traceback, result, position; arguments and trace in their own frames so the page
-never waits on Kafka or Jaeger), dead letters (filter, detail, redrive one or many through
-:func:`streamjobs.ops.redrive.redrive`, after a confirmation step, audited in its ledger
-with the logged-in operator's name), schedules (their records as the index follows them, folded
-by the scheduler's book: next and last fire; pause, resume, trigger written through
-:mod:`streamjobs.scheduler.manage`) and workers (live and lost, from the heartbeats the index
-follows, with the tasks each is running and for how long). Does
-not own authentication (:mod:`streamjobs.dashboard.auth`) or the server.
+Owns the routes and what each page shows, for every queue of the settings (``queue``, or each of
+``queues``, as ``consume`` serves them): the overview (a row per queue with its counts, dead
+letters, lag and tier backlog; outcome charts, counts by state and dead letters by reason of all
+of them or of one, ``?queue=``; lag per queue and partition, tier backlogs), task search (by
+queue too) and the task page (history, attempts with error and traceback, result, position;
+arguments and trace in their own frames so the page never waits on Kafka or Jaeger), dead
+letters (filter, detail, redrive one or many through :func:`streamjobs.ops.redrive.redrive`,
+after a confirmation step, audited in its ledger with the logged-in operator's name), schedules
+(their records as the index follows them, folded by the scheduler's book: next and last fire;
+pause, resume, trigger written through :mod:`streamjobs.scheduler.manage`) and workers (live and
+lost, from the heartbeats the index follows, with the tasks each is running and for how long).
+Does not own authentication (:mod:`streamjobs.dashboard.auth`) or the server.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from starlette.templating import Jinja2Templates
 
 from streamjobs.dashboard import auth, charts
 from streamjobs.dashboard.live import Backlog, task_arguments, trace_of
+from streamjobs.dashboard.queues import by_queue, letter_ref, queue_rows, split_ref, state_columns
 from streamjobs.errors import ConfigError
 from streamjobs.index.queries import DeadLetterFilter, IndexReader, TaskFilter
 from streamjobs.models import TaskState
-from streamjobs.ops.deadletters import parse_ref, show
-from streamjobs.ops.redrive import redrive
+from streamjobs.ops.deadletters import show
+from streamjobs.ops.redrive import RedriveItem, RedriveSummary, redrive
 from streamjobs.scheduler import manage
 from streamjobs.scheduler.state import schedule_of
 from streamjobs.settings import Settings, format_duration, parse_duration
@@ -65,6 +68,20 @@ class Dashboard:
 
     def reader(self) -> IndexReader:
         return IndexReader(self.index_path)
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The queues shown, highest priority first."""
+        return tuple(name for name, _ in self.settings.served_queues)
+
+    def chosen(self, request: Request) -> tuple[str, ...]:
+        """``?queue=`` (one of :attr:`queues`, else 404), or every queue shown."""
+        wanted = request.query_params.get("queue")
+        if not wanted:
+            return self.queues
+        if wanted not in self.queues:
+            raise HTTPException(404, f"queue {wanted!r} is not shown here")
+        return (wanted,)
 
 
 def _board(request: Request) -> Dashboard:
@@ -124,18 +141,27 @@ async def logout(request: Request) -> Response:
 
 def overview(request: Request) -> Response:
     board = _board(request)
-    queue = board.settings.queue
+    shown = board.chosen(request)
     hours = min(max(int(request.query_params.get("hours") or 1), 1), 24 * 7)
     bucket_ms = max(10_000, hours * 60_000)  # 60 bars whatever the range
     until = now_ms()
     with board.reader() as index:
-        buckets = index.outcomes(queue, until - hours * 3_600_000, until + 1, bucket_ms)
-        states = index.state_counts(queue)
-        reasons = index.dead_letter_reasons(queue)
+        buckets = index.outcomes(shown, until - hours * 3_600_000, until + 1, bucket_ms)
+        states = index.state_counts(shown)
+        reasons = index.dead_letter_reasons(shown)
+        per_queue, dead = index.states_by_queue(), index.dead_letters_by_queue()
+    rows = queue_rows(board.queues, per_queue, dead, board.backlog.latest)
+    live = board.backlog.latest
     return _render(
         request,
         "overview",
-        queue=queue,
+        queue=board.settings.queue,
+        queues=board.queues,
+        shown=shown,
+        chosen=request.query_params.get("queue") or "",
+        rows=rows,
+        columns=state_columns(rows),
+        figures=[q for q in live.queues if q.queue in shown],
         hours=hours,
         throughput=charts.outcome_bars(buckets, bucket_ms),
         ratio=charts.ratio_line(buckets),
@@ -172,6 +198,7 @@ def tasks(request: Request) -> Response:
         where=where,
         query=dict(q),
         states=[s.value for s in TaskState],
+        queues=board.queues,
     )
 
 
@@ -207,9 +234,7 @@ def task_page(request: Request) -> Response:
     with board.reader() as index:
         latest = index.task(task_id)
         history = index.history(task_id)
-        letters = index.dead_letters(
-            DeadLetterFilter(board.settings.queue, task_id=task_id), limit=20
-        )
+        letters = index.dead_letters(DeadLetterFilter(board.queues, task_id=task_id), limit=20)
     if latest is None:
         raise HTTPException(404, f"no task {task_id} in the index")
     return _render(
@@ -247,8 +272,9 @@ def task_trace_frame(request: Request) -> Response:
 def dead_letters(request: Request) -> Response:
     board = _board(request)
     q = request.query_params
+    shown = board.chosen(request)
     where = DeadLetterFilter(
-        board.settings.queue,
+        shown,
         reason=q.get("reason") or None,
         task=q.get("task") or None,
         since_ms=_since(q.get("since")),
@@ -257,10 +283,11 @@ def dead_letters(request: Request) -> Response:
     page = max(int(q.get("page") or 0), 0)
     with board.reader() as index:
         found = index.dead_letters(where, limit=PAGE + 1, offset=page * PAGE)
-        reasons = index.dead_letter_reasons(board.settings.queue)
+        reasons = index.dead_letter_reasons(shown)
     return _render(
         request,
         "dead_letters",
+        queues=board.queues,
         found=found[:PAGE],
         more=len(found) > PAGE,
         page=page,
@@ -270,39 +297,52 @@ def dead_letters(request: Request) -> Response:
 
 
 def dead_letter_page(request: Request) -> Response:
-    ref = request.path_params["ref"]
+    """One dead letter: ``QUEUE:PARTITION:OFFSET`` (or ``PARTITION:OFFSET`` of the first queue)."""
+    board = _board(request)
     try:
-        parse_ref(ref)
-        detail = show(_board(request).settings, ref)
+        queue, ref = split_ref(request.path_params["ref"], board.queues)
+        detail = show(board.settings.for_queue(queue), ref)
     except ConfigError as exc:
         raise HTTPException(404, str(exc)) from None
-    return _render(request, "dead_letter", detail=detail)
+    return _render(request, "dead_letter", detail=detail, queue=queue)
+
+
+def _selected_refs(form: Any, queues: tuple[str, ...]) -> list[str]:
+    """The form's refs, each as ``QUEUE:PARTITION:OFFSET``; 400 when one is not a ref."""
+    refs = set()
+    for text in form.getlist("ref"):
+        try:
+            queue, ref = split_ref(str(text), queues)
+        except ConfigError as exc:
+            raise HTTPException(400, str(exc)) from None
+        refs.add(letter_ref(queue, ref))
+    return sorted(refs)
 
 
 async def redrive_confirm(request: Request) -> Response:
     """Step one: the selected dead letters, and a button that really re-drives them."""
     form = await request.form()
     auth.check_csrf(request, form)
-    refs = sorted({str(r) for r in form.getlist("ref")})
-    for ref in refs:
-        try:
-            parse_ref(ref)
-        except ConfigError as exc:
-            raise HTTPException(400, str(exc)) from None
-    return _render(request, "redrive_confirm", refs=refs)
+    return _render(request, "redrive_confirm", refs=_selected_refs(form, _board(request).queues))
 
 
 async def redrive_run(request: Request) -> Response:
     """Step two: re-drive, audited in the ledger as ``<operator> via dashboard``."""
     form = await request.form()
     auth.check_csrf(request, form)
-    refs = sorted({str(r) for r in form.getlist("ref")})
+    board = _board(request)
+    refs = _selected_refs(form, board.queues)
     if not refs or form.get("confirm") != "yes":
         raise HTTPException(400, "nothing confirmed")
     actor = f"{auth.user_of(request)} via dashboard"
-    settings = _board(request).settings
-    summary = await run_in_threadpool(lambda: redrive(settings, refs=refs, actor=actor))
-    return _render(request, "redrive_done", summary=summary, actor=actor)
+    summary = RedriveSummary()
+    done: list[tuple[str, RedriveItem]] = []  # (queue, item) in order
+    for queue, chosen in by_queue(refs, board.queues).items():
+        settings = board.settings.for_queue(queue)
+        ran = await run_in_threadpool(redrive, settings, refs=chosen, actor=actor)
+        summary.items.extend(ran.items)
+        done.extend((queue, item) for item in ran.items)
+    return _render(request, "redrive_done", summary=summary, done=done, actor=actor)
 
 
 # -- workers and schedules ------------------------------------------------------------------------
@@ -326,15 +366,16 @@ def workers(request: Request) -> Response:
 
 
 def schedules(request: Request) -> Response:
-    """Every schedule of the queue, from the schedule records the index follows."""
+    """Every schedule of the queues shown, from the schedule records the index follows."""
     board = _board(request)
     settings = board.settings
     with board.reader() as index:
-        found = index.schedules(settings.queue)
+        found = [(queue, s) for queue in board.queues for s in index.schedules(queue)]
     return _render(
         request,
         "schedules",
         found=found,
+        queues=board.queues,
         problem=None,
         done=request.query_params.get("done"),
         topic=f"{settings.topic_prefix}.schedules",
@@ -343,8 +384,13 @@ def schedules(request: Request) -> Response:
 
 async def schedule_action(request: Request) -> Response:
     """Pause, resume or trigger one schedule (each one confirmed record the leader acts on)."""
-    auth.check_csrf(request, await request.form())
-    settings = _board(request).settings
+    form = await request.form()
+    auth.check_csrf(request, form)
+    board = _board(request)
+    queue = str(form.get("queue") or board.queues[0])
+    if queue not in board.queues:
+        raise HTTPException(404, f"queue {queue!r} is not shown here")
+    settings = board.settings.for_queue(queue)
     name, action = request.path_params["name"], request.path_params["action"]
     try:
         if action == "trigger":

@@ -40,7 +40,7 @@ from streamjobs.index.schema import DEAD_COLUMNS, quoted
 
 #: Outcome counts are kept per bucket of this many milliseconds (charts sum them up).
 BUCKET_MS = 10_000
-_COUNTED = frozenset(("succeeded", "retry_scheduled", "dead_lettered"))
+_COUNTED = frozenset(("succeeded", "retry_scheduled", "dead_lettered", "cancelled"))
 
 _INSERT_HISTORY = "INSERT INTO history VALUES (?, ?)"
 _INSERT_DEAD = (

@@ -235,6 +235,7 @@ def task_page(request: Request) -> Response:
         latest = index.task(task_id)
         history = index.history(task_id)
         letters = index.dead_letters(DeadLetterFilter(board.queues, task_id=task_id), limit=20)
+        pending = None if latest is None else index.pending_cancel(latest)
     if latest is None:
         raise HTTPException(404, f"no task {task_id} in the index")
     return _render(
@@ -245,6 +246,7 @@ def task_page(request: Request) -> Response:
         history=history,
         attempts=attempts_of(history),
         letters=letters,
+        pending_cancel=pending,
     )
 
 

@@ -5,8 +5,8 @@ answers of the dashboard and the CLI: a task's latest :class:`~streamjobs.status
 and every status record seen for it, a filtered and paged task search (state, task type, key,
 queue, time range, error text through FTS5 or LIKE), counts by state, outcomes per time bucket,
 dead letters by filter and by reason, workers live or lost (from their stored heartbeats, judged
-at read time) and the queue's schedules. Every query is served by an index of the schema in
-:mod:`streamjobs.index.schema`; none scans the tasks table.
+at read time), the queue's schedules and a task's pending cancel. Every query is served by an
+index of the schema in :mod:`streamjobs.index.schema`; none scans the tasks table.
 
 Does not write, follow Kafka, or render anything.
 """
@@ -91,6 +91,15 @@ class DeadLetterEntry:
     @property
     def ref(self) -> str:
         return f"{self.partition}:{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCancel:
+    """A cancel requested for a task that no worker has reached yet."""
+
+    generation: int
+    requested_at_ms: int
+    requested_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +329,21 @@ class IndexReader:
             book.apply(bytes(key), bytes(value))
         found = (summarize(entry) for entry in book.of_queue(queue))
         return [summary for summary in found if summary is not None]
+
+    def pending_cancel(self, task: StatusView) -> PendingCancel | None:
+        """The cancel request covering ``task`` while its state is not final: the task shows
+        the state its workers wrote (``queued``, say) until one reaches its record and writes
+        ``cancelled``; this says a cancel is on its way. None for a finished task, or one whose
+        generation is newer than the request (a replay after the cancel runs)."""
+        if task.state.final:
+            return None
+        row = self.db.execute(
+            "SELECT generation, requested_at_ms, requested_by FROM cancels WHERE task_id = ?",
+            (task.task_id,),
+        ).fetchone()
+        if row is None or task.generation > row[0]:
+            return None
+        return PendingCancel(int(row[0]), int(row[1]), row[2])
 
     def applied_offsets(self) -> dict[tuple[str, int], int]:
         rows = self.db.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()

@@ -1,11 +1,12 @@
 """The dashboard's queue dimension without a broker: a row per queue, refs that name their queue,
 the index following each queue's dead letters, and pages of a dashboard showing two queues
-(Starlette's TestClient over an index file)."""
+(Starlette's TestClient over an index file); a cancel requested and not reached yet."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+from streamjobs.cancels import CancelRequest, encode_cancel
 from streamjobs.client import Record
 from streamjobs.dashboard import charts, pages
 from streamjobs.dashboard.app import create_app
@@ -24,7 +26,7 @@ from streamjobs.envelope import Envelope
 from streamjobs.errors import ConfigError
 from streamjobs.index.follower import _applied, feeds
 from streamjobs.index.queries import Bucket, IndexReader
-from streamjobs.index.rows import dead_letter_changes, status_changes
+from streamjobs.index.rows import cancel_changes, dead_letter_changes, status_changes
 from streamjobs.index.store import IndexStore
 from streamjobs.models import TaskState
 from streamjobs.ops.inspect import PartitionLag, TierBacklog
@@ -73,7 +75,7 @@ def test_the_index_follows_the_dead_letters_and_redrive_ledger_of_every_queue_sh
     one = [f.topic for f in feeds(Settings(topic_prefix="sj"))]
     assert one == [
         "sj.status", "sj.submitted", "sj.default.dlq", "sj.default.dlq.redriven",
-        "sj.workers", "sj.schedules",
+        "sj.workers", "sj.schedules", "sj.cancels",
     ]  # fmt: skip
     several = [f.topic for f in feeds(Settings(topic_prefix="sj", queues=["critical", "low"]))]
     assert [t for t in several if ".dlq" in t] == [
@@ -211,3 +213,38 @@ def test_the_index_counts_several_queues_at_once(two_queues: tuple[TestClient, D
         }  # fmt: skip
         assert index.state_counts("low") == {"cancelled": 1, "queued": 1}
         assert index.dead_letters_by_queue() == {"critical": (1, 0), "low": (1, 0)}
+
+
+def _cancel(task_id: str, generation: int, offset: int, *, gone: bool = False) -> Record:
+    request = CancelRequest(task_id, "Charge", "low", generation, 1_700_000_000_000, "ana")
+    value = None if gone else encode_cancel(request)
+    return Record("sj.cancels", 0, offset, now_ms(), task_id.encode(), value, [])
+
+
+def test_a_cancel_requested_for_a_queued_task_is_pending_until_a_worker_writes_cancelled(
+    two_queues: tuple[TestClient, Dashboard],
+) -> None:
+    browser, board = two_queues
+    store = IndexStore(board.index_path)
+    _apply(store, "sj.cancels", cancel_changes, [_cancel("low-1", 0, 0)])
+    with IndexReader(board.index_path) as index:
+        queued = index.task("low-1")
+        assert queued is not None
+        assert queued.state is TaskState.QUEUED  # the state stays what workers wrote
+        pending = index.pending_cancel(queued)
+        assert pending is not None
+        assert (pending.generation, pending.requested_by) == (0, "ana")
+        assert index.pending_cancel(replace(queued, generation=1)) is None  # a later replay
+    page = browser.get("/tasks/low-1").text
+    assert 'id="cancel-pending"' in page
+    assert "by ana" in page
+    _apply(store, "sj.status", status_changes, [
+        _status("low-1", "low", TaskState.CANCELLED, 10, reason="cancelled"),
+    ])  # fmt: skip
+    with IndexReader(board.index_path) as index:
+        done = index.task("low-1")
+        assert done is not None
+        assert index.pending_cancel(done) is None  # reached: nothing pending any more
+    _apply(store, "sj.cancels", cancel_changes, [_cancel("low-1", 0, 1, gone=True)])
+    store.close()
+    assert 'id="cancel-pending"' not in browser.get("/tasks/low-1").text

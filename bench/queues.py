@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,6 +61,7 @@ def worker_process(
     bootstrap: str, prefix: str, queues: list[str], expect: int, out: mp.Queue
 ) -> None:
     """One streamjobs worker serving ``queues``; reports when ``expect`` tasks finished."""
+    calls = _count_consumer_calls() if os.environ.get("BENCH_CALLS") else None
     worker = Worker(_settings(bootstrap, prefix, queues), throughput.registry)
     throughput._state["expect"] = expect
     thread = threading.Thread(target=worker.run)
@@ -76,9 +78,40 @@ def worker_process(
         if name.startswith("rdk:")
     )
     throughput._state["rdk_cpu"] = rdk
+    if calls is not None:
+        print(f"{queues}: consumer calls {dict(calls)}", file=sys.stderr, flush=True)
     worker.stop()
     thread.join()
     out.put(json.dumps(throughput._state))
+
+
+def _count_consumer_calls() -> dict[str, int]:
+    """Counts of the worker consumer's calls (and records consumed, partitions paused and
+    resumed), by wrapping :class:`streamjobs.client.KafkaConsumer` in this process
+    (``BENCH_CALLS=1``: a diagnosis, not for timed runs)."""
+    from collections import Counter
+
+    from streamjobs.client import KafkaConsumer
+
+    calls: Counter[str] = Counter()
+
+    def counted(name: str) -> None:
+        original = getattr(KafkaConsumer, name)
+
+        def wrapper(self: KafkaConsumer, *args: object, **kwargs: object) -> object:
+            calls[name] += 1
+            if name in ("pause", "resume"):
+                calls[f"{name}d_partitions"] += len(args[0])  # type: ignore[arg-type]
+            found = original(self, *args, **kwargs)
+            if name == "consume":
+                calls["records"] += len(found)
+            return found
+
+        setattr(KafkaConsumer, name, wrapper)
+
+    for name in ("consume", "pause", "resume", "seek", "cached_end", "committed", "commit"):
+        counted(name)
+    return calls
 
 
 def _thread_cpu() -> dict[int, tuple[str, float]]:
@@ -135,9 +168,10 @@ def _delete_topics(bootstrap: str, prefix: str) -> None:
         future.result()
 
 
-def run_in_memory(n: int, kind: str, profile: bool = False) -> float:
+def run_in_memory(n: int, kind: str, profile: bool = False, batch: int = 0) -> float:
     """Worker CPU us per task draining ``n`` tasks of ``default`` on the fake Kafka while it
-    serves ``SERVED[kind]`` (every served queue's main and tier partitions assigned)."""
+    serves ``SERVED[kind]`` (every served queue's main and tier partitions assigned); each
+    consume returns at most ``batch`` records (0: as many as asked), as a broker's fetches do."""
     import worker_cpu  # the fake Kafka's lean consumer, the no-op task (bench/worker_cpu.py)
 
     settings = _settings("fake:9092", "bench", SERVED[kind])
@@ -152,6 +186,8 @@ def run_in_memory(n: int, kind: str, profile: bool = False) -> float:
     while kafka.consumer is None:
         time.sleep(0.01)
     consumer = kafka.consumer
+    if batch:
+        consumer.consume = _limited(consumer.consume, batch)  # type: ignore[method-assign]
     served = [t for q, _ in settings.served_queues for t in _task_topics(settings, q)]
     consumer.rebalance("assign", *((topic, p) for topic in served for p in range(6)))
     worker.assigned.wait(10)
@@ -164,6 +200,13 @@ def run_in_memory(n: int, kind: str, profile: bool = False) -> float:
     if profiler is not None:
         profiler.report()
     return spent / n * 1e6
+
+
+def _limited(consume: Callable[[int, float], list], most: int) -> Callable[[int, float], list]:
+    def limited(count: int, timeout: float) -> list:
+        return consume(min(count, most), timeout)
+
+    return limited
 
 
 def _task_topics(settings: Settings, queue: str) -> list[str]:
@@ -205,16 +248,16 @@ class _ThreadProfiles:
         print(out.getvalue())
 
 
-def main_in_memory(n: int, rounds: int, profile: str | None) -> None:
+def main_in_memory(n: int, rounds: int, profile: str | None, batch: int) -> None:
     run_in_memory(2000, "strict")  # warm-up: imports, first-use caches
     if profile:
-        run_in_memory(n, profile, profile=True)
+        run_in_memory(n, profile, profile=True, batch=batch)
         return
     cpu: dict[str, list[float]] = {kind: [] for kind in SERVED}
     for round_ in range(1, rounds + 1):
         kinds = list(SERVED) if round_ % 2 else list(reversed(SERVED))
         for kind in kinds:
-            cpu[kind].append(run_in_memory(n, kind))
+            cpu[kind].append(run_in_memory(n, kind, batch=batch))
         used = ", ".join(f"{k} {v[-1]:.1f}" for k, v in cpu.items())
         print(f"round {round_}: worker CPU us/task: {used}", flush=True)
     per_task = {k: statistics.median(v) for k, v in cpu.items()}
@@ -229,9 +272,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--in-memory", action="store_true", help="the fake Kafka, no broker")
     parser.add_argument("--profile", choices=list(SERVED), help="with --in-memory: cProfile")
+    parser.add_argument(
+        "--batch", type=int, default=0, help="with --in-memory: records per consume at most"
+    )
     args = parser.parse_args()
     if args.in_memory:
-        main_in_memory(args.tasks, args.rounds, args.profile)
+        main_in_memory(args.tasks, args.rounds, args.profile, args.batch)
         return
     with given_or_local(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
         value, _ = throughput._sample_records()

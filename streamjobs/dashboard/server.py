@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.auth import session_key, startup_password
 from streamjobs.dashboard.live import Backlog
-from streamjobs.dashboard.pages import Dashboard
+from streamjobs.dashboard.rendering import Dashboard
 from streamjobs.index.follower import Follower
 from streamjobs.settings import Settings
 

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from streamjobs.cancels import CancelRequest, encode_cancel
 from streamjobs.client import Record
-from streamjobs.dashboard import charts, pages
+from streamjobs.dashboard import charts, letters
 from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.live import Backlog, BacklogFigures, QueueFigures
 from streamjobs.dashboard.pages import Dashboard
@@ -191,7 +191,7 @@ def test_dead_letters_of_every_queue_are_listed_and_redriven_through_their_own_q
         ran.append((settings.queue, refs))
         return RedriveSummary([RedriveItem(ref, "redriven") for ref in refs])
 
-    monkeypatch.setattr(pages, "redrive", redrive)
+    monkeypatch.setattr(letters, "redrive", redrive)
     token = re.search(r'name="csrf" value="([^"]+)"', listing)
     assert token is not None
     form = {"csrf": token[1], "ref": ["low:0:5", "critical:0:5"], "confirm": "yes"}

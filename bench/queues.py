@@ -80,6 +80,12 @@ def worker_process(
     throughput._state["rdk_cpu"] = rdk
     if calls is not None:
         print(f"{queues}: consumer calls {dict(calls)}", file=sys.stderr, flush=True)
+        by_thread: dict[str, float] = {}
+        for tid, (name, t) in after.items():
+            kind = name.rstrip("0123456789").rstrip("-:")
+            by_thread[kind] = by_thread.get(kind, 0.0) + t - threads.get(tid, (name, 0.0))[1]
+        per_task = {k: round(v / expect * 1e6, 1) for k, v in sorted(by_thread.items()) if v}
+        print(f"{queues}: CPU us/task by thread {per_task}", file=sys.stderr, flush=True)
     worker.stop()
     thread.join()
     out.put(json.dumps(throughput._state))
@@ -118,6 +124,7 @@ def _thread_cpu() -> dict[int, tuple[str, float]]:
     """CPU seconds per thread of this process (Linux /proc), with the thread's name: librdkafka
     names its threads ``rdk:...``, Python's threads keep the process name."""
     ticks = os.sysconf("SC_CLK_TCK")
+    named = {t.native_id: t.name for t in threading.enumerate()}
     found = {}
     for task in Path("/proc/self/task").iterdir():
         try:
@@ -126,7 +133,9 @@ def _thread_cpu() -> dict[int, tuple[str, float]]:
             continue  # the thread ended meanwhile
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        found[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+        tid = int(task.name)
+        name = named.get(tid, name)  # a Python thread: its Python name
+        found[tid] = (name, (int(fields[11]) + int(fields[12])) / ticks)
     return found
 
 

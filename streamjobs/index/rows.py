@@ -2,12 +2,11 @@
 
 Owns the typed changes the store applies (:class:`StatusSeen`, :class:`TaskGone`,
 :class:`SubmittedGone`, :class:`DeadLetterRow`, :class:`Redriven`, :class:`WorkerRow`,
-:class:`WorkerGone`, :class:`ScheduleRecord`) and one mapping function per followed topic
-(:func:`status_changes`, :func:`submitted_changes`, :func:`dead_letter_changes`,
+:class:`WorkerGone`, :class:`ScheduleRecord`, :class:`CancelRow`) and one mapping function per
+followed topic (:func:`status_changes`, :func:`submitted_changes`, :func:`dead_letter_changes`,
 :func:`redriven_changes`, :func:`worker_changes`, :func:`schedule_changes`,
-:func:`cancel_changes`). A new topic is one more
-change type and one more small function here, one line in the follower's feeds and one writer in the
-store.
+:func:`cancel_changes`). A new topic is one more change type and one more small function here,
+one line in the follower's feeds and one writer in the store.
 
 A status record is read only as far as its head (ids, state, version, times: what decides
 whether it is a task's latest, and what the outcome charts count); the rest is decoded by

@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,6 +63,7 @@ def worker_process(
 ) -> None:
     """One streamjobs worker serving ``queues``; reports when ``expect`` tasks finished."""
     calls = _count_consumer_calls() if os.environ.get("BENCH_CALLS") else None
+    profiles = _ThreadProfiles() if os.environ.get("BENCH_PROFILE") else None
     worker = Worker(_settings(bootstrap, prefix, queues), throughput.registry)
     throughput._state["expect"] = expect
     thread = threading.Thread(target=worker.run)
@@ -78,6 +80,9 @@ def worker_process(
         if name.startswith("rdk:")
     )
     throughput._state["rdk_cpu"] = rdk
+    if profiles is not None:
+        print(f"{queues}: profile of every thread", file=sys.stderr, flush=True)
+        profiles.report(sys.stderr)
     if calls is not None:
         print(f"{queues}: consumer calls {dict(calls)}", file=sys.stderr, flush=True)
         by_thread: dict[str, float] = {}
@@ -244,7 +249,7 @@ class _ThreadProfiles:
 
         threading.Thread.run = profiled  # type: ignore[method-assign]
 
-    def report(self) -> None:
+    def report(self, to: Any = None) -> None:
         import io
         import pstats
 
@@ -254,7 +259,7 @@ class _ThreadProfiles:
         for prof in self.profiles[1:]:
             stats.add(prof)
         stats.sort_stats("tottime").print_stats(int(os.environ.get("TOP", "40")))
-        print(out.getvalue())
+        print(out.getvalue(), file=to or sys.stdout)
 
 
 def main_in_memory(n: int, rounds: int, profile: str | None, batch: int) -> None:

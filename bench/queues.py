@@ -20,6 +20,11 @@ Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker (streamjobs.de
 ``bench/worker_cpu.py`` (no broker, no librdkafka): the worker's Python path only, so what the
 multi-queue machinery adds per task shows without the broker's noise; ``--profile KIND`` runs one
 configuration under cProfile on every thread and prints the top functions by own time.
+
+Diagnosis of the broker runs (not for timed figures): ``BENCH_CALLS=1`` prints each worker's
+consumer calls (consumes, records, pauses, resumes, cached ends, commits) and its CPU per task by
+thread (the poll thread, the executor's, librdkafka's); ``BENCH_PROFILE=1`` profiles every thread
+of the worker process.
 """
 
 from __future__ import annotations

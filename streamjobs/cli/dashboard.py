@@ -13,28 +13,31 @@ from typing import Annotated
 
 import typer
 
-from streamjobs.cli.options import Bootstrap, Prefix, Queue, build_settings
+from streamjobs.cli.options import Bootstrap, Prefix, Queues, build_settings, queue_options
 from streamjobs.errors import ConfigError
 
 
 def dashboard(
     bootstrap_servers: Bootstrap = None,
     topic_prefix: Prefix = None,
-    queue: Queue = None,
+    queue: Queues = None,
     host: Annotated[
         str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8765).")] = None,
     index: Annotated[
         Path | None,
-        typer.Option(help="Index file (default ~/.cache/streamjobs/index/PREFIX.QUEUE.sqlite3)."),
+        typer.Option(
+            help="Index file (default ~/.cache/streamjobs/index/PREFIX.FIRST_QUEUE.sqlite3)."
+        ),
     ] = None,
 ) -> None:
-    """Serve the web dashboard: search every task, see its life, re-drive dead letters."""
+    """Serve the web dashboard: search every task, see its life, re-drive dead letters. Shows
+    every queue given (``--queue`` repeated, or ``$STREAMJOBS_QUEUES``, as ``consume``)."""
     settings = build_settings(
         bootstrap_servers=bootstrap_servers,
         topic_prefix=topic_prefix,
-        queue=queue,
+        **queue_options(queue),
         dashboard_host=host,
         dashboard_port=port,
         index_path=index,

@@ -21,7 +21,8 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from streamjobs.dashboard.auth import RequireLogin
-from streamjobs.dashboard.pages import ROUTES, TEMPLATES, Dashboard
+from streamjobs.dashboard.pages import ROUTES
+from streamjobs.dashboard.rendering import TEMPLATES, Dashboard
 
 STATIC = Path(__file__).parent / "static"
 

@@ -16,7 +16,9 @@ from typing import Any
 from streamjobs.index.queries import Bucket
 
 #: Outcome colours, in stacking order (bottom first); the CSS legend uses the same classes.
-OUTCOMES = ("succeeded", "retry_scheduled", "dead_lettered")
+OUTCOMES = ("succeeded", "retry_scheduled", "dead_lettered", "cancelled")
+#: The outcomes the failure ratio counts as failed (a cancelled task did not fail).
+FAILED = ("retry_scheduled", "dead_lettered")
 _W, _H, _PAD = 720, 180, 34
 
 
@@ -71,7 +73,7 @@ def outcome_bars(buckets: Sequence[Bucket], bucket_ms: int) -> str:
 
 
 def ratio_line(buckets: Sequence[Bucket]) -> str:
-    """The share of attempts that failed (retry or dead letter) per bucket, 0 to 100 %."""
+    """The share of outcomes that failed (retry or dead letter) per bucket, 0 to 100 %."""
     if not buckets:
         return _frame([], "no data", "")
     step = (_W - _PAD) / len(buckets)
@@ -79,7 +81,7 @@ def ratio_line(buckets: Sequence[Bucket]) -> str:
     points = []
     for i, bucket in enumerate(buckets):
         total = sum(bucket.counts.get(o, 0) for o in OUTCOMES)
-        failed = total - bucket.counts.get("succeeded", 0)
+        failed = sum(bucket.counts.get(o, 0) for o in FAILED)
         ratio = failed / total if total else 0.0
         points.append(f"{_PAD + i * step + step / 2:.1f},{_H - 20 - ratio * height:.1f}")
     line = f'<polyline points="{" ".join(points)}" class="ratio"/>'

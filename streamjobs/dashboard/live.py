@@ -1,7 +1,9 @@
 """What the dashboard reads beyond the index: live Kafka figures, a task's arguments, traces.
 
-Owns :class:`Backlog` (lag per partition and tier backlogs from
-:func:`streamjobs.ops.inspect.backlog`, refreshed by a background thread so no page waits),
+Owns :class:`Backlog` (lag per partition and tier backlogs of each queue of the settings, from
+:func:`streamjobs.ops.inspect.backlog`, refreshed by a background thread so no page waits; the
+committed offsets are those of the group the settings' worker joins: ``STREAMJOBS_GROUP_ID`` or
+``<prefix>.<first queue>.workers``, as ``consume`` with the same queues),
 :func:`task_arguments` (the envelope a status points at, read from its topic/partition/offset,
 its arguments decoded with the writer schema from the schemas topic) and :func:`trace_of` (a
 task's trace from Jaeger).
@@ -32,18 +34,50 @@ from streamjobs.status import StatusView, now_ms
 _log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """One queue's lag per task-topic partition (main and tiers) and its tier backlogs."""
+
+    queue: str
+    partitions: list[PartitionLag]
+    tiers: list[TierBacklog]
+
+    @property
+    def lag(self) -> int:
+        """Records of the queue's main topic after the group's committed offsets."""
+        return sum(p.lag for p in self.partitions if not _is_tier(p.topic, self.tiers))
+
+    @property
+    def tier_backlog(self) -> int:
+        return sum(t.lag for t in self.tiers)
+
+
+def _is_tier(topic: str, tiers: list[TierBacklog]) -> bool:
+    return any(t.topic == topic for t in tiers)
+
+
 @dataclass(slots=True)
 class BacklogFigures:
-    """Lag and tier backlogs as of ``taken_at_ms`` (0: not read yet), or the error met."""
+    """Each queue's figures as of ``taken_at_ms`` (0: not read yet), or the error met."""
 
     taken_at_ms: int = 0
-    partitions: list[PartitionLag] = field(default_factory=list)
-    tiers: list[TierBacklog] = field(default_factory=list)
+    queues: list[QueueFigures] = field(default_factory=list)
     error: str | None = None
+
+    @property
+    def partitions(self) -> list[PartitionLag]:
+        return [p for q in self.queues for p in q.partitions]
+
+    @property
+    def tiers(self) -> list[TierBacklog]:
+        return [t for q in self.queues for t in q.tiers]
+
+    def of(self, queue: str) -> QueueFigures | None:
+        return next((q for q in self.queues if q.queue == queue), None)
 
 
 class Backlog:
-    """Re-reads the queue's lag and tier backlogs every ``interval`` seconds in a thread."""
+    """Re-reads each queue's lag and tier backlogs every ``interval`` seconds in a thread."""
 
     def __init__(self, settings: Settings, interval: float = 5.0) -> None:
         self.settings = settings
@@ -52,12 +86,20 @@ class Backlog:
         self._stop = threading.Event()
 
     def refresh(self) -> None:
-        try:
-            found = backlog(self.settings)
-            self.latest = BacklogFigures(now_ms(), found.partitions, found.tiers)
-        except StreamJobsError as exc:
-            _log.warning("dashboard backlog: %s", exc)
-            self.latest = BacklogFigures(self.latest.taken_at_ms, [], [], str(exc))
+        found, problems = [], []
+        for queue, _ in self.settings.served_queues:
+            try:
+                read = backlog(self.settings.for_queue(queue))
+            except StreamJobsError as exc:
+                _log.warning("dashboard backlog of %s: %s", queue, exc)
+                problems.append(f"{queue}: {exc}")
+                kept = self.latest.of(queue)  # the last figures read, rather than none
+                if kept is not None:
+                    found.append(kept)
+                continue
+            found.append(QueueFigures(queue, read.partitions, read.tiers))
+        taken = now_ms() if not problems else self.latest.taken_at_ms
+        self.latest = BacklogFigures(taken, found, "; ".join(problems) or None)
 
     def run(self) -> None:
         while not self._stop.is_set():

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from streamjobs.dashboard.app import create_app
 from streamjobs.dashboard.auth import session_key, startup_password
 from streamjobs.dashboard.live import Backlog
-from streamjobs.dashboard.pages import Dashboard
+from streamjobs.dashboard.rendering import Dashboard
 from streamjobs.index.follower import Follower
 from streamjobs.settings import Settings
 
@@ -32,7 +32,8 @@ _log = logging.getLogger(__name__)
 
 
 def default_index_path(settings: Settings) -> Path:
-    """Where the dashboard keeps its index when ``STREAMJOBS_INDEX_PATH`` is not set."""
+    """Where the dashboard keeps its index when ``STREAMJOBS_INDEX_PATH`` is not set (named
+    for the first queue: a queue added later only adds its dead-letter topics to follow)."""
     name = f"{settings.topic_prefix}.{settings.queue}.sqlite3"
     return Path.home() / ".cache" / "streamjobs" / "index" / name
 
@@ -73,7 +74,8 @@ class DashboardServer:
         for thread in threads:
             thread.start()
         host, port = self.settings.dashboard_host, self.settings.dashboard_port
-        self.say(f"dashboard on http://{host}:{port}/ (queue {self.settings.queue})")
+        shown = ", ".join(name for name, _ in self.settings.served_queues)
+        self.say(f"dashboard on http://{host}:{port}/ (queues {shown})")
         try:
             self.server.run()
         finally:

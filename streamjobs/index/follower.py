@@ -1,9 +1,10 @@
 """Following Kafka topics into the index: read from the applied offsets, map, apply, repeat.
 
-Owns the list of followed topics (:func:`feeds`: the status and submitted topics, the queue's dead
-letters and redrive ledger, the workers' heartbeats and the schedules; one :class:`Feed` each, a
-topic name and a mapping function of :mod:`streamjobs.index.rows`: following one more topic is one
-more line there) and :class:`Follower`, which brings the index up to the topics' current end
+Owns the list of followed topics (:func:`feeds`: the status and submitted topics, the dead letters
+and redrive ledger of each queue of the settings (``queue``, or every one of ``queues``), the
+workers' heartbeats, the schedules and the cancel requests; one :class:`Feed` each, a topic name and
+a mapping function of :mod:`streamjobs.index.rows`: following one more topic is one more line there)
+and :class:`Follower`, which brings the index up to the topics' current end
 (:meth:`Follower.catch_up`) and keeps it there (:meth:`Follower.run`). Each batch of changes is
 applied with the offsets it came from in one transaction, so a restart resumes after the last
 applied record and never re-reads it; a deleted file is rebuilt from the beginning of each topic
@@ -29,6 +30,7 @@ from streamjobs.index.queries import IndexReader
 from streamjobs.index.rows import (
     Change,
     Mapper,
+    cancel_changes,
     dead_letter_changes,
     redriven_changes,
     schedule_changes,
@@ -55,16 +57,17 @@ class Feed:
 
 
 def feeds(settings: Settings) -> list[Feed]:
-    """The topics the index follows for ``settings``' prefix and queue: topic -> mapping."""
+    """The topics the index follows for ``settings``' prefix and queues: topic -> mapping.
+    The status, submitted, workers and schedules topics are the prefix's (every queue's); each
+    served queue adds its dead letters and redrive ledger."""
     names = queue_topics(settings)
-    return [
-        Feed(names.status, status_changes),
-        Feed(names.submitted, submitted_changes),
-        Feed(names.dlq, dead_letter_changes(settings.queue)),
-        Feed(names.redriven, redriven_changes(settings.queue)),
-        Feed(names.workers, worker_changes),
-        Feed(names.schedules, schedule_changes),
-    ]
+    found = [Feed(names.status, status_changes), Feed(names.submitted, submitted_changes)]
+    for queue, _ in settings.served_queues:
+        letters = queue_topics(settings.for_queue(queue))
+        found.append(Feed(letters.dlq, dead_letter_changes(queue)))
+        found.append(Feed(letters.redriven, redriven_changes(queue)))
+    found += [Feed(names.workers, worker_changes), Feed(names.schedules, schedule_changes)]
+    return [*found, Feed(names.cancels, cancel_changes)]
 
 
 def index_path(settings: Settings) -> Path:

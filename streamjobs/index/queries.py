@@ -5,8 +5,8 @@ answers of the dashboard and the CLI: a task's latest :class:`~streamjobs.status
 and every status record seen for it, a filtered and paged task search (state, task type, key,
 queue, time range, error text through FTS5 or LIKE), counts by state, outcomes per time bucket,
 dead letters by filter and by reason, workers live or lost (from their stored heartbeats, judged
-at read time) and the queue's schedules. Every query is served by an index of the schema in
-:mod:`streamjobs.index.schema`; none scans the tasks table.
+at read time), the queue's schedules and a task's pending cancel. Every query is served by an
+index of the schema in :mod:`streamjobs.index.schema`; none scans the tasks table.
 
 Does not write, follow Kafka, or render anything.
 """
@@ -55,7 +55,9 @@ class TaskFilter:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterFilter:
-    queue: str
+    """Dead letters of ``queue`` (one name, or several: a dashboard serving several queues)."""
+
+    queue: str | tuple[str, ...]
     reason: str | None = None
     task: str | None = None
     task_id: str | None = None
@@ -92,6 +94,15 @@ class DeadLetterEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingCancel:
+    """A cancel requested for a task that no worker has reached yet."""
+
+    generation: int
+    requested_at_ms: int
+    requested_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Bucket:
     """Outcomes written in one time bucket, per state."""
 
@@ -104,6 +115,19 @@ def _view(row: Sequence[Any]) -> StatusView:
     values["state"] = TaskState(values["state"])
     values["result_json"] = values.pop("result")
     return StatusView(**values)
+
+
+Queues = str | Sequence[str] | None
+
+
+def queue_clause(column: str, queues: Queues) -> tuple[str, list[Any]]:
+    """An SQL condition on ``column`` for one queue, any of several, or (None) every queue."""
+    if queues is None:
+        return "1", []
+    names = [queues] if isinstance(queues, str) else list(queues)
+    if len(names) == 1:
+        return f"{column} = ?", names
+    return f"{column} IN ({', '.join('?' * len(names))})", names
 
 
 def fts_query(text: str) -> str:
@@ -179,14 +203,23 @@ class IndexReader:
                 params += [f"%{where.text.strip()}%"] * 2
         return clauses, params
 
-    def state_counts(self, queue: str | None = None) -> dict[str, int]:
-        sql = "SELECT state, sum(n) FROM state_counts"
-        params: tuple[Any, ...] = ()
-        if queue is not None:
-            sql += " WHERE queue = ?"
-            params = (queue,)
-        rows = self.db.execute(sql + " GROUP BY state HAVING sum(n) > 0", params).fetchall()
+    def state_counts(self, queue: Queues = None) -> dict[str, int]:
+        """Tasks per latest state, of one queue, several, or (None) all."""
+        where, params = queue_clause("queue", queue)
+        rows = self.db.execute(
+            f"SELECT state, sum(n) FROM state_counts WHERE {where} GROUP BY state "
+            "HAVING sum(n) > 0",
+            params,
+        ).fetchall()
         return {state: int(n) for state, n in sorted(rows)}
+
+    def states_by_queue(self) -> dict[str, dict[str, int]]:
+        """Tasks per latest state, per queue (every queue the status topic has named)."""
+        found: dict[str, dict[str, int]] = {}
+        rows = self.db.execute("SELECT queue, state, n FROM state_counts WHERE n > 0 ORDER BY 1, 2")
+        for queue, state, n in rows.fetchall():
+            found.setdefault(queue, {})[state] = int(n)
+        return found
 
     def succeeded_since(self, queue: str, since_ms: int) -> int:
         """Tasks of ``queue`` whose latest status is ``succeeded``, updated at or after."""
@@ -198,7 +231,7 @@ class IndexReader:
         return int(row[0])
 
     def outcomes(
-        self, queue: str | None, since_ms: int, until_ms: int, bucket_ms: int = 60_000
+        self, queue: Queues, since_ms: int, until_ms: int, bucket_ms: int = 60_000
     ) -> list[Bucket]:
         """Outcomes written per ``bucket_ms`` (a multiple of the stored 10 s), oldest first,
         every bucket of the range present (zero counts included) so a chart has no holes."""
@@ -208,10 +241,9 @@ class IndexReader:
             "SELECT bucket_ms - bucket_ms % ?, state, sum(n) FROM outcomes "
             "WHERE bucket_ms >= ? AND bucket_ms < ?"
         )
-        params: list[Any] = [bucket_ms, first, until_ms]
-        if queue is not None:
-            sql += " AND queue = ?"
-            params.append(queue)
+        where, names = queue_clause("queue", queue)
+        sql += f" AND {where}"
+        params: list[Any] = [bucket_ms, first, until_ms, *names]
         found: dict[int, dict[str, int]] = {}
         for start, state, n in self.db.execute(sql + " GROUP BY 1, 2", params):
             found.setdefault(int(start), {})[state] = int(n)
@@ -221,8 +253,8 @@ class IndexReader:
         self, where: DeadLetterFilter, *, limit: int = 50, offset: int = 0
     ) -> list[DeadLetterEntry]:
         """Dead letters matching ``where``, newest first."""
-        clauses = ["d.queue = ?"]
-        params: list[Any] = [where.queue]
+        first, params = queue_clause("d.queue", where.queue)
+        clauses = [first]
         for column in ("reason", "task", "task_id"):
             value = getattr(where, column)
             if value:
@@ -251,11 +283,22 @@ class IndexReader:
         ).fetchone()
         return None if row is None else _dead(row)
 
-    def dead_letter_reasons(self, queue: str) -> dict[str, int]:
+    def dead_letter_reasons(self, queue: Queues) -> dict[str, int]:
+        """Dead letters per reason, of one queue, several, or (None) all."""
+        where, params = queue_clause("queue", queue)
         rows = self.db.execute(
-            "SELECT reason, count(*) FROM dead_letters WHERE queue = ? GROUP BY reason", (queue,)
+            f"SELECT reason, count(*) FROM dead_letters WHERE {where} GROUP BY reason", params
         ).fetchall()
         return {reason: int(n) for reason, n in sorted(rows)}
+
+    def dead_letters_by_queue(self) -> dict[str, tuple[int, int]]:
+        """Per queue: (dead letters, of which re-driven)."""
+        rows = self.db.execute(
+            "SELECT d.queue, count(*), count(r.queue) FROM dead_letters d LEFT JOIN redrives r "
+            'ON r.queue = d.queue AND r.partition = d.partition AND r."offset" = d."offset" '
+            "GROUP BY d.queue"
+        ).fetchall()
+        return {queue: (int(n), int(redriven)) for queue, n, redriven in rows}
 
     def redriven_count(self, queue: str) -> int:
         row = self.db.execute("SELECT count(*) FROM redrives WHERE queue = ?", (queue,))
@@ -286,6 +329,21 @@ class IndexReader:
             book.apply(bytes(key), bytes(value))
         found = (summarize(entry) for entry in book.of_queue(queue))
         return [summary for summary in found if summary is not None]
+
+    def pending_cancel(self, task: StatusView) -> PendingCancel | None:
+        """The cancel request covering ``task`` while its state is not final: the task shows
+        the state its workers wrote (``queued``, say) until one reaches its record and writes
+        ``cancelled``; this says a cancel is on its way. None for a finished task, or one whose
+        generation is newer than the request (a replay after the cancel runs)."""
+        if task.state.final:
+            return None
+        row = self.db.execute(
+            "SELECT generation, requested_at_ms, requested_by FROM cancels WHERE task_id = ?",
+            (task.task_id,),
+        ).fetchone()
+        if row is None or task.generation > row[0]:
+            return None
+        return PendingCancel(int(row[0]), int(row[1]), row[2])
 
     def applied_offsets(self) -> dict[tuple[str, int], int]:
         rows = self.db.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()

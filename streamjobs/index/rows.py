@@ -2,11 +2,11 @@
 
 Owns the typed changes the store applies (:class:`StatusSeen`, :class:`TaskGone`,
 :class:`SubmittedGone`, :class:`DeadLetterRow`, :class:`Redriven`, :class:`WorkerRow`,
-:class:`WorkerGone`, :class:`ScheduleRecord`) and one mapping function per followed topic
-(:func:`status_changes`, :func:`submitted_changes`, :func:`dead_letter_changes`,
-:func:`redriven_changes`, :func:`worker_changes`, :func:`schedule_changes`). A new topic is one more
-change type and one more small function here, one line in the follower's feeds and one writer in the
-store.
+:class:`WorkerGone`, :class:`ScheduleRecord`, :class:`CancelRow`) and one mapping function per
+followed topic (:func:`status_changes`, :func:`submitted_changes`, :func:`dead_letter_changes`,
+:func:`redriven_changes`, :func:`worker_changes`, :func:`schedule_changes`,
+:func:`cancel_changes`). A new topic is one more change type and one more small function here,
+one line in the follower's feeds and one writer in the store.
 
 A status record is read only as far as its head (ids, state, version, times: what decides
 whether it is a task's latest, and what the outcome charts count); the rest is decoded by
@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from streamjobs.cancels import decode_cancel
 from streamjobs.client import Record
 from streamjobs.codec import MAGIC, builtin
 from streamjobs.deadletter import decode_dead_letter
@@ -207,6 +208,18 @@ class WorkerGone:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelRow:
+    """The latest cancel request of a task on ``<prefix>.cancels`` (``requested_at_ms`` None:
+    tombstoned or expired). A request is only an intent: the task's state stays what its
+    workers wrote, the index only answers that a cancel is pending."""
+
+    task_id: str
+    generation: int = 0
+    requested_at_ms: int | None = None
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleRecord:
     """The latest record of one key of ``<prefix>.schedules`` (``value`` None: tombstoned).
     The index keeps the records as they are; :class:`~streamjobs.scheduler.book.Book` folds
@@ -228,6 +241,7 @@ Change = (
     | WorkerRow
     | WorkerGone
     | ScheduleRecord
+    | CancelRow
 )
 Mapper = Callable[[Record], list[Change]]
 UNDECODABLE = "undecodable_dead_letter"
@@ -372,3 +386,21 @@ def schedule_changes(record: Record) -> list[Change]:
     if parsed is None or record.key is None:
         return []
     return [ScheduleRecord(record.key, parsed.queue, parsed.name, parsed.kind, record.value)]
+
+
+def cancel_changes(record: Record) -> list[Change]:
+    """``<prefix>.cancels``: a task's latest cancel request, or its tombstone."""
+    if record.key is None:
+        return []
+    task_id = record.key.decode(errors="replace")
+    if record.value is None:
+        return [CancelRow(task_id)]
+    try:
+        request = decode_cancel(record.value)
+    except (DecodeError, BadInput, TypeError):
+        return []
+    return [
+        CancelRow(
+            request.task_id, request.generation, request.requested_at_ms, request.requested_by
+        )
+    ]

@@ -1,13 +1,13 @@
 """The index file's schema: its tables, indexes and triggers, its version, and opening it.
 
 Owns the SQL of the index (tasks with their latest status, every status record seen as history (the
-records' bytes, one row per task and batch),
-dead letters, redrive ledger entries, counts by state, per-10-second outcome counts for charts,
-workers' latest heartbeats, schedule records, the applied Kafka offsets, and an external-content
-FTS5 table over error text when the SQLite build has FTS5), :data:`VERSION` (a file written by
-another version is emptied and rebuilt from Kafka: the file is a cache) and :func:`connect`
-(WAL journal, ``synchronous=NORMAL``: a crash may lose the last transactions, never corrupt the
-file, and what it lost is re-read from Kafka because the offsets are in the same transactions).
+records' bytes, one row per task and batch), dead letters, redrive ledger entries, counts by state,
+per-10-second outcome counts for charts, workers' latest heartbeats, schedule records, cancel
+requests, the applied Kafka offsets, and an external-content FTS5 table over error text when the
+SQLite build has FTS5), :data:`VERSION` (a file written by another version is emptied and rebuilt
+from Kafka: the file is a cache) and :func:`connect` (WAL journal, ``synchronous=NORMAL``: a crash
+may lose the last transactions, never corrupt the file, and what it lost is re-read from Kafka
+because the offsets are in the same transactions).
 
 Does not write rows (:mod:`streamjobs.index.store`) or answer questions
 (:mod:`streamjobs.index.queries`).
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 #: Bumped whenever a table changes shape: an older file is dropped and rebuilt from Kafka.
-VERSION = 2
+VERSION = 3
 
 TASK_COLUMNS = (
     "task_id", "task", "queue", "state", "version", "attempt", "generation", "updated_at_ms",
@@ -79,6 +79,9 @@ CREATE TABLE IF NOT EXISTS schedule_records (
     key BLOB PRIMARY KEY, queue TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
     value BLOB NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS schedules_by_queue ON schedule_records (queue, name);
+CREATE TABLE IF NOT EXISTS cancels (
+    task_id TEXT PRIMARY KEY, generation INTEGER NOT NULL, requested_at_ms INTEGER NOT NULL,
+    requested_by TEXT) WITHOUT ROWID;
 """
 
 # External-content FTS5 over the tasks' error columns: the text lives once, in `tasks`, and

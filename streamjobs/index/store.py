@@ -25,6 +25,7 @@ from streamjobs.index import schema
 from streamjobs.index.latest import remove_task, stored, write_latest
 from streamjobs.index.rows import (
     SUBMITTED_VERSION,
+    CancelRow,
     Change,
     DeadLetterRow,
     Redriven,
@@ -40,7 +41,7 @@ from streamjobs.index.schema import DEAD_COLUMNS, quoted
 
 #: Outcome counts are kept per bucket of this many milliseconds (charts sum them up).
 BUCKET_MS = 10_000
-_COUNTED = frozenset(("succeeded", "retry_scheduled", "dead_lettered"))
+_COUNTED = frozenset(("succeeded", "retry_scheduled", "dead_lettered", "cancelled"))
 
 _INSERT_HISTORY = "INSERT INTO history VALUES (?, ?)"
 _INSERT_DEAD = (
@@ -183,6 +184,13 @@ class _Writer:
         row = (change.key, change.queue, change.name, change.kind, change.value)
         self.db.execute(_UPSERT_SCHEDULE, row)
 
+    def cancel(self, change: CancelRow) -> None:
+        if change.requested_at_ms is None:
+            self.db.execute("DELETE FROM cancels WHERE task_id = ?", (change.task_id,))
+            return
+        row = (change.task_id, change.generation, change.requested_at_ms, change.requested_by)
+        self.db.execute("INSERT OR REPLACE INTO cancels VALUES (?, ?, ?, ?)", row)
+
     def flush(self) -> None:
         if self.statuses:
             # only the highest version of a task in a batch reaches `tasks` (a worker writes
@@ -220,4 +228,5 @@ _WRITERS: dict[type, Callable[[_Writer, Any], None]] = {
     WorkerRow: _Writer.worker,
     WorkerGone: _Writer.worker_gone,
     ScheduleRecord: _Writer.schedule,
+    CancelRow: _Writer.cancel,
 }

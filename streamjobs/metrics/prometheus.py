@@ -131,9 +131,10 @@ class WorkerMetrics(Middleware):
                 self.outcome(ctx, outcome)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
-        if outcome.state is TaskState.CANCELLED:
-            return  # neither a success nor a dead letter (no counter of its own yet)
         seconds = outcome.duration.total_seconds()
+        if outcome.state is TaskState.CANCELLED:  # neither a success nor a failure
+            self.tally.cancelled(ctx.queue, ctx.task, seconds)
+            return
         if outcome.state is TaskState.SUCCEEDED:
             self.tally.succeeded(ctx.queue, ctx.task, seconds)
             return
@@ -165,6 +166,12 @@ class _Outcomes(Collector):
         succeeded = CounterMetricFamily(
             "streamjobs_task_succeeded", "Attempts that succeeded (outcome written).", labels=_TASK
         )
+        cancelled = CounterMetricFamily(
+            "streamjobs_task_cancelled",
+            "Attempts that ended cancelled (an async handler interrupted, a sync one raising"
+            " Cancelled).",
+            labels=_TASK,
+        )
         failed = CounterMetricFamily(
             "streamjobs_task_failed",
             "Attempts whose handler raised or timed out, by exception type; each is then"
@@ -189,13 +196,14 @@ class _Outcomes(Collector):
         les = [repr(float(b)) for b in self._tally.bounds] + ["+Inf"]  # as the client spells them
         for (queue, task), tally in self._tally.items():
             succeeded.add_metric([queue, task], tally.succeeded)
+            cancelled.add_metric([queue, task], tally.cancelled)
             for family, counts in ((failed, tally.failed), (retried, tally.retried),
                                    (dead, tally.dead_lettered)):  # fmt: skip
                 for label, count in list(counts.items()):
                     family.add_metric([queue, task, label], count)
             buckets = list(zip(les, tally.cumulative(), strict=True))
             duration.add_metric([queue, task], buckets, tally.duration_sum)
-        return [started, succeeded, failed, retried, dead, duration]
+        return [started, succeeded, cancelled, failed, retried, dead, duration]
 
 
 class _Running:
@@ -287,6 +295,14 @@ class _WorkerGauges(Collector):
         for reason, count in list(stats.rejected.items()):
             rejected.add_metric([queue, reason], count)
         yield rejected
+        settled = CounterMetricFamily(
+            "streamjobs_worker_tasks_cancelled",
+            "Tasks this worker settled cancelled: before they started (queued, delayed, waiting"
+            " for a retry) or during their attempt.",
+            labels=("queue",),
+        )
+        settled.add_metric([queue], stats.cancelled)
+        yield settled
         yield from self._partition_gauges()
         oldest = GaugeMetricFamily(
             "streamjobs_task_oldest_running_seconds",

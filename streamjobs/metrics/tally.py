@@ -26,6 +26,7 @@ class TaskTally:
 
     buckets: list[int]
     succeeded: int = 0
+    cancelled: int = 0
     duration_sum: float = 0.0
     failed: dict[str, int] = field(default_factory=dict)  # by exception type
     retried: dict[str, int] = field(default_factory=dict)  # by tier
@@ -62,6 +63,13 @@ class OutcomeTally:
         tally.buckets[bisect_left(self.bounds, seconds)] += 1
         tally.duration_sum += seconds
         tally.succeeded += 1
+
+    def cancelled(self, queue: str, task: str, seconds: float) -> None:
+        """An attempt that ended cancelled (neither a success nor a failure)."""
+        tally = self._of(queue, task)
+        tally.buckets[bisect_left(self.bounds, seconds)] += 1
+        tally.duration_sum += seconds
+        tally.cancelled += 1
 
     def failed(
         self,

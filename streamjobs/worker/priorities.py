@@ -26,6 +26,7 @@ Does not consume records or run tasks (:mod:`streamjobs.worker.loop`).
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Callable, Sequence
 
@@ -151,6 +152,11 @@ class QueueGate:
         self._taken = [0] * len(weights)  # tasks taken per queue since the last decision
         self._taken_before = [0] * len(weights)
         self._measured = [0] * len(weights)  # backlog per queue at the last measure
+        # the last decision applied, and to which partitions: the same decision over the same
+        # partitions pauses and resumes nothing, so it is not walked again (180 partitions for
+        # three queues' main and tier topics: ~80 us every turn of the decision)
+        self._applied: frozenset[int] | None = None
+        self._applied_to: list[Partition] = []
 
     def took(self, consumer: client.Consumer, part: Partition) -> None:
         """A task of ``part`` was taken: hold its queue back at once if it is now ahead."""
@@ -166,9 +172,20 @@ class QueueGate:
             return
         self._due = now + _EVERY_S
         held = self.policy.decide(self.ready(consumer))
-        for (topic, _), part in list(self._parts.items()):
+        parts = list(self._parts.values())
+        if held == self._applied and self._same(parts):
+            return
+        rank = self._topics.rank
+        for part in parts:
             if not part.revoked:
-                _hold(consumer, part, held=self._topics.rank(topic) in held)
+                _hold(consumer, part, held=rank(part.key[0]) in held)
+        self._applied, self._applied_to = held, parts
+
+    def _same(self, parts: list[Partition]) -> bool:
+        """Whether ``parts`` are the very partitions the last decision was applied to (an
+        assignment, a loss or a rewind replaces a :class:`Partition`: its pauses start anew)."""
+        seen = self._applied_to
+        return len(parts) == len(seen) and all(map(operator.is_, parts, seen))
 
     def ready(self, consumer: client.Consumer) -> list[int]:
         """Tasks each queue could start now, as far as this worker knows.
@@ -234,6 +251,7 @@ class QueueGate:
         return max(0, end - at)
 
     def _set(self, consumer: client.Consumer, rank: int, *, held: bool) -> None:
+        self._applied = None  # a hold outside a decision: the next one is applied in full
         for (topic, _), part in list(self._parts.items()):
             if self._topics.rank(topic) == rank and not part.revoked:
                 _hold(consumer, part, held=held)

@@ -8,11 +8,13 @@ and watches the task succeed. Screenshots of each page go to ``$STREAMJOBS_SCREE
 (the README's come from ``STREAMJOBS_SCREENSHOTS=docs``), else to the test's temporary folder.
 A schedule declared with the handlers is listed on the schedules page, triggered from there, and
 its fire's task page names it. A ``streamjobs consume`` process is listed live on the workers
-page from its heartbeats, then lost once it is killed.
+page from its heartbeats, then lost once it is killed. A dashboard of two queues served by one
+worker lists both queues' tasks with their queue, a row per queue and both queues' dead letters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -39,7 +41,14 @@ from selenium.webdriver.support.wait import WebDriverWait
 from streamjobs import Producer, Settings, Task, TaskRegistry, topics
 from streamjobs.scheduler import Scheduler
 from streamjobs.topics import queue_topics
-from tests.integration.conftest import REPO_ROOT, ThreadWorker, WorkerProcesses, worker_env
+from tests.integration.conftest import (
+    REPO_ROOT,
+    TEST_SETTINGS,
+    ThreadWorker,
+    WorkerProcesses,
+    build_settings,
+    worker_env,
+)
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -95,6 +104,13 @@ def _answers(url: str) -> bool:
 @pytest.fixture
 def dashboard(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """``streamjobs dashboard`` for the test's queue on a free port; its base URL."""
+    with _dashboard_process(settings, tmp_path) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def _dashboard_process(settings: Settings, tmp_path: Path, *args: str) -> Iterator[str]:
+    """``streamjobs dashboard ARGS`` on a free port, stopped by its PID; its base URL."""
     port = _free_port()
     env = {
         **worker_env(settings),
@@ -106,7 +122,7 @@ def dashboard(settings: Settings, tmp_path: Path) -> Iterator[str]:
         sys.executable, "-m", "streamjobs.cli", "dashboard",
         "--bootstrap-servers", settings.bootstrap_servers,
         "--topic-prefix", settings.topic_prefix,
-        "--port", str(port), "--index", str(tmp_path / "index.sqlite3"),
+        "--port", str(port), "--index", str(tmp_path / "index.sqlite3"), *args,
     ]  # fmt: skip
     proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
@@ -294,3 +310,71 @@ def test_an_operator_finds_a_failed_task_by_its_error_and_redrives_it_to_success
     process.wait(10)
     _reload_until(browser, f"{dashboard}/workers", "#workers tr.lost", "watched", 30)
     shots(browser, "workers-lost")
+
+
+def test_a_dashboard_of_two_queues_lists_both_queues_tasks_with_their_queue(
+    kafka_bootstrap: str,
+    unique_prefix: str,
+    worker: Callable[..., ThreadWorker],
+    tmp_path: Path,
+    browser: WebDriver,
+    shots: Callable[[WebDriver, str], None],
+) -> None:
+    per_queue = {
+        q: build_settings(kafka_bootstrap, unique_prefix, queue=q) for q in ("critical", "low")
+    }
+    served = Settings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=unique_prefix,
+        queues=["critical", "low"],
+        **TEST_SETTINGS,
+    )
+    registry = TaskRegistry()
+
+    @registry.handler(Invoice, max_attempts=1)
+    def invoice(task: Invoice) -> int:
+        if task.order % 5 == 0:
+            raise ConnectionError(f"payment gateway down for order {task.order}")
+        return task.order
+
+    ids: dict[str, list[str]] = {}
+    for queue, orders in (("critical", range(1, 6)), ("low", range(6, 16))):
+        with Producer(per_queue[queue]) as producer:
+            handles = producer.submit_many([Invoice(order=n, amount_cents=n) for n in orders])
+        ids[queue] = [h.task_id for h in handles]
+    worker(registry, served)
+    with _dashboard_process(
+        per_queue["critical"], tmp_path, "--queue", "critical", "--queue", "low"
+    ) as base:
+        browser.get(f"{base}/login")
+        browser.find_element(By.ID, "name").send_keys("ana")
+        browser.find_element(By.ID, "password").send_keys(PASSWORD)
+        _click_to_next_page(browser, browser.find_element(By.ID, "login"))
+
+        # a row per queue (succeeded, dead_lettered, dead letters, ...): critical 4, 1 and 1,
+        # low 8, 2 and 2
+        _reload_until(browser, f"{base}/", "#queue-low", "low 8 2 2 ", 90)
+        assert _text(browser, "#queue-critical").startswith("critical 4 1 1 ")
+        assert "Queues critical, low" in _text(browser, "h1")
+        _reload_until(browser, f"{base}/", "#lag", f"low {unique_prefix}.low ", 30)
+        assert f"critical {unique_prefix}.critical " in _text(browser, "#lag")
+        shots(browser, "two-queues")
+
+        # every task, each with its queue; then only low's
+        browser.get(f"{base}/tasks")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#results tr")[1:]
+        listed = {
+            r.find_element(By.CSS_SELECTOR, "a.task-link").text: r.find_element(
+                By.CSS_SELECTOR, "td.queue"
+            ).text
+            for r in rows
+        }
+        assert listed == {t: q for q, found in ids.items() for t in found}
+        browser.get(f"{base}/tasks?queue=low")
+        links = browser.find_elements(By.CSS_SELECTOR, "#results a.task-link")
+        assert sorted(a.text for a in links) == sorted(ids["low"])
+
+        # both queues' dead letters, each under its queue
+        browser.get(f"{base}/dead-letters")
+        cells = browser.find_elements(By.CSS_SELECTOR, "#dead-letters td.queue")
+        assert sorted(c.text for c in cells) == ["critical", "low", "low"]

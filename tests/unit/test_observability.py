@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamjobs.errors import Discard
+from streamjobs.errors import Cancelled, Discard
 from streamjobs.metrics import health, logs
 from streamjobs.metrics.endpoint import Endpoint
 from streamjobs.metrics.heartbeat import (
@@ -285,6 +285,29 @@ def test_worker_metrics_count_attempts_by_outcome_and_time_them() -> None:
     assert found[("streamjobs_task_duration_seconds_count", base)] == 3
     assert found[("streamjobs_task_duration_seconds_bucket", (("le", "0.25"), *base))] == 3
     assert len(metrics.running) == 0  # every attempt ended
+
+
+def test_a_cancelled_attempt_is_counted_as_cancelled_and_timed_but_not_as_failed() -> None:
+    registry = new_registry()
+    chain = MiddlewareChain([WorkerMetrics(registry)])
+    ctx = _ctx()
+    exc = Cancelled("cancelled by ana")
+    _attempt(chain, ctx, exc)
+    outcome = AttemptOutcome.failure(
+        TaskState.CANCELLED, timedelta(seconds=0.2), exc, reason="cancelled"
+    )
+    chain.outcome(ctx, outcome)
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition(registry).decode())
+        for s in family.samples
+    }
+    base = (("queue", "default"), ("task", "Email"))
+    assert found[("streamjobs_task_cancelled_total", base)] == 1
+    assert found[("streamjobs_task_succeeded_total", base)] == 0
+    assert found[("streamjobs_task_duration_seconds_count", base)] == 1
+    assert not [name for name, _ in found if name.startswith(("streamjobs_task_failed",
+                "streamjobs_task_retried", "streamjobs_task_dead_lettered"))]  # fmt: skip
 
 
 def test_tally_buckets_include_their_upper_bound_as_prometheus_le_does() -> None:

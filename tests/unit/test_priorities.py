@@ -241,6 +241,29 @@ def test_weighted_gate_holds_a_queue_the_moment_it_runs_ahead() -> None:
     assert Pause.PRIORITY in parts[a].pauses
 
 
+def test_an_unchanged_decision_holds_a_partition_assigned_since_and_lifts_a_took_hold() -> None:
+    gate, parts, consumer, waiting = _gate("critical,low")
+    low = ("streamjobs.low", 0)
+    waiting[0], waiting[1] = 3, 3
+    _apply(gate, consumer)
+    assert Pause.PRIORITY in parts[low].pauses
+    parts[low] = Partition(low)  # revoked and assigned again: a new partition, no pauses
+    _apply(gate, consumer)  # the same decision: low held
+    assert Pause.PRIORITY in parts[low].pauses
+
+    gate, parts, consumer, waiting = _gate("a=1,b=1")
+    a = ("streamjobs.a", 0)
+    waiting[0] = waiting[1] = 1
+    _apply(gate, consumer)
+    assert not parts[a].pauses
+    for _ in range(gate.policy.slack + 1):
+        gate.took(consumer, parts[a])  # a runs ahead: held at once, outside a decision
+    assert Pause.PRIORITY in parts[a].pauses
+    gate.policy.vtime[1] = gate.policy.vtime[0]  # b caught up
+    _apply(gate, consumer)  # the decision is the one applied before the hold: nothing held
+    assert not parts[a].pauses
+
+
 def test_ranked_executor_runs_every_item_once_under_concurrent_submits() -> None:
     ran: Counter[int] = Counter()
     lock = threading.Lock()

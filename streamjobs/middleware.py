@@ -209,8 +209,9 @@ class AttemptOutcome:
     ``dead_lettered`` or ``cancelled`` (reason ``cancelled``).
 
     ``duration`` is the attempt's wall time (middleware included). A failed attempt names its
-    exception (``error_type`` is the qualified class name, ``error`` its message) and either
-    the tier its retry waits on or the dead-letter ``reason`` (``max_attempts``, a handler's
+    exception (``error_type`` is the qualified class name, ``error`` its message; ``exception``
+    is the exception itself, with its traceback, when the attempt raised one) and either the
+    tier its retry waits on or the dead-letter ``reason`` (``max_attempts``, a handler's
     ``Discard`` reason, ...).
     """
 
@@ -220,6 +221,7 @@ class AttemptOutcome:
     error: str | None = None
     retry_tier: timedelta | None = None
     reason: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def failure(
@@ -232,7 +234,7 @@ class AttemptOutcome:
         reason: str | None = None,
     ) -> AttemptOutcome:
         """The outcome of an attempt that raised ``exc``."""
-        return cls(state, duration, error_type(exc), str(exc), retry_tier, reason)
+        return cls(state, duration, error_type(exc), str(exc), retry_tier, reason, exc)
 
     @classmethod
     def success(cls, duration: timedelta) -> AttemptOutcome:
@@ -397,23 +399,21 @@ def _hooks(middleware: tuple[Middleware, ...], hook: str) -> _Hooks:
 def _wrap(
     hooks: _Hooks, hook: str, ctx: SubmitContext | AttemptContext
 ) -> AbstractContextManager[None]:
-    if not hooks:
-        return _NOTHING
-    if len(hooks) > 1:
-        # each hook is called just before it is entered: an inner one may read what an outer
-        # one set up (the current span, say)
-        return _Nested(hooks, hook, ctx)
-    # one middleware (the usual case): its hook can be called now, and when it has nothing to
-    # wrap this time (tracing without an SDK or a trace to continue), no guard is needed
-    ((middleware, call),) = hooks
-    try:
-        manager = call(ctx)
-    except Exception:
-        _log.warning(
-            "middleware %s failed entering %s; skipped", _name(middleware), hook, exc_info=True
-        )
-        return _NOTHING
-    return _NOTHING if manager is _NOTHING else _Nested(hooks, hook, ctx, manager)
+    # each hook is called just before it is entered (an inner one may read what an outer one
+    # set up: the current span, say); hooks with nothing to wrap this time (tracing without an
+    # SDK or a trace to continue, a hook that only counts) set nothing up, so they are called
+    # now, and when none wraps anything there is no guard to build: the usual case
+    for first, (middleware, call) in enumerate(hooks):
+        try:
+            manager = call(ctx)
+        except Exception:
+            _log.warning(
+                "middleware %s failed entering %s; skipped", _name(middleware), hook, exc_info=True
+            )
+            continue
+        if manager is not _NOTHING:
+            return _Nested(hooks, hook, ctx, first, manager)
+    return _NOTHING
 
 
 class _Nested:
@@ -424,24 +424,30 @@ class _Nested:
     returning the base class's no-op (nothing to wrap this time) costs nothing more.
     """
 
-    __slots__ = ("_ctx", "_first", "_hook", "_hooks", "_open")
+    __slots__ = ("_ctx", "_first", "_hook", "_hooks", "_open", "_start")
 
     def __init__(
         self,
         hooks: _Hooks,
         hook: str,
         ctx: SubmitContext | AttemptContext,
-        first: AbstractContextManager[object] | None = None,
+        start: int,
+        first: AbstractContextManager[object],
     ) -> None:
+        """``first`` is the manager ``hooks[start]`` returned; the hooks before it had nothing
+        to wrap, the ones after it are called as they are entered."""
         self._hooks = hooks
         self._hook = hook
         self._ctx = ctx
-        self._first = first  # the first middleware's manager, when its hook was called already
-        self._open: list[tuple[Middleware, AbstractContextManager[object]]] = []
+        self._start = start
+        self._first: AbstractContextManager[object] | None = first
+        # the entered managers, each after the index of its middleware (no tuple per entry)
+        self._open: list[Any] = []
 
     def __enter__(self) -> None:
-        ctx, opened = self._ctx, self._open
-        for middleware, call in self._hooks:
+        ctx, opened, hooks = self._ctx, self._open, self._hooks
+        for index in range(self._start, len(hooks)):
+            middleware, call = hooks[index]
             try:
                 manager = self._first if self._first is not None else call(ctx)
                 self._first = None
@@ -456,7 +462,8 @@ class _Nested:
                     exc_info=True,
                 )
                 continue
-            opened.append((middleware, manager))
+            opened.append(index)
+            opened.append(manager)
 
     def __exit__(
         self,
@@ -466,7 +473,8 @@ class _Nested:
     ) -> Literal[False]:
         opened = self._open
         while opened:
-            middleware, manager = opened.pop()
+            manager = opened.pop()
+            index = opened.pop()
             try:
                 manager.__exit__(exc_type, exc, tb)  # a True ("swallowed") is ignored
             except BaseException as raised:
@@ -476,7 +484,7 @@ class _Nested:
                     raise  # KeyboardInterrupt, SystemExit: not ours to hide
                 _log.warning(
                     "middleware %s failed leaving %s; ignored",
-                    _name(middleware),
+                    _name(self._hooks[index][0]),
                     self._hook,
                     exc_info=True,
                 )

@@ -317,6 +317,32 @@ def test_a_chain_calls_only_the_hooks_a_middleware_overrides() -> None:
     assert observing.observes_outcomes
 
 
+def test_hooks_with_nothing_to_wrap_are_all_called_and_cost_no_guard() -> None:
+    called: list[str] = []
+
+    class Counting(Middleware):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
+            called.append(self.name)
+            return super().attempt(ctx)  # counted; nothing to wrap
+
+    chain = MiddlewareChain([Counting("outer"), Counting("inner")])
+    first, second = chain.attempt(_attempt_ctx()), chain.attempt(_attempt_ctx())
+    assert first is second is MiddlewareChain().attempt(_attempt_ctx())  # the shared no-op
+    assert called == ["outer", "inner", "outer", "inner"]
+
+
+def test_a_failed_attempts_outcome_carries_its_exception_but_compares_without_it() -> None:
+    raised = ValueError("x")
+    outcome = AttemptOutcome.failure(TaskState.RETRY_SCHEDULED, timedelta(0), raised)
+    assert outcome.exception is raised
+    again = AttemptOutcome.failure(TaskState.RETRY_SCHEDULED, timedelta(0), ValueError("x"))
+    assert outcome == again
+    assert AttemptOutcome.success(timedelta(0)).exception is None
+
+
 def test_only_middleware_instances_join_a_chain() -> None:
     with pytest.raises(TypeError, match="must subclass Middleware"):
         MiddlewareChain([object()])  # type: ignore[list-item]

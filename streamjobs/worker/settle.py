@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from streamjobs import client
 from streamjobs.envelope import Envelope
-from streamjobs.middleware import Heard, MiddlewareChain
+from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, MiddlewareChain
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord
-from streamjobs.worker.partitions import Partition
+from streamjobs.worker.partitions import Completion, Partition
 from streamjobs.worker.stats import WorkerStats
 
 _log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Settler:
         self.stats = stats
         self.order = order
         self.retry_ended = retry_ended
-        self._heard: list[Heard] = []  # outcomes written since the last tell (poll thread)
+        self._heard: list[_Collect] = []  # outcomes written since the last tell (poll thread)
 
     def settle(
         self,
@@ -58,18 +59,35 @@ class Settler:
         and then the attempt's outcome ``heard`` is collected for :meth:`tell` (on the poll
         thread), unless the partition was given up."""
         origin = (message.topic, message.partition, message.offset)
-        done = part.completer(message.offset)
-        if heard is not None:
-            done = _Collect(done, heard, self._heard)
+        if heard is None:
+            done: Completion = part.completer(message.offset)
+        else:
+            done = _Collect(part, message.offset, heard[0], heard[1], self._heard)
         self.writer.write(records, origin, done)
+
+    def succeeded(
+        self,
+        part: Partition,
+        message: client.Record,
+        records: list[OutRecord],
+        ctx: AttemptContext,
+        seconds: float,
+    ) -> None:
+        """:meth:`settle` a succeeded attempt of ``ctx`` that took ``seconds``, and collect its
+        outcome once written. Its :class:`AttemptOutcome` is built only when it is told: an
+        outcome waiting for Kafka's acknowledgement is one small object, not four."""
+        origin = (message.topic, message.partition, message.offset)
+        self.writer.write(
+            records, origin, _Collect(part, message.offset, ctx, seconds, self._heard)
+        )
 
     def tell(self, middleware: MiddlewareChain) -> None:
         """Tell ``middleware`` the outcomes written since the last call, all at once (poll
         thread: once per loop turn, and after the last outcomes are flushed)."""
         if self._heard:
-            heard = self._heard.copy()
+            collected = self._heard.copy()
             self._heard.clear()  # the same list: outcomes settled earlier collect into it
-            middleware.outcome_batch(heard)
+            middleware.outcome_batch([c.heard() for c in collected])
 
     def running(self, part: Partition, message: client.Record, running: OutRecord) -> None:
         """The ``running`` status. At least once: fire and forget (the outcome follows it on
@@ -98,19 +116,34 @@ class Settler:
         )
 
 
-class _Collect:
-    """An outcome's ``done``: completes the offset, then collects the attempt's outcome (one
-    small object per attempt, only when middleware listens)."""
+class _Collect(Completion):
+    """An outcome's ``done`` that also collects the attempt's outcome once its offset
+    completes (one object per attempt, only when middleware listens). A success's outcome is
+    its duration until :meth:`heard` builds it."""
 
-    __slots__ = ("_done", "_heard", "_into")
+    __slots__ = ("ctx", "into", "outcome")
 
-    def __init__(self, done: Callable[[], bool], heard: Heard, into: list[Heard]) -> None:
-        self._done = done
-        self._heard = heard
-        self._into = into
+    def __init__(
+        self,
+        part: Partition,
+        offset: int,
+        ctx: AttemptContext,
+        outcome: AttemptOutcome | float,
+        into: list[_Collect],
+    ) -> None:
+        super().__init__(part, offset)
+        self.ctx = ctx
+        self.outcome = outcome
+        self.into = into
 
     def __call__(self) -> bool:
-        completed = self._done()
+        completed = super().__call__()
         if completed:
-            self._into.append(self._heard)
+            self.into.append(self)
         return completed
+
+    def heard(self) -> Heard:
+        outcome = self.outcome
+        if isinstance(outcome, float):
+            return self.ctx, AttemptOutcome.success(timedelta(seconds=outcome))
+        return self.ctx, outcome

@@ -25,9 +25,10 @@ Hooks (override any; the defaults do nothing)::
     outcome(ctx, AttemptOutcome) -> called once the attempt's outcome is written: acknowledged
                                     by Kafka (at least once) or staged in the transaction
                                     (exactly once); on the worker's poll thread, keep it quick
-    outcome_batch([(ctx, outcome), ...]) -> the outcomes written since the poll loop's last turn,
+    outcome_batch(Outcomes)      -> the outcomes written since the poll loop's last turn,
                                     in order, all at once (the default calls ``outcome`` for
                                     each): override it instead to count thousands a second
+                                    (``Outcomes.successes()`` builds no outcome per success)
     wants_submit() -> bool       -> asked once per submit call; False: no submit hook for
                                     its tasks (an idle middleware costs nothing per task)
 
@@ -66,12 +67,12 @@ Example, a log context per attempt and a line per outcome::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from streamjobs.models import TaskState
 
@@ -83,6 +84,7 @@ __all__ = [
     "Heard",
     "Middleware",
     "MiddlewareChain",
+    "Outcomes",
     "RecordHeaders",
     "SubmitContext",
     "SubmitOutcome",
@@ -262,6 +264,79 @@ def _frozen(cls: type[_Frozen], fields: dict[str, Any]) -> _Frozen:
 Heard = tuple[AttemptContext, AttemptOutcome]
 
 
+class Outcomes(Sequence[Heard]):
+    """The outcomes told at once (:meth:`Middleware.outcome_batch`): ``(ctx, outcome)`` pairs
+    in the order they were written.
+
+    The worker keeps a success as its duration in seconds until someone reads it as a pair (its
+    :class:`AttemptOutcome` is built then); :meth:`successes` and :meth:`failures` read the two
+    kinds apart, so a middleware counting thousands of successes a second builds no outcome for
+    them, and one that logs failures only does not even look at the successes' contexts.
+    """
+
+    __slots__ = ("_contexts", "_outcomes")
+
+    def __init__(
+        self, contexts: list[AttemptContext], outcomes: list[AttemptOutcome | float]
+    ) -> None:
+        """``outcomes[i]`` is what became of ``contexts[i]``: an AttemptOutcome, or a success's
+        duration in seconds."""
+        self._contexts = contexts
+        self._outcomes = outcomes
+
+    @classmethod
+    def of(cls, heard: Iterable[Heard]) -> Outcomes:
+        """The batch of these pairs (itself, when it is one already)."""
+        if isinstance(heard, Outcomes):
+            return heard
+        contexts: list[AttemptContext] = []
+        outcomes: list[AttemptOutcome | float] = []
+        for ctx, outcome in heard:
+            contexts.append(ctx)
+            outcomes.append(outcome)
+        return cls(contexts, outcomes)
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    @overload
+    def __getitem__(self, index: int) -> Heard: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Heard]: ...
+
+    def __getitem__(self, index: int | slice) -> Heard | Sequence[Heard]:
+        if isinstance(index, slice):
+            return Outcomes(self._contexts[index], self._outcomes[index])
+        return self._contexts[index], _built(self._outcomes[index])
+
+    def __iter__(self) -> Iterator[Heard]:
+        for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
+            yield ctx, _built(outcome)
+
+    def successes(self) -> Iterator[tuple[AttemptContext, float]]:
+        """Each succeeded attempt's context and duration in seconds."""
+        succeeded = TaskState.SUCCEEDED
+        for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
+            if isinstance(outcome, float):
+                yield ctx, outcome
+            elif outcome.state is succeeded:
+                yield ctx, outcome.duration.total_seconds()
+
+    def failures(self) -> Iterator[Heard]:
+        """Every other outcome (retried, dead-lettered, cancelled) with its context."""
+        succeeded = TaskState.SUCCEEDED
+        for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
+            if not isinstance(outcome, float) and outcome.state is not succeeded:
+                yield ctx, outcome
+
+
+def _built(outcome: AttemptOutcome | float) -> AttemptOutcome:
+    if isinstance(outcome, AttemptOutcome):
+        return outcome
+    return AttemptOutcome.success(timedelta(seconds=outcome))
+
+
 class Middleware:
     """Base class: override the hooks you need; see the module docstring for the contract."""
 
@@ -287,9 +362,10 @@ class Middleware:
         """Observe the attempt's outcome once it is written."""
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
-        """Observe the outcomes written since the poll loop's last turn, in order. The default
-        calls :meth:`outcome` for each (one that raises is logged, the rest are still told);
-        a middleware that overrides this one handles its own errors."""
+        """Observe the outcomes written since the poll loop's last turn, in order (the chain
+        passes an :class:`Outcomes`). The default calls :meth:`outcome` for each (one that
+        raises is logged, the rest are still told); a middleware that overrides this one
+        handles its own errors."""
         for ctx, outcome in heard:
             try:
                 self.outcome(ctx, outcome)
@@ -358,11 +434,12 @@ class MiddlewareChain:
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         """Tell every middleware of one outcome (:meth:`outcome_batch` of one)."""
-        self.outcome_batch(((ctx, outcome),))
+        self.outcome_batch(Outcomes([ctx], [outcome]))
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
-        """Tell every middleware of these outcomes, in order; one that raises is logged and
-        the others still hear them."""
+        """Tell every middleware of these outcomes (as one :class:`Outcomes`), in order; one
+        that raises is logged and the others still hear them."""
+        heard = Outcomes.of(heard)
         for middleware in self._by_hook["outcome_batch"]:
             try:
                 middleware.outcome_batch(heard)

@@ -45,6 +45,7 @@ from streamjobs.middleware import (
     AttemptOutcome,
     Heard,
     Middleware,
+    Outcomes,
     SubmitContext,
     SubmitOutcome,
 )
@@ -119,15 +120,15 @@ class WorkerMetrics(Middleware):
 
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
         self.starts.started(ctx.queue, ctx.task)
-        return super().attempt(ctx)  # nothing to wrap: the chain builds no guard for it
+        return Middleware.attempt(self, ctx)  # nothing to wrap: the chain builds no guard
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
-        succeeded, tally = TaskState.SUCCEEDED, self.tally
-        for ctx, outcome in heard:
-            if outcome.state is succeeded:  # the usual case, inline
-                tally.succeeded(ctx.queue, ctx.task, outcome.duration.total_seconds())
-            else:
-                self.outcome(ctx, outcome)
+        batch = Outcomes.of(heard)
+        succeeded = self.tally.succeeded
+        for ctx, seconds in batch.successes():  # the usual case: no outcome object built
+            succeeded(ctx.queue, ctx.task, seconds)
+        for ctx, outcome in batch.failures():
+            self.outcome(ctx, outcome)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         seconds = outcome.duration.total_seconds()

@@ -21,7 +21,7 @@ from typing import Any
 
 from streamjobs.errors import TaskControl
 from streamjobs.metrics.logs import FIELDS
-from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, Middleware
+from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, Middleware, Outcomes
 from streamjobs.models import TaskState
 
 LOGGER = "streamjobs.outcomes"
@@ -92,16 +92,15 @@ class TaskLog(Middleware):
         self._failure_level = failure_level
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
-        # successes below the logger's level (the default) cost one check each: no line is
-        # built for them
-        log_successes = self._log.isEnabledFor(self._success_level)
-        succeeded = TaskState.SUCCEEDED
-        for ctx, outcome in heard:
-            if log_successes or outcome.state is not succeeded:
-                try:
-                    self.outcome(ctx, outcome)
-                except Exception:
-                    _log.warning("outcome log line failed; ignored", exc_info=True)
+        # successes below the logger's level (the default) are not even looked at: no line, no
+        # outcome object built for them
+        batch = Outcomes.of(heard)
+        told = batch if self._log.isEnabledFor(self._success_level) else batch.failures()
+        for ctx, outcome in told:
+            try:
+                self.outcome(ctx, outcome)
+            except Exception:
+                _log.warning("outcome log line failed; ignored", exc_info=True)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         level = self._success_level if outcome.succeeded else self._failure_level

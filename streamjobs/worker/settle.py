@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from streamjobs import client
 from streamjobs.envelope import Envelope
-from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, MiddlewareChain
+from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, MiddlewareChain, Outcomes
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord
 from streamjobs.worker.partitions import Completion, Partition
@@ -87,7 +86,8 @@ class Settler:
         if self._heard:
             collected = self._heard.copy()
             self._heard.clear()  # the same list: outcomes settled earlier collect into it
-            middleware.outcome_batch([c.heard() for c in collected])
+            contexts = [c.ctx for c in collected]
+            middleware.outcome_batch(Outcomes(contexts, [c.outcome for c in collected]))
 
     def running(self, part: Partition, message: client.Record, running: OutRecord) -> None:
         """The ``running`` status. At least once: fire and forget (the outcome follows it on
@@ -119,7 +119,7 @@ class Settler:
 class _Collect(Completion):
     """An outcome's ``done`` that also collects the attempt's outcome once its offset
     completes (one object per attempt, only when middleware listens). A success's outcome is
-    its duration until :meth:`heard` builds it."""
+    its duration in seconds (:class:`~streamjobs.middleware.Outcomes` builds it if read)."""
 
     __slots__ = ("ctx", "into", "outcome")
 
@@ -141,9 +141,3 @@ class _Collect(Completion):
         if completed:
             self.into.append(self)
         return completed
-
-    def heard(self) -> Heard:
-        outcome = self.outcome
-        if isinstance(outcome, float):
-            return self.ctx, AttemptOutcome.success(timedelta(seconds=outcome))
-        return self.ctx, outcome

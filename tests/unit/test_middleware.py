@@ -21,6 +21,7 @@ from streamjobs.middleware import (
     Heard,
     Middleware,
     MiddlewareChain,
+    Outcomes,
     SubmitContext,
     SubmitOutcome,
 )
@@ -341,6 +342,35 @@ def test_a_failed_attempts_outcome_carries_its_exception_but_compares_without_it
     again = AttemptOutcome.failure(TaskState.RETRY_SCHEDULED, timedelta(0), ValueError("x"))
     assert outcome == again
     assert AttemptOutcome.success(timedelta(0)).exception is None
+
+
+def test_an_outcome_batch_reads_as_pairs_in_order_and_apart_as_successes_and_failures() -> None:
+    first, second, third = (_attempt_ctx(task_id=f"t{i}") for i in (1, 2, 3))
+    retried = AttemptOutcome.failure(TaskState.RETRY_SCHEDULED, timedelta(0), OSError("x"))
+    told = AttemptOutcome.success(timedelta(seconds=2))
+    batch = Outcomes([first, second, third], [0.25, retried, told])
+    assert len(batch) == 3
+    assert [ctx.task_id for ctx, _ in batch] == ["t1", "t2", "t3"]
+    assert batch[0][1] == AttemptOutcome.success(timedelta(seconds=0.25))  # built when read
+    assert batch[1] == (second, retried)
+    assert list(batch[1:]) == [(second, retried), (third, told)]
+    assert list(batch.successes()) == [(first, 0.25), (third, 2.0)]
+    assert list(batch.failures()) == [(second, retried)]
+    assert Outcomes.of(batch) is batch
+    assert list(Outcomes.of([(second, retried)])) == [(second, retried)]
+
+
+def test_a_chain_tells_every_middleware_one_outcomes_batch() -> None:
+    batches: list[Sequence[Heard]] = []
+
+    class Batching(Middleware):
+        def outcome_batch(self, heard: Sequence[Heard]) -> None:
+            batches.append(heard)
+
+    chain = MiddlewareChain([Batching()])
+    chain.outcome(_attempt_ctx(), AttemptOutcome.success(timedelta(0)))
+    chain.outcome_batch([(_attempt_ctx(), AttemptOutcome.success(timedelta(0)))])
+    assert [type(b) for b in batches] == [Outcomes, Outcomes]
 
 
 def test_only_middleware_instances_join_a_chain() -> None:

@@ -72,7 +72,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from streamjobs.models import TaskState
 
@@ -186,7 +186,8 @@ class AttemptContext:
         headers: RecordHeaders,
         schedule: str | None,
     ) -> AttemptContext:
-        """The same as the constructor, for the worker's every attempt (:func:`_frozen`)."""
+        """The same as the constructor, for the worker's every attempt (:func:`_frozen`;
+        ``carry_headers`` is made when first read)."""
         fields: dict[str, Any] = {
             "task_id": task_id,
             "task": task,
@@ -200,9 +201,18 @@ class AttemptContext:
             "worker_id": worker_id,
             "headers": headers,
             "schedule": schedule,
-            "carry_headers": [],
         }
         return _frozen(cls, fields)
+
+    if not TYPE_CHECKING:  # for mypy, carry_headers is the field it always reads as
+
+        def __getattr__(self, name: str) -> Any:
+            # called only for an attribute the instance lacks: carry_headers, which of() leaves
+            # out until something reads it (most attempts never do, and a context kept until
+            # its outcome is acknowledged is then one object fewer for the garbage collector)
+            if name == "carry_headers":
+                return self.__dict__.setdefault("carry_headers", [])  # atomic: one list
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -254,9 +264,10 @@ _Frozen = TypeVar("_Frozen", AttemptContext, AttemptOutcome)
 def _frozen(cls: type[_Frozen], fields: dict[str, Any]) -> _Frozen:
     """An instance of the frozen dataclass ``cls`` with ``fields`` (the fields left out keep
     their class defaults), set in one go: its generated ``__init__`` goes through
-    ``object.__setattr__`` once per field, about 1 us for a context, on every attempt's path."""
+    ``object.__setattr__`` once per field, about 1 us for a context, on every attempt's path.
+    ``fields`` becomes the instance's ``__dict__`` (no copy)."""
     made = object.__new__(cls)
-    made.__dict__.update(fields)
+    object.__setattr__(made, "__dict__", fields)
     return made
 
 

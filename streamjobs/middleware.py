@@ -37,8 +37,11 @@ Chains nest in list order: the first middleware is the outermost, so with
 of different keys run at once on several executor threads: a middleware's own state must be
 thread-safe. An outcome is heard at most once per attempt, and not at all when the partition
 was given up before the outcome was written (another worker runs the task again and reports
-it). Bad input that never reaches a handler (undecodable records, unknown task types, crash
-loops) has no attempt and so no hooks; :class:`streamjobs.worker.loop.WorkerStats` counts it.
+it). The context it is heard with equals the attempt's (the same fields and the same
+``carry_headers`` list) but need not be the same object: the worker keeps only its fields
+until Kafka has the outcome. Bad input that never reaches a handler (undecodable records,
+unknown task types, crash loops) has no attempt and so no hooks;
+:class:`streamjobs.worker.loop.WorkerStats` counts it.
 
 Example, a log context per attempt and a line per outcome::
 
@@ -82,6 +85,7 @@ __all__ = [
     "AttemptOutcome",
     "Headers",
     "Heard",
+    "KeptContext",
     "Middleware",
     "MiddlewareChain",
     "Outcomes",
@@ -98,6 +102,9 @@ _log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 #: Headers as read from a record (a value may be missing).
 RecordHeaders = tuple[tuple[str, bytes | None], ...]
+#: An attempt's context as the worker keeps it until its outcome is written
+#: (:meth:`AttemptContext.kept`).
+KeptContext = dict[str, Any]
 
 #: The record header naming the recurring schedule that fired a task (``AttemptContext.schedule``).
 SCHEDULE_HEADER = "streamjobs-schedule"
@@ -204,6 +211,13 @@ class AttemptContext:
         }
         return _frozen(cls, fields)
 
+    def kept(self) -> KeptContext:
+        """This context as the worker keeps it until the attempt's outcome is written: its
+        fields, which the garbage collector does not even track while they are strings and
+        numbers (no ``carry_headers`` used). :class:`Outcomes` makes a context of it again when
+        it is read, equal to this one and sharing its ``carry_headers``."""
+        return self.__dict__
+
     if not TYPE_CHECKING:  # for mypy, carry_headers is the field it always reads as
 
         def __getattr__(self, name: str) -> Any:
@@ -288,10 +302,13 @@ class Outcomes(Sequence[Heard]):
     __slots__ = ("_contexts", "_outcomes")
 
     def __init__(
-        self, contexts: list[AttemptContext], outcomes: list[AttemptOutcome | float]
+        self,
+        contexts: Sequence[AttemptContext | KeptContext],
+        outcomes: Sequence[AttemptOutcome | float],
     ) -> None:
-        """``outcomes[i]`` is what became of ``contexts[i]``: an AttemptOutcome, or a success's
-        duration in seconds."""
+        """``outcomes[i]`` is what became of ``contexts[i]`` (a context, or what
+        :meth:`AttemptContext.kept` kept of it): an AttemptOutcome, or a success's duration in
+        seconds."""
         self._contexts = contexts
         self._outcomes = outcomes
 
@@ -300,7 +317,7 @@ class Outcomes(Sequence[Heard]):
         """The batch of these pairs (itself, when it is one already)."""
         if isinstance(heard, Outcomes):
             return heard
-        contexts: list[AttemptContext] = []
+        contexts: list[AttemptContext | KeptContext] = []
         outcomes: list[AttemptOutcome | float] = []
         for ctx, outcome in heard:
             contexts.append(ctx)
@@ -319,27 +336,33 @@ class Outcomes(Sequence[Heard]):
     def __getitem__(self, index: int | slice) -> Heard | Sequence[Heard]:
         if isinstance(index, slice):
             return Outcomes(self._contexts[index], self._outcomes[index])
-        return self._contexts[index], _built(self._outcomes[index])
+        return _context(self._contexts[index]), _built(self._outcomes[index])
 
     def __iter__(self) -> Iterator[Heard]:
         for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
-            yield ctx, _built(outcome)
+            yield _context(ctx), _built(outcome)
 
     def successes(self) -> Iterator[tuple[AttemptContext, float]]:
         """Each succeeded attempt's context and duration in seconds."""
         succeeded = TaskState.SUCCEEDED
         for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
             if isinstance(outcome, float):
-                yield ctx, outcome
+                yield _context(ctx), outcome
             elif outcome.state is succeeded:
-                yield ctx, outcome.duration.total_seconds()
+                yield _context(ctx), outcome.duration.total_seconds()
 
     def failures(self) -> Iterator[Heard]:
         """Every other outcome (retried, dead-lettered, cancelled) with its context."""
         succeeded = TaskState.SUCCEEDED
         for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
             if not isinstance(outcome, float) and outcome.state is not succeeded:
-                yield ctx, outcome
+                yield _context(ctx), outcome
+
+
+def _context(entry: AttemptContext | KeptContext) -> AttemptContext:
+    if isinstance(entry, AttemptContext):
+        return entry
+    return _frozen(AttemptContext, entry)  # the same fields: the very same dict
 
 
 def _built(outcome: AttemptOutcome | float) -> AttemptOutcome:

@@ -19,7 +19,14 @@ from typing import Any
 
 from streamjobs import client
 from streamjobs.envelope import Envelope
-from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, MiddlewareChain, Outcomes
+from streamjobs.middleware import (
+    AttemptContext,
+    AttemptOutcome,
+    Heard,
+    KeptContext,
+    MiddlewareChain,
+    Outcomes,
+)
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord
 from streamjobs.worker.partitions import Completion, Partition
@@ -61,7 +68,7 @@ class Settler:
         if heard is None:
             done: Completion = part.completer(message.offset)
         else:
-            done = _Collect(part, message.offset, heard[0], heard[1], self._heard)
+            done = _Collect(part, message.offset, heard[0].kept(), heard[1], self._heard)
         self.writer.write(records, origin, done)
 
     def succeeded(
@@ -73,11 +80,11 @@ class Settler:
         seconds: float,
     ) -> None:
         """:meth:`settle` a succeeded attempt of ``ctx`` that took ``seconds``, and collect its
-        outcome once written. Its :class:`AttemptOutcome` is built only when it is told: an
-        outcome waiting for Kafka's acknowledgement is one small object, not four."""
+        outcome once written: an outcome waiting for Kafka's acknowledgement is one small
+        object (:class:`_Collect`), its context and AttemptOutcome made when they are read."""
         origin = (message.topic, message.partition, message.offset)
         self.writer.write(
-            records, origin, _Collect(part, message.offset, ctx, seconds, self._heard)
+            records, origin, _Collect(part, message.offset, ctx.kept(), seconds, self._heard)
         )
 
     def tell(self, middleware: MiddlewareChain) -> None:
@@ -118,8 +125,10 @@ class Settler:
 
 class _Collect(Completion):
     """An outcome's ``done`` that also collects the attempt's outcome once its offset
-    completes (one object per attempt, only when middleware listens). A success's outcome is
-    its duration in seconds (:class:`~streamjobs.middleware.Outcomes` builds it if read)."""
+    completes (one object per attempt, only when middleware listens): the context as
+    :meth:`~streamjobs.middleware.AttemptContext.kept` and, for a success, its duration in
+    seconds (:class:`~streamjobs.middleware.Outcomes` makes both objects again if read). Every
+    tracked object kept until Kafka's acknowledgement makes the garbage collector run sooner."""
 
     __slots__ = ("ctx", "into", "outcome")
 
@@ -127,7 +136,7 @@ class _Collect(Completion):
         self,
         part: Partition,
         offset: int,
-        ctx: AttemptContext,
+        ctx: KeptContext,
         outcome: AttemptOutcome | float,
         into: list[_Collect],
     ) -> None:

@@ -566,6 +566,19 @@ def test_the_workers_quick_context_and_success_equal_the_constructed_ones_and_st
         success.reason = "x"  # type: ignore[misc]
 
 
+def test_a_kept_context_is_told_as_an_equal_one_sharing_its_carry_headers() -> None:
+    ctx = _attempt_ctx()
+    quick = AttemptContext.of(**{f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)
+                                 if f.name != "carry_headers"})  # fmt: skip
+    quick.carry_headers.append(("traceparent", b"x"))
+    [(told, outcome)] = list(Outcomes([quick.kept()], [0.5]))
+    assert told == quick
+    assert told.carry_headers is quick.carry_headers
+    assert outcome == AttemptOutcome.success(timedelta(seconds=0.5))
+    with pytest.raises(AttributeError):
+        told.no_such_field  # type: ignore[attr-defined]  # noqa: B018
+
+
 def test_an_outcome_acknowledged_after_a_tell_is_told_at_the_next_one() -> None:
     from streamjobs.client import Record
     from streamjobs.worker.partitions import Partition

@@ -8,11 +8,12 @@ configured as ``streamjobs consume`` does) and **observed** (the same plus what
 ``streamjobs consume --metrics-port`` adds: ``Monitor`` middleware counting and timing every
 attempt, the log context, the outcome log at the default INFO level, heartbeats every 5 s and the
 metrics endpoint, scraped once a second: Prometheus' default is every 15 s). Prints tasks/s and
-the worker process's CPU time per task (all its threads) of every run, the medians and the
-ratios. On a shared machine the CPU per task is the steadier figure: throughput also moves
-with whatever else the cores run. ``drain`` (default) times a full queue draining: the
-worker's own cost; ``e2e`` submits while the worker runs. Uses KAFKA_BOOTSTRAP_SERVERS if set,
-else starts the local broker.
+the worker process's CPU time per task (all its threads) of every run, with the wall time its
+garbage collections took (by generation: what the objects a worker keeps per task cost), the
+medians and the ratios. On a shared machine the CPU per task is the steadier figure:
+throughput also moves with whatever else the cores run. ``drain`` (default) times a full
+queue draining: the worker's own cost; ``e2e`` submits while the worker runs. Uses
+KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker.
 """
 
 from __future__ import annotations

@@ -8,16 +8,18 @@ configured as ``streamjobs consume`` does) and **observed** (the same plus what
 ``streamjobs consume --metrics-port`` adds: ``Monitor`` middleware counting and timing every
 attempt, the log context, the outcome log at the default INFO level, heartbeats every 5 s and the
 metrics endpoint, scraped once a second: Prometheus' default is every 15 s). Prints tasks/s and
-the worker process's CPU time per task (all its threads) of every run, the medians and the
-ratios. On a shared machine the CPU per task is the steadier figure: throughput also moves
-with whatever else the cores run. ``drain`` (default) times a full queue draining: the
-worker's own cost; ``e2e`` submits while the worker runs. Uses KAFKA_BOOTSTRAP_SERVERS if set,
-else starts the local broker.
+the worker process's CPU time per task (all its threads) of every run, with the wall time its
+garbage collections took (by generation: what the objects a worker keeps per task cost), the
+medians and the ratios. On a shared machine the CPU per task is the steadier figure:
+throughput also moves with whatever else the cores run. ``drain`` (default) times a full
+queue draining: the worker's own cost; ``e2e`` submits while the worker runs. Uses
+KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -48,6 +50,22 @@ def _scrape_every_second(url: str, stop: threading.Event) -> None:
             answer.read()
 
 
+class _GcTime:
+    """Wall time the process spends in garbage collections, and how many of each generation."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.counts = [0, 0, 0]
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._began
+            self.counts[info["generation"]] += 1
+
+
 def worker_process(bootstrap: str, prefix: str, expect: int, out: mp.Queue, observed: bool) -> None:
     """One worker, plain or observed; reports when it has finished ``expect`` tasks."""
     logs.configure("INFO", "text")  # as `streamjobs consume` does, in both variants
@@ -70,17 +88,21 @@ def worker_process(bootstrap: str, prefix: str, expect: int, out: mp.Queue, obse
         thread.start()
         worker.assigned.wait(30)
         out.put("ready")
+        gc_time = _GcTime()
+        gc.callbacks.append(gc_time)
         cpu = time.process_time()  # every thread of the process, librdkafka's included
         _finished.wait(600)
         _state["cpu_s"] = time.process_time() - cpu
+        gc.callbacks.remove(gc_time)
+        _state["gc_s"], _state["gc_counts"] = gc_time.seconds, gc_time.counts
         stop_scraping.set()
         worker.stop()
         thread.join()
     out.put(json.dumps(dict(_state)))
 
 
-def run(bootstrap: str, n: int, drain: bool, observed: bool) -> tuple[float, float]:
-    """(tasks/s, worker CPU us per task) of one run."""
+def run(bootstrap: str, n: int, drain: bool, observed: bool) -> tuple[float, float, str]:
+    """(tasks/s, worker CPU us per task, its garbage collections) of one run."""
     prefix = f"obs{uuid.uuid4().hex[:6]}"
     settings = _settings(bootstrap, prefix)
     topics.ensure(settings)
@@ -110,7 +132,10 @@ def run(bootstrap: str, n: int, drain: bool, observed: bool) -> tuple[float, flo
     names = [spec.name for spec in topics.topic_specs(settings)]
     client.new_admin(settings).delete_topics(names)  # leave a shared broker as it was
     begin = result["first"] if drain else start
-    return n / (result["last"] - begin), result["cpu_s"] / n * 1e6
+    pairs = zip(result["gc_counts"], result["gc_s"], strict=True)
+    per_gen = "/".join(f"{count}x {seconds * 1e3:.0f}ms" for count, seconds in pairs)
+    collected = f"gc {sum(result['gc_s']) / n * 1e6:.1f} us/task: {per_gen} by generation"
+    return n / (result["last"] - begin), result["cpu_s"] / n * 1e6, collected
 
 
 def main() -> None:
@@ -125,16 +150,19 @@ def main() -> None:
         run(bootstrap, args.tasks, drain, observed=False)  # warm-up, untimed
         rates: dict[bool, list[float]] = {False: [], True: []}
         cpus: dict[bool, list[float]] = {False: [], True: []}
+        collections: dict[bool, str] = {}
         for round_no in range(args.rounds):
             order = (False, True) if round_no % 2 == 0 else (True, False)
             for observed in order:
-                rate, cpu = run(bootstrap, args.tasks, drain, observed)
+                rate, cpu, collected = run(bootstrap, args.tasks, drain, observed)
                 rates[observed].append(rate)
                 cpus[observed].append(cpu)
+                collections[observed] = collected
             print(
                 f"round {round_no + 1}: plain {rates[False][-1]:,.0f}/s"
-                f" ({cpus[False][-1]:.1f} us CPU/task), observed {rates[True][-1]:,.0f}/s"
-                f" ({cpus[True][-1]:.1f} us CPU/task)",
+                f" ({cpus[False][-1]:.1f} us CPU/task, {collections[False]}),"
+                f" observed {rates[True][-1]:,.0f}/s"
+                f" ({cpus[True][-1]:.1f} us CPU/task, {collections[True]})",
                 flush=True,
             )
         plain, observed = (statistics.median(rates[k]) for k in (False, True))

@@ -25,9 +25,10 @@ Hooks (override any; the defaults do nothing)::
     outcome(ctx, AttemptOutcome) -> called once the attempt's outcome is written: acknowledged
                                     by Kafka (at least once) or staged in the transaction
                                     (exactly once); on the worker's poll thread, keep it quick
-    outcome_batch([(ctx, outcome), ...]) -> the outcomes written since the poll loop's last turn,
+    outcome_batch(Outcomes)      -> the outcomes written since the poll loop's last turn,
                                     in order, all at once (the default calls ``outcome`` for
                                     each): override it instead to count thousands a second
+                                    (``Outcomes.successes()`` builds no outcome per success)
     wants_submit() -> bool       -> asked once per submit call; False: no submit hook for
                                     its tasks (an idle middleware costs nothing per task)
 
@@ -36,8 +37,11 @@ Chains nest in list order: the first middleware is the outermost, so with
 of different keys run at once on several executor threads: a middleware's own state must be
 thread-safe. An outcome is heard at most once per attempt, and not at all when the partition
 was given up before the outcome was written (another worker runs the task again and reports
-it). Bad input that never reaches a handler (undecodable records, unknown task types, crash
-loops) has no attempt and so no hooks; :class:`streamjobs.worker.loop.WorkerStats` counts it.
+it). The context it is heard with equals the attempt's (the same fields and the same
+``carry_headers`` list) but need not be the same object: the worker keeps only its fields
+until Kafka has the outcome. Bad input that never reaches a handler (undecodable records,
+unknown task types, crash loops) has no attempt and so no hooks;
+:class:`streamjobs.worker.loop.WorkerStats` counts it.
 
 Example, a log context per attempt and a line per outcome::
 
@@ -66,12 +70,12 @@ Example, a log context per attempt and a line per outcome::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from streamjobs.models import TaskState
 
@@ -81,8 +85,10 @@ __all__ = [
     "AttemptOutcome",
     "Headers",
     "Heard",
+    "KeptContext",
     "Middleware",
     "MiddlewareChain",
+    "Outcomes",
     "RecordHeaders",
     "SubmitContext",
     "SubmitOutcome",
@@ -96,6 +102,9 @@ _log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 #: Headers as read from a record (a value may be missing).
 RecordHeaders = tuple[tuple[str, bytes | None], ...]
+#: An attempt's context as the worker keeps it until its outcome is written
+#: (:meth:`AttemptContext.kept`).
+KeptContext = dict[str, Any]
 
 #: The record header naming the recurring schedule that fired a task (``AttemptContext.schedule``).
 SCHEDULE_HEADER = "streamjobs-schedule"
@@ -184,7 +193,8 @@ class AttemptContext:
         headers: RecordHeaders,
         schedule: str | None,
     ) -> AttemptContext:
-        """The same as the constructor, for the worker's every attempt (:func:`_frozen`)."""
+        """The same as the constructor, for the worker's every attempt (:func:`_frozen`;
+        ``carry_headers`` is made when first read)."""
         fields: dict[str, Any] = {
             "task_id": task_id,
             "task": task,
@@ -198,9 +208,25 @@ class AttemptContext:
             "worker_id": worker_id,
             "headers": headers,
             "schedule": schedule,
-            "carry_headers": [],
         }
         return _frozen(cls, fields)
+
+    def kept(self) -> KeptContext:
+        """This context as the worker keeps it until the attempt's outcome is written: its
+        fields, which the garbage collector does not even track while they are strings and
+        numbers (no ``carry_headers`` used). :class:`Outcomes` makes a context of it again when
+        it is read, equal to this one and sharing its ``carry_headers``."""
+        return self.__dict__
+
+    if not TYPE_CHECKING:  # for mypy, carry_headers is the field it always reads as
+
+        def __getattr__(self, name: str) -> Any:
+            # called only for an attribute the instance lacks: carry_headers, which of() leaves
+            # out until something reads it (most attempts never do, and a context kept until
+            # its outcome is acknowledged is then one object fewer for the garbage collector)
+            if name == "carry_headers":
+                return self.__dict__.setdefault("carry_headers", [])  # atomic: one list
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -209,8 +235,9 @@ class AttemptOutcome:
     ``dead_lettered`` or ``cancelled`` (reason ``cancelled``).
 
     ``duration`` is the attempt's wall time (middleware included). A failed attempt names its
-    exception (``error_type`` is the qualified class name, ``error`` its message) and either
-    the tier its retry waits on or the dead-letter ``reason`` (``max_attempts``, a handler's
+    exception (``error_type`` is the qualified class name, ``error`` its message; ``exception``
+    is the exception itself, with its traceback, when the attempt raised one) and either the
+    tier its retry waits on or the dead-letter ``reason`` (``max_attempts``, a handler's
     ``Discard`` reason, ...).
     """
 
@@ -220,6 +247,7 @@ class AttemptOutcome:
     error: str | None = None
     retry_tier: timedelta | None = None
     reason: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def failure(
@@ -232,7 +260,7 @@ class AttemptOutcome:
         reason: str | None = None,
     ) -> AttemptOutcome:
         """The outcome of an attempt that raised ``exc``."""
-        return cls(state, duration, error_type(exc), str(exc), retry_tier, reason)
+        return cls(state, duration, error_type(exc), str(exc), retry_tier, reason, exc)
 
     @classmethod
     def success(cls, duration: timedelta) -> AttemptOutcome:
@@ -250,14 +278,97 @@ _Frozen = TypeVar("_Frozen", AttemptContext, AttemptOutcome)
 def _frozen(cls: type[_Frozen], fields: dict[str, Any]) -> _Frozen:
     """An instance of the frozen dataclass ``cls`` with ``fields`` (the fields left out keep
     their class defaults), set in one go: its generated ``__init__`` goes through
-    ``object.__setattr__`` once per field, about 1 us for a context, on every attempt's path."""
+    ``object.__setattr__`` once per field, about 1 us for a context, on every attempt's path.
+    ``fields`` becomes the instance's ``__dict__`` (no copy)."""
     made = object.__new__(cls)
-    made.__dict__.update(fields)
+    object.__setattr__(made, "__dict__", fields)
     return made
 
 
 #: An attempt's outcome as middleware are told it: its context, and what became of it.
 Heard = tuple[AttemptContext, AttemptOutcome]
+
+
+class Outcomes(Sequence[Heard]):
+    """The outcomes told at once (:meth:`Middleware.outcome_batch`): ``(ctx, outcome)`` pairs
+    in the order they were written.
+
+    The worker keeps a success as its duration in seconds until someone reads it as a pair (its
+    :class:`AttemptOutcome` is built then); :meth:`successes` and :meth:`failures` read the two
+    kinds apart, so a middleware counting thousands of successes a second builds no outcome for
+    them, and one that logs failures only does not even look at the successes' contexts.
+    """
+
+    __slots__ = ("_contexts", "_outcomes")
+
+    def __init__(
+        self,
+        contexts: Sequence[AttemptContext | KeptContext],
+        outcomes: Sequence[AttemptOutcome | float],
+    ) -> None:
+        """``outcomes[i]`` is what became of ``contexts[i]`` (a context, or what
+        :meth:`AttemptContext.kept` kept of it): an AttemptOutcome, or a success's duration in
+        seconds."""
+        self._contexts = contexts
+        self._outcomes = outcomes
+
+    @classmethod
+    def of(cls, heard: Iterable[Heard]) -> Outcomes:
+        """The batch of these pairs (itself, when it is one already)."""
+        if isinstance(heard, Outcomes):
+            return heard
+        contexts: list[AttemptContext | KeptContext] = []
+        outcomes: list[AttemptOutcome | float] = []
+        for ctx, outcome in heard:
+            contexts.append(ctx)
+            outcomes.append(outcome)
+        return cls(contexts, outcomes)
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    @overload
+    def __getitem__(self, index: int) -> Heard: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Heard]: ...
+
+    def __getitem__(self, index: int | slice) -> Heard | Sequence[Heard]:
+        if isinstance(index, slice):
+            return Outcomes(self._contexts[index], self._outcomes[index])
+        return _context(self._contexts[index]), _built(self._outcomes[index])
+
+    def __iter__(self) -> Iterator[Heard]:
+        for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
+            yield _context(ctx), _built(outcome)
+
+    def successes(self) -> Iterator[tuple[AttemptContext, float]]:
+        """Each succeeded attempt's context and duration in seconds."""
+        succeeded = TaskState.SUCCEEDED
+        for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
+            if isinstance(outcome, float):
+                yield _context(ctx), outcome
+            elif outcome.state is succeeded:
+                yield _context(ctx), outcome.duration.total_seconds()
+
+    def failures(self) -> Iterator[Heard]:
+        """Every other outcome (retried, dead-lettered, cancelled) with its context."""
+        succeeded = TaskState.SUCCEEDED
+        for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
+            if not isinstance(outcome, float) and outcome.state is not succeeded:
+                yield _context(ctx), outcome
+
+
+def _context(entry: AttemptContext | KeptContext) -> AttemptContext:
+    if isinstance(entry, AttemptContext):
+        return entry
+    return _frozen(AttemptContext, entry)  # the same fields: the very same dict
+
+
+def _built(outcome: AttemptOutcome | float) -> AttemptOutcome:
+    if isinstance(outcome, AttemptOutcome):
+        return outcome
+    return AttemptOutcome.success(timedelta(seconds=outcome))
 
 
 class Middleware:
@@ -285,9 +396,10 @@ class Middleware:
         """Observe the attempt's outcome once it is written."""
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
-        """Observe the outcomes written since the poll loop's last turn, in order. The default
-        calls :meth:`outcome` for each (one that raises is logged, the rest are still told);
-        a middleware that overrides this one handles its own errors."""
+        """Observe the outcomes written since the poll loop's last turn, in order (the chain
+        passes an :class:`Outcomes`). The default calls :meth:`outcome` for each (one that
+        raises is logged, the rest are still told); a middleware that overrides this one
+        handles its own errors."""
         for ctx, outcome in heard:
             try:
                 self.outcome(ctx, outcome)
@@ -356,11 +468,12 @@ class MiddlewareChain:
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         """Tell every middleware of one outcome (:meth:`outcome_batch` of one)."""
-        self.outcome_batch(((ctx, outcome),))
+        self.outcome_batch(Outcomes([ctx], [outcome]))
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
-        """Tell every middleware of these outcomes, in order; one that raises is logged and
-        the others still hear them."""
+        """Tell every middleware of these outcomes (as one :class:`Outcomes`), in order; one
+        that raises is logged and the others still hear them."""
+        heard = Outcomes.of(heard)
         for middleware in self._by_hook["outcome_batch"]:
             try:
                 middleware.outcome_batch(heard)
@@ -397,23 +510,21 @@ def _hooks(middleware: tuple[Middleware, ...], hook: str) -> _Hooks:
 def _wrap(
     hooks: _Hooks, hook: str, ctx: SubmitContext | AttemptContext
 ) -> AbstractContextManager[None]:
-    if not hooks:
-        return _NOTHING
-    if len(hooks) > 1:
-        # each hook is called just before it is entered: an inner one may read what an outer
-        # one set up (the current span, say)
-        return _Nested(hooks, hook, ctx)
-    # one middleware (the usual case): its hook can be called now, and when it has nothing to
-    # wrap this time (tracing without an SDK or a trace to continue), no guard is needed
-    ((middleware, call),) = hooks
-    try:
-        manager = call(ctx)
-    except Exception:
-        _log.warning(
-            "middleware %s failed entering %s; skipped", _name(middleware), hook, exc_info=True
-        )
-        return _NOTHING
-    return _NOTHING if manager is _NOTHING else _Nested(hooks, hook, ctx, manager)
+    # each hook is called just before it is entered (an inner one may read what an outer one
+    # set up: the current span, say); hooks with nothing to wrap this time (tracing without an
+    # SDK or a trace to continue, a hook that only counts) set nothing up, so they are called
+    # now, and when none wraps anything there is no guard to build: the usual case
+    for first, (middleware, call) in enumerate(hooks):
+        try:
+            manager = call(ctx)
+        except Exception:
+            _log.warning(
+                "middleware %s failed entering %s; skipped", _name(middleware), hook, exc_info=True
+            )
+            continue
+        if manager is not _NOTHING:
+            return _Nested(hooks, hook, ctx, first, manager)
+    return _NOTHING
 
 
 class _Nested:
@@ -424,24 +535,30 @@ class _Nested:
     returning the base class's no-op (nothing to wrap this time) costs nothing more.
     """
 
-    __slots__ = ("_ctx", "_first", "_hook", "_hooks", "_open")
+    __slots__ = ("_ctx", "_first", "_hook", "_hooks", "_open", "_start")
 
     def __init__(
         self,
         hooks: _Hooks,
         hook: str,
         ctx: SubmitContext | AttemptContext,
-        first: AbstractContextManager[object] | None = None,
+        start: int,
+        first: AbstractContextManager[object],
     ) -> None:
+        """``first`` is the manager ``hooks[start]`` returned; the hooks before it had nothing
+        to wrap, the ones after it are called as they are entered."""
         self._hooks = hooks
         self._hook = hook
         self._ctx = ctx
-        self._first = first  # the first middleware's manager, when its hook was called already
-        self._open: list[tuple[Middleware, AbstractContextManager[object]]] = []
+        self._start = start
+        self._first: AbstractContextManager[object] | None = first
+        # the entered managers, each after the index of its middleware (no tuple per entry)
+        self._open: list[Any] = []
 
     def __enter__(self) -> None:
-        ctx, opened = self._ctx, self._open
-        for middleware, call in self._hooks:
+        ctx, opened, hooks = self._ctx, self._open, self._hooks
+        for index in range(self._start, len(hooks)):
+            middleware, call = hooks[index]
             try:
                 manager = self._first if self._first is not None else call(ctx)
                 self._first = None
@@ -456,7 +573,8 @@ class _Nested:
                     exc_info=True,
                 )
                 continue
-            opened.append((middleware, manager))
+            opened.append(index)
+            opened.append(manager)
 
     def __exit__(
         self,
@@ -466,7 +584,8 @@ class _Nested:
     ) -> Literal[False]:
         opened = self._open
         while opened:
-            middleware, manager = opened.pop()
+            manager = opened.pop()
+            index = opened.pop()
             try:
                 manager.__exit__(exc_type, exc, tb)  # a True ("swallowed") is ignored
             except BaseException as raised:
@@ -476,7 +595,7 @@ class _Nested:
                     raise  # KeyboardInterrupt, SystemExit: not ours to hide
                 _log.warning(
                     "middleware %s failed leaving %s; ignored",
-                    _name(middleware),
+                    _name(self._hooks[index][0]),
                     self._hook,
                     exc_info=True,
                 )

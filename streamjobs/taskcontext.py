@@ -1,12 +1,13 @@
 """The task a handler is running: ``streamjobs.current_task()``.
 
-Owns :class:`CurrentTask` (the running attempt's task id, type, key, attempt and generation, and
-whether the task was cancelled while it runs) and the context variable the worker sets around
-each handler call. The variable follows the handler into its asyncio task and into the thread of
-a timed sync call (both start from a copy of the caller's context), so a sync handler can check
-``current_task().cancelled``, wait on it, or call ``raise_if_cancelled()`` between steps of long
-work. Does not decide what a cancel does to a task (:mod:`streamjobs.worker.cancels` and
-:mod:`streamjobs.worker.handler_call` do) and never touches Kafka.
+Owns :class:`CurrentTask` (the running attempt's task id, type, key, attempt, generation and
+start time, and whether the task was cancelled while it runs) and the context variable the
+worker sets around each handler call. The variable follows the handler into its asyncio task
+and into the thread of a timed sync call (both start from a copy of the caller's context), so a
+sync handler can check ``current_task().cancelled``, wait on it, or call
+``raise_if_cancelled()`` between steps of long work. Does not decide what a cancel does to a
+task (:mod:`streamjobs.worker.cancels` and :mod:`streamjobs.worker.handler_call` do) and never
+touches Kafka.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -28,7 +30,8 @@ _LOCK = threading.Lock()
 
 
 class CurrentTask:
-    """The task of the handler call running in this context. Thread-safe."""
+    """The task of the handler call running in this context (``started_at``: when the call was
+    registered, Unix seconds). Thread-safe."""
 
     __slots__ = (
         "_cancelled",
@@ -37,6 +40,7 @@ class CurrentTask:
         "attempt",
         "generation",
         "key",
+        "started_at",
         "task",
         "task_id",
     )
@@ -49,6 +53,7 @@ class CurrentTask:
         self.key = key
         self.attempt = attempt
         self.generation = generation
+        self.started_at = time.time()  # Unix seconds: what heartbeats report as its start
         self._cancelled = False
         self._event: threading.Event | None = None  # made by the first wait_cancelled
         self._hooks: list[Callable[[], None]] | None = None

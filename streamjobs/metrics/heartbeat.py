@@ -27,7 +27,7 @@ from typing import Any
 from streamjobs import client
 from streamjobs.codec import builtin
 from streamjobs.errors import DecodeError, StreamJobsError
-from streamjobs.metrics.running import RunningTask, RunningTasks
+from streamjobs.metrics.running import RunningTask, snapshot
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
 from streamjobs.worker.loop import Worker
@@ -160,10 +160,9 @@ class Heartbeat:
     """Publishes a worker's report every ``settings.heartbeat_interval`` from its own thread,
     and a tombstone on :meth:`stop`. Use as a context manager around ``worker.run()``."""
 
-    def __init__(self, settings: Settings, worker: Worker, running: RunningTasks) -> None:
+    def __init__(self, settings: Settings, worker: Worker) -> None:
         self._settings = settings
         self._worker = worker
-        self._running = running
         self._topic = queue_topics(settings).workers
         self._key = worker.worker_id.encode()
         self._started_at_ms = int(time.time() * 1000)
@@ -211,7 +210,7 @@ class Heartbeat:
             succeeded=stats.succeeded,
             retried=stats.retried,
             dead_lettered=stats.dead_lettered,
-            running=tuple(self._running.snapshot()[:MAX_RUNNING]),
+            running=tuple(snapshot(worker.running_tasks())[:MAX_RUNNING]),
         )
 
     def start(self) -> None:

@@ -1,19 +1,20 @@
 """Log records of a worker: the task a record belongs to, and the text or JSON line it becomes.
 
-Owns the task context of the current attempt (a :class:`contextvars.ContextVar` that the
-:class:`~streamjobs.metrics.tasklog.TaskLog` middleware sets around each handler call), the
-:class:`TaskContextFilter` that copies it onto every log record (so a handler's own
-``logger.info(...)`` carries ``task_id``, ``task`` and ``trace_id``), the two line formats
-(``text`` for people, ``json``: one object per line for ELK or Loki) and :func:`configure`,
-which the ``consume`` command calls once. Uses the standard :mod:`logging` module only. Does not
-decide what is logged about an outcome (:mod:`streamjobs.metrics.tasklog`) and never installs
-handlers on import: an application embedding a Worker keeps its own logging and adds the filter
-to its handlers if it wants the fields.
+Owns the :class:`TaskContextFilter` that puts the running task on every log record written
+inside a handler call (so a handler's own ``logger.info(...)`` carries ``task_id``, ``task``,
+``attempt`` and ``trace_id``), the two line formats (``text`` for people, ``json``: one object
+per line for ELK or Loki) and :func:`configure`, which the ``consume`` command calls once. The
+task is the one the worker makes current around each handler call anyway
+(:func:`streamjobs.taskcontext.running_task`, which follows the handler into its asyncio task
+and the thread of a timed call), read when a record is written: an attempt pays nothing for
+it. Uses the standard :mod:`logging` module only. Does not decide what is logged about an
+outcome (:mod:`streamjobs.metrics.tasklog`) and never installs handlers on import: an
+application embedding a Worker keeps its own logging and adds the filter to its handlers if it
+wants the fields.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from streamjobs.middleware import AttemptContext
+from streamjobs.taskcontext import CurrentTask, running, running_task
 from streamjobs.tracing import current_trace_id
 
 LogFormat = Literal["text", "json"]
@@ -32,41 +34,34 @@ LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 FIELDS = "streamjobs"
 
 
-CURRENT: contextvars.ContextVar[AttemptContext | None] = contextvars.ContextVar(
-    "streamjobs_attempt", default=None
-)
-
-
-def current() -> AttemptContext | None:
-    """The attempt running in this context, if any."""
-    return CURRENT.get()
+def current() -> CurrentTask | None:
+    """The task whose handler is running in this context, if any."""
+    return running_task()
 
 
 @contextmanager
-def task_context(attempt: AttemptContext) -> Iterator[AttemptContext]:
-    """Make ``attempt`` current for the code in the block (the handler call and its threads
-    started through :func:`contextvars.copy_context`)."""
-    token = CURRENT.set(attempt)
-    try:
-        yield attempt
-    finally:
-        CURRENT.reset(token)
+def task_context(attempt: AttemptContext) -> Iterator[CurrentTask]:
+    """Make ``attempt``'s task current for the records written in the block, as the worker
+    does around a handler call (for code that logs on a task's behalf outside one)."""
+    with running(CurrentTask(attempt.task_id, attempt.task, attempt.key, attempt.attempt)) as task:
+        yield task
 
 
 class TaskContextFilter(logging.Filter):
     """Adds ``task_id``, ``task``, ``attempt`` and ``trace_id`` to every record (None outside
-    an attempt). Attach it to a *handler*: a logger's filters do not see its children's records.
-    The trace id is looked up here, when a record is written, not on every attempt.
+    a handler call). Attach it to a *handler*: a logger's filters do not see its children's
+    records. The task and its trace id are looked up here, when a record is written, never on
+    every attempt.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        attempt = CURRENT.get()
-        if attempt is None:
+        task = running_task()
+        if task is None:
             record.task_id = record.task = record.attempt = record.trace_id = None
         else:
-            record.task_id = attempt.task_id
-            record.task = attempt.task
-            record.attempt = attempt.attempt
+            record.task_id = task.task_id
+            record.task = task.task
+            record.attempt = task.attempt
             record.trace_id = current_trace_id()
         return True
 

@@ -72,7 +72,7 @@ class Monitor:
                 ).start()
                 stack.callback(self.endpoint.close)
             if self._heartbeats:
-                stack.enter_context(Heartbeat(self._settings, worker, self.metrics.running))
+                stack.enter_context(Heartbeat(self._settings, worker))
             yield self
 
 

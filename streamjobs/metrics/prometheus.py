@@ -38,13 +38,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from streamjobs.errors import Cancelled, Discard, Retry
-from streamjobs.metrics.running import RunningTasks
+from streamjobs.metrics import running
 from streamjobs.metrics.tally import OutcomeTally, StartTally
 from streamjobs.middleware import (
     AttemptContext,
     AttemptOutcome,
     Heard,
     Middleware,
+    Outcomes,
     SubmitContext,
     SubmitOutcome,
 )
@@ -102,12 +103,11 @@ def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
 
 
 class WorkerMetrics(Middleware):
-    """Counts each handler attempt and times it; also keeps the table of running attempts that
-    heartbeats and the oldest-running gauge read. :meth:`watch` adds a worker's gauges."""
+    """Counts each handler attempt and times it. :meth:`watch` adds a worker's gauges (the
+    attempts running now among them, read from the worker's own table at scrape time)."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
-        self.running = RunningTasks()
         # plain counts, rendered at scrape time: starts by the executor threads, outcomes by
         # the poll thread
         self.starts = StartTally()
@@ -116,19 +116,19 @@ class WorkerMetrics(Middleware):
 
     def watch(self, worker: Worker) -> None:
         """Export ``worker``'s gauges (read from its stats at each scrape)."""
-        self.registry.register(_WorkerGauges(worker, self.running))
+        self.registry.register(_WorkerGauges(worker))
 
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
         self.starts.started(ctx.queue, ctx.task)
-        return _Running(self.running, ctx)
+        return Middleware.attempt(self, ctx)  # nothing to wrap: the chain builds no guard
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
-        succeeded, tally = TaskState.SUCCEEDED, self.tally
-        for ctx, outcome in heard:
-            if outcome.state is succeeded:  # the usual case, inline
-                tally.succeeded(ctx.queue, ctx.task, outcome.duration.total_seconds())
-            else:
-                self.outcome(ctx, outcome)
+        batch = Outcomes.of(heard)
+        succeeded = self.tally.succeeded
+        for ctx, seconds in batch.successes():  # the usual case: no outcome object built
+            succeeded(ctx.queue, ctx.task, seconds)
+        for ctx, outcome in batch.failures():
+            self.outcome(ctx, outcome)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         seconds = outcome.duration.total_seconds()
@@ -206,25 +206,6 @@ class _Outcomes(Collector):
         return [started, succeeded, cancelled, failed, retried, dead, duration]
 
 
-class _Running:
-    """An attempt in the table of running ones while its block runs (a class, not a generator:
-    this is on every attempt's path)."""
-
-    __slots__ = ("_ctx", "_running", "_token")
-
-    def __init__(self, running: RunningTasks, ctx: AttemptContext) -> None:
-        self._running = running
-        self._ctx = ctx
-        self._token = -1
-
-    def __enter__(self) -> None:
-        ctx = self._ctx
-        self._token = self._running.begin(ctx.task_id, ctx.task, ctx.key, ctx.attempt)
-
-    def __exit__(self, *_exc: object) -> None:
-        self._running.end(self._token)
-
-
 class SubmitMetrics(Middleware):
     """Counts submitted task records (confirmed or not) and times the confirmed write; give it
     to ``Producer(settings, middleware=[TracingMiddleware(), SubmitMetrics()])`` and the web
@@ -260,9 +241,8 @@ class SubmitMetrics(Middleware):
 class _WorkerGauges(Collector):
     """A worker's gauges, computed from its stats when scraped (no thread of their own)."""
 
-    def __init__(self, worker: Worker, running: RunningTasks) -> None:
+    def __init__(self, worker: Worker) -> None:
         self._worker = worker
-        self._running = running
 
     def describe(self) -> Iterable[Metric]:
         return []  # unchecked collector: families depend on the partitions owned now
@@ -270,6 +250,7 @@ class _WorkerGauges(Collector):
     def collect(self) -> Iterable[Metric]:
         worker, stats = self._worker, self._worker.stats
         queue = ",".join(worker.queues)  # a worker serving several queues: all, highest first
+        tasks = worker.running_tasks()
         info = InfoMetricFamily(
             "streamjobs_worker", "One per worker process.", labels=("queue", "worker_id", "group")
         )
@@ -278,7 +259,7 @@ class _WorkerGauges(Collector):
         yield _gauge("streamjobs_worker_tasks_in_flight", "Tasks taken and not finished yet"
                      " (running or waiting for their key).", queue, worker.in_flight)  # fmt: skip
         yield _gauge("streamjobs_worker_tasks_running", "Handler attempts running now.",
-                     queue, len(self._running))  # fmt: skip
+                     queue, len(tasks))  # fmt: skip
         yield _gauge("streamjobs_worker_tasks_parked", "key_ordered: tasks waiting for a retry"
                      " of their key.", queue, worker.parked)  # fmt: skip
         yield _gauge("streamjobs_worker_partitions", "Partitions assigned to this worker.",
@@ -310,7 +291,7 @@ class _WorkerGauges(Collector):
             labels=_TASK,
         )
         now = time.time()
-        for task, started_at in self._running.oldest_by_task().items():
+        for task, started_at in running.oldest_by_task(tasks).items():
             oldest.add_metric([queue, task], now - started_at)
         yield oldest
 

@@ -1,16 +1,20 @@
-"""The attempts a worker is running now, with their start times.
+"""The attempts a worker is running now, with their start times, as heartbeats and metrics show
+them.
 
-Owns one small table, filled by the metrics middleware as attempts start and end, and read by
-the heartbeat (the tasks a worker reports as running) and by the Prometheus gauge of the oldest
-running attempt per task type (the "task running too long" alert). Does not run or time
-handlers itself.
+Owns :class:`RunningTask` (one attempt as a heartbeat reports it) and reading the worker's own
+table of running handler calls (:meth:`streamjobs.worker.loop.Worker.running_tasks`, which the
+worker keeps for cancels anyway) into the tasks a heartbeat lists and the start of the oldest
+running attempt per task type (the "task running too long" alert). Pure: keeping that table
+costs an attempt nothing here, and it is read only when a report is written or a scrape comes.
+Does not run or time handlers itself.
 """
 
 from __future__ import annotations
 
-import itertools
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from streamjobs.taskcontext import CurrentTask
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,36 +28,18 @@ class RunningTask:
     started_at: float
 
 
-class RunningTasks:
-    """Attempts by a token the caller keeps between :meth:`begin` and :meth:`end`.
+def snapshot(running: Iterable[CurrentTask]) -> list[RunningTask]:
+    """Every running attempt, oldest first."""
+    tasks = [RunningTask(t.task_id, t.task, t.key, t.attempt, t.started_at) for t in running]
+    tasks.sort(key=lambda t: t.started_at)
+    return tasks
 
-    Lock-free: taking a token (``next`` on a count), setting, popping and copying a dict are
-    each atomic in CPython, and this sits on every attempt's path.
-    """
 
-    def __init__(self) -> None:
-        self._running: dict[int, tuple[str, str, str | None, int, float]] = {}
-        self._tokens = itertools.count()
-
-    def begin(self, task_id: str, task: str, key: str | None, attempt: int) -> int:
-        token = next(self._tokens)
-        self._running[token] = (task_id, task, key, attempt, time.time())
-        return token
-
-    def end(self, token: int) -> None:
-        self._running.pop(token, None)
-
-    def snapshot(self) -> list[RunningTask]:
-        """Every running attempt, oldest first."""
-        entries = self._running.copy()  # tokens grow with start order
-        return [RunningTask(*entries[token]) for token in sorted(entries)]
-
-    def oldest_by_task(self) -> dict[str, float]:
-        """The start time of the oldest running attempt of each task type."""
-        oldest: dict[str, float] = {}
-        for entry in self.snapshot():
-            oldest.setdefault(entry.task, entry.started_at)
-        return oldest
-
-    def __len__(self) -> int:
-        return len(self._running)
+def oldest_by_task(running: Iterable[CurrentTask]) -> dict[str, float]:
+    """The start time of the oldest running attempt of each task type."""
+    oldest: dict[str, float] = {}
+    for task in running:
+        started = oldest.get(task.task)
+        if started is None or task.started_at < started:
+            oldest[task.task] = task.started_at
+    return oldest

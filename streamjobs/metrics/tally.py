@@ -114,7 +114,10 @@ class StartTally:
             with self._lock:
                 self._tables.append(table)
         key = (queue, task)
-        table[key] = table.get(key, 0) + 1
+        try:
+            table[key] += 1
+        except KeyError:  # the first start of this task type on this thread
+            table[key] = 1
 
     def totals(self) -> dict[tuple[str, str], int]:
         with self._lock:

@@ -1,35 +1,31 @@
-"""The log of each handler attempt: its task on the handler's own records, its traceback, and
-one outcome line once the outcome is written.
+"""The log of each handler attempt: one outcome line once the outcome is written, and the
+handler's traceback.
 
-Owns :class:`TaskLog`, a middleware that, around each attempt, makes the attempt current for
-the handler's own log records (:data:`streamjobs.metrics.logs.CURRENT`; their trace id is the
-span's the tracing middleware opened, so it goes after that one in the chain); then logs the
-outcome: task id, task type, key, attempt, queue, topic/partition/offset, duration and outcome
-(with the retry tier or the dead-letter reason and the error), at DEBUG for successes and INFO
-for retries and dead letters by default; and the handler's traceback, as its own record at
-WARNING when the task will be retried and ERROR when it was dead-lettered. A handler steering
-its task on purpose (``Retry``, ``Discard``) gets its outcome line but no traceback: that is
-control flow, not an error. The structured fields ride on the record
-(:data:`streamjobs.metrics.logs.FIELDS`) for the JSON format. Does not format lines or count.
+Owns :class:`TaskLog`, a middleware that logs each attempt's outcome: task id, task type, key,
+attempt, queue, topic/partition/offset, duration and outcome (with the retry tier or the
+dead-letter reason and the error), at DEBUG for successes and INFO for retries and dead letters
+by default; and the handler's traceback (the outcome carries the exception), as its own record
+at WARNING when the task will be retried and ERROR when it was dead-lettered. A handler
+steering its task on purpose (``Retry``, ``Discard``) gets its outcome line but no traceback:
+that is control flow, not an error. The structured fields ride on the record
+(:data:`streamjobs.metrics.logs.FIELDS`) for the JSON format. It has no attempt hook: the
+task on a handler's own records is the worker's current task, put there by
+:class:`~streamjobs.metrics.logs.TaskContextFilter`. Does not format lines or count.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from streamjobs.errors import TaskControl
-from streamjobs.metrics.logs import CURRENT, FIELDS
-from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, Middleware
+from streamjobs.metrics.logs import FIELDS
+from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, Middleware, Outcomes
 from streamjobs.models import TaskState
 
 LOGGER = "streamjobs.outcomes"
 _log = logging.getLogger(__name__)
-_KEEP = 10_000  # tracebacks waiting for their outcome (one per running failed attempt)
 _WORDS = {
     TaskState.SUCCEEDED: "succeeded",
     TaskState.RETRY_SCHEDULED: "retried",
@@ -81,8 +77,8 @@ def line_of(fields: dict[str, Any]) -> str:
 
 
 class TaskLog(Middleware):
-    """Logs every attempt's outcome on the ``streamjobs.outcomes`` logger, and makes the task
-    context current for the handler's own records."""
+    """Logs every attempt's outcome on the ``streamjobs.outcomes`` logger, and the traceback of
+    a handler's exception."""
 
     def __init__(
         self,
@@ -94,41 +90,25 @@ class TaskLog(Middleware):
         self._log = logger or logging.getLogger(LOGGER)
         self._success_level = success_level
         self._failure_level = failure_level
-        self._raised: dict[int, tuple[AttemptContext, BaseException]] = {}
-        self._lock = threading.Lock()
-
-    def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
-        return _Logged(self, ctx)
-
-    def keep(self, ctx: AttemptContext, exc: BaseException) -> None:
-        """Hold a handler's exception (with its context) until the attempt's outcome."""
-        with self._lock:
-            if len(self._raised) >= _KEEP:  # outcomes of lost partitions never come
-                del self._raised[next(iter(self._raised))]
-            self._raised[id(ctx)] = (ctx, exc)
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
-        # successes below the logger's level (the default) cost one check each: no line is
-        # built, and no exception was kept for them
-        log_successes = self._log.isEnabledFor(self._success_level)
-        for ctx, outcome in heard:
-            if log_successes or outcome.state is not TaskState.SUCCEEDED:
-                try:
-                    self.outcome(ctx, outcome)
-                except Exception:
-                    _log.warning("outcome log line failed; ignored", exc_info=True)
+        # successes below the logger's level (the default) are not even looked at: no line, no
+        # outcome object built for them
+        batch = Outcomes.of(heard)
+        told = batch if self._log.isEnabledFor(self._success_level) else batch.failures()
+        for ctx, outcome in told:
+            try:
+                self.outcome(ctx, outcome)
+            except Exception:
+                _log.warning("outcome log line failed; ignored", exc_info=True)
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
-        raised = None
-        if not outcome.succeeded:
-            with self._lock:
-                kept = self._raised.pop(id(ctx), None)
-            raised = kept[1] if kept is not None and kept[0] is ctx else None
         level = self._success_level if outcome.succeeded else self._failure_level
         if self._log.isEnabledFor(level):
             fields = fields_of(ctx, outcome)
             self._log.log(level, line_of(fields), extra={FIELDS: fields})
-        if raised is not None:
+        raised = outcome.exception
+        if isinstance(raised, Exception) and not isinstance(raised, TaskControl):
             dead = outcome.state is TaskState.DEAD_LETTERED
             self._log.log(
                 logging.ERROR if dead else logging.WARNING,
@@ -140,24 +120,3 @@ class TaskLog(Middleware):
                 outcome.reason if dead else "retry",
                 exc_info=(type(raised), raised, raised.__traceback__),
             )
-
-
-class _Logged:
-    """One attempt's block: its task context current, its exception kept for the outcome (a
-    class, not a generator: this is on every attempt's path)."""
-
-    __slots__ = ("_ctx", "_owner", "_token")
-
-    def __init__(self, owner: TaskLog, ctx: AttemptContext) -> None:
-        self._owner = owner
-        self._ctx = ctx
-        self._token: contextvars.Token[AttemptContext | None] | None = None
-
-    def __enter__(self) -> None:
-        self._token = CURRENT.set(self._ctx)
-
-    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
-        if self._token is not None:
-            CURRENT.reset(self._token)
-        if isinstance(exc, Exception) and not isinstance(exc, TaskControl):
-            self._owner.keep(self._ctx, exc)

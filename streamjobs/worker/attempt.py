@@ -95,10 +95,10 @@ class Attempts:
         except BaseException as exc:
             self._failed(message, part, envelope, handler, exc, where, ctx, _since(started))
         else:
-            heard = None
             if self._heard:
-                heard = (ctx, AttemptOutcome.success(_since(started)))
-            settler.settle(part, message, [done], heard)
+                settler.succeeded(part, message, [done], ctx, time.monotonic() - started)
+            else:
+                settler.settle(part, message, [done])
             settler.stats.succeeded += 1
             settler.retry_ended(message)
         if suspect:

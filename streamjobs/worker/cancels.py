@@ -125,6 +125,11 @@ class CancelBook:
             raise Cancelled(f"task {task.task_id} was cancelled before its handler started")
         return task
 
+    def running(self) -> list[CurrentTask]:
+        """The handler calls running now (between :meth:`begin` and :meth:`end`)."""
+        with self._lock:
+            return [task for calls in self._running.values() for task in calls]
+
     def end(self, task: CurrentTask) -> None:
         """After the handler call :meth:`begin` returned ``task`` for."""
         with self._lock:

@@ -38,6 +38,7 @@ from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import clamp_attempt, pick_tier
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
+from streamjobs.taskcontext import CurrentTask
 from streamjobs.topics import served_topics
 from streamjobs.tracing import TracingMiddleware
 from streamjobs.worker.attempt import Attempts
@@ -237,6 +238,11 @@ class Worker:
     def paused_for_parking(self) -> bool:
         """Whether main-topic intake is paused because ``max_parked`` tasks were parked."""
         return self._parts.parking.engaged
+
+    def running_tasks(self) -> list[CurrentTask]:
+        """The handler calls running now, each with its start time (heartbeats and metrics
+        read them; the worker keeps them for cancels anyway)."""
+        return [] if self._runner is None else self._runner.cancels.running()
 
     @property
     def queues(self) -> list[str]:

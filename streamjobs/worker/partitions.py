@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamjobs import client, status
@@ -86,16 +85,27 @@ class Partition:
         self.next_offset = offset + 1
         return True
 
-    def completer(self, offset: int) -> Callable[[], bool]:
+    def completer(self, offset: int) -> Completion:
         """The ``done`` of an outcome: completes ``offset`` unless the partition was given up."""
+        return Completion(self, offset)
 
-        def done() -> bool:
-            if self.lost:
-                return False
-            self.tracker.completed(offset)
-            return True
 
-        return done
+class Completion:
+    """An outcome's ``done``: completes its offset unless the partition was given up. One
+    small object, where a closure would be four (its cells), on every task's path."""
+
+    __slots__ = ("offset", "part")
+
+    def __init__(self, part: Partition, offset: int) -> None:
+        self.part = part
+        self.offset = offset
+
+    def __call__(self) -> bool:
+        part = self.part
+        if part.lost:
+            return False
+        part.tracker.completed(self.offset)
+        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,17 @@ from typing import Any
 
 from streamjobs import client
 from streamjobs.envelope import Envelope
-from streamjobs.middleware import Heard, MiddlewareChain
+from streamjobs.middleware import (
+    AttemptContext,
+    AttemptOutcome,
+    Heard,
+    KeptContext,
+    MiddlewareChain,
+    Outcomes,
+)
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord
-from streamjobs.worker.partitions import Partition
+from streamjobs.worker.partitions import Completion, Partition
 from streamjobs.worker.stats import WorkerStats
 
 _log = logging.getLogger(__name__)
@@ -45,7 +52,7 @@ class Settler:
         self.stats = stats
         self.order = order
         self.retry_ended = retry_ended
-        self._heard: list[Heard] = []  # outcomes written since the last tell (poll thread)
+        self._heard: list[_Collect] = []  # outcomes written since the last tell (poll thread)
 
     def settle(
         self,
@@ -58,18 +65,36 @@ class Settler:
         and then the attempt's outcome ``heard`` is collected for :meth:`tell` (on the poll
         thread), unless the partition was given up."""
         origin = (message.topic, message.partition, message.offset)
-        done = part.completer(message.offset)
-        if heard is not None:
-            done = _Collect(done, heard, self._heard)
+        if heard is None:
+            done: Completion = part.completer(message.offset)
+        else:
+            done = _Collect(part, message.offset, heard[0].kept(), heard[1], self._heard)
         self.writer.write(records, origin, done)
+
+    def succeeded(
+        self,
+        part: Partition,
+        message: client.Record,
+        records: list[OutRecord],
+        ctx: AttemptContext,
+        seconds: float,
+    ) -> None:
+        """:meth:`settle` a succeeded attempt of ``ctx`` that took ``seconds``, and collect its
+        outcome once written: an outcome waiting for Kafka's acknowledgement is one small
+        object (:class:`_Collect`), its context and AttemptOutcome made when they are read."""
+        origin = (message.topic, message.partition, message.offset)
+        self.writer.write(
+            records, origin, _Collect(part, message.offset, ctx.kept(), seconds, self._heard)
+        )
 
     def tell(self, middleware: MiddlewareChain) -> None:
         """Tell ``middleware`` the outcomes written since the last call, all at once (poll
         thread: once per loop turn, and after the last outcomes are flushed)."""
         if self._heard:
-            heard = self._heard.copy()
+            collected = self._heard.copy()
             self._heard.clear()  # the same list: outcomes settled earlier collect into it
-            middleware.outcome_batch(heard)
+            contexts = [c.ctx for c in collected]
+            middleware.outcome_batch(Outcomes(contexts, [c.outcome for c in collected]))
 
     def running(self, part: Partition, message: client.Record, running: OutRecord) -> None:
         """The ``running`` status. At least once: fire and forget (the outcome follows it on
@@ -98,19 +123,30 @@ class Settler:
         )
 
 
-class _Collect:
-    """An outcome's ``done``: completes the offset, then collects the attempt's outcome (one
-    small object per attempt, only when middleware listens)."""
+class _Collect(Completion):
+    """An outcome's ``done`` that also collects the attempt's outcome once its offset
+    completes (one object per attempt, only when middleware listens): the context as
+    :meth:`~streamjobs.middleware.AttemptContext.kept` and, for a success, its duration in
+    seconds (:class:`~streamjobs.middleware.Outcomes` makes both objects again if read). Every
+    tracked object kept until Kafka's acknowledgement makes the garbage collector run sooner."""
 
-    __slots__ = ("_done", "_heard", "_into")
+    __slots__ = ("ctx", "into", "outcome")
 
-    def __init__(self, done: Callable[[], bool], heard: Heard, into: list[Heard]) -> None:
-        self._done = done
-        self._heard = heard
-        self._into = into
+    def __init__(
+        self,
+        part: Partition,
+        offset: int,
+        ctx: KeptContext,
+        outcome: AttemptOutcome | float,
+        into: list[_Collect],
+    ) -> None:
+        super().__init__(part, offset)
+        self.ctx = ctx
+        self.outcome = outcome
+        self.into = into
 
     def __call__(self) -> bool:
-        completed = self._done()
+        completed = super().__call__()
         if completed:
-            self._into.append(self._heard)
+            self.into.append(self)
         return completed

@@ -21,6 +21,7 @@ from streamjobs.middleware import (
     Heard,
     Middleware,
     MiddlewareChain,
+    Outcomes,
     SubmitContext,
     SubmitOutcome,
 )
@@ -317,6 +318,61 @@ def test_a_chain_calls_only_the_hooks_a_middleware_overrides() -> None:
     assert observing.observes_outcomes
 
 
+def test_hooks_with_nothing_to_wrap_are_all_called_and_cost_no_guard() -> None:
+    called: list[str] = []
+
+    class Counting(Middleware):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
+            called.append(self.name)
+            return super().attempt(ctx)  # counted; nothing to wrap
+
+    chain = MiddlewareChain([Counting("outer"), Counting("inner")])
+    first, second = chain.attempt(_attempt_ctx()), chain.attempt(_attempt_ctx())
+    assert first is second is MiddlewareChain().attempt(_attempt_ctx())  # the shared no-op
+    assert called == ["outer", "inner", "outer", "inner"]
+
+
+def test_a_failed_attempts_outcome_carries_its_exception_but_compares_without_it() -> None:
+    raised = ValueError("x")
+    outcome = AttemptOutcome.failure(TaskState.RETRY_SCHEDULED, timedelta(0), raised)
+    assert outcome.exception is raised
+    again = AttemptOutcome.failure(TaskState.RETRY_SCHEDULED, timedelta(0), ValueError("x"))
+    assert outcome == again
+    assert AttemptOutcome.success(timedelta(0)).exception is None
+
+
+def test_an_outcome_batch_reads_as_pairs_in_order_and_apart_as_successes_and_failures() -> None:
+    first, second, third = (_attempt_ctx(task_id=f"t{i}") for i in (1, 2, 3))
+    retried = AttemptOutcome.failure(TaskState.RETRY_SCHEDULED, timedelta(0), OSError("x"))
+    told = AttemptOutcome.success(timedelta(seconds=2))
+    batch = Outcomes([first, second, third], [0.25, retried, told])
+    assert len(batch) == 3
+    assert [ctx.task_id for ctx, _ in batch] == ["t1", "t2", "t3"]
+    assert batch[0][1] == AttemptOutcome.success(timedelta(seconds=0.25))  # built when read
+    assert batch[1] == (second, retried)
+    assert list(batch[1:]) == [(second, retried), (third, told)]
+    assert list(batch.successes()) == [(first, 0.25), (third, 2.0)]
+    assert list(batch.failures()) == [(second, retried)]
+    assert Outcomes.of(batch) is batch
+    assert list(Outcomes.of([(second, retried)])) == [(second, retried)]
+
+
+def test_a_chain_tells_every_middleware_one_outcomes_batch() -> None:
+    batches: list[Sequence[Heard]] = []
+
+    class Batching(Middleware):
+        def outcome_batch(self, heard: Sequence[Heard]) -> None:
+            batches.append(heard)
+
+    chain = MiddlewareChain([Batching()])
+    chain.outcome(_attempt_ctx(), AttemptOutcome.success(timedelta(0)))
+    chain.outcome_batch([(_attempt_ctx(), AttemptOutcome.success(timedelta(0)))])
+    assert [type(b) for b in batches] == [Outcomes, Outcomes]
+
+
 def test_only_middleware_instances_join_a_chain() -> None:
     with pytest.raises(TypeError, match="must subclass Middleware"):
         MiddlewareChain([object()])  # type: ignore[list-item]
@@ -508,6 +564,19 @@ def test_the_workers_quick_context_and_success_equal_the_constructed_ones_and_st
         quick.task = "other"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         success.reason = "x"  # type: ignore[misc]
+
+
+def test_a_kept_context_is_told_as_an_equal_one_sharing_its_carry_headers() -> None:
+    ctx = _attempt_ctx()
+    quick = AttemptContext.of(**{f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)
+                                 if f.name != "carry_headers"})  # fmt: skip
+    quick.carry_headers.append(("traceparent", b"x"))
+    [(told, outcome)] = list(Outcomes([quick.kept()], [0.5]))
+    assert told == quick
+    assert told.carry_headers is quick.carry_headers
+    assert outcome == AttemptOutcome.success(timedelta(seconds=0.5))
+    with pytest.raises(AttributeError):
+        told.no_such_field  # type: ignore[attr-defined]  # noqa: B018
 
 
 def test_an_outcome_acknowledged_after_a_tell_is_told_at_the_next_one() -> None:

@@ -42,6 +42,7 @@ from streamjobs.dev.kafka import given_or_local
 from streamjobs.metrics import logs
 from streamjobs.metrics.monitor import Monitor
 from streamjobs.metrics.prometheus import new_registry
+from streamjobs.worker.gctuning import tune_collector
 
 
 def _scrape_every_second(url: str, stop: threading.Event) -> None:
@@ -87,6 +88,7 @@ def worker_process(bootstrap: str, prefix: str, expect: int, out: mp.Queue, obse
         thread = threading.Thread(target=worker.run)
         thread.start()
         worker.assigned.wait(30)
+        tune_collector()  # as `streamjobs consume` does, in both variants
         out.put("ready")
         gc_time = _GcTime()
         gc.callbacks.append(gc_time)

@@ -141,6 +141,7 @@ def consume(
     from streamjobs.metrics import logs
     from streamjobs.metrics.monitor import Monitor
     from streamjobs.scheduler import Scheduler
+    from streamjobs.worker.gctuning import tune_collector
     from streamjobs.worker.loop import Worker
 
     if log_format not in logs.LOG_FORMATS:
@@ -195,6 +196,7 @@ def consume(
                     backlog,
                 )
         with monitor.watching(worker):  # heartbeats, and the metrics port if given
+            tune_collector()  # this process is a worker: see streamjobs.worker.gctuning
             worker.run()
     finally:
         scheduler.stop()

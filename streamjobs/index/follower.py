@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,9 +150,11 @@ class Follower:
 
     def _read(self, feed: Feed, ranges: list[client.OffsetRange], timeout: float) -> int:
         applied = 0
-        records = client.read_range(self.clients, feed.topic, ranges, idle_timeout=timeout)
-        with contextlib.closing(records):
-            for batch in _batches(feed, records):
+        batches = client.read_batches(
+            self.clients, feed.topic, ranges, count=BATCH, idle_timeout=timeout
+        )
+        with contextlib.closing(batches):
+            for batch in _batches(feed, batches):
                 applied += self.store.apply(batch)
         # compaction and transaction markers leave gaps: what was read reaches the range end
         ends = [Applied(feed.topic, r.partition, r.end, r.end, ()) for r in ranges if r.size]
@@ -181,13 +183,19 @@ def fresh_reader(settings: Settings, timeout: float = 30.0) -> IndexReader:
     return IndexReader(index_path(settings))
 
 
-def _batches(feed: Feed, records: Iterator[client.Record]) -> Iterator[list[Applied]]:
-    """The records of ``feed`` mapped to changes, grouped per partition, ``BATCH`` at a time."""
-    parts: dict[int, list[tuple[int, list[Change]]]] = {}
+def _batches(feed: Feed, batches: Iterator[list[client.BareRecord]]) -> Iterator[list[Applied]]:
+    """The records of ``feed`` mapped to changes, grouped per partition, ``BATCH`` (or a few
+    more: whole reads) at a time."""
+    parts: dict[int, list[tuple[int, Sequence[Change]]]] = {}
     count = 0
-    for record in records:
-        parts.setdefault(record.partition, []).append((record.offset, feed.changes(record)))
-        count += 1
+    changes = feed.changes
+    for records in batches:
+        for record in records:
+            of_partition = parts.get(record.partition)
+            if of_partition is None:
+                of_partition = parts[record.partition] = []
+            of_partition.append((record.offset, changes(record)))
+        count += len(records)
         if count >= BATCH:
             yield _applied(feed.topic, parts)
             parts, count = {}, 0
@@ -195,7 +203,7 @@ def _batches(feed: Feed, records: Iterator[client.Record]) -> Iterator[list[Appl
         yield _applied(feed.topic, parts)
 
 
-def _applied(topic: str, parts: dict[int, list[tuple[int, list[Change]]]]) -> list[Applied]:
+def _applied(topic: str, parts: dict[int, list[tuple[int, Sequence[Change]]]]) -> list[Applied]:
     return [
         Applied(topic, partition, rows[0][0], rows[-1][0] + 1, rows)
         for partition, rows in parts.items()

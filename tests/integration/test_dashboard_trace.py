@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from streamjobs import Producer, Settings
 from streamjobs.dev.jaeger import LocalJaeger
+from streamjobs.ops.replay import replay
 from streamjobs.ops.traceview import find_trace_by_task
 from streamjobs.telemetry import otlp_traces_url
 from streamjobs.topics import queue_topics
@@ -111,9 +112,17 @@ def dashboard(settings: Settings, jaeger: LocalJaeger, tmp_path: Path) -> Iterat
 
 
 def _bars(svg: str) -> list[tuple[str, str]]:
-    """(label, class) of each span bar of a waterfall, top to bottom."""
+    """(``service: span``, class) of each span bar of a waterfall, top to bottom."""
     found = re.findall(r'<rect [^>]*class="(span[^"]*)"><title>([^<]*)</title>', svg)
-    return [(html.unescape(title), kind) for kind, title in found]
+    titles = [html.unescape(title).splitlines()[0] for _, title in found]
+    return [
+        (re.sub(r" \([^)]*\)$", "", title), kind)  # the duration left out
+        for title, (kind, _) in zip(titles, found, strict=True)
+    ]
+
+
+def _waterfalls(page: str) -> list[str]:
+    return re.findall(r'<svg [^>]*aria-label="trace waterfall".*?</svg>', page, re.DOTALL)
 
 
 def test_the_task_page_shows_its_trace_from_jaeger_as_a_waterfall_from_submit_to_attempts(
@@ -147,20 +156,44 @@ def test_the_task_page_shows_its_trace_from_jaeger_as_a_waterfall_from_submit_to
     assert f"<code>{trace['traceID']}</code>" in page
     frame = re.search(r'<iframe src="([^"]+)" title="trace"', page)
     assert frame is not None
-    status, svg = dashboard.get(frame.group(1))
+    status, frame_page = dashboard.get(frame.group(1))
     assert status == 200
-    (tmp_path / "trace.html").write_text(svg)  # for a look by hand
-    assert 'aria-label="trace waterfall"' in svg, svg[-2000:]
+    (tmp_path / "trace.html").write_text(frame_page)  # for a look by hand
+    (svg,) = _waterfalls(frame_page)
 
     topics = queue_topics(settings)
     retry = topics.retry[settings.retry_tiers[0]]
-    bars = _bars(svg)
-    assert [label for label, _ in bars] == [
-        f"{TEST_SERVICE_NAME}: send {topics.main}",
-        f"{worker_service}: process {topics.main}",
-        f"{worker_service}: call backend",
-        f"{worker_service}: process {retry}",
-        f"{worker_service}: call backend",
+    assert _bars(svg) == [
+        (f"{TEST_SERVICE_NAME}: send {topics.main}", "span"),
+        (f"{worker_service}: process {topics.main} #1", "span-failed"),
+        (f"{worker_service}: call backend", "span-failed"),
+        (f"{worker_service}: process {retry} #2", "span"),
+        (f"{worker_service}: call backend", "span"),
     ], svg
-    # the first attempt and its handler span failed; the retry succeeded
-    assert [kind for _, kind in bars] == ["span", "span-failed", "span-failed", "span", "span"]
+    assert "ConnectionError: backend down (run 1)" in svg  # the failure, shown by its bar
+    assert f"A {TEST_SERVICE_NAME} · B {worker_service}" in svg  # the legend of the letters
+
+    # replayed, the task runs in a new trace linked to the first: the page shows both
+    # (a new exporter: the first one was shut down with its processor)
+    exporter = OTLPSpanExporter(endpoint=otlp_traces_url(jaeger.otlp_http_endpoint))
+    with span_relay.routing(BatchSpanProcessor(exporter)):
+        assert replay(settings, topic=topics.main, from_offset=0, force=True).replayed == 1
+
+    def both_traces() -> list[str] | None:
+        _, shown = dashboard.get(frame.group(1))
+        drawn = _waterfalls(shown)
+        return drawn if len(drawn) == 2 and "#1" in drawn[1] else None
+
+    try:
+        earlier, rerun = wait_for(both_traces, 60.0, interval=0.5, message="both traces")
+    except AssertionError as exc:
+        _, shown = dashboard.get(frame.group(1))
+        _, task = dashboard.get(f"/tasks/{handle.task_id}")
+        raise AssertionError(f"{exc}\n{shown}\n{task}") from None
+    (tmp_path / "traces.html").write_text(dashboard.get(frame.group(1))[1])
+    assert _bars(earlier) == _bars(svg)
+    assert [name for name, _ in _bars(rerun)][1:] == [
+        f"{worker_service}: process {topics.main} #1",
+        f"{worker_service}: call backend",
+    ]
+    assert "linked to " + trace["traceID"] in html.unescape(rerun)

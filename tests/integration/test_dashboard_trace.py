@@ -1,7 +1,9 @@
 """The task page's trace waterfall against a real Jaeger: a real ``streamjobs consume`` exporting
 its spans over OTLP, a task submitted by the test process (its send span routed to the same
 Jaeger), and ``streamjobs dashboard`` started as a process with that Jaeger's query URL, read over
-HTTP as a browser would (log in, open the task page, load the trace frame it embeds).
+HTTP as a browser would (log in, open the task page, load the trace frame it embeds). The task
+fails once and succeeds on its retry, then is replayed: the page draws the replay's trace and the
+first run's it links to.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def _waterfalls(page: str) -> list[str]:
     return re.findall(r'<svg [^>]*aria-label="trace waterfall".*?</svg>', page, re.DOTALL)
 
 
-def test_the_task_page_shows_its_trace_from_jaeger_as_a_waterfall_from_submit_to_attempts(
+def test_the_task_page_draws_its_jaeger_trace_from_submit_to_attempts_and_runs_it_links_to(
     jaeger: LocalJaeger,
     settings: Settings,
     traced_worker: Callable[[Settings, LocalJaeger, str], Path],

@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from streamjobs import client
 from streamjobs.errors import ConfigError, KafkaUnavailable, TopicError
@@ -186,15 +187,16 @@ def fresh_reader(settings: Settings, timeout: float = 30.0) -> IndexReader:
 def _batches(feed: Feed, batches: Iterator[list[client.BareRecord]]) -> Iterator[list[Applied]]:
     """The records of ``feed`` mapped to changes, grouped per partition, ``BATCH`` (or a few
     more: whole reads) at a time."""
-    parts: dict[int, list[tuple[int, Sequence[Change]]]] = {}
+    parts: dict[int, _Mapped] = {}
     count = 0
     changes = feed.changes
     for records in batches:
         for record in records:
-            of_partition = parts.get(record.partition)
-            if of_partition is None:
-                of_partition = parts[record.partition] = []
-            of_partition.append((record.offset, changes(record)))
+            part = parts.get(record.partition)
+            if part is None:
+                part = parts[record.partition] = _Mapped()
+            part.offsets.append(record.offset)
+            part.changes.append(changes(record))
         count += len(records)
         if count >= BATCH:
             yield _applied(feed.topic, parts)
@@ -203,8 +205,39 @@ def _batches(feed: Feed, batches: Iterator[list[client.BareRecord]]) -> Iterator
         yield _applied(feed.topic, parts)
 
 
-def _applied(topic: str, parts: dict[int, list[tuple[int, Sequence[Change]]]]) -> list[Applied]:
+def _applied(
+    topic: str, parts: Mapping[int, Sequence[tuple[int, Sequence[Change]]]]
+) -> list[Applied]:
     return [
         Applied(topic, partition, rows[0][0], rows[-1][0] + 1, rows)
         for partition, rows in parts.items()
     ]
+
+
+class _Mapped(Sequence[tuple[int, Sequence[Change]]]):
+    """One partition's records of a batch as (offset, changes) pairs, kept as two lists: a
+    tuple per record would be one more object for the garbage collector to track (and count
+    towards its next collection) for the batch's whole life."""
+
+    __slots__ = ("changes", "offsets")
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.changes: list[Sequence[Change]] = []
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self) -> Iterator[tuple[int, Sequence[Change]]]:
+        return zip(self.offsets, self.changes, strict=True)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, Sequence[Change]]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, Sequence[Change]]]: ...
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[int, Sequence[Change]] | list[tuple[int, Sequence[Change]]]:
+        if isinstance(index, slice):
+            return list(zip(self.offsets[index], self.changes[index], strict=True))
+        return (self.offsets[index], self.changes[index])

@@ -68,9 +68,7 @@ def _status_values(count: int, start: int = 0) -> list[tuple[bytes, bytes]]:
 
 
 def apply_without_kafka(count: int) -> tuple[float, float]:
-    records = [
-        client.Record("s", 0, i, 0, k, v, []) for i, (k, v) in enumerate(_status_values(count))
-    ]
+    records = [client.BareRecord(0, i, 0, k, v) for i, (k, v) in enumerate(_status_values(count))]
     with tempfile.TemporaryDirectory() as folder:
         store = IndexStore(Path(folder) / "index.db")
         began, cpu = time.perf_counter(), time.process_time()

@@ -35,11 +35,12 @@ from streamjobs.client.producer import (
     produce_confirmed,
 )
 from streamjobs.client.protocols import Clients, Consumer, Producer, TransactionalProducer
-from streamjobs.client.reading import committed_offsets, ranges_to_end, read_range
+from streamjobs.client.reading import committed_offsets, ranges_to_end, read_batches, read_range
 from streamjobs.client.records import (
     OFFSET_BEGINNING,
     OFFSET_END,
     OFFSET_INVALID,
+    BareRecord,
     Delivery,
     GroupMetadata,
     OffsetRange,
@@ -53,6 +54,7 @@ __all__ = [
     "OFFSET_BEGINNING",
     "OFFSET_END",
     "OFFSET_INVALID",
+    "BareRecord",
     "Clients",
     "Consumer",
     "Delivery",
@@ -78,5 +80,6 @@ __all__ = [
     "new_reader",
     "produce_confirmed",
     "ranges_to_end",
+    "read_batches",
     "read_range",
 ]

@@ -1,17 +1,20 @@
 """The consumer: confluent-kafka's ``Consumer`` behind our methods, types and errors.
 
 Owns :class:`KafkaConsumer`: group membership with rebalance and commit callbacks in our types,
-batch consumption into :class:`~streamjobs.client.records.Record`, commits, pause/resume/seek,
-and the positional reads (partition ids, watermarks, offsets for times, committed offsets) of
-readers. Raises only :mod:`streamjobs.errors`. Does not decide what to commit or when to pause
-(the worker does) nor choose its configuration (:mod:`streamjobs.client.config`).
+batch consumption into :class:`~streamjobs.client.records.Record` (or the cheaper
+:class:`~streamjobs.client.records.BareRecord`, for readers of whole topics), commits,
+pause/resume/seek, and the positional reads (partition ids, watermarks, offsets for times,
+committed offsets) of readers. Raises only :mod:`streamjobs.errors`. Does not decide what to
+commit or when to pause (the worker does) nor choose its configuration
+(:mod:`streamjobs.client.config`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
@@ -22,7 +25,7 @@ from streamjobs.client.failures import code_of, describe, is_retriable, unavaila
 from streamjobs.client.logs import callbacks
 from streamjobs.client.protocols import OnCommit, OnPartitions
 from streamjobs.client.reach import Reach, contacted
-from streamjobs.client.records import GroupMetadata, Record, TopicPartition
+from streamjobs.client.records import BareRecord, GroupMetadata, Record, TopicPartition
 from streamjobs.errors import KafkaUnavailable, TopicError
 
 _log = logging.getLogger(__name__)
@@ -104,22 +107,27 @@ class KafkaConsumer:
 
     def consume(self, count: int, timeout: float) -> list[Record]:
         """Up to ``count`` records. Raises KafkaUnavailable on a fatal error; logs the others."""
+        return [_record(message) for message in self._messages(count, timeout)]
+
+    def consume_bare(self, count: int, timeout: float) -> list[BareRecord]:
+        """Up to ``count`` records as :class:`BareRecord` (no topic, no headers), for readers
+        of whole topics: a Record's construction and header list cost more than a small
+        record's decoding. Errors as :meth:`consume`."""
+        return [
+            _bare((m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value()))
+            for m in self._messages(count, timeout)
+        ]
+
+    def _messages(self, count: int, timeout: float) -> list[Message]:
         # librdkafka's batch consume waits for a *full* batch or the timeout: an idle worker
         # would sit on a fresh task for the whole timeout. Block for the first record only,
         # then take what is already buffered without waiting.
         messages = self._consumer.consume(1, timeout=timeout)
         if messages and count > 1:
             messages += self._consumer.consume(count - 1, timeout=0)
-        records = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaUnavailable(f"consumer failed: {describe(error)}")
-                _log.warning("consumer: %s", error.str())
-                continue
-            records.append(_record(message))
-        return records
+        if any(map(Message.error, messages)):  # no Python frame per message: error events are rare
+            messages = [m for m in messages if not _failed(m)]
+        return messages
 
     def assign(self, positions: Sequence[TopicPartition]) -> None:
         """Read ``positions`` by assignment, outside any group's rebalances."""
@@ -227,6 +235,22 @@ class KafkaConsumer:
 
     def _bound(self, timeout: float) -> float:
         return self._reach.bound(timeout, self._consumer)
+
+
+def _failed(message: Message) -> bool:
+    """Whether ``message`` is an error event: raises KafkaUnavailable if it is fatal, logs it
+    otherwise."""
+    error = message.error()
+    if error is None:
+        return False
+    if error.fatal():
+        raise KafkaUnavailable(f"consumer failed: {describe(error)}")
+    _log.warning("consumer: %s", error.str())
+    return True
+
+
+# a tuple subclass built without its Python-level __new__ (one frame less per record)
+_bare: Callable[[tuple[Any, ...]], BareRecord] = functools.partial(tuple.__new__, BareRecord)
 
 
 def _record(message: Message) -> Record:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from streamjobs.client.guarded import Value
-from streamjobs.client.records import Delivery, GroupMetadata, Record, TopicPartition
+from streamjobs.client.records import BareRecord, Delivery, GroupMetadata, Record, TopicPartition
 
 OnPartitions = Callable[[list[TopicPartition]], None]
 OnCommit = Callable[[str | None, list[TopicPartition]], None]
@@ -30,6 +30,7 @@ class Consumer(Protocol):
         on_lost: OnPartitions,
     ) -> None: ...
     def consume(self, count: int, timeout: float) -> list[Record]: ...
+    def consume_bare(self, count: int, timeout: float) -> list[BareRecord]: ...
     def commit(
         self, offsets: Sequence[TopicPartition], *, asynchronous: bool
     ) -> list[TopicPartition]: ...

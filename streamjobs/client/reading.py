@@ -2,19 +2,22 @@
 
 Owns the catch-up reads every small compacted topic needs (the schemas, the crash ledger, the
 status snapshot, replay and dead-letter scans): the ranges from a start to each partition's
-current end, and the records within them. Built on the :class:`~streamjobs.client.protocols.Clients`
-protocol only, so it runs against a fake too. Does not decode records.
+current end, and the records within them (one by one as :class:`Record`, or in lists of
+:class:`BareRecord` for the index, which reads every record of its topics). Built on the
+:class:`~streamjobs.client.protocols.Clients` protocol only, so it runs against a fake too.
+Does not decode records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from streamjobs.client.clients import KafkaClients
-from streamjobs.client.protocols import Clients
-from streamjobs.client.records import OffsetRange, Record, TopicPartition
+from streamjobs.client.protocols import Clients, Consumer
+from streamjobs.client.records import BareRecord, OffsetRange, Record, TopicPartition
 from streamjobs.errors import KafkaUnavailable
 
 if TYPE_CHECKING:
@@ -35,6 +38,49 @@ def read_range(
     KafkaUnavailable when nothing arrives for ``idle_timeout`` seconds. The reader is closed
     when the iterator is exhausted or closed: use ``contextlib.closing`` when stopping early.
     """
+    batches = _read(clients, topic, ranges, idle_timeout, lambda c: c.consume(500, 0.2))
+    with contextlib.closing(batches):
+        for batch in batches:
+            yield from batch
+
+
+def read_batches(
+    clients: Clients,
+    topic: str,
+    ranges: Sequence[OffsetRange],
+    *,
+    count: int = 5000,
+    idle_timeout: float = 30.0,
+) -> Generator[list[BareRecord], None, None]:
+    """The records of ``topic`` within ``ranges`` as lists of up to ``count``
+    :class:`BareRecord` (each partition's in offset order): :func:`read_range` for a reader of
+    every record of a topic (the index), a Record's construction and a generator step per
+    record saved. Stops, fails and closes as :func:`read_range` does."""
+    return _read(clients, topic, ranges, idle_timeout, lambda c: c.consume_bare(count, 0.2))
+
+
+_PAST = 1 << 63  # above every offset: a partition no longer wanted keeps nothing
+
+
+class _Placed(Protocol):
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+_R = TypeVar("_R", bound=_Placed)
+
+
+def _read(
+    clients: Clients,
+    topic: str,
+    ranges: Sequence[OffsetRange],
+    idle_timeout: float,
+    consume: Callable[[Consumer], list[_R]],
+) -> Generator[list[_R], None, None]:
+    """The batches of ``consume`` on a reader assigned to ``ranges``, cut to them (a fetch
+    may run past a range end), until every partition's fetch position reaches its end."""
     todo = {r.partition: r for r in ranges if r.size > 0}
     if not todo:
         return
@@ -43,11 +89,17 @@ def read_range(
         consumer.assign([TopicPartition(topic, p, r.start) for p, r in todo.items()])
         deadline = time.monotonic() + idle_timeout
         while todo:
-            records = consumer.consume(500, 0.2)
-            for record in records:
-                wanted = todo.get(record.partition)
-                if wanted is not None and wanted.start <= record.offset < wanted.end:
-                    yield record
+            records = consume(consumer)
+            # inline, no call per record: this runs for every record the index reads
+            starts = {p: r.start for p, r in todo.items()}
+            ends = {p: r.end for p, r in todo.items()}
+            wanted = [
+                r
+                for r in records
+                if starts.get(r.partition, _PAST) <= r.offset < ends.get(r.partition, -1)
+            ]
+            if wanted:
+                yield wanted
             for position in consumer.positions([TopicPartition(topic, p) for p in todo]):
                 if position.offset >= todo[position.partition].end:
                     del todo[position.partition]

@@ -14,6 +14,7 @@ from html import escape
 from typing import Any
 
 from streamjobs.index.queries import Bucket
+from streamjobs.ops.traceview import duration_text, span_lines
 
 #: Outcome colours, in stacking order (bottom first); the CSS legend uses the same classes.
 OUTCOMES = ("succeeded", "retry_scheduled", "dead_lettered", "cancelled")
@@ -89,49 +90,49 @@ def ratio_line(buckets: Sequence[Bucket]) -> str:
 
 
 def waterfall(trace: Mapping[str, Any]) -> str:
-    """A Jaeger trace (its JSON) as one bar per span on a shared time axis, children under
-    their parent, failed spans marked."""
-    spans = sorted(trace.get("spans") or [], key=lambda s: int(s.get("startTime", 0)))
-    if not spans:
+    """A Jaeger trace (its JSON) as one bar per span on a shared time axis, in the tree order of
+    ``streamjobs trace`` (:func:`~streamjobs.ops.traceview.span_lines`): children indented under
+    their parent, each service a letter of the legend, a process span with its attempt, failed
+    spans marked with their error."""
+    lines, total = span_lines(trace)
+    if not lines:
         return _frame([], "empty trace", "")
-    start = min(int(s["startTime"]) for s in spans)
-    end = max(int(s["startTime"]) + int(s.get("duration", 0)) for s in spans)
-    total = max(end - start, 1)
-    processes = trace.get("processes") or {}
-    row_h, label_w = 22, 300
-    body = []
-    for row, span in enumerate(_tree_order(spans)):
-        service = (processes.get(span.get("processID")) or {}).get("serviceName", "")
-        failed = any(t.get("key") == "error" and t.get("value") for t in span.get("tags") or [])
-        x = label_w + (int(span["startTime"]) - start) / total * (_W - label_w - 60)
-        w = max(int(span.get("duration", 0)) / total * (_W - label_w - 60), 2)
+    letters: dict[str, str] = {}
+    for line in sorted(lines, key=lambda item: item.start_us):
+        letters.setdefault(line.service, chr(ord("A") + len(letters) % 26))
+    legend = " · ".join(f"{letter} {service}" for service, letter in letters.items())
+    row_h, label_w, right = 22, 300, 150
+    scale = (_W - label_w - right) / total
+    body = [f'<text x="4" y="14" class="tick">{escape(legend)}</text>']
+    for row, line in enumerate(lines, start=1):
         y = 6 + row * row_h
-        label = f"{service}: {span.get('operationName', '')}"
+        x = label_w + line.start_us * scale
+        w = max(line.duration_us * scale, 2)
+        indent = 14 + 10 * min(line.depth, 8)
+        name = _cut(line.name, (label_w - indent) // 6)
+        title = f"{line.service}: {line.name} ({duration_text(line.duration_us)})"
+        if line.error:
+            title += f"\n! {line.error}"
+        title += "".join(f"\nlinked to {link}" for link in line.links)
+        note = duration_text(line.duration_us) + (f"  ! {line.error}" if line.error else "")
+        kind = "span-failed" if line.error else "span"
         body.append(
-            f'<text x="4" y="{y + 14}" class="span-label">{escape(label[:48])}</text>'
+            f'<text x="4" y="{y + 14}" class="span-label">{letters[line.service]}</text>'
+            f'<text x="{indent}" y="{y + 14}" class="span-label">{escape(name)}</text>'
             f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="14" '
-            f'class="{"span-failed" if failed else "span"}"><title>{escape(label)}</title></rect>'
-            f'<text x="{x + w + 4:.1f}" y="{y + 14}" class="tick">'
-            f"{int(span.get('duration', 0)) / 1000:.1f} ms</text>"
+            f'class="{kind}"><title>{escape(title)}</title></rect>'
+            f'<text x="{x + w + 4:.1f}" y="{y + 14}" class="tick">{escape(note[:60])}</text>'
         )
-    height = 12 + len(spans) * row_h
+    height = 12 + (len(lines) + 1) * row_h
     return (
         f'<svg viewBox="0 0 {_W} {height}" width="100%" role="img" aria-label="trace waterfall"'
         f' xmlns="http://www.w3.org/2000/svg">{"".join(body)}</svg>'
     )
 
 
-def _tree_order(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Spans depth-first from the roots (a parent before its children), by start time."""
-    ids = {s.get("spanID") for s in spans}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for span in spans:
-        parents = [r.get("spanID") for r in span.get("references") or [] if r.get("spanID") in ids]
-        children.setdefault(parents[0] if parents else None, []).append(span)
-    ordered: list[dict[str, Any]] = []
-    stack = list(reversed(children.get(None, [])))
-    while stack:
-        span = stack.pop()
-        ordered.append(span)
-        stack.extend(reversed(children.get(span.get("spanID"), [])))
-    return ordered
+def _cut(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, cut in the middle: a topic's tail and the attempt stay."""
+    if len(text) <= width:
+        return text
+    tail = min(14, width // 2)
+    return text[: max(width - tail - 1, 0)] + "…" + text[-tail:]

@@ -6,7 +6,7 @@ committed offsets are those of the group the settings' worker joins: ``STREAMJOB
 ``<prefix>.<first queue>.workers``, as ``consume`` with the same queues),
 :func:`task_arguments` (the envelope a status points at, read from its topic/partition/offset,
 its arguments decoded with the writer schema from the schemas topic) and :func:`trace_of` (a
-task's trace from Jaeger).
+task's trace from Jaeger, with the earlier runs' traces it links to).
 
 Does not read statuses, dead letters, heartbeats or schedules (the index does) or render
 anything.
@@ -26,7 +26,7 @@ from streamjobs.codec import decode_body
 from streamjobs.envelope import decode_envelope
 from streamjobs.errors import BadInput, StreamJobsError
 from streamjobs.ops.inspect import PartitionLag, TierBacklog, backlog
-from streamjobs.ops.traceview import fetch_trace
+from streamjobs.ops.traceview import fetch_with_links
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView, now_ms
@@ -148,12 +148,13 @@ def task_arguments(settings: Settings, history: Sequence[StatusView]) -> Argumen
     return Arguments(shown, None, where)
 
 
-def trace_of(settings: Settings, trace_id: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(trace, None) from Jaeger, or (None, why not)."""
+def trace_of(settings: Settings, trace_id: str) -> tuple[list[dict[str, Any]], str | None]:
+    """(traces, None) from Jaeger: the task's trace and those it links to (a redriven or
+    replayed task's earlier runs), earliest first; or ([], why not)."""
     try:
-        trace = fetch_trace(settings.jaeger_query_url, trace_id, timeout=3.0)
+        traces = fetch_with_links(settings.jaeger_query_url, trace_id, limit=5, timeout=3.0)
     except StreamJobsError as exc:
-        return None, str(exc)
-    if trace is None:
-        return None, f"trace {trace_id} not found in Jaeger at {settings.jaeger_query_url}"
-    return trace, None
+        return [], str(exc)
+    if not traces:
+        return [], f"trace {trace_id} not found in Jaeger at {settings.jaeger_query_url}"
+    return traces, None

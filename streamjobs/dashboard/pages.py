@@ -192,10 +192,10 @@ def task_trace_frame(request: Request) -> Response:
     with board.reader() as index:
         task = index.task(request.path_params["task_id"])
     if task is None or not task.trace_id:
-        return render(request, "trace", svg=None, problem="this task has no trace id")
-    trace, problem = trace_of(board.settings, task.trace_id)
-    svg = charts.waterfall(trace) if trace is not None else None
-    return render(request, "trace", svg=svg, problem=problem, trace_id=task.trace_id)
+        return render(request, "trace", drawn=[], problem="this task has no trace id")
+    traces, problem = trace_of(board.settings, task.trace_id)
+    drawn = [(str(t.get("traceID", "")), charts.waterfall(t)) for t in traces]
+    return render(request, "trace", drawn=drawn, problem=problem, trace_id=task.trace_id)
 
 
 # -- workers and schedules ------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from streamjobs import client
 from streamjobs.errors import ConfigError, KafkaUnavailable, TopicError
@@ -150,9 +151,11 @@ class Follower:
 
     def _read(self, feed: Feed, ranges: list[client.OffsetRange], timeout: float) -> int:
         applied = 0
-        records = client.read_range(self.clients, feed.topic, ranges, idle_timeout=timeout)
-        with contextlib.closing(records):
-            for batch in _batches(feed, records):
+        batches = client.read_batches(
+            self.clients, feed.topic, ranges, count=BATCH, idle_timeout=timeout
+        )
+        with contextlib.closing(batches):
+            for batch in _batches(feed, batches):
                 applied += self.store.apply(batch)
         # compaction and transaction markers leave gaps: what was read reaches the range end
         ends = [Applied(feed.topic, r.partition, r.end, r.end, ()) for r in ranges if r.size]
@@ -181,13 +184,20 @@ def fresh_reader(settings: Settings, timeout: float = 30.0) -> IndexReader:
     return IndexReader(index_path(settings))
 
 
-def _batches(feed: Feed, records: Iterator[client.Record]) -> Iterator[list[Applied]]:
-    """The records of ``feed`` mapped to changes, grouped per partition, ``BATCH`` at a time."""
-    parts: dict[int, list[tuple[int, list[Change]]]] = {}
+def _batches(feed: Feed, batches: Iterator[list[client.BareRecord]]) -> Iterator[list[Applied]]:
+    """The records of ``feed`` mapped to changes, grouped per partition, ``BATCH`` (or a few
+    more: whole reads) at a time."""
+    parts: dict[int, _Mapped] = {}
     count = 0
-    for record in records:
-        parts.setdefault(record.partition, []).append((record.offset, feed.changes(record)))
-        count += 1
+    changes = feed.changes
+    for records in batches:
+        for record in records:
+            part = parts.get(record.partition)
+            if part is None:
+                part = parts[record.partition] = _Mapped()
+            part.offsets.append(record.offset)
+            part.changes.append(changes(record))
+        count += len(records)
         if count >= BATCH:
             yield _applied(feed.topic, parts)
             parts, count = {}, 0
@@ -195,8 +205,39 @@ def _batches(feed: Feed, records: Iterator[client.Record]) -> Iterator[list[Appl
         yield _applied(feed.topic, parts)
 
 
-def _applied(topic: str, parts: dict[int, list[tuple[int, list[Change]]]]) -> list[Applied]:
+def _applied(
+    topic: str, parts: Mapping[int, Sequence[tuple[int, Sequence[Change]]]]
+) -> list[Applied]:
     return [
         Applied(topic, partition, rows[0][0], rows[-1][0] + 1, rows)
         for partition, rows in parts.items()
     ]
+
+
+class _Mapped(Sequence[tuple[int, Sequence[Change]]]):
+    """One partition's records of a batch as (offset, changes) pairs, kept as two lists: a
+    tuple per record would be one more object for the garbage collector to track (and count
+    towards its next collection) for the batch's whole life."""
+
+    __slots__ = ("changes", "offsets")
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.changes: list[Sequence[Change]] = []
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self) -> Iterator[tuple[int, Sequence[Change]]]:
+        return zip(self.offsets, self.changes, strict=True)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, Sequence[Change]]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, Sequence[Change]]]: ...
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[int, Sequence[Change]] | list[tuple[int, Sequence[Change]]]:
+        if isinstance(index, slice):
+            return list(zip(self.offsets[index], self.changes[index], strict=True))
+        return (self.offsets[index], self.changes[index])

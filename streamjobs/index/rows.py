@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from streamjobs.cancels import decode_cancel
-from streamjobs.client import Record
+from streamjobs.client import BareRecord
 from streamjobs.codec import MAGIC, builtin
 from streamjobs.deadletter import decode_dead_letter
 from streamjobs.errors import BadInput, DecodeError
@@ -110,9 +110,12 @@ _ENTRY = struct.Struct(">iqI")  # partition, offset, length of the value that fo
 def pack_history(seen: Sequence[StatusSeen]) -> bytes:
     """Status records of one task as one history entry (a batch holds most of a task's life:
     one row instead of one per record)."""
-    return b"".join(
-        _ENTRY.pack(s.src_partition, s.src_offset, len(s.value)) + s.value for s in seen
-    )
+    return b"".join(map(history_part, seen))
+
+
+def history_part(seen: StatusSeen) -> bytes:
+    """One status record's part of a history entry: entries are their records' parts joined."""
+    return _ENTRY.pack(seen.src_partition, seen.src_offset, len(seen.value)) + seen.value
 
 
 def unpack_history(entry: bytes) -> list[tuple[int, int, bytes]]:
@@ -243,11 +246,11 @@ Change = (
     | ScheduleRecord
     | CancelRow
 )
-Mapper = Callable[[Record], list[Change]]
+Mapper = Callable[[BareRecord], Sequence[Change]]
 UNDECODABLE = "undecodable_dead_letter"
 
 
-def status_changes(record: Record) -> list[Change]:
+def status_changes(record: BareRecord) -> Sequence[Change]:
     """``<prefix>.status``: a status row, or the removal of a tombstoned task."""
     if record.key is None:
         return []
@@ -263,7 +266,9 @@ def status_changes(record: Record) -> list[Change]:
     head.append(value)
     head.append(record.partition)
     head.append(record.offset)
-    return [_seen(head)]
+    # a tuple of a tuple of atoms: the garbage collector stops tracking it at its first pass,
+    # so a batch's thousands of changes do not trigger full collections (lists stay tracked)
+    return (_seen(head),)
 
 
 #: The version of a row from the submitted topic: below every status record's, so a status row
@@ -271,7 +276,7 @@ def status_changes(record: Record) -> list[Change]:
 SUBMITTED_VERSION = -1
 
 
-def submitted_changes(record: Record) -> list[Change]:
+def submitted_changes(record: BareRecord) -> Sequence[Change]:
     """``<prefix>.submitted``: a new task's ``queued`` (or ``scheduled``) record, ranked below
     any status (:data:`SUBMITTED_VERSION`), or its withdrawal."""
     if record.key is None:
@@ -279,13 +284,13 @@ def submitted_changes(record: Record) -> list[Change]:
     if record.value is None:
         return [SubmittedGone(record.key.decode(errors="replace"))]
     seen = [c for c in status_changes(record) if isinstance(c, StatusSeen)]
-    return [c._replace(version=SUBMITTED_VERSION) for c in seen]
+    return tuple(c._replace(version=SUBMITTED_VERSION) for c in seen)
 
 
 def dead_letter_changes(queue: str) -> Mapper:
     """``<prefix>.<queue>.dlq``: one row per dead letter (undecodable ones too, by reason)."""
 
-    def changes(record: Record) -> list[Change]:
+    def changes(record: BareRecord) -> list[Change]:
         try:
             value = decode_dead_letter(record.value or b"")
         except BadInput as exc:
@@ -314,7 +319,7 @@ def dead_letter_changes(queue: str) -> Mapper:
     return changes
 
 
-def _undecodable(queue: str, record: Record, error: str) -> DeadLetterRow:
+def _undecodable(queue: str, record: BareRecord, error: str) -> DeadLetterRow:
     return DeadLetterRow(
         queue=queue,
         partition=record.partition,
@@ -339,7 +344,7 @@ def redriven_changes(queue: str) -> Mapper:
     """``<prefix>.<queue>.dlq.redriven``: keyed ``"partition:offset"``; its value is the
     ``queued`` status the redrive wrote, whose note says who re-drove it and when."""
 
-    def changes(record: Record) -> list[Change]:
+    def changes(record: BareRecord) -> list[Change]:
         if record.key is None:
             return []
         partition, sep, offset = record.key.decode(errors="replace").partition(":")
@@ -356,7 +361,7 @@ def redriven_changes(queue: str) -> Mapper:
     return changes
 
 
-def worker_changes(record: Record) -> list[Change]:
+def worker_changes(record: BareRecord) -> list[Change]:
     """``<prefix>.workers``: a worker's latest report, or its graceful leaving (a tombstone)."""
     if record.key is None:
         return []
@@ -378,7 +383,7 @@ def worker_changes(record: Record) -> list[Change]:
     ]
 
 
-def schedule_changes(record: Record) -> list[Change]:
+def schedule_changes(record: BareRecord) -> list[Change]:
     """``<prefix>.schedules``: the record of a key this version knows, as it is (a tombstone
     too: it deletes the key's record); unknown keys map to nothing, as the scheduler ignores
     them."""
@@ -388,7 +393,7 @@ def schedule_changes(record: Record) -> list[Change]:
     return [ScheduleRecord(record.key, parsed.queue, parsed.name, parsed.kind, record.value)]
 
 
-def cancel_changes(record: Record) -> list[Change]:
+def cancel_changes(record: BareRecord) -> list[Change]:
     """``<prefix>.cancels``: a task's latest cancel request, or its tombstone."""
     if record.key is None:
         return []

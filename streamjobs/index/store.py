@@ -35,7 +35,7 @@ from streamjobs.index.rows import (
     TaskGone,
     WorkerGone,
     WorkerRow,
-    pack_history,
+    history_part,
 )
 from streamjobs.index.schema import DEAD_COLUMNS, quoted
 
@@ -64,7 +64,7 @@ class Applied:
     partition: int
     first_offset: int
     next_offset: int
-    changes: Sequence[tuple[int, list[Change]]]  # (offset, changes) in offset order
+    changes: Sequence[tuple[int, Sequence[Change]]]  # (offset, changes) in offset order
 
 
 class IndexStore:
@@ -128,19 +128,23 @@ class _Writer:
     def __init__(self, db: sqlite3.Connection, fts: bool) -> None:
         self.db = db
         self.fts = fts
-        self.statuses: dict[str, list[StatusSeen]] = {}  # per task, in record order
+        # per task of the batch: its highest version (of equal ones the last read: the rule of
+        # streamjobs.status) and its history entry so far. No list per task: lists stay tracked
+        # by the garbage collector, and thousands of them per batch trigger full collections.
+        self.latest: dict[str, StatusSeen] = {}
+        self.history: dict[str, bytes] = {}
         self.outcomes: Counter[tuple[int, str, str]] = Counter()
 
-    def add(self, changes: list[Change]) -> None:
+    def add(self, changes: Sequence[Change]) -> None:
         for change in changes:
             _WRITERS[type(change)](self, change)
 
     def status(self, seen: StatusSeen) -> None:
-        of_task = self.statuses.get(seen.task_id)
-        if of_task is None:
-            self.statuses[seen.task_id] = [seen]
-        else:
-            of_task.append(seen)
+        task_id = seen.task_id
+        best = self.latest.get(task_id)
+        if best is None or seen.version >= best.version:
+            self.latest[task_id] = seen
+        self.history[task_id] = self.history.get(task_id, b"") + history_part(seen)
         if seen.state in _COUNTED:
             at = seen.updated_at_ms
             self.outcomes[(at - at % BUCKET_MS, seen.queue, seen.state)] += 1
@@ -192,15 +196,14 @@ class _Writer:
         self.db.execute("INSERT OR REPLACE INTO cancels VALUES (?, ?, ?, ?)", row)
 
     def flush(self) -> None:
-        if self.statuses:
+        if self.latest:
             # only the highest version of a task in a batch reaches `tasks` (a worker writes
             # queued, running and the outcome within milliseconds: one decode and upsert
             # instead of three), and its records of the batch are one history row
-            write_latest(self.db, self.fts, [_latest(s) for s in self.statuses.values()])
-            self.db.executemany(
-                _INSERT_HISTORY, [(t, pack_history(s)) for t, s in self.statuses.items()]
-            )
-            self.statuses.clear()
+            write_latest(self.db, self.fts, list(self.latest.values()))
+            self.db.executemany(_INSERT_HISTORY, self.history.items())
+            self.latest.clear()
+            self.history.clear()
         if self.outcomes:
             self.db.executemany(
                 "INSERT INTO outcomes VALUES (?, ?, ?, ?) "
@@ -208,15 +211,6 @@ class _Writer:
                 [(*key, n) for key, n in self.outcomes.items()],
             )
             self.outcomes.clear()
-
-
-def _latest(seen: list[StatusSeen]) -> StatusSeen:
-    """The highest version; of equal versions the last read (the rule of streamjobs.status)."""
-    best = seen[0]
-    for other in seen[1:]:
-        if other.version >= best.version:
-            best = other
-    return best
 
 
 _WRITERS: dict[type, Callable[[_Writer, Any], None]] = {

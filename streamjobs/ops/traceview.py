@@ -1,8 +1,9 @@
 """A task's trace as text: fetch it from Jaeger's HTTP query API and draw it as a waterfall.
 
 Owns reading Jaeger's query API (``/api/traces/<trace id>`` and the tag search
-``/api/traces?service=...&tags=...``) with the standard library, and :func:`render`, a pure
-function from that JSON to an indented span tree with time bars::
+``/api/traces?service=...&tags=...``) with the standard library, :func:`span_lines` (a trace's
+spans as a tree in drawing order, for any drawing: the dashboard's SVG waterfall) and
+:func:`render`, a pure function from that JSON to an indented span tree with time bars::
 
     trace 7768...  task 28fa... (Flaky)  5 spans  2 failed  842 ms
     services: A streamjobs-tests  B streamjobs-worker
@@ -34,7 +35,16 @@ from typing import Any
 from streamjobs.errors import StreamJobsError
 from streamjobs.tracing import ATTR_ATTEMPT, ATTR_TASK, ATTR_TASK_ID
 
-__all__ = ["fetch_trace", "fetch_with_links", "find_trace_by_task", "linked_trace_ids", "render"]
+__all__ = [
+    "SpanLine",
+    "duration_text",
+    "fetch_trace",
+    "fetch_with_links",
+    "find_trace_by_task",
+    "linked_trace_ids",
+    "render",
+    "span_lines",
+]
 
 _LABEL_MAX = 60
 _BAR_MIN = 20
@@ -69,6 +79,43 @@ class _Row:
     label: str
     span: _Span
     notes: list[str]
+    depth: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpanLine:
+    """One span of a trace as a waterfall shows it, in drawing order (depth-first, siblings in
+    start order): for a drawing other than :func:`render`'s text (the dashboard's SVG)."""
+
+    depth: int  # 0 for a root (or a span whose parent never reached Jaeger)
+    name: str  # the operation; a process span with its attempt (``#2``), an orphan with ``…``
+    service: str
+    start_us: int  # from the start of the trace's first span
+    duration_us: int
+    error: str | None  # the failure's description if the span failed
+    links: tuple[str, ...]  # ``trace id/span id`` of each linked span (a redrive's original)
+
+
+def span_lines(trace: Mapping[str, Any]) -> tuple[list[SpanLine], int]:
+    """The spans of one trace (Jaeger's trace object) in drawing order, and the trace's length
+    in microseconds (pure)."""
+    spans = _parse(trace)
+    if not spans:
+        return [], 0
+    rows, t0, total = _laid_out(spans)
+    return [
+        SpanLine(
+            depth=row.depth,
+            name=row.name,
+            service=row.span.service,
+            start_us=row.span.start_us - t0,
+            duration_us=row.span.duration_us,
+            error=row.span.error_text if row.span.failed else None,
+            links=tuple(row.span.links),
+        )
+        for row in rows
+    ], total
 
 
 def render(trace_json: Mapping[str, Any], *, width: int = 100) -> str:
@@ -89,28 +136,33 @@ def _render_one(trace: Mapping[str, Any], width: int) -> str:
     spans = _parse(trace)
     if not spans:
         return f"trace {trace.get('traceID', '?')}: no spans"
-    t0 = min(s.start_us for s in spans)
-    total = max(max(s.start_us + s.duration_us for s in spans) - t0, 1)
-    rows: list[_Row] = []
-    for root in _tree(spans):
-        _rows(root, "", "", rows)
+    rows, t0, total = _laid_out(spans)
     letters = _letters(spans)
     # a line is: letter, space, label, space, |bar|, duration
     fixed = _DURATION_WIDTH + 5
     label_w = min(max(len(r.label) for r in rows), _LABEL_MAX, max(width - fixed - _BAR_MIN, 12))
     bar_w = max(width - fixed - label_w, _BAR_MIN)
     lines = [_header(trace, spans, total), _legend(letters)]
-    lines.append(
-        " " * (label_w + 3) + "0".ljust(bar_w - len(_duration(total)) + 1) + _duration(total)
-    )
+    length = duration_text(total)
+    lines.append(" " * (label_w + 3) + "0".ljust(bar_w - len(length) + 1) + length)
     for row in rows:
         bar = _bar(row.span.start_us - t0, row.span.duration_us, total, bar_w)
         lines.append(
             f"{letters[row.span.service]} {_fit(row.label, label_w)} |{bar}|"
-            + _duration(row.span.duration_us).rjust(_DURATION_WIDTH)
+            + duration_text(row.span.duration_us).rjust(_DURATION_WIDTH)
         )
         lines.extend(f"  {note}" for note in row.notes)
     return "\n".join(lines)
+
+
+def _laid_out(spans: list[_Span]) -> tuple[list[_Row], int, int]:
+    """The rows of ``spans`` (not empty) in drawing order, the first start and the length."""
+    t0 = min(s.start_us for s in spans)
+    total = max(max(s.start_us + s.duration_us for s in spans) - t0, 1)
+    rows: list[_Row] = []
+    for root in _tree(spans):
+        _rows(root, "", "", rows)
+    return rows, t0, total
 
 
 def _parse(trace: Mapping[str, Any]) -> list[_Span]:
@@ -153,7 +205,7 @@ def _tree(spans: list[_Span]) -> list[_Span]:
     return sorted(roots, key=lambda s: (s.parent_id is not None, s.start_us))
 
 
-def _rows(span: _Span, prefix: str, branch: str, rows: list[_Row]) -> None:
+def _rows(span: _Span, prefix: str, branch: str, rows: list[_Row], depth: int = 0) -> None:
     """Append ``span`` and its subtree; ``prefix`` + ``branch`` draw the tree lines."""
     name = span.name
     attempt = span.tags.get(ATTR_ATTEMPT)
@@ -165,10 +217,10 @@ def _rows(span: _Span, prefix: str, branch: str, rows: list[_Row]) -> None:
     note_prefix = child_prefix + ("│  " if span.children else "   ")
     notes = [f"{note_prefix}! {span.error_text}"] if span.failed else []
     notes += [f"{note_prefix}↪ linked to {link}" for link in span.links]
-    rows.append(_Row(prefix + branch + name, span, notes))
+    rows.append(_Row(prefix + branch + name, span, notes, depth, name))
     for i, child in enumerate(span.children):
         last = i == len(span.children) - 1
-        _rows(child, child_prefix, "└─ " if last else "├─ ", rows)
+        _rows(child, child_prefix, "└─ " if last else "├─ ", rows, depth + 1)
 
 
 def _letters(spans: list[_Span]) -> dict[str, str]:
@@ -193,7 +245,7 @@ def _header(trace: Mapping[str, Any], spans: list[_Span], total_us: int) -> str:
     failed = sum(1 for s in spans if s.failed)
     if failed:
         parts.append(f"{failed} failed")
-    parts.append(_duration(total_us))
+    parts.append(duration_text(total_us))
     return "  ".join(parts)
 
 
@@ -211,7 +263,8 @@ def _fit(text: str, width: int) -> str:
     return text[: width - tail - 1] + "…" + text[-tail:]
 
 
-def _duration(us: int) -> str:
+def duration_text(us: int) -> str:
+    """A span's duration as people read it: ``110 µs``, ``2.0 ms``, ``13 ms``, ``1.20 s``."""
     if us >= 1_000_000:
         return f"{us / 1_000_000:.2f} s"
     if us >= 10_000:

@@ -3,7 +3,9 @@
 Fixtures: ``settings`` (short tiers, topics ensured), ``make_settings`` (more of them, each with
 its own prefix and group), ``worker`` (a :class:`streamjobs.Worker` in a thread, stopped and
 checked at teardown), ``worker_process`` (``streamjobs consume`` in a subprocess, stopped by PID),
-``producer`` and ``raw_producer`` (a plain confluent-kafka producer for hand-made records).
+``producer`` and ``raw_producer`` (a plain confluent-kafka producer for hand-made records),
+``jaeger`` (a local Jaeger per module) and ``traced_worker`` (``streamjobs consume`` exporting its
+spans to it).
 
 Helpers (plain functions, also imported by ``tests/fault``): committed offsets of the worker
 group, whole-topic reads, dead letters, statuses, group assignments and hand-built envelopes.
@@ -44,6 +46,7 @@ from streamjobs import (
 )
 from streamjobs.client import murmur2_partition
 from streamjobs.deadletter import decode_dead_letter
+from streamjobs.dev.jaeger import LocalJaeger
 from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.middleware import Middleware
 from streamjobs.settings import format_duration
@@ -463,6 +466,58 @@ def raw_producer(settings: Settings) -> Iterator[RawProducer]:
     raw = RawProducer(settings)
     yield raw
     raw.close()
+
+
+# -- a local Jaeger, and a worker exporting its spans to it -----------------------------------
+
+
+JAEGER_REGISTRY = "tests.integration.jaeger_tasks:registry"
+
+
+@pytest.fixture(scope="module")
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalJaeger]:
+    """A Jaeger of this module's own, stopped by PID at the end."""
+    instance = LocalJaeger(tmp_path_factory.mktemp("jaeger"))
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def traced_worker(tmp_path: Path) -> Iterator[Callable[[Settings, LocalJaeger, str], Path]]:
+    """Start ``streamjobs consume`` exporting to a Jaeger; stopped by PID at teardown.
+
+    Unlike the ``worker_process`` fixture this leaves the OpenTelemetry SDK enabled, and makes
+    its batch processor export every 100 ms instead of every 5 s.
+    """
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings, jaeger: LocalJaeger, service: str) -> Path:
+        env = worker_env(settings)
+        env.pop("OTEL_SDK_DISABLED", None)
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "100"
+        command = [sys.executable, "-m", "streamjobs.cli", "consume", JAEGER_REGISTRY]
+        command += ["--bootstrap-servers", settings.bootstrap_servers]
+        command += ["--topic-prefix", settings.topic_prefix]
+        command += ["--otlp-endpoint", jaeger.otlp_http_endpoint, "--service-name", service]
+        log = tmp_path / "worker.log"
+        with log.open("ab") as out:
+            started.append(
+                subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=out)
+            )
+        return log
+
+    yield start
+    for proc in started:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10.0)
+        assert proc.returncode == 0, f"consume exited with {proc.returncode}"
 
 
 # -- observing a group ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,54 +36,6 @@ from tests.support import wait_for
 from tests.tracing_support import TEST_SERVICE_NAME, SpanRelay
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-REGISTRY = "tests.integration.jaeger_tasks:registry"
-
-
-@pytest.fixture(scope="module")
-def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalJaeger]:
-    """A Jaeger of this module's own, stopped by PID at the end."""
-    instance = LocalJaeger(tmp_path_factory.mktemp("jaeger"))
-    instance.start()
-    try:
-        yield instance
-    finally:
-        instance.stop()
-
-
-@pytest.fixture
-def traced_worker(tmp_path: Path) -> Iterator[Callable[[Settings, LocalJaeger, str], Path]]:
-    """Start ``streamjobs consume`` exporting to a Jaeger; stopped by PID at teardown.
-
-    Unlike the ``worker_process`` fixture this leaves the OpenTelemetry SDK enabled, and makes
-    its batch processor export every 100 ms instead of every 5 s.
-    """
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(settings: Settings, jaeger: LocalJaeger, service: str) -> Path:
-        env = worker_env(settings)
-        env.pop("OTEL_SDK_DISABLED", None)
-        env["OTEL_BSP_SCHEDULE_DELAY"] = "100"
-        command = [sys.executable, "-m", "streamjobs.cli", "consume", REGISTRY]
-        command += ["--bootstrap-servers", settings.bootstrap_servers]
-        command += ["--topic-prefix", settings.topic_prefix]
-        command += ["--otlp-endpoint", jaeger.otlp_http_endpoint, "--service-name", service]
-        log = tmp_path / "worker.log"
-        with log.open("ab") as out:
-            started.append(
-                subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=out)
-            )
-        return log
-
-    yield start
-    for proc in started:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10.0)
-        assert proc.returncode == 0, f"consume exited with {proc.returncode}"
 
 
 def _log_of(tmp_path: Path) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from streamjobs.client import (
     OFFSET_INVALID,
+    BareRecord,
     Delivery,
     GroupMetadata,
     Record,
@@ -162,6 +163,12 @@ class FakeConsumer:
             for record in taken:
                 self._records.remove(record)
         return taken
+
+    def consume_bare(self, count: int, timeout: float) -> list[BareRecord]:
+        return [
+            BareRecord(r.partition, r.offset, r.timestamp_ms, r.key, r.value)
+            for r in self.consume(count, timeout)
+        ]
 
     def _deliverable(self) -> list[Record]:
         return [r for r in self._records if (r.topic, r.partition) not in self.paused]

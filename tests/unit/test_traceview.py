@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from streamjobs.errors import StreamJobsError
-from streamjobs.ops.traceview import fetch_trace, render
+from streamjobs.ops.traceview import duration_text, fetch_trace, render, span_lines
 
 DATA = Path(__file__).parent / "data"
 
@@ -57,6 +57,24 @@ def test_retried_task_is_drawn_as_one_tree_with_attempts_errors_and_services(
         "B    └─ process tc7d8d2b6.default.retry.300ms #2 |" + " " * 39 + "█|   1.5 ms",
         "B       └─ call backend                          |" + " " * 39 + "█|    22 µs",
     ]
+
+
+def test_span_lines_give_another_drawing_the_same_tree_attempts_and_errors(
+    retried: dict[str, Any],
+) -> None:
+    lines, total = span_lines(retried)
+    worker = "streamjobs-worker-tc7d8d2b6"
+    assert [(line.depth, line.name, line.service, line.error) for line in lines] == [
+        (0, "send tc7d8d2b6.default", "streamjobs-tests", None),
+        (1, "process tc7d8d2b6.default #1", worker, "ConnectionError: backend down (run 1)"),
+        (2, "call backend", worker, "ConnectionError: backend down (run 1)"),
+        (2, "process tc7d8d2b6.default.retry.300ms #2", worker, None),
+        (3, "call backend", worker, None),
+    ]
+    assert lines[0].start_us == 0
+    assert all(0 <= line.start_us + line.duration_us <= total for line in lines)
+    assert duration_text(total) == "842 ms"
+    assert span_lines({"traceID": "x", "spans": []}) == ([], 0)
 
 
 @pytest.mark.parametrize("width", [60, 80, 100, 140])

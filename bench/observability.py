@@ -7,13 +7,13 @@ alternating order: **plain** (a Worker with its default middleware, tracing only
 configured as ``streamjobs consume`` does) and **observed** (the same plus what
 ``streamjobs consume --metrics-port`` adds: ``Monitor`` middleware counting and timing every
 attempt, the log context, the outcome log at the default INFO level, heartbeats every 5 s and the
-metrics endpoint, scraped once a second: Prometheus' default is every 15 s). Prints tasks/s and
-the worker process's CPU time per task (all its threads) of every run, with the wall time its
-garbage collections took (by generation: what the objects a worker keeps per task cost), the
-medians and the ratios. On a shared machine the CPU per task is the steadier figure:
-throughput also moves with whatever else the cores run. ``drain`` (default) times a full
-queue draining: the worker's own cost; ``e2e`` submits while the worker runs. Uses
-KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker.
+metrics endpoint, scraped once a second from the bench's own process: Prometheus' default is
+every 15 s). Prints tasks/s and the worker process's CPU time per task (all its threads) of
+every run, with the wall time its garbage collections took (by generation: what the objects a
+worker keeps per task cost), the medians and the ratios. On a shared machine the CPU per task
+is the steadier figure: throughput also moves with whatever else the cores run. ``drain``
+(default) times a full queue draining: the worker's own cost; ``e2e`` submits while the worker
+runs. Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts the local broker.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ from streamjobs.worker.gctuning import tune_collector
 
 def _scrape_every_second(url: str, stop: threading.Event) -> None:
     while not stop.wait(1.0):
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            answer.read()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                answer.read()
+        except OSError:  # the endpoint closed: the worker has finished its tasks
+            return
 
 
 class _GcTime:
@@ -75,21 +78,17 @@ def worker_process(bootstrap: str, prefix: str, expect: int, out: mp.Queue, obse
     middleware = monitor.middleware if monitor is not None else None
     worker = Worker(settings, registry, middleware=middleware)
     _state["expect"] = expect
-    stop_scraping = threading.Event()
     with monitor.watching(worker) if monitor is not None else nullcontext():
-        if monitor is not None and monitor.endpoint is not None:
-            host, port = monitor.endpoint.address
-            scraper = threading.Thread(
-                target=_scrape_every_second,
-                args=(f"http://{host}:{port}/metrics", stop_scraping),
-                daemon=True,
-            )
-            scraper.start()
         thread = threading.Thread(target=worker.run)
         thread.start()
         worker.assigned.wait(30)
         tune_collector()  # as `streamjobs consume` does, in both variants
         out.put("ready")
+        url = ""
+        if monitor is not None and monitor.endpoint is not None:
+            host, port = monitor.endpoint.address
+            url = f"http://{host}:{port}/metrics"
+        out.put(url)  # scraped from the bench's process, as Prometheus scrapes from its own
         gc_time = _GcTime()
         gc.callbacks.append(gc_time)
         cpu = time.process_time()  # every thread of the process, librdkafka's included
@@ -97,7 +96,6 @@ def worker_process(bootstrap: str, prefix: str, expect: int, out: mp.Queue, obse
         _state["cpu_s"] = time.process_time() - cpu
         gc.callbacks.remove(gc_time)
         _state["gc_s"], _state["gc_counts"] = gc_time.seconds, gc_time.counts
-        stop_scraping.set()
         worker.stop()
         thread.join()
     out.put(json.dumps(dict(_state)))
@@ -125,11 +123,17 @@ def run(bootstrap: str, n: int, drain: bool, observed: bool) -> tuple[float, flo
         proc = mp.Process(target=worker_process, args=(bootstrap, prefix, n, out, observed))
         proc.start()
         _await_ready(out)
+        url, stop_scraping = out.get(timeout=60), threading.Event()
+        if url:
+            threading.Thread(
+                target=_scrape_every_second, args=(url, stop_scraping), daemon=True
+            ).start()
         warmup.wait(60)
         start = time.time()
         if not drain:
             submit_all(producer)
         result = json.loads(out.get(timeout=600))
+        stop_scraping.set()
     proc.join()
     names = [spec.name for spec in topics.topic_specs(settings)]
     client.new_admin(settings).delete_topics(names)  # leave a shared broker as it was

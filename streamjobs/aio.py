@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from streamjobs import status
+from streamjobs import statusreads
 from streamjobs.cancels import CancelResult
 from streamjobs.errors import StreamJobsError, SubmitError
 from streamjobs.middleware import Middleware
@@ -172,7 +172,7 @@ class AsyncProducer:
     async def wait_status(self, task_id: str, timeout: float = 60.0) -> StatusView:
         """The status of any task id once it is final (succeeded or dead-lettered), read on a
         worker thread; TaskTimeout when it is not final within ``timeout`` seconds."""
-        return await asyncio.to_thread(status.wait, self.settings, task_id, timeout)
+        return await asyncio.to_thread(statusreads.wait, self.settings, task_id, timeout)
 
     async def cancel(self, task_id: str) -> CancelResult:
         """Cancel any task id (:meth:`streamjobs.Producer.cancel`, on a worker thread)."""

@@ -21,7 +21,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from streamjobs import client, status
+from streamjobs import client, status, statusreads
 from streamjobs.codec import builtin
 from streamjobs.models import TaskState
 from streamjobs.settings import Settings
@@ -115,7 +115,7 @@ def request(settings: Settings, task_id: str, write: Write, *, timeout: float) -
     """Cancel ``task_id``: read its status, and unless it is unknown or finished, write the
     request with ``write``. KafkaUnavailable when the status cannot be read, the error of
     ``write`` when the request cannot be confirmed."""
-    view = status.latest(settings, task_id, timeout=timeout)
+    view = statusreads.latest(settings, task_id, timeout=timeout)
     outcome = decide(view)
     if view is not None and outcome is CancelOutcome.REQUESTED:
         cancel = CancelRequest(

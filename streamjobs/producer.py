@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Literal
 
-from streamjobs import cancels, client, status
+from streamjobs import cancels, client, status, statusreads
 from streamjobs.confirmed import ConfirmedWriter, PreparedTask, failure, outcome
 from streamjobs.deliveries import Pending
 from streamjobs.envelope import Envelope, encode_envelope
@@ -175,7 +175,7 @@ class Producer:
         not_before_ms = _due_ms(delay, eta)
         prepared = self._prepare(task, key, task_id, not_before_ms, max_attempts, announce=False)
         if task_id is not None:  # before anything is written, the schema record included
-            known = status.latest(self.settings, task_id, timeout=self._timeout_s)
+            known = statusreads.latest(self.settings, task_id, timeout=self._timeout_s)
             if known is not None:
                 return existing_handle(self.settings, known, prepared.status_headers)
         self._announce(self._task_type(task))
@@ -322,7 +322,7 @@ class Producer:
         )
 
     def status(self, task_id: str, timeout: float = 10.0) -> status.StatusView | None:
-        return status.latest(self.settings, task_id, timeout=timeout)
+        return statusreads.latest(self.settings, task_id, timeout=timeout)
 
     def cancel(self, task_id: str) -> cancels.CancelResult:
         """Cancel a task (see :mod:`streamjobs.cancels`): unless its status says it is unknown

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streamjobs import cancels, status
+from streamjobs import cancels, status, statusreads
 from streamjobs.errors import DuplicateTask
 from streamjobs.settings import Settings
 from streamjobs.topics import queue_topics
@@ -45,11 +45,13 @@ class TaskHandle:
 
     def status(self, timeout: float = 10.0) -> status.StatusView | None:
         """The latest status on the status topic (None if none was written yet)."""
-        return status.latest(self._settings, self.task_id, timeout=timeout)
+        return statusreads.latest(self._settings, self.task_id, timeout=timeout)
 
     def wait(self, timeout: float = 60.0) -> Any:
         """The handler's result; TaskFailed if dead-lettered, TaskTimeout if not done in time."""
-        view = status.wait(self._settings, self.task_id, timeout, since_ms=self.submitted_at_ms)
+        view = statusreads.wait(
+            self._settings, self.task_id, timeout, since_ms=self.submitted_at_ms
+        )
         return status.raise_for_failure(view)
 
     def cancel(self, timeout: float = 10.0) -> cancels.CancelResult:

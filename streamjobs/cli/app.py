@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 import typer
 
-from streamjobs import status, topics
+from streamjobs import status, statusreads, topics
 from streamjobs.cli import cancel as cli_cancel
 from streamjobs.cli import dashboard as cli_dashboard
 from streamjobs.cli import dev as cli_dev
@@ -319,14 +319,14 @@ def status_command(
     settings = build_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
     view: status.StatusView | None
     if wait:
-        view = status.wait(settings, task_id, timeout)
+        view = statusreads.wait(settings, task_id, timeout)
     elif settings.index_path is not None:  # caught up first: as fresh as reading Kafka
         from streamjobs.index.follower import fresh_reader
 
         with fresh_reader(settings) as index:
             view = index.task(task_id)
     else:
-        view = status.latest(settings, task_id)
+        view = statusreads.latest(settings, task_id)
     if view is None:
         typer.echo(
             json.dumps({"task_id": task_id, "state": "unknown"})

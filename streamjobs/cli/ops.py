@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from streamjobs import status
+from streamjobs import status, statusreads
 from streamjobs.cli.options import (
     Bootstrap,
     Prefix,
@@ -324,7 +324,7 @@ def trace_command(
         jaeger_query_url=jaeger,
         service_name=service,
     )
-    view = status.latest(settings, task_id, timeout=10.0)
+    view = statusreads.latest(settings, task_id, timeout=10.0)
     url = settings.jaeger_query_url
     # the latest run's trace, and the earlier runs a redrive or replay links it to
     found = traceview.fetch_with_links(url, view.trace_id) if view and view.trace_id else []

@@ -15,7 +15,7 @@ from collections import Counter
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from streamjobs import status, topics
+from streamjobs import statusreads, topics
 from streamjobs.errors import Retry
 from streamjobs.models import Task, TaskState
 from streamjobs.producer import Producer
@@ -64,7 +64,7 @@ def run(settings: Settings, *, tasks: int, keys: int) -> bool:
     finally:
         worker.stop()
         thread.join()
-    views = status.snapshot(settings)
+    views = statusreads.snapshot(settings)
     states = Counter(views[i].state.value if i in views else "unknown" for i in ids)
     console.print(f"states on the status topic: {dict(states)}")
     console.print(

@@ -29,7 +29,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from streamjobs import client, status
+from streamjobs import client, status, statusreads
 from streamjobs.client import OffsetRange, read_range
 from streamjobs.envelope import decode_envelope
 from streamjobs.errors import BadInput
@@ -147,7 +147,7 @@ _Counts = tuple[dict[str, int], int, dict[str, int], int]
 
 def _read(settings: Settings, taken: int, timeout: float) -> _Counts:
     """States, recent successes and dead letters from one pass over the status and DLQ."""
-    views = [v for v in status.snapshot(settings, timeout=timeout).values()]
+    views = [v for v in statusreads.snapshot(settings, timeout=timeout).values()]
     mine = [v for v in views if v.queue == settings.queue]
     recent = sum(
         1 for v in mine if v.state.value == "succeeded" and v.updated_at_ms >= taken - 60_000

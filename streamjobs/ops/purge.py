@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from streamjobs import client, status
+from streamjobs import client, status, statusreads
 from streamjobs.errors import ConfigError
 from streamjobs.settings import Settings
 from streamjobs.status import StatusView
@@ -56,7 +56,7 @@ def purge(
     """
     if older_than < timedelta(0):
         raise ConfigError(f"older_than must not be negative, got {older_than}")
-    views = status.snapshot(settings)
+    views = statusreads.snapshot(settings)
     ids = expired(
         views,
         queue=None if all_queues else settings.queue,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from streamjobs import client, status
+from streamjobs import client, statusreads
 from streamjobs.envelope import Envelope
 from streamjobs.errors import BadInput, StreamJobsError, SubmitError
 from streamjobs.models import TaskState
@@ -80,7 +80,7 @@ class _Redriver:
         self.producer = producer
         self.actor = actor
         self.topics = queue_topics(settings)
-        self.statuses: dict[str, StatusView] = status.snapshot(settings)
+        self.statuses: dict[str, StatusView] = statusreads.snapshot(settings)
         self.done: set[str] = set()
         self.ledger = client.new_producer(settings) if producer is not None else None
 

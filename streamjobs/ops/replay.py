@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from streamjobs import client, status
+from streamjobs import client, statusreads
 from streamjobs.client import OffsetRange, read_range
 from streamjobs.envelope import Envelope, decode_envelope
 from streamjobs.errors import BadInput, ConfigError, SubmitError
@@ -134,7 +134,7 @@ class _Replayer:
         self.task = task
         self.force = force
         self.actor = actor
-        self.statuses: dict[str, StatusView] = status.snapshot(settings)
+        self.statuses: dict[str, StatusView] = statusreads.snapshot(settings)
         self.done: set[str] = set()
 
     def consider(self, record: client.Record) -> tuple[ReplayItem, Resubmission | None] | None:

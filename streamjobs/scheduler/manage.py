@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 
-from streamjobs import client, status
+from streamjobs import client, status, statusreads
 from streamjobs.errors import ConfigError
 from streamjobs.scheduler.book import Book, Entry
 from streamjobs.scheduler.state import (
@@ -129,7 +129,7 @@ def entry(settings: Settings, name: str) -> Entry:
 
 def recent_states(settings: Settings, fires: list[Fire]) -> dict[str, str]:
     """The current state of each fire's task (``unknown`` when its status expired)."""
-    views = {f.task_id: status.latest(settings, f.task_id) for f in fires}
+    views = {f.task_id: statusreads.latest(settings, f.task_id) for f in fires}
     return {tid: view.state.value if view else "unknown" for tid, view in views.items()}
 
 

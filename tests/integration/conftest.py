@@ -42,6 +42,7 @@ from streamjobs import (
     TaskState,
     Worker,
     status,
+    statusreads,
     topics,
 )
 from streamjobs.client import murmur2_partition
@@ -180,11 +181,11 @@ def dead_letters(settings: Settings) -> list[dict[str, Any]]:
 
 def statuses(settings: Settings) -> dict[str, StatusView]:
     """The latest status of every task id (one pass over the compacted status topic)."""
-    return status.snapshot(settings)
+    return statusreads.snapshot(settings)
 
 
 def latest(settings: Settings, task_id: str) -> StatusView | None:
-    return status.latest(settings, task_id)
+    return statusreads.latest(settings, task_id)
 
 
 def status_history(settings: Settings, task_id: str) -> list[StatusView]:
@@ -199,7 +200,7 @@ def status_history(settings: Settings, task_id: str) -> list[StatusView]:
 
 
 def state_of(settings: Settings, task_id: str) -> str | None:
-    view = status.latest(settings, task_id)
+    view = statusreads.latest(settings, task_id)
     return None if view is None else view.state.value
 
 

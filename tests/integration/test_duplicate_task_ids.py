@@ -27,7 +27,7 @@ from streamjobs import (
     TaskRegistry,
     TaskState,
     client,
-    status,
+    statusreads,
 )
 from streamjobs.errors import KafkaUnavailable
 from streamjobs.ops.purge import purge
@@ -120,7 +120,7 @@ def test_a_submit_with_a_known_id_and_other_arguments_raises_duplicate_task_and_
 
     assert _status_records(settings, task_id) == before
     assert _task_records(settings, task_id) == 1
-    view = status.latest(settings, task_id)
+    view = statusreads.latest(settings, task_id)
     assert view is not None
     assert (view.state, view.result) == (TaskState.SUCCEEDED, 700)
     assert runs["c"] == 1
@@ -153,7 +153,7 @@ def test_a_purged_task_id_is_free_again(
     task_id = uuid.uuid4().hex
     assert producer.submit(Charge(account="e", cents=1), task_id=task_id).wait(30.0) == 1
     assert purge(settings, timedelta(0)) == 1
-    assert status.latest(settings, task_id) is None
+    assert statusreads.latest(settings, task_id) is None
 
     reused = producer.submit(Charge(account="e", cents=2), task_id=task_id)
     assert reused.wait(30.0) == 2
@@ -179,7 +179,7 @@ def test_a_status_lookup_on_an_unreachable_broker_raises_instead_of_answering_un
 ) -> None:
     unreachable = settings.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})
     with pytest.raises(KafkaUnavailable):
-        status.latest(unreachable, "some-task", timeout=1.0)
+        statusreads.latest(unreachable, "some-task", timeout=1.0)
 
 
 class _Stalled:
@@ -200,11 +200,11 @@ def test_a_status_lookup_that_cannot_read_to_the_end_in_time_raises_instead_of_u
     settings: Settings, producer: Producer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handle = producer.submit(Charge(account="g", cents=1))
-    assert status.latest(settings, handle.task_id) is not None  # readable with time to do it
+    assert statusreads.latest(settings, handle.task_id) is not None  # readable with time to do it
     new_reader = client.new_reader
     monkeypatch.setattr(client, "new_reader", lambda s, **kw: _Stalled(new_reader(s, **kw)))
 
     started = time.monotonic()
     with pytest.raises(KafkaUnavailable, match="not read to its end"):
-        status.latest(settings, handle.task_id, timeout=1.0)
+        statusreads.latest(settings, handle.task_id, timeout=1.0)
     assert time.monotonic() - started < 5.0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streamjobs import Producer, Settings, TaskState, status
+from streamjobs import Producer, Settings, TaskState, statusreads
 from streamjobs.cli import app
 from streamjobs.client import murmur2_partition
 from streamjobs.index.follower import Follower
@@ -131,7 +131,7 @@ def test_two_writers_sharing_an_index_file_apply_each_record_once(
 
 
 def _all_final(settings: Settings, ids: list[str]) -> bool:
-    views = status.snapshot(settings)
+    views = statusreads.snapshot(settings)
     return all(t in views and views[t].state is TaskState.DEAD_LETTERED for t in ids)
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-from streamjobs import Producer, Settings, Task, TaskRegistry, status
+from streamjobs import Producer, Settings, Task, TaskRegistry, statusreads
 from streamjobs.cli import app
 from streamjobs.ops.inspect import inspect, render_text
 from streamjobs.topics import queue_topics
@@ -110,7 +110,7 @@ def test_inspect_shows_retry_tier_backlog_and_its_oldest_due_time(
     tier = report.tiers[0]
     assert [t.topic for t in report.tiers if t.kind == "retry"] == [retry_topic]
     assert (tier.kind, tier.delay, tier.lag) == ("retry", timedelta(hours=1), 1)
-    view = status.latest(settings, handle.task_id)
+    view = statusreads.latest(settings, handle.task_id)
     assert view is not None
     assert tier.oldest_due_ms == view.not_before_ms
     assert tier.oldest_due_ms is not None

@@ -20,6 +20,7 @@ from streamjobs import (
     TaskState,
     client,
     status,
+    statusreads,
 )
 from streamjobs.cli import app
 from streamjobs.errors import ConfigError
@@ -103,7 +104,7 @@ def test_redriven_task_runs_again_with_its_task_id_and_key_and_succeeds(
     assert (summary.redriven, summary.skipped, summary.failed) == (1, 0, 0)
     item = summary.items[0]
     assert (item.task_id, item.generation) == (handle.task_id, 1)
-    view = status.wait(settings, handle.task_id, 30.0, since_ms=handle.submitted_at_ms)
+    view = statusreads.wait(settings, handle.task_id, 30.0, since_ms=handle.submitted_at_ms)
     assert view.state is TaskState.SUCCEEDED
     assert view.result == {"charged": 7}
     assert (view.generation, view.attempt, view.key) == (1, 1, "customer-7")
@@ -134,7 +135,7 @@ def test_second_redrive_of_the_same_dead_letter_does_nothing(
     handle = producer.submit(Charge(order=1))
     wait_for(lambda: state_of(settings, handle.task_id) == "dead_lettered", 30.0)
     assert redrive(settings).redriven == 1
-    status.wait(settings, handle.task_id, 30.0, since_ms=handle.submitted_at_ms)
+    statusreads.wait(settings, handle.task_id, 30.0, since_ms=handle.submitted_at_ms)
     names = queue_topics(settings)
     before = {t: end_offsets(settings, t) for t in (names.main, names.redriven)}
 

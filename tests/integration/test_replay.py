@@ -23,6 +23,7 @@ from streamjobs import (
     TaskState,
     client,
     status,
+    statusreads,
 )
 from streamjobs.cli import app
 from streamjobs.ops.replay import replay
@@ -72,7 +73,7 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def finished(settings: Settings, ids: Iterable[str], generation: int) -> bool:
-    views = status.snapshot(settings)
+    views = statusreads.snapshot(settings)
     return all(
         (view := views.get(i)) is not None
         and view.generation >= generation
@@ -109,7 +110,7 @@ def test_replay_by_offset_reruns_exactly_the_selected_tasks_under_their_own_ids(
     assert calls == {0: 1, 1: 1, 2: 2, 3: 2, 4: 2, 5: 1}
     after = end_offsets(settings, main)
     assert after == {**before, partition: before[partition] + 3}
-    view = status.latest(settings, handles[3].task_id)
+    view = statusreads.latest(settings, handles[3].task_id)
     assert view is not None
     assert view.key == "one-key"
     assert view.attempt == 1
@@ -168,7 +169,7 @@ def test_replay_skips_succeeded_tasks_unless_forced(
     ids = [h.task_id for h in handles]
     wait_for(
         lambda: (
-            Counter(v.state for v in status.snapshot(settings).values())
+            Counter(v.state for v in statusreads.snapshot(settings).values())
             == {TaskState.SUCCEEDED: 2, TaskState.DEAD_LETTERED: 2}
         ),
         30.0,
@@ -230,7 +231,7 @@ def test_dry_run_replay_reports_what_it_would_do_and_writes_nothing(
     assert "would replay 3, skipped 0, failed 0" in result.output
     assert {t: end_offsets(settings, t) for t in before} == before
     for handle in handles:
-        view = status.latest(settings, handle.task_id)
+        view = statusreads.latest(settings, handle.task_id)
         assert view is not None
         assert (view.state, view.generation) == (TaskState.QUEUED, 0)
 
@@ -252,7 +253,7 @@ def test_undecodable_records_are_counted_as_failed_and_the_rest_is_replayed(
     assert failed[garbage.offset].startswith("decode_error")
     assert failed[tombstone.offset].startswith("empty_value")
     assert [i.task_id for i in summary.items if i.outcome == "replayed"] == [handle.task_id]
-    view = status.latest(settings, handle.task_id)
+    view = statusreads.latest(settings, handle.task_id)
     assert view is not None
     assert view.generation == 1
     assert (view.note or "").startswith(f"replayed from {main}[0]@{handle.offset} by ")
@@ -350,7 +351,7 @@ def test_replay_item_over_the_size_limit_fails_alone_and_the_rest_of_its_chunk_i
     assert [e.task_id for _, e in replayed] == others
     new_places = [(i.new_partition, i.new_offset) for i in summary.items if i.outcome == "replayed"]
     assert [(r.partition, r.offset) for r, _ in replayed] == new_places
-    view = status.latest(settings, big.task_id)
+    view = statusreads.latest(settings, big.task_id)
     assert view is not None
     assert (view.state, view.generation) == (TaskState.QUEUED, 0)
 

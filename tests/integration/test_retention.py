@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, status
+from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, statusreads
 from streamjobs.cli import app
 from streamjobs.ops.purge import purge
 from streamjobs.topics import queue_topics
@@ -78,8 +78,8 @@ def test_purge_tombstones_old_finished_statuses_and_keeps_unfinished_ones(
     purged = purge(settings, timedelta(0))
 
     assert purged == 2
-    assert status.latest(settings, done.task_id) is None
-    assert status.latest(settings, broken.task_id) is None
+    assert statusreads.latest(settings, done.task_id) is None
+    assert statusreads.latest(settings, broken.task_id) is None
     assert state_of(settings, running.task_id) == "running"
     assert state_of(settings, queued.task_id) == "queued"
     tombstones = {
@@ -121,9 +121,9 @@ def test_purge_leaves_other_queues_statuses_unless_asked_for_all(
 
     assert result.exit_code == 0, result.output
     assert "purged 1 finished task statuses" in result.output
-    assert status.latest(settings, finished[0]) is None
-    view = status.latest(images, finished[1])
+    assert statusreads.latest(settings, finished[0]) is None
+    view = statusreads.latest(images, finished[1])
     assert view is not None
     assert view.state is TaskState.SUCCEEDED
     assert purge(images, timedelta(0), all_queues=True) == 1
-    assert status.latest(images, finished[1]) is None
+    assert statusreads.latest(images, finished[1]) is None

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from streamjobs import Producer, Settings, TaskState, status, topics
+from streamjobs import Producer, Settings, TaskState, statusreads, topics
 from streamjobs.dev.secured import MECHANISM, SecuredBroker, make_certificates
 from streamjobs.errors import KafkaUnavailable
 from tests.fault.handlers import Sleepy
@@ -81,7 +81,7 @@ def secure_settings(broker: SecuredBroker, prefix: str, password: str = PASSWORD
 
 
 def status_of(settings: Settings, task_id: str) -> TaskState | None:
-    view = status.latest(settings, task_id)
+    view = statusreads.latest(settings, task_id)
     return None if view is None else view.state
 
 
@@ -122,7 +122,7 @@ def test_producer_worker_and_cli_connect_over_tls_with_scram_from_settings_only(
         worker.terminate()
         worker.wait(30.0)
         log.close()
-    view = status.latest(settings, handle.task_id)
+    view = statusreads.latest(settings, handle.task_id)
     assert view is not None
     assert view.result == 7
     shown = cli(env, "status", handle.task_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, status
+from streamjobs import Producer, Settings, Task, TaskRegistry, TaskState, statusreads
 from streamjobs.client import new_producer, produce_confirmed
 from streamjobs.index.follower import Follower
 from streamjobs.index.queries import IndexReader
@@ -50,13 +50,15 @@ def test_queued_is_visible_the_moment_submit_returns_and_only_the_submitted_topi
     later = producer.submit(Greet(name="later"), delay=timedelta(hours=1))
 
     for handle in handles:
-        view = status.latest(settings, handle.task_id)  # no wait: submit returned, Kafka has it
+        view = statusreads.latest(
+            settings, handle.task_id
+        )  # no wait: submit returned, Kafka has it
         assert view is not None
         assert view.state is TaskState.QUEUED
     view = later.status()
     assert view is not None
     assert view.state is TaskState.SCHEDULED
-    snapshot = status.snapshot(settings)
+    snapshot = statusreads.snapshot(settings)
     assert {h.task_id for h in [*handles, later]} <= snapshot.keys()
     assert read_topic(settings, queue_topics(settings).status) == []  # no worker wrote yet
     assert len(_submitted_records(settings, handles[0].task_id)) == 1
@@ -79,11 +81,11 @@ def test_a_submitted_record_landing_after_the_workers_outcome_never_regresses_it
     produce_confirmed(client, queue_topics(settings).submitted, [(handle.task_id.encode(), queued)])
     client.flush(10.0)
 
-    view = status.latest(settings, handle.task_id)
+    view = statusreads.latest(settings, handle.task_id)
     assert view is not None
     assert view.state is TaskState.SUCCEEDED
     assert view.result == "hello ada"
-    assert status.snapshot(settings)[handle.task_id].state is TaskState.SUCCEEDED
+    assert statusreads.snapshot(settings)[handle.task_id].state is TaskState.SUCCEEDED
     indexed = settings.model_copy(update={"index_path": tmp_path / "index.db"})
     with Follower(indexed) as follower:
         follower.catch_up()
@@ -130,9 +132,9 @@ def test_purge_removes_a_finished_task_from_both_topics(
 
     assert purge(settings, timedelta(0)) == 1
 
-    wait_for(lambda: status.latest(settings, done.task_id) is None, 10, message="purged")
+    wait_for(lambda: statusreads.latest(settings, done.task_id) is None, 10, message="purged")
     assert _submitted_records(settings, done.task_id)[-1] is None  # its queued fact: tombstoned
-    assert done.task_id not in status.snapshot(settings)
-    view = status.latest(settings, waiting.task_id)  # not final: kept
+    assert done.task_id not in statusreads.snapshot(settings)
+    view = statusreads.latest(settings, waiting.task_id)  # not final: kept
     assert view is not None
     assert view.state is TaskState.SCHEDULED

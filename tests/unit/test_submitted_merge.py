@@ -53,7 +53,8 @@ def _record(topic: str, state: TaskState | None, offset: int = 0, task_id: str =
 
 
 def _answer(records: list[Record]) -> StatusView | None:
-    """What a reader answers after ``records`` (in this order), as ``status.latest`` folds them."""
+    """What a reader answers after ``records`` (in this order), as ``statusreads.latest``
+    folds them."""
     best: dict[str, StatusView | None] = {STATUS: None, SUBMITTED: None}
     for record in records:
         best[record.topic] = newer(best[record.topic], record)

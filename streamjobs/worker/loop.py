@@ -51,7 +51,8 @@ from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord, Transa
 from streamjobs.worker.partitions import Assigned, Partition
 from streamjobs.worker.priorities import QueueGate
 from streamjobs.worker.quarantine import StartLedger
-from streamjobs.worker.ratelimit import Decision, RateGate
+from streamjobs.worker.ratelimit import Decision
+from streamjobs.worker.ratelimited import RateLimits
 from streamjobs.worker.settle import Settler
 from streamjobs.worker.stats import WorkerStats
 from streamjobs.worker.watchdog import Watchdog
@@ -103,13 +104,7 @@ class Worker:
         self._ledger: StartLedger | None = None
         self._handover_now: Handover | None = None  # while running
         # rate limits: this worker's share, and the tasks waiting for it (poll thread)
-        self._rates: RateGate[_Task] = RateGate(
-            {h.name: h.rate_limit for h in registry if h.rate_limit is not None},
-            settings.queue_rate,
-            max_held=settings.max_in_flight // 2,  # the other half stays for tasks that can run
-            now=time.monotonic(),
-        )
-        self._task_partitions: int | None = None  # of all the queue's task topics
+        self._limits = RateLimits(settings, registry, self._topics, self._parts)
         key_ordered = settings.ordering == "key_ordered"
         first = self._topics.first  # key_ordered serves one queue (settings check it)
         self._order = KeyOrder(settings, first, self._clients) if key_ordered else None
@@ -226,7 +221,7 @@ class Worker:
     @property
     def held_for_rate(self) -> int:
         """Tasks taken from Kafka and waiting for a rate limit's token (not started)."""
-        return self._rates.held
+        return self._limits.held
 
     @property
     def parked(self) -> int:
@@ -362,16 +357,16 @@ class Worker:
     # that the consumer holds no reference to the writer or the ledger once the worker stops
     def _on_assign(self, partitions: list[client.TopicPartition]) -> None:
         self._handover.assign(self.consumer, partitions)
-        self._reshare()
+        self._limits.reshare(self.consumer)
         self.assigned.set()
 
     def _on_revoke(self, partitions: list[client.TopicPartition]) -> None:
         self._handover.revoke(self.consumer, partitions)
-        self._reshare()
+        self._limits.reshare(self.consumer)
 
     def _on_lost(self, partitions: list[client.TopicPartition]) -> None:
         self._handover.lose(self.consumer, partitions)
-        self._reshare()
+        self._limits.reshare(self.consumer)
 
     def _on_commit(self, error: str | None, partitions: list[client.TopicPartition]) -> None:
         self._handover.committed(error, partitions)
@@ -397,7 +392,7 @@ class Worker:
         tier = self._topics.tier_delay(topic)
         if tier is not None and self._not_due(message, part, envelope, tier):
             return
-        decision = self._rate_decision(message, part, envelope)
+        decision = self._limits.decide(self.consumer, message, part, envelope)
         if decision is Decision.FULL:
             return  # not taken: its partition is paused until the held tasks have room
         self._begin(part, offset)
@@ -421,7 +416,7 @@ class Worker:
         if self._gate is not None:
             self._gate.took(self.consumer, part)
         if decision is Decision.HOLD:  # counted as queued: it waits in memory, not started
-            self._rates.hold(envelope.task, envelope.record_key, (message, envelope, handler, part))
+            self._limits.hold((message, envelope, handler, part))
             return
         self._submit(message, envelope, handler, part)
 
@@ -436,50 +431,16 @@ class Worker:
             self._topics.rank(message.topic) if self._gate is not None else 0,
         )
 
-    # -- rate limits (poll thread; streamjobs.worker.ratelimit) ------------------------------
-
-    def _rate_decision(
-        self, message: client.Record, part: Partition, envelope: Envelope
-    ) -> Decision:
-        """Whether a task may start now, waits (held, other tasks flow past it), or is left
-        unread with its partition paused because the worker holds all the tasks it may."""
-        if not self._rates.active or envelope.task not in self.registry:
-            return Decision.RUN  # an unknown task is dead-lettered: it takes no token
-        decision = self._rates.decide(envelope.task, envelope.record_key, time.monotonic())
-        if decision is Decision.FULL:
-            self._parts.rate_pause(self.consumer, part, message.offset)
-        return decision
-
     def _release_held(self) -> None:
-        """Start the held tasks that have their tokens now; drop those of partitions given
-        up (never started, their offsets uncommitted: the next owner reads them again)."""
-        if not self._rates.active:
-            return
-        started, dropped = self._rates.release(time.monotonic(), _given_up)
+        """Start the held tasks that have their tokens now (streamjobs.worker.ratelimited);
+        those of partitions given up leave the queued count."""
+        started, dropped = self._limits.release(self.consumer)
         if dropped:
             with self._queued_lock:
-                self._queued -= len(dropped)
+                self._queued -= dropped
                 self._queued_lock.notify()
         for task in started:
             self._submit(*task)
-        if self._rates.room_again:
-            self._parts.rate_resume(self.consumer)
-
-    def _reshare(self) -> None:
-        """After an assignment change: this worker's share of each limit is the fraction of
-        the queue's task partitions it owns now (the README's "Rate limits")."""
-        if not self._rates.active:
-            return
-        if self._task_partitions is None:
-            try:
-                count = len(self.consumer.partition_ids(self._topics.first.main))
-            except StreamJobsError as exc:
-                _log.warning("partition count unknown, assuming the settings': %s", exc)
-                count = 0
-            # topics ensure gives every task topic of the queue the main topic's count
-            count = count or self.settings.partitions
-            self._task_partitions = count * len(self._topics.task_topics)
-        self._rates.share(len(self._parts), self._task_partitions, time.monotonic())
 
     def _begin(self, part: Partition, offset: int) -> None:
         try:  # quarantine is a safety net: without the ledger, tasks still run
@@ -580,13 +541,6 @@ class Worker:
             self._queued += len(releases)
         for release in releases:
             release()
-
-
-_Task = tuple[client.Record, Envelope, Handler, Partition]
-
-
-def _given_up(task: _Task) -> bool:
-    return task[3].revoked
 
 
 def _bind(func: Callable[..., None], *args: Any) -> Callable[[], None]:

@@ -9,7 +9,7 @@ else, hold a global instance, or talk to Kafka.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -48,6 +48,21 @@ def parse_duration(text: str | float | int | timedelta) -> timedelta:
         return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     except (ValueError, OverflowError):  # "abc", "nan", "inf", "99999999999d"
         raise ConfigError(f"not a duration: {text!r} (use e.g. 250ms, 5s, 30m, 2h)") from None
+
+
+def parse_moment(text: str, *, naive: tzinfo | None) -> datetime:
+    """An ISO 8601 time, or a duration ago (``"90m"``: :func:`parse_duration`), as an aware
+    datetime. A time without a zone is in ``naive`` (None: this machine's local time)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return datetime.now(UTC) - parse_duration(text)
+        except ConfigError:
+            raise ConfigError(f"not an ISO time or a duration: {text!r}") from None
+    if moment.tzinfo is not None:
+        return moment
+    return moment.astimezone() if naive is None else moment.replace(tzinfo=naive)
 
 
 def format_duration(delay: timedelta) -> str:

@@ -28,7 +28,7 @@ from streamjobs.cli.options import (
     queue_options,
     setting_default,
 )
-from streamjobs.errors import ConfigError, StreamJobsError
+from streamjobs.errors import StreamJobsError
 from streamjobs.settings import Settings
 
 dlq_app = typer.Typer(help="List, show and re-drive dead letters.", no_args_is_help=True)
@@ -48,20 +48,9 @@ def _queue_settings(bootstrap: str | None, prefix: str | None, queue: str | None
 def parse_time(text: str | None) -> Any:
     """An ISO 8601 time (no zone = this machine's local time) or a duration ago (``90m``);
     None when the option was not given."""
-    from datetime import UTC, datetime
+    from streamjobs.settings import parse_moment
 
-    from streamjobs.settings import parse_duration
-
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            return datetime.now(UTC) - parse_duration(text)
-        except ConfigError:
-            raise ConfigError(f"not an ISO time or a duration: {text!r}") from None
-    return moment if moment.tzinfo is not None else moment.astimezone()
+    return parse_moment(text, naive=None) if text else None
 
 
 def _run_with_progress(settings: Settings, label: str, job: Any) -> Any:

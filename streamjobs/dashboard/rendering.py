@@ -22,8 +22,7 @@ from streamjobs.dashboard import auth
 from streamjobs.dashboard.live import Backlog
 from streamjobs.errors import ConfigError
 from streamjobs.index.queries import IndexReader
-from streamjobs.settings import Settings, format_duration, parse_duration
-from streamjobs.status import now_ms
+from streamjobs.settings import Settings, format_duration, parse_moment
 
 PAGE = 50
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -77,16 +76,10 @@ def render(request: Request, name: str, **context: Any) -> Response:
 
 
 def since(text: str | None) -> int | None:
-    """``1h`` (a duration ago) or an ISO time, as Unix ms; None when empty."""
+    """``1h`` (a duration ago) or an ISO time (no zone: UTC), as Unix ms; None when empty."""
     if not text:
         return None
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            return now_ms() - int(parse_duration(text).total_seconds() * 1000)
-        except ConfigError:
-            raise HTTPException(400, f"not a time or a duration: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+        return int(parse_moment(text, naive=UTC).timestamp() * 1000)
+    except ConfigError:
+        raise HTTPException(400, f"not a time or a duration: {text!r}") from None

@@ -236,3 +236,21 @@ def test_format_duration_round_trips_parse_duration(text: str) -> None:
 )
 def test_format_duration_picks_the_largest_exact_unit(delay: timedelta, text: str) -> None:
     assert format_duration(delay) == text
+
+
+def test_a_moment_is_an_iso_time_in_the_zone_given_for_naive_ones_or_a_duration_ago() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from streamjobs.settings import parse_moment
+
+    plus_two = timezone(timedelta(hours=2))
+    assert parse_moment("2026-01-02T03:04:05", naive=UTC) == datetime(
+        2026, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
+    assert parse_moment("2026-01-02T03:04:05", naive=plus_two).utcoffset() == timedelta(hours=2)
+    assert parse_moment("2026-01-02T03:04:05+02:00", naive=UTC).utcoffset() == timedelta(hours=2)
+    assert parse_moment("2026-01-02T03:04:05", naive=None).tzinfo is not None  # local time
+    ago = datetime.now(UTC) - parse_moment("90m", naive=UTC)
+    assert timedelta(minutes=89) < ago < timedelta(minutes=91)
+    with pytest.raises(ConfigError, match="not an ISO time or a duration: 'yesterday'"):
+        parse_moment("yesterday", naive=UTC)

@@ -21,13 +21,8 @@ from typing import Any
 from streamjobs import client, status
 from streamjobs.envelope import Envelope
 from streamjobs.errors import BadInput, Cancelled, StreamJobsError, error_text
-from streamjobs.middleware import (
-    AttemptContext,
-    AttemptOutcome,
-    Heard,
-    MiddlewareChain,
-    schedule_of,
-)
+from streamjobs.hookfacts import schedule_of
+from streamjobs.middleware import AttemptContext, AttemptOutcome, Heard, MiddlewareChain
 from streamjobs.models import TaskState
 from streamjobs.registry import Handler
 from streamjobs.retry import DeadLetter, RetryPolicy, decide

@@ -504,7 +504,7 @@ def test_a_middleware_that_cannot_tell_whether_it_wants_a_batch_gets_it(
 
 
 def test_the_schedule_of_a_fired_task_is_read_from_its_streamjobs_schedule_header() -> None:
-    from streamjobs.middleware import SCHEDULE_HEADER, schedule_of
+    from streamjobs.hookfacts import SCHEDULE_HEADER, schedule_of
 
     assert schedule_of([("traceparent", b"00-x"), (SCHEDULE_HEADER, b"nightly-cleanup")]) == (
         "nightly-cleanup"

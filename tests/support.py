@@ -35,3 +35,19 @@ def wait_for(
                 f"timed out after {timeout:g}s waiting for {message} (last value: {value!r:.200})"
             )
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def holds_for(
+    predicate: Callable[[], object], seconds: float, interval: float = 0.05, message: str = ""
+) -> None:
+    """Assert ``predicate`` stays truthy for ``seconds``, sampled every ``interval``: how a test
+    observes an absence (a commit that must not move, a fire that must not come), which only
+    a window can show. The failure names ``message`` and the value seen."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        assert value, f"{message} (value: {value!r:.200})"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(interval, left))

@@ -29,7 +29,7 @@ from tests.integration.conftest import (
     read_topic,
     statuses,
 )
-from tests.support import wait_for
+from tests.support import holds_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,14 +68,6 @@ def _runs(settings: Settings) -> Counter[str]:
 
 def _ends(settings: Settings, topic: str) -> dict[int, int]:
     return {p: max(0, o) for p, o in committed_offsets(settings, topic).items()}
-
-
-def _holds(predicate: Callable[[], bool], seconds: float, message: str) -> None:
-    """Assert ``predicate`` stays true for ``seconds`` (sampled): a commit that must not move."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert predicate(), message
-        time.sleep(0.05)
 
 
 def test_same_key_tasks_never_overlap_and_run_in_submit_order_while_keys_run_in_parallel(
@@ -168,10 +160,10 @@ def test_out_of_order_completion_commits_only_up_to_the_lowest_unfinished_offset
     views = statuses(settings)
     assert views[blocker.task_id].state is TaskState.RUNNING
     assert views[behind.task_id].state is TaskState.QUEUED  # same key: not before the blocker
-    _holds(
+    holds_for(
         lambda: committed_offset(settings, main, 0) == blocker.offset,
         1.5,
-        "the committed offset moved past the unfinished blocker",
+        message="the committed offset moved past the unfinished blocker",
     )
 
     release.set()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -23,7 +22,7 @@ from streamjobs.scheduler.state import schedule_of
 from tests.fault.schedule_handlers import plain, registry
 from tests.integration.conftest import ThreadWorker, latest
 from tests.integration.scheduling import due_times, fire_ids, gaps, state_of
-from tests.support import wait_for
+from tests.support import holds_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -178,11 +177,13 @@ def test_cli_pause_resume_trigger_remove_take_effect_on_the_running_leader_withi
 def _quiet_for(settings: Settings, *, after: datetime, seconds: float) -> None:
     """Assert that no fire due later than ``after`` appears for ``seconds`` (an absence can only
     be observed over a window)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+
+    def quiet() -> bool:
         late = _fires_due_after(settings, after)
         assert not late, f"fired after it should have stopped: {late}"
-        time.sleep(0.5)
+        return True
+
+    holds_for(quiet, seconds, interval=0.5)
 
 
 def test_schedules_list_and_show_report_cadence_next_and_last_fire_leader_and_task_states(

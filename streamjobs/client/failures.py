@@ -86,6 +86,9 @@ def connection_cause(error: Any) -> str | None:
         return f"{_CAUSES[code]}: {detail}"
     if code == KafkaError._TRANSPORT:
         lowered = detail.lower()
+        if "ssl" in lowered:  # the TLS session failed before Kafka answered: librdkafka reports
+            # "SSL handshake failed: ..." or "Disconnected: SSL connection closed by peer"
+            return f"{_CAUSES[KafkaError._SSL]}: {detail}"
         return next((c for word, c in _TRANSPORT_CAUSES if word in lowered), detail)
     if code == KafkaError._ALL_BROKERS_DOWN:
         return "all brokers down"

@@ -128,7 +128,7 @@ def test_submit_to_an_unreachable_cluster_raises_kafka_unavailable_within_the_co
 @pytest.mark.parametrize(
     ("secured", "cause"),
     [
-        ({"security_protocol": "SSL"}, "SSL handshake failed"),
+        ({"security_protocol": "SSL"}, "TLS handshake failed"),
         (
             {
                 "security_protocol": "SASL_PLAINTEXT",

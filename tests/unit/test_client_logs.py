@@ -196,6 +196,19 @@ def test_other_error_reports_are_warnings_and_fatal_ones_errors(
             "TLS handshake failed: SSL handshake failed: certificate verify failed",
         ),
         (
+            KafkaError._TRANSPORT,
+            "ssl://h:9093/bootstrap: Disconnected: SSL connection closed by peer "
+            "(after 3ms in state SSL_HANDSHAKE)",
+            "TLS handshake failed: Disconnected: SSL connection closed by peer",
+        ),
+        (
+            KafkaError._TRANSPORT,
+            "ssl://h:9093/bootstrap: SSL handshake failed: Disconnected: connecting to a "
+            "PLAINTEXT broker listener? (after 2ms in state SSL_HANDSHAKE)",
+            "TLS handshake failed: SSL handshake failed: Disconnected: connecting to a "
+            "PLAINTEXT broker listener?",
+        ),
+        (
             KafkaError._AUTHENTICATION,
             "sasl_ssl://h:9093/bootstrap: SASL authentication error: Authentication failed "
             "during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from streamjobs.client.admin import KafkaAdmin, cluster_ready
 from streamjobs.client.clients import KafkaClients, new_admin, new_producer, new_reader
+from streamjobs.client.config import transaction_timeout_s
 from streamjobs.client.consumer import KafkaConsumer
 from streamjobs.client.failures import metadata_too_large
 from streamjobs.client.partitioner import murmur2_partition
@@ -82,4 +83,5 @@ __all__ = [
     "ranges_to_end",
     "read_batches",
     "read_range",
+    "transaction_timeout_s",
 ]

@@ -75,14 +75,23 @@ def producer_config(settings: Settings, **overrides: Value) -> Config:
     return config
 
 
+#: a transaction spans one commit: if its worker dies, readers (read_committed) wait for it only
+#: this long; the passthrough may set another
+_TRANSACTION_TIMEOUT_MS = 10_000
+
+
 def transactional_config(settings: Settings, transactional_id: str) -> Config:
     """An exactly-once worker's producer: its own transactional id, short transactions."""
     overrides: Config = {"transactional.id": transactional_id}
-    # a transaction spans one commit: if its worker dies, readers (read_committed) wait for it
-    # only this long; the passthrough may set another
     if "transaction.timeout.ms" not in settings.kafka:
-        overrides["transaction.timeout.ms"] = 10_000
+        overrides["transaction.timeout.ms"] = _TRANSACTION_TIMEOUT_MS
     return producer_config(settings, **overrides)
+
+
+def transaction_timeout_s(settings: Settings) -> float:
+    """How long the coordinator lets a transaction of :func:`transactional_config` stay open
+    before aborting it (``transaction.timeout.ms``): waiting longer for its commit is futile."""
+    return int(settings.kafka.get("transaction.timeout.ms", _TRANSACTION_TIMEOUT_MS)) / 1000
 
 
 def consumer_config(settings: Settings, group: str) -> Config:

@@ -26,6 +26,7 @@ from streamjobs.errors import KafkaUnavailable
 
 _RESUMES = 3  # tries of a transactional call that keeps timing out
 _INIT_TIMEOUT_S = 30.0
+_MIN_CALL_S = 0.1  # a resumed call gets at least this long to learn an outcome already known
 
 
 class KafkaProducer:
@@ -132,13 +133,16 @@ class KafkaTransactionalProducer(KafkaProducer):
     def send_offsets(
         self, offsets: Sequence[TopicPartition], group: GroupMetadata, timeout: float = 30.0
     ) -> None:
-        """Add the consumed ``offsets`` to the open transaction (committed with it)."""
+        """Add the consumed ``offsets`` to the open transaction (committed with it), within
+        ``timeout`` seconds in all."""
         wanted = [KafkaTopicPartition(p.topic, p.partition, p.offset) for p in offsets]
-        self._repeating(self._producer.send_offsets_to_transaction, wanted, group.handle, timeout)
+        send = self._producer.send_offsets_to_transaction
+        self._repeating(lambda left: send(wanted, group.handle, left), timeout)
 
     def commit(self, timeout: float = 30.0) -> None:
-        """Commit; a retriable error leaves the outcome unknown, and the same call is the way
-        to learn it (librdkafka's contract), so it is repeated a few times before giving up."""
+        """Commit within ``timeout`` seconds in all; a retriable error leaves the outcome
+        unknown, and the same call is the way to learn it (librdkafka's contract), so it is
+        repeated (a few times, in what is left of ``timeout``) before giving up."""
         self._repeating(self._producer.commit_transaction, timeout)
 
     def abort(self, timeout: float = 30.0) -> bool:
@@ -166,15 +170,12 @@ class KafkaTransactionalProducer(KafkaProducer):
         self._call(self._producer.init_transactions, _INIT_TIMEOUT_S)
         self._ready = True
 
-    def _repeating(self, method: Callable[..., Any], *args: Any) -> None:
-        for attempt in range(_RESUMES):
-            try:
-                method(*args)
-                return
-            except KafkaException as exc:
-                if not is_retriable(exc) or attempt == _RESUMES - 1:
-                    self._fatal = self._fatal or is_fatal(exc)
-                    raise unavailable(exc, "transaction failed") from exc
+    def _repeating(self, call: Callable[[float], Any], timeout: float) -> None:
+        try:
+            resumed(call, timeout)
+        except KafkaException as exc:
+            self._fatal = self._fatal or is_fatal(exc)
+            raise unavailable(exc, "transaction failed") from exc
 
     def _call(self, method: Callable[..., Any], *args: Any) -> None:
         try:
@@ -182,6 +183,22 @@ class KafkaTransactionalProducer(KafkaProducer):
         except KafkaException as exc:
             self._fatal = self._fatal or is_fatal(exc)
             raise unavailable(exc, "transaction failed") from exc
+
+
+def resumed(
+    call: Callable[[float], Any], timeout: float, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """``call(seconds left)`` again after each retriable failure (librdkafka's resume
+    contract), at most ``_RESUMES`` times and within ``timeout`` seconds for all of them; raises
+    the last KafkaException."""
+    deadline = clock() + timeout
+    for attempt in range(_RESUMES):
+        try:
+            call(max(deadline - clock(), _MIN_CALL_S))
+            return
+        except KafkaException as exc:
+            if not is_retriable(exc) or attempt == _RESUMES - 1 or clock() >= deadline:
+                raise
 
 
 def produce_confirmed(

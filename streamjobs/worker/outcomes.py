@@ -169,6 +169,10 @@ class TransactionalWriter(OutcomeWriter):
         self._producer: client.TransactionalProducer = clients.transactional_producer(
             transactional_id
         )
+        # each transactional call's budget (its resumes included): past it the coordinator
+        # aborts the transaction anyway, and a poll thread blocked for longer (minutes, at
+        # 3 x 30 s per call) holds up every task of this worker
+        self._budget_s = client.transaction_timeout_s(settings)
 
     def write(self, records: Sequence[OutRecord], origin: Origin, done: Done | None) -> None:
         self._handover.append((records, origin, done))  # deque.append is thread-safe
@@ -197,8 +201,9 @@ class TransactionalWriter(OutcomeWriter):
                 for offset in sorted(o for o in stage if o < position.offset):
                     for record in stage.pop(offset):
                         self._produce(record, None)
-            self._producer.send_offsets(offsets, consumer.group_metadata(), 30.0)
-            self._producer.commit(30.0)
+            metadata = consumer.group_metadata()
+            self._producer.send_offsets(offsets, metadata, self._budget_s)
+            self._producer.commit(self._budget_s)
         except KafkaUnavailable as exc:
             self._recover(exc)
         return []
@@ -214,7 +219,7 @@ class TransactionalWriter(OutcomeWriter):
         offsets they completed must never be committed without them (Jepsen's advice after an
         unknown outcome: abort or fence, then rewind to the committed offsets)."""
         self._staged.clear()
-        if self._producer.abort(30.0):
+        if self._producer.abort(self._budget_s):
             raise TransactionAborted(f"transaction aborted: {exc}") from exc
         try:
             self._producer.renew()

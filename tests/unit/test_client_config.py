@@ -127,3 +127,12 @@ def test_tls_settings_map_to_librdkafka_keys_and_only_when_set() -> None:
     }.items() <= built.items()
     plain = config.common_config(Settings(bootstrap_servers="b:9092"))
     assert not {k for k in plain if k.startswith("ssl.")}
+
+
+def test_the_transaction_budget_is_the_transaction_timeout_the_producer_is_given() -> None:
+    settings = Settings()
+    assert config.transaction_timeout_s(settings) == 10.0
+    assert config.transactional_config(settings, "t")["transaction.timeout.ms"] == 10_000
+    chosen = Settings(kafka={"transaction.timeout.ms": "25000"})
+    assert config.transaction_timeout_s(chosen) == 25.0
+    assert config.transactional_config(chosen, "t")["transaction.timeout.ms"] == "25000"

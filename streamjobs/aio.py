@@ -138,20 +138,21 @@ class AsyncProducer:
         """Append ``task`` to the queue; returns once Kafka confirmed it. Same key, same order
         (among submits that were awaited in turn). Raises what ``Producer.submit`` raises."""
         sync = self._open()
-        prepare = functools.partial(
-            sync.prepare_submit,
-            task,
-            key=key,
-            task_id=task_id,
-            delay=delay,
-            eta=eta,
-            max_attempts=max_attempts,
-        )
         if sync.prepare_blocks(task, task_id):
             # an explicit id's status read, or the type's first schema write: off the loop
-            prepared = await asyncio.to_thread(prepare)
-        else:
-            prepared = prepare()  # pure CPU work: no read, no write
+            prepared = await asyncio.to_thread(
+                sync.prepare_submit,
+                task,
+                key=key,
+                task_id=task_id,
+                delay=delay,
+                eta=eta,
+                max_attempts=max_attempts,
+            )
+        else:  # pure CPU work: no read, no write
+            prepared = sync.prepare_submit(
+                task, key=key, task_id=task_id, delay=delay, eta=eta, max_attempts=max_attempts
+            )
         if isinstance(prepared, TaskHandle):  # a known task id, submitted with these arguments
             return AsyncTaskHandle(prepared)
         loop = asyncio.get_running_loop()

@@ -52,7 +52,6 @@ class PreparedTask:
     topic: str
     value: bytes
     status_value: bytes  # the queued (or scheduled) record: submitted topic, or status topic
-    headers: list[tuple[str, bytes]]
     submitted_at_ms: int
     delay: timedelta | None = None  # how long a scheduled task waits before it is due
     # every status record of the task carries these (its submission digest)
@@ -80,17 +79,30 @@ class PreparedTask:
         )
 
 
-@dataclass(slots=True, eq=False)
 class _Flight:
-    """A pipelined write: the two records of one task, and who hears the outcome."""
+    """A pipelined write: the two records of one task, and who hears the outcome. Each record's
+    report calls it (its Pendings' ``then``: no closure per write)."""
 
-    item: PreparedTask
-    done: Done
-    started: float
-    submitted: Pending = field(default_factory=Pending)
-    task: Pending = field(default_factory=Pending)
-    task_headers: list[tuple[str, bytes]] = field(default_factory=list)
-    reports: int = 0
+    __slots__ = (
+        "done",
+        "item",
+        "reports",
+        "started",
+        "submitted",
+        "task",
+        "task_headers",
+        "writer",
+    )
+
+    def __init__(self, writer: ConfirmedWriter, item: PreparedTask, done: Done) -> None:
+        self.writer, self.item, self.done = writer, item, done
+        self.started = time.monotonic()
+        self.submitted, self.task = Pending(then=self), Pending(then=self)
+        self.task_headers: Sequence[tuple[str, bytes]] = ()
+        self.reports = 0
+
+    def __call__(self) -> None:
+        self.writer._reported(self)
 
 
 class ConfirmedWriter:
@@ -151,12 +163,12 @@ class ConfirmedWriter:
         confirmed task will run; an unconfirmed one is an error, and its queued fact is taken
         back. A confirmed task whose submitted record failed gets it written again (late is
         harmless: any status of the worker outranks it)."""
-        item.error = failure(task, f"task {item.task_id}", self._timeout_s, item.task_id)
-        if item.error is not None:
+        if not task.done or task.error is not None:
+            item.error = failure(task, f"task {item.task_id}", self._timeout_s, item.task_id)
             self._withdraw(self._topics.submitted, [item], confirm=False)
             return
         item.handle = self._handle(item, task)
-        if failure(submitted, "", self._timeout_s, None) is not None:
+        if not submitted.done or submitted.error is not None:
             _log.warning(
                 "task %s is queued, but its submitted record was not confirmed (%s): writing "
                 "it again",
@@ -227,8 +239,7 @@ class ConfirmedWriter:
     def write_pipelined(self, item: PreparedTask, done: Done) -> None:
         """:meth:`write_each` of one new task without waiting: never blocks; ``done`` gets its
         handle or SubmitError on the resident poll thread (:meth:`start_pipelining`)."""
-        flight = _Flight(item, done, time.monotonic())
-        flight.submitted.then = flight.task.then = lambda: self._reported(flight)
+        flight = _Flight(self, item, done)
         # The task record first: librdkafka sends each partition's records in a request of its
         # own and the broker answers one connection's requests in turn, so the record produced
         # first is appended one request sooner, and a worker can start the task that much
@@ -270,9 +281,10 @@ class ConfirmedWriter:
             self._in_flight -= 1
         item = flight.item
         self._settle_new(item, flight.submitted, flight.task)
-        self.report([item], flight.started)
+        if self._middleware.observes_submits:
+            self.report((item,), flight.started)
         try:
-            flight.done(outcome(item))
+            flight.done(item.handle or outcome(item))
         except Exception:  # a callback's failure must not stop the poll thread
             _log.exception("submit callback of task %s failed", item.task_id)
 

@@ -265,7 +265,7 @@ class Producer:
             envelope, attempt=1, not_before_ms=None, submitted_at_ms=submitted, origin=origin
         )
         key = again.key
-        value = self._encoded(again, f"task {again.task_id}")
+        value = self._encoded(again, again.task_id)
         topic = self._topics.main
         prepared = PreparedTask(
             task=again.task,
@@ -274,7 +274,6 @@ class Producer:
             topic=topic,
             value=value,
             status_value=status.encode_status(again, TaskState.QUEUED, topic=topic, note=note),
-            headers=[],
             submitted_at_ms=submitted,
             status_headers=status.submission_headers(again),
             replay_of=(operation, list(headers or [])),
@@ -399,7 +398,7 @@ class Producer:
             not_before_ms=not_before_ms if state is TaskState.SCHEDULED else None,
             submitted_at_ms=submitted,
         )
-        value = self._encoded(envelope, f"task {task_type.name}")
+        value = self._encoded(envelope, task_type.name)
         if announce:
             self._announce(task_type)
         return PreparedTask(
@@ -409,7 +408,6 @@ class Producer:
             topic=topic,
             value=value,
             status_value=self._submitted_status(task_type, topic, state).encode(envelope),
-            headers=[],
             submitted_at_ms=submitted,
             delay=remaining,
             status_headers=status.submission_headers(envelope),
@@ -427,12 +425,13 @@ class Producer:
         return found
 
     def _encoded(self, envelope: Envelope, what: str) -> bytes:
-        """The envelope's bytes; PayloadTooLarge if the record would not fit."""
+        """The envelope's bytes; PayloadTooLarge (naming task ``what``) if the record would
+        not fit."""
         value = encode_envelope(envelope)
         size = len(value) + len(envelope.record_key) + _RECORD_OVERHEAD
         if size > self.settings.max_message_bytes:
             raise PayloadTooLarge(
-                f"{what} encodes to {size} bytes, over max_message_bytes="
+                f"task {what} encodes to {size} bytes, over max_message_bytes="
                 f"{self.settings.max_message_bytes}"
             )
         return value

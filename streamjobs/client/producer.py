@@ -229,14 +229,16 @@ def produce_confirmed(
 
 
 def _headers(headers: ProduceHeaders | None) -> list[tuple[str, str | bytes | None]] | None:
-    return list(headers) if headers else None
+    if not headers:
+        return None
+    return headers if type(headers) is list else list(headers)
 
 
 def _report(on_delivery: OnDelivery) -> Callable[[Any, Message], None]:
     def report(error: Any, message: Message) -> None:
-        if error is not None:
-            on_delivery(Delivery(describe(error)))
+        if error is None:  # ints on a delivered record
+            on_delivery(Delivery(None, message.partition() or 0, message.offset() or 0))
         else:
-            on_delivery(Delivery(None, int(message.partition() or 0), int(message.offset() or 0)))
+            on_delivery(Delivery(describe(error)))
 
     return report

@@ -33,7 +33,6 @@ def _item(task_id: str) -> PreparedTask:
         topic=MAIN,
         value=b"task:" + task_id.encode(),
         status_value=b"queued:" + task_id.encode(),
-        headers=[],
         submitted_at_ms=1,
         status_headers=[("digest", b"d")],
     )

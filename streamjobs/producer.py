@@ -172,7 +172,7 @@ class Producer:
     ) -> PreparedTask | TaskHandle:
         """What :meth:`submit` writes, or the existing handle of a known ``task_id`` (then
         nothing is to be written). Blocks only when :meth:`prepare_blocks` says so."""
-        not_before_ms = _due_ms(delay, eta)
+        not_before_ms = None if delay is None and eta is None else _due_ms(delay, eta)
         prepared = self._prepare(task, key, task_id, not_before_ms, max_attempts, announce=False)
         if task_id is not None:  # before anything is written, the schema record included
             known = statusreads.latest(self.settings, task_id, timeout=self._timeout_s)

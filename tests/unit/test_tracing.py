@@ -454,6 +454,20 @@ def test_the_library_path_never_imports_the_sdk() -> None:
     assert out.splitlines() == ["[]", "False"]
 
 
+def test_a_provider_installed_after_the_first_submit_is_seen_by_the_next() -> None:
+    out = _python(
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from streamjobs import tracing
+        print(tracing.active(), tracing.active())
+        trace.set_tracer_provider(TracerProvider())
+        print(tracing.active())
+        """
+    )
+    assert out.splitlines() == ["False False", "True"]
+
+
 def test_without_a_provider_an_incoming_trace_passes_through_to_retry_records() -> None:
     out = _python(
         f"""

@@ -91,6 +91,7 @@ from streamjobs.hookfacts import (
 )
 
 __all__ = [
+    "NOTHING_TO_WRAP",
     "SCHEDULE_HEADER",
     "AttemptContext",
     "AttemptOutcome",
@@ -149,6 +150,9 @@ class Middleware:
 
 
 _NOTHING: AbstractContextManager[None] = nullcontext()  # reusable: nullcontext keeps no state
+#: What a ``submit`` or ``attempt`` hook with nothing to wrap this time returns (the base class
+#: hooks' own): the chain then enters nothing for it.
+NOTHING_TO_WRAP = _NOTHING
 
 
 class MiddlewareChain:

@@ -41,6 +41,7 @@ from streamjobs.errors import Cancelled, Discard, Retry
 from streamjobs.metrics import running
 from streamjobs.metrics.tally import OutcomeTally, StartTally
 from streamjobs.middleware import (
+    NOTHING_TO_WRAP,
     AttemptContext,
     AttemptOutcome,
     Heard,
@@ -111,6 +112,7 @@ class WorkerMetrics(Middleware):
         # plain counts, rendered at scrape time: starts by the executor threads, outcomes by
         # the poll thread
         self.starts = StartTally()
+        self._started = self.starts.started  # bound once: called on every attempt
         self.tally = OutcomeTally(DURATION_BUCKETS)
         registry.register(_Outcomes(self.starts, self.tally))
 
@@ -119,14 +121,13 @@ class WorkerMetrics(Middleware):
         self.registry.register(_WorkerGauges(worker))
 
     def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
-        self.starts.started(ctx.queue, ctx.task)
-        return Middleware.attempt(self, ctx)  # nothing to wrap: the chain builds no guard
+        self._started(ctx.queue, ctx.task)
+        return NOTHING_TO_WRAP  # the chain builds no guard
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
         batch = Outcomes.of(heard)
-        succeeded = self.tally.succeeded
-        for ctx, seconds in batch.successes():  # the usual case: no outcome object built
-            succeeded(ctx.queue, ctx.task, seconds)
+        # the usual case, counted per task type: no context or outcome object built per success
+        self.tally.succeeded_many(batch.successes_by_task())
         for ctx, outcome in batch.failures():
             self.outcome(ctx, outcome)
 

@@ -64,6 +64,20 @@ class OutcomeTally:
         tally.duration_sum += seconds
         tally.succeeded += 1
 
+    def succeeded_many(self, durations: dict[tuple[str, str], list[float]]) -> None:
+        """Successes by (queue, task), their durations in order
+        (:meth:`~streamjobs.middleware.Outcomes.successes_by_task`): the same counts as
+        :meth:`succeeded` for each, a few list increments apiece."""
+        bounds = self.bounds
+        for (queue, task), seconds in durations.items():
+            tally = self._of(queue, task)
+            buckets, total = tally.buckets, tally.duration_sum
+            for value in seconds:
+                buckets[bisect_left(bounds, value)] += 1
+                total += value  # one by one, as succeeded() adds them: the same float sum
+            tally.duration_sum = total
+            tally.succeeded += len(seconds)
+
     def cancelled(self, queue: str, task: str, seconds: float) -> None:
         """An attempt that ended cancelled (neither a success nor a failure)."""
         tally = self._of(queue, task)

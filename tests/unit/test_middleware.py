@@ -360,6 +360,24 @@ def test_an_outcome_batch_reads_as_pairs_in_order_and_apart_as_successes_and_fai
     assert list(Outcomes.of([(second, retried)])) == [(second, retried)]
 
 
+def test_a_batchs_success_durations_group_by_queue_and_task_in_order() -> None:
+    email, report, other_queue = (
+        _attempt_ctx(task="Email"),
+        _attempt_ctx(task="Report"),
+        _attempt_ctx(task="Email", queue="bulk"),
+    )
+    retried = AttemptOutcome.failure(TaskState.RETRY_SCHEDULED, timedelta(0), OSError("x"))
+    batch = Outcomes(
+        [email.kept(), report, email, other_queue.kept(), email.kept()],
+        [0.25, 1.5, retried, AttemptOutcome.success(timedelta(seconds=2)), 0.5],
+    )
+    assert batch.successes_by_task() == {
+        ("default", "Email"): [0.25, 0.5],
+        ("default", "Report"): [1.5],
+        ("bulk", "Email"): [2.0],
+    }
+
+
 def test_a_chain_tells_every_middleware_one_outcomes_batch() -> None:
     batches: list[Sequence[Heard]] = []
 
@@ -577,6 +595,14 @@ def test_a_kept_context_is_told_as_an_equal_one_sharing_its_carry_headers() -> N
     assert outcome == AttemptOutcome.success(timedelta(seconds=0.5))
     with pytest.raises(AttributeError):
         told.no_such_field  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_a_context_defines_no_getattr_so_its_fields_read_on_the_interpreters_fast_path() -> None:
+    # a class-level __getattr__ makes every field read several times slower (tracing and
+    # metrics read a context's fields on every attempt); carry_headers is made lazily by a
+    # descriptor instead
+    assert not any("__getattr__" in vars(cls) for cls in AttemptContext.__mro__[:-1])
+    assert not hasattr(AttemptContext, "carry_headers")  # a field with a default factory
 
 
 def test_an_outcome_acknowledged_after_a_tell_is_told_at_the_next_one() -> None:

@@ -25,11 +25,21 @@ from streamjobs.metrics.heartbeat import (
     encode_report,
     latest_reports,
 )
-from streamjobs.metrics.prometheus import WorkerMetrics, exposition, new_registry
+from streamjobs.metrics.prometheus import (
+    DURATION_BUCKETS,
+    WorkerMetrics,
+    exposition,
+    new_registry,
+)
 from streamjobs.metrics.running import RunningTask
 from streamjobs.metrics.tally import OutcomeTally, StartTally
 from streamjobs.metrics.tasklog import TaskLog, fields_of, line_of
-from streamjobs.middleware import AttemptContext, AttemptOutcome, MiddlewareChain
+from streamjobs.middleware import (
+    NOTHING_TO_WRAP,
+    AttemptContext,
+    AttemptOutcome,
+    MiddlewareChain,
+)
 from streamjobs.models import TaskState
 from streamjobs.taskcontext import CurrentTask, running
 
@@ -319,6 +329,30 @@ def test_tally_buckets_include_their_upper_bound_as_prometheus_le_does() -> None
     assert counts.cumulative() == [1, 3, 4]
     assert counts.succeeded == 4
     assert counts.duration_sum == pytest.approx(8.6)
+
+
+def test_successes_counted_per_task_type_at_once_match_those_counted_one_by_one() -> None:
+    durations = [0.004, 0.1, 0.1000001, 0.73, 12.0, 4000.0, 1e-9]
+    one_by_one, at_once = OutcomeTally(DURATION_BUCKETS), OutcomeTally(DURATION_BUCKETS)
+    for tally in (one_by_one, at_once):
+        tally.succeeded("q", "T", 0.3)  # an earlier batch's
+    for seconds in durations:
+        one_by_one.succeeded("q", "T", seconds)
+    one_by_one.succeeded("q", "U", 1.0)
+    at_once.succeeded_many({("q", "T"): durations, ("q", "U"): [1.0]})
+    expected, got = dict(one_by_one.items()), dict(at_once.items())
+    assert got.keys() == expected.keys()
+    for key, tally in expected.items():
+        assert got[key].buckets == tally.buckets
+        assert got[key].succeeded == tally.succeeded
+        assert got[key].duration_sum == tally.duration_sum  # the same additions in order
+
+
+def test_the_start_count_is_all_worker_metrics_do_around_an_attempt() -> None:
+    metrics = WorkerMetrics(new_registry())
+    chain = MiddlewareChain([metrics])
+    assert chain.attempt(_ctx()) is NOTHING_TO_WRAP  # the chain builds no guard for it
+    assert metrics.starts.totals() == {("default", "Email"): 1}
 
 
 def test_attempts_started_on_several_threads_are_all_counted() -> None:

@@ -224,7 +224,7 @@ class Outcomes(Sequence[Heard]):
     them, and one that logs failures only does not even look at the successes' contexts.
     """
 
-    __slots__ = ("_contexts", "_outcomes")
+    __slots__ = ("_contexts", "_failed", "_outcomes")
 
     def __init__(
         self,
@@ -236,6 +236,7 @@ class Outcomes(Sequence[Heard]):
         seconds."""
         self._contexts = contexts
         self._outcomes = outcomes
+        self._failed: list[int] | None = None  # where the failures are, once looked for
 
     @classmethod
     def of(cls, heard: Iterable[Heard]) -> Outcomes:
@@ -281,6 +282,8 @@ class Outcomes(Sequence[Heard]):
         counting them needs, read from the kept fields without making a context per success."""
         grouped: dict[tuple[str, str], list[float]] = {}
         succeeded = TaskState.SUCCEEDED
+        queue = task = ""
+        durations: list[float] = []
         for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
             if isinstance(outcome, float):
                 seconds = outcome
@@ -289,19 +292,26 @@ class Outcomes(Sequence[Heard]):
             else:
                 continue
             fields = ctx if isinstance(ctx, dict) else ctx.__dict__  # AttemptContext.kept()
-            key = (fields["queue"], fields["task"])
-            try:
-                grouped[key].append(seconds)
-            except KeyError:
-                grouped[key] = [seconds]
+            if fields["task"] != task or fields["queue"] != queue or not grouped:
+                queue, task = fields["queue"], fields["task"]  # a batch is mostly one type
+                durations = grouped.setdefault((queue, task), [])
+            durations.append(seconds)
         return grouped
 
     def failures(self) -> Iterator[Heard]:
         """Every other outcome (retried, dead-lettered, cancelled) with its context."""
-        succeeded = TaskState.SUCCEEDED
-        for ctx, outcome in zip(self._contexts, self._outcomes, strict=True):
-            if not isinstance(outcome, float) and outcome.state is not succeeded:
-                yield _context(ctx), outcome
+        if self._failed is None:  # looked for once: every middleware that counts or logs asks
+            succeeded = TaskState.SUCCEEDED
+            self._failed = [
+                index
+                for index, outcome in enumerate(self._outcomes)
+                if not isinstance(outcome, float) and outcome.state is not succeeded
+            ]
+        contexts, outcomes = self._contexts, self._outcomes
+        for index in self._failed:
+            failed = outcomes[index]
+            assert not isinstance(failed, float)  # for mypy: a float is a success
+            yield _context(contexts[index]), failed
 
 
 def _context(entry: AttemptContext | KeptContext) -> AttemptContext:

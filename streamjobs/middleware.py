@@ -22,14 +22,17 @@ Hooks (override any; the defaults do nothing)::
     submitted(ctx, SubmitOutcome)-> called once Kafka confirmed the record, or the submit
                                     failed (on the submitting thread; keep it quick)
     attempt(ctx: AttemptContext) -> context manager around one handler attempt
-                                    (on the executor thread that runs the handler)
+                                    (on the executor thread that runs the handler; one that
+                                    only observes returns ``NOTHING_TO_WRAP``: no guard is
+                                    built for it)
     outcome(ctx, AttemptOutcome) -> called once the attempt's outcome is written: acknowledged
                                     by Kafka (at least once) or staged in the transaction
                                     (exactly once); on the worker's poll thread, keep it quick
     outcome_batch(Outcomes)      -> the outcomes written since the poll loop's last turn,
                                     in order, all at once (the default calls ``outcome`` for
                                     each): override it instead to count thousands a second
-                                    (``Outcomes.successes()`` builds no outcome per success)
+                                    (``Outcomes.successes()`` builds no outcome per success,
+                                    ``successes_by_task()`` not even a context)
     wants_submit() -> bool       -> asked once per submit call; False: no submit hook for
                                     its tasks (an idle middleware costs nothing per task)
 

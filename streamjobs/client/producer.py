@@ -9,6 +9,7 @@ what to write (the producer, the worker) nor its configuration (:mod:`streamjobs
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,6 +28,8 @@ from streamjobs.errors import KafkaUnavailable
 _RESUMES = 3  # tries of a transactional call that keeps timing out
 _INIT_TIMEOUT_S = 30.0
 _MIN_CALL_S = 0.1  # a resumed call gets at least this long to learn an outcome already known
+#: how long past its own timeout a transactional call is waited for before it is given up
+_UNRETURNED_MARGIN_S = 5.0
 
 
 class KafkaProducer:
@@ -171,11 +174,21 @@ class KafkaTransactionalProducer(KafkaProducer):
         self._ready = True
 
     def _repeating(self, call: Callable[[float], Any], timeout: float) -> None:
+        """:func:`resumed`, each try watched by :func:`bounded`: librdkafka's
+        ``send_offsets_to_transaction`` can block far past its timeout when the group
+        coordinator's broker is gone (confluentinc/librdkafka#5456, #5511). A try that does not
+        return is left to its thread and this instance is given up: :meth:`abort` refuses, so
+        the caller renews the producer, whose initialisation fences the stuck transaction."""
         try:
-            resumed(call, timeout)
+            resumed(lambda left: bounded(lambda: call(left), left + _UNRETURNED_MARGIN_S), timeout)
         except KafkaException as exc:
             self._fatal = self._fatal or is_fatal(exc)
             raise unavailable(exc, "transaction failed") from exc
+        except Unreturned as exc:
+            self._fatal = True  # this instance is busy for good: only a renewal helps
+            raise KafkaUnavailable(
+                f"transaction failed: {exc} (a known librdkafka hang, confluentinc/librdkafka#5456)"
+            ) from exc
 
     def _call(self, method: Callable[..., Any], *args: Any) -> None:
         try:
@@ -183,6 +196,32 @@ class KafkaTransactionalProducer(KafkaProducer):
         except KafkaException as exc:
             self._fatal = self._fatal or is_fatal(exc)
             raise unavailable(exc, "transaction failed") from exc
+
+
+class Unreturned(Exception):
+    """A librdkafka call did not return in time; it is left running on its thread."""
+
+
+def bounded(call: Callable[[], Any], timeout: float) -> None:
+    """``call()`` on a thread of its own, waited for at most ``timeout`` seconds: re-raises what
+    it raised, or raises :class:`Unreturned` (the call goes on, its thread a daemon)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, name="streamjobs-txn-call", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise Unreturned(f"a transactional call did not return within {timeout:g}s")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def resumed(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streamjobs.client.producer import resumed
+from streamjobs.client.producer import Unreturned, bounded, resumed
 
 
 class Clock:
@@ -62,3 +63,32 @@ def test_a_resumed_call_that_succeeds_returns_and_a_fatal_one_is_not_resumed() -
     with pytest.raises(KafkaException):
         resumed(fatal, 10.0, clock)
     assert len(fenced) == 1
+
+
+def test_a_bounded_call_returns_or_raises_what_it_raised() -> None:
+    done = list[int]()
+    bounded(lambda: done.append(1), 5.0)
+    assert done == [1]
+
+    def fails() -> None:
+        raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+
+    with pytest.raises(KafkaException):
+        bounded(fails, 5.0)
+
+
+def test_a_call_that_does_not_return_in_time_is_given_up_and_left_running() -> None:
+    # librdkafka's send_offsets_to_transaction can block far past its timeout when the group
+    # coordinator's broker is gone (confluentinc/librdkafka#5456): the poll thread must not
+    release = threading.Event()
+    finished = threading.Event()
+
+    def stuck() -> None:
+        release.wait(30.0)
+        finished.set()
+
+    with pytest.raises(Unreturned, match=r"did not return within 0\.2s"):
+        bounded(stuck, 0.2)
+    assert not finished.is_set()  # still running on its own thread
+    release.set()
+    assert finished.wait(5.0)

@@ -403,6 +403,10 @@ def test_exactly_once_survives_killing_the_transaction_coordinator_mid_transacti
     check_and_report("exactly-once, kill txn coordinator", run, fault_wall, drained_s)
     outcomes = _committed_outcomes(run.settings)
     twice = {t: n for t, n in outcomes.items() if n != 1}
-    print(f"  transaction open at the kill: {caught_open[0]}; outcomes seen twice: {len(twice)}")
+    hung = workers.all_logs().count("librdkafka#5456")
+    print(
+        f"  transaction open at the kill: {caught_open[0]}; outcomes seen twice: {len(twice)};"
+        f" transactional calls given up as hung: {hung}"
+    )
     assert not twice
     assert set(run.handles) <= set(outcomes)

@@ -377,6 +377,9 @@ class WorkerProcesses:
                 return Path(log.name).read_text(errors="replace")
         return ""
 
+    def all_logs(self) -> str:
+        return "".join(self.log_of(proc) for proc, _ in self._procs)
+
     def stop_all(self) -> None:
         for proc, log in self._procs:
             if proc.poll() is None:

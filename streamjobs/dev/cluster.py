@@ -85,6 +85,10 @@ def cluster_properties(quorum: Quorum, node_id: int) -> str:
         f"offsets.topic.replication.factor={replicas}\n"
         f"transaction.state.log.replication.factor={replicas}\n"
         f"transaction.state.log.min.isr={min_isr}\n"
+        # a partition per node for the groups' and the transactions' coordinators (a single
+        # node has one each): they spread over the nodes, as on a production cluster
+        f"offsets.topic.num.partitions={quorum.size}\n"
+        f"transaction.state.log.num.partitions={quorum.size}\n"
         f"share.coordinator.state.topic.replication.factor={replicas}\n"
         f"share.coordinator.state.topic.min.isr={min_isr}\n"
         # A frozen or dead node leaves the ISR (and acks=all stops waiting for it) after 10 s,

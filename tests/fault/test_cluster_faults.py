@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, ElectionType, TopicPartition
+from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka.admin import AdminClient
 
 from streamjobs import Producer, Settings, TaskState
@@ -89,15 +90,57 @@ def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
     return leader
 
 
-def _coordinator_of(bootstrap: str, transactional_id: str) -> int:
-    """The node coordinating ``transactional_id``: the leader of its ``__transaction_state``
-    partition, ``abs(javaHashCode(id)) % partitions`` as Kafka's TransactionStateManager has it."""
+def _coordinator_of(bootstrap: str, internal_topic: str, key: str) -> int:
+    """The node coordinating ``key`` (a transactional id in ``__transaction_state``, a group in
+    ``__consumer_offsets``): the leader of its partition, ``abs(javaHashCode(key)) % partitions``
+    as Kafka's coordinators have it."""
     h = 0
-    for unit in transactional_id.encode("utf-16-be").hex(" ", 2).split():
+    for unit in key.encode("utf-16-be").hex(" ", 2).split():
         h = (31 * h + int(unit, 16)) & 0xFFFFFFFF
-    metadata = _admin(bootstrap).list_topics("__transaction_state", timeout=10.0)
-    count = len(metadata.topics["__transaction_state"].partitions)
-    return leader_of(bootstrap, "__transaction_state", (h & 0x7FFFFFFF) % count)
+    metadata = _admin(bootstrap).list_topics(internal_topic, timeout=10.0)
+    count = len(metadata.topics[internal_topic].partitions)
+    return leader_of(bootstrap, internal_topic, (h & 0x7FFFFFFF) % count)
+
+
+def _coordinators_balanced(bootstrap: str) -> None:
+    """Both coordinator topics exist, each partition led by its preferred node (earlier
+    scenarios' kills moved leaders): their partitions' leaders cover every node again."""
+    admin = _admin(bootstrap)
+    admin.describe_consumer_groups(["test-coordinator-probe"])["test-coordinator-probe"].result(
+        timeout=30.0
+    )  # creates __consumer_offsets
+    producer = KafkaProducer(
+        {"bootstrap.servers": bootstrap, "transactional.id": "test-probe", "log_level": 0}
+    )
+    producer.init_transactions(60.0)  # creates __transaction_state
+    topics = admin.list_topics(timeout=10.0).topics
+    partitions = [
+        TopicPartition(name, p)
+        for name in ("__consumer_offsets", "__transaction_state")
+        for p in topics[name].partitions
+    ]
+    admin.elect_leaders(ElectionType.PREFERRED, partitions).result(timeout=30.0)  # errors: done
+    wait_for(
+        lambda: len({leader_of(bootstrap, tp.topic, tp.partition) for tp in partitions}) == 3,
+        30.0,
+        interval=0.5,
+        message="the coordinators' partitions to be led by every node",
+    )
+
+
+def _ids_sharing_the_group_coordinator(settings: Settings) -> list[str]:
+    """Static ids of two workers, the first one's transactions coordinated by the node that
+    also coordinates the group: killing it takes both coordinators at once, the case in which
+    librdkafka's send_offsets_to_transaction hangs (confluentinc/librdkafka#5456, #5511)."""
+    _coordinators_balanced(settings.bootstrap_servers)
+    group_node = _coordinator_of(settings.bootstrap_servers, "__consumer_offsets", settings.group)
+    for n in range(1000):
+        candidate = f"{settings.topic_prefix}-w0-{n}"
+        transactional_id = f"{settings.group}.{candidate}"  # worker/loop.py: "<group>.<id>"
+        node = _coordinator_of(settings.bootstrap_servers, "__transaction_state", transactional_id)
+        if node == group_node:
+            return [candidate, f"{settings.topic_prefix}-w1"]
+    raise AssertionError(f"no transactional id is coordinated by node {group_node}")
 
 
 def _under_replicated(bootstrap: str) -> int:
@@ -384,9 +427,11 @@ def _open_transaction(settings: Settings) -> bool:
 def test_exactly_once_survives_killing_the_transaction_coordinator_mid_transaction(
     cluster: LocalCluster, run: Run, workers: WorkerProcesses
 ) -> None:
-    instance_ids = [f"{run.settings.topic_prefix}-w{n}" for n in range(2)]
+    instance_ids = _ids_sharing_the_group_coordinator(run.settings)
     # the first worker's transactional id (worker/loop.py: "<group>.<static id>")
     transactional_id = f"{run.settings.group}.{instance_ids[0]}"
+    bootstrap = cluster.bootstrap
+    killed_group_coordinator: list[bool] = []
     caught_open: list[bool] = []
 
     def kill_coordinator_mid_transaction() -> None:
@@ -395,7 +440,10 @@ def test_exactly_once_survives_killing_the_transaction_coordinator_mid_transacti
         while not _open_transaction(run.settings) and time.monotonic() < deadline:
             pass
         caught_open.append(time.monotonic() < deadline)
-        cluster.node(_coordinator_of(cluster.bootstrap, transactional_id)).kill()
+        node = _coordinator_of(bootstrap, "__transaction_state", transactional_id)
+        group_node = _coordinator_of(bootstrap, "__consumer_offsets", run.settings.group)
+        killed_group_coordinator.append(node == group_node)
+        cluster.node(node).kill()
 
     fault_wall, drained_s = faulted_run(
         run, workers, kill_coordinator_mid_transaction, "--exactly-once", instance_ids=instance_ids
@@ -405,7 +453,8 @@ def test_exactly_once_survives_killing_the_transaction_coordinator_mid_transacti
     twice = {t: n for t, n in outcomes.items() if n != 1}
     hung = workers.all_logs().count("librdkafka#5456")
     print(
-        f"  transaction open at the kill: {caught_open[0]}; outcomes seen twice: {len(twice)};"
+        f"  transaction open at the kill: {caught_open[0]}; the group's coordinator killed too:"
+        f" {killed_group_coordinator[0]}; outcomes seen twice: {len(twice)};"
         f" transactional calls given up as hung: {hung}"
     )
     assert not twice

@@ -43,6 +43,9 @@ def test_the_cluster_lines_override_the_single_node_file() -> None:
     props = _props(SERVER_PROPERTIES + cluster_properties(QUORUM, 2))
     assert props["node.id"] == "2"
     assert props["offsets.topic.replication.factor"] == "3"
+    # the coordinators spread over the nodes: a partition each, not the single node's one
+    assert props["offsets.topic.num.partitions"] == "3"
+    assert props["transaction.state.log.num.partitions"] == "3"
 
 
 def test_bootstrap_lists_every_node() -> None:

@@ -25,6 +25,7 @@ rewind the consumer to the committed offsets (streamjobs.worker.outcomes, worker
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, ElectionType, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, ElectionType, KafkaException, TopicPartition
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka.admin import AdminClient
 
@@ -106,13 +107,18 @@ def _coordinators_balanced(bootstrap: str) -> None:
     """Both coordinator topics exist, each partition led by its preferred node (earlier
     scenarios' kills moved leaders): their partitions' leaders cover every node again."""
     admin = _admin(bootstrap)
-    admin.describe_consumer_groups(["test-coordinator-probe"])["test-coordinator-probe"].result(
-        timeout=30.0
-    )  # creates __consumer_offsets
     producer = KafkaProducer(
         {"bootstrap.servers": bootstrap, "transactional.id": "test-probe", "log_level": 0}
     )
     producer.init_transactions(60.0)  # creates __transaction_state
+    # looking up a group's coordinator creates __consumer_offsets (the lookup may time out
+    # while its partitions load: asked again until they are there)
+    wait_for(
+        lambda: _group_lookup(admin) and "__consumer_offsets" in admin.list_topics().topics,
+        60.0,
+        interval=1.0,
+        message="__consumer_offsets to be created",
+    )
     topics = admin.list_topics(timeout=10.0).topics
     partitions = [
         TopicPartition(name, p)
@@ -126,6 +132,13 @@ def _coordinators_balanced(bootstrap: str) -> None:
         interval=0.5,
         message="the coordinators' partitions to be led by every node",
     )
+
+
+def _group_lookup(admin: AdminClient) -> bool:
+    """Asks for a group's coordinator (whether the answer comes in time or not)."""
+    with contextlib.suppress(TimeoutError, KafkaException):
+        admin.describe_consumer_groups(["test-probe"])["test-probe"].result(timeout=5.0)
+    return True
 
 
 def _ids_sharing_the_group_coordinator(settings: Settings) -> list[str]:

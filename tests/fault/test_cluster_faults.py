@@ -9,7 +9,10 @@ keys while a fault hits the broker that matters for the scenario:
 (b) SIGKILL of the leader of a status partition;
 (c) SIGSTOP of a broker for 20 s, then SIGCONT;
 (d) ``--exactly-once``: SIGKILL of the transaction coordinator's broker while a transaction is
-    open.
+    open; the first worker's id is chosen so that this broker coordinates the group too, the
+    case in which librdkafka's send_offsets_to_transaction can hang past its timeout
+    (confluentinc/librdkafka#5456, #5511): the worker gives such a call up and replaces its
+    producer (client.producer.bounded), and the test prints how often that happened.
 
 For each: no task is lost (every ``submit()`` that returned a handle ends ``succeeded``; one that
 raised may or may not have run), each key's tasks first ran in submit order, and (d)
@@ -427,16 +430,6 @@ def _open_transaction(settings: Settings) -> bool:
     return ends["read_uncommitted"] != ends["read_committed"]
 
 
-@pytest.mark.xfail(
-    reason="known intermittent stall (2 CI runs on 2026-12-04/05, 2 of 25 runs under load on "
-    "2026-12-05): after the broker coordinating the group and a worker's transactions is "
-    "killed, librdkafka's send_offsets_to_transaction can block far past its timeout "
-    "(confluentinc/librdkafka#5456, #5511), and the thread stacks of a stalled run showed a "
-    "worker's poll thread inside it for minutes, the other polling with nothing to run. Since "
-    "then a call that does not return is given up and the producer renewed "
-    "(client.producer.bounded); kept non-strict until that has passed enough runs under load",
-    strict=False,
-)
 def test_exactly_once_survives_killing_the_transaction_coordinator_mid_transaction(
     cluster: LocalCluster, run: Run, workers: WorkerProcesses
 ) -> None:

@@ -1,7 +1,7 @@
 """The streamjobs exception tree: every error the library raises on purpose.
 
 Owns the error classes and their stable ``reason`` codes. Does not log, retry or decide routing:
-that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker.loop`.
+that is :mod:`streamjobs.retry` and :mod:`streamjobs.worker.routing`.
 
 ::
 

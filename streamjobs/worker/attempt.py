@@ -6,9 +6,9 @@ middleware around the handler, the ``running`` status, the handler call, and the
 retry policy decides (``succeeded``, a retry record, or a dead letter; ``cancelled``, never
 retried, for a task cancelled before it started or whose call ended in ``Cancelled``), handed to
 :class:`~streamjobs.worker.settle.Settler` to be written. Anything the handler raises,
-``BaseException`` included, is the attempt's outcome. Does not route records, own partitions,
-queue tasks for their key or commit (:mod:`streamjobs.worker.loop`,
-:mod:`streamjobs.worker.handover`).
+``BaseException`` included, is the attempt's outcome. Does not route records
+(:mod:`streamjobs.worker.routing`), own partitions, queue tasks for their key or commit
+(:mod:`streamjobs.worker.loop`, :mod:`streamjobs.worker.handover`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ that record their progress:
   the previous one already finished; every refused commit is logged at WARNING with its cause.
 
 Runs on the poll thread: librdkafka calls the rebalance and commit callbacks from ``consume``.
-Does not consume, route or run tasks (:mod:`streamjobs.worker.loop`), decide when partitions pause
+Does not consume, route or run tasks (:mod:`streamjobs.worker.loop`,
+:mod:`streamjobs.worker.routing`), decide when partitions pause
 (:mod:`streamjobs.worker.partitions`) or write outcomes (:mod:`streamjobs.worker.outcomes`).
 """
 

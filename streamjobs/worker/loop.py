@@ -3,9 +3,10 @@
 Owns the poll loop and the order of durable writes that makes "commit after success" true: an
 offset is committed only after the task's outcome (``succeeded`` status, or a retry record and
 ``retry_scheduled`` status, or a dead-letter record and ``dead_lettered`` status) is acknowledged
-by Kafka. Records are routed here (poll thread): tier records that are not yet due pause their
-partition instead of sleeping the thread; bad input is dead-lettered with a reason and never
-stops the loop; tasks go to a per-key serial executor so the poll loop never blocks on one;
+by Kafka. Each consumed record is routed on the poll thread by
+:mod:`streamjobs.worker.routing` (tier records that are not yet due pause their partition
+instead of sleeping the thread; bad input is dead-lettered with a reason and never stops the
+loop); the tasks it takes go to a per-key serial executor so the poll loop never blocks on one;
 ``key_ordered`` tasks parked behind a retry are bounded by pausing main-topic intake; tasks over
 a rate limit wait, unstarted, until :mod:`streamjobs.worker.ratelimit` releases them; with
 several queues, :mod:`streamjobs.worker.priorities` pauses the queues held back. One
@@ -24,35 +25,34 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
-from streamjobs import client, status
-from streamjobs.envelope import Envelope, decode_envelope
-from streamjobs.errors import BadInput, KafkaUnavailable, StreamJobsError, WorkerCrashed
+from streamjobs import client
+from streamjobs.envelope import Envelope
+from streamjobs.errors import KafkaUnavailable, StreamJobsError, WorkerCrashed
 from streamjobs.middleware import (
     Middleware,
     chain_of,
 )
 from streamjobs.registry import Handler, TaskRegistry
-from streamjobs.retry import clamp_attempt, pick_tier
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.taskcontext import CurrentTask
 from streamjobs.topics import served_topics
 from streamjobs.tracing import TracingMiddleware
 from streamjobs.worker.attempt import Attempts
-from streamjobs.worker.cancels import CancelFollower, not_started_note, settle_cancelled
+from streamjobs.worker.cancels import CancelFollower
 from streamjobs.worker.executor import KeyedExecutor
 from streamjobs.worker.handler_call import HandlerRunner
 from streamjobs.worker.handover import Handover
 from streamjobs.worker.keyorder import KeyOrder
-from streamjobs.worker.outcomes import Builder, OutcomeWriter, OutRecord, TransactionalWriter
+from streamjobs.worker.outcomes import Builder, OutcomeWriter, TransactionalWriter
 from streamjobs.worker.partitions import Assigned, Partition
 from streamjobs.worker.priorities import QueueGate
 from streamjobs.worker.quarantine import StartLedger
 from streamjobs.worker.ratelimit import Decision
 from streamjobs.worker.ratelimited import RateLimits
+from streamjobs.worker.routing import Router
 from streamjobs.worker.settle import Settler
 from streamjobs.worker.stats import WorkerStats
 from streamjobs.worker.watchdog import Watchdog
@@ -111,9 +111,9 @@ class Worker:
         self._runner: HandlerRunner | None = None
         self._settler: Settler | None = None  # while running
         self._attempts: Attempts | None = None  # while running
+        self._router: Router | None = None  # while running
         self._cancels: CancelFollower | None = None  # while running
         self._executor: KeyedExecutor | None = None
-        self._max_future_ms = int(settings.max_future.total_seconds() * 1000)
         # tasks handed to the executor and not finished yet (started or waiting for their key);
         # tasks whose outcome awaits its ack are bounded by the producer queue instead, and
         # parked ones (key_ordered) by max_parked
@@ -177,6 +177,16 @@ class Worker:
         )
         self._attempts = Attempts(
             self.settings, self.middleware, self._runner, self._settler, self._ledger
+        )
+        self._router = Router(
+            self.settings,
+            self.registry,
+            self._topics,
+            self._parts,
+            self._limits,
+            settler=self._settler,
+            ledger=self._ledger,
+            cancels=self._cancels.book,
         )
         self._watchdog = Watchdog(
             [self._executor.dead_threads, self._runner.dead_threads, self._cancels.dead_threads]
@@ -274,6 +284,11 @@ class Worker:
         return self._attempts
 
     @property
+    def router(self) -> Router:
+        assert self._router is not None, "the worker is not running"
+        return self._router
+
+    @property
     def _handover(self) -> Handover:
         assert self._handover_now is not None, "the worker is not running"
         return self._handover_now
@@ -349,6 +364,7 @@ class Worker:
         # release librdkafka clients now rather than at garbage collection
         self._writer = self._ledger = None
         self._settler = self._attempts = None
+        self._router = None
         self._handover_now = None
 
     # -- rebalances and commits (streamjobs.worker.handover) ---------------------------------------
@@ -371,37 +387,12 @@ class Worker:
     def _on_commit(self, error: str | None, partitions: list[client.TopicPartition]) -> None:
         self._handover.committed(error, partitions)
 
-    # -- routing (poll thread) -------------------------------------------------------------
+    # -- routing (poll thread; streamjobs.worker.routing) ------------------------------------
 
     def _on_message(self, message: client.Record) -> None:
-        topic, partition, offset = message.topic, message.partition, message.offset
-        part = self._parts.get((topic, partition))
-        if part is None or part.revoked or self._parts.refuse(self.consumer, part, offset):
-            return  # not ours any more, or paused: it will be read again after resume/seek
-        if part.finished_before(offset):  # the previous owner ran it (its commit metadata says)
-            self._retry_ended(message)  # key_ordered counted it as waiting on its tier
-            return
-        try:
-            envelope = self._decode(message)
-        except BadInput as exc:
-            self._begin(part, offset)
-            self.settler.dead_letter(message, part, None, exc.reason, exc)
-            return
-        if self._cancelled(message, part, envelope):
-            return
-        tier = self._topics.tier_delay(topic)
-        if tier is not None and self._not_due(message, part, envelope, tier):
-            return
-        decision = self._limits.decide(self.consumer, message, part, envelope)
-        if decision is Decision.FULL:
-            return  # not taken: its partition is paused until the held tasks have room
-        self._begin(part, offset)
-        try:
-            handler = self.registry.get(envelope.task)
-        except BadInput as exc:
-            self.settler.dead_letter(message, part, envelope, exc.reason, exc)
-            return
-        self._dispatch(message, envelope, handler, part, decision)
+        taken = self.router.route(self.consumer, message)
+        if taken is not None:
+            self._dispatch(message, *taken)
 
     def _dispatch(
         self,
@@ -441,64 +432,6 @@ class Worker:
                 self._queued_lock.notify()
         for task in started:
             self._submit(*task)
-
-    def _begin(self, part: Partition, offset: int) -> None:
-        try:  # quarantine is a safety net: without the ledger, tasks still run
-            self.ledger.cover(part.key, offset)
-        except KafkaUnavailable as exc:
-            _log.warning("%s: a crash here may go uncounted", exc)
-        part.next_offset = offset + 1
-        part.tracker.dispatched(offset)
-
-    def _decode(self, message: client.Record) -> Envelope:
-        value = message.value
-        if not value:
-            raise BadInput("empty or tombstone value on a task topic", reason="empty_value")
-        envelope = decode_envelope(value)
-        if clamp_attempt(envelope.attempt) is None:
-            raise BadInput(f"attempt {envelope.attempt} out of range", reason="bad_attempt")
-        due = envelope.not_before_ms
-        if due is not None and due - status.now_ms() > self._max_future_ms:
-            raise BadInput(f"due time {due} is beyond max_future", reason="due_too_far")
-        return envelope
-
-    def _cancelled(self, message: client.Record, part: Partition, envelope: Envelope) -> bool:
-        """A cancelled task never starts: settled ``cancelled`` when its record is read (a tier
-        record too, without waiting until it is due)."""
-        request = self._cancels.book.cancelled(envelope) if self._cancels else None
-        if request is None:
-            return False
-        self._begin(part, message.offset)
-        settle_cancelled(self.settler, part, message, envelope, note=not_started_note(request))
-        return True
-
-    def _not_due(
-        self, message: client.Record, part: Partition, envelope: Envelope, tier: timedelta
-    ) -> bool:
-        """Hold the partition if its head is not released yet; hop if released but not due."""
-        now = status.now_ms()
-        due = envelope.not_before_ms or 0
-        release = message.timestamp_ms + int(tier.total_seconds() * 1000)
-        release = min(release, due) if due else release
-        if release > now:
-            self._parts.hold(self.consumer, part, message.offset, release)
-            return True
-        if due > now:
-            self._begin(part, message.offset)
-            self._hop(message, part, timedelta(milliseconds=due - now))
-            return True
-        return False
-
-    def _hop(self, message: client.Record, part: Partition, remaining: timedelta) -> None:
-        """Move a released-but-not-due record to the tier that fits the rest of its wait."""
-        topic = message.topic
-        queue = self._topics.of(topic)
-        family = queue.retry if topic in queue.retry.values() else queue.delay
-        target = family[pick_tier(list(family), remaining)]
-        self.settler.settle(
-            part, message, [OutRecord(target, message.key, message.value, message.headers)]
-        )
-        self.stats.hopped += 1
 
     # -- execution (executor threads) ------------------------------------------------------
 

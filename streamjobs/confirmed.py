@@ -17,7 +17,7 @@ Also owns taking back the queued fact of a task Kafka may not have (tombstones),
 around producing each task record and what it hears after, and the pipelined mode of the
 asyncio API (:meth:`ConfirmedWriter.write_pipelined`: the same records, confirmed through a
 callback on the resident poll thread). Waiting for reports is :mod:`streamjobs.deliveries`'.
-Does not validate or encode tasks (:mod:`streamjobs.producer` does, into :class:`PreparedTask`).
+Does not validate or encode tasks (:mod:`streamjobs.submission` does, into :class:`PreparedTask`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Submitting tasks: ``Producer.submit`` and what it checks before anything is written.
 
-Owns validation, encoding and size checks before anything is produced, publishing a task type's
-writer schema once before its first task, ids, delays and due times, and the batches handed to the
-confirmed write (:mod:`streamjobs.confirmed`: a new task's submitted record and task record in one
+Owns the producer's client, publishing a task type's writer schema once before its first task,
+and the batches of prepared tasks (validated, encoded and size-checked before anything is
+produced, with their ids and due times: :mod:`streamjobs.submission`) handed to the confirmed
+write (:mod:`streamjobs.confirmed`: a new task's submitted record and task record in one
 round trip; a submit returns only once Kafka has the task, idempotent producer, ``acks=all``, and
 raises SubmitError otherwise), and the seam of the asyncio API (:meth:`Producer.prepare_submit`,
 :meth:`Producer.write_pipelined`). Replays and redrives queue existing envelopes again in batches:
@@ -19,36 +20,32 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Literal
 
 from streamjobs import cancels, client, status, statusreads
 from streamjobs.confirmed import ConfirmedWriter, PreparedTask, failure, outcome
 from streamjobs.deliveries import Pending
-from streamjobs.envelope import Envelope, encode_envelope
+from streamjobs.envelope import Envelope
 from streamjobs.errors import (
     ConfigError,
-    PayloadTooLarge,
     StreamJobsError,
     SubmitError,
 )
 from streamjobs.middleware import Middleware, chain_of
-from streamjobs.models import Task, TaskState
-from streamjobs.retry import pick_tier
+from streamjobs.models import Task
 from streamjobs.schemastore import schema_record
 from streamjobs.settings import Settings
-from streamjobs.status import SubmittedStatuses
+from streamjobs.submission import Preparer, due_ms
 from streamjobs.taskhandle import TaskHandle, existing_handle
-from streamjobs.taskids import new_id, new_ids
+from streamjobs.taskids import new_ids
 from streamjobs.tasktypes import TaskType
 from streamjobs.topics import queue_topics
 from streamjobs.tracing import TracingMiddleware
 
 RecordHeaders = Sequence[tuple[str, bytes | None]]
-# bytes a record needs beyond key, value and headers (record batch framing, generous)
-_RECORD_OVERHEAD = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +107,8 @@ class Producer:
         self._client: client.Producer | None = client.new_producer(
             settings, **{"message.timeout.ms": int(self._timeout_s * 1000)}
         )
-        self._types: dict[type[Task], TaskType] = {}
+        self._preparer = Preparer(settings, self._topics)
         self._announced: set[bytes] = set()
-        self._statuses: dict[tuple[str, str, TaskState], SubmittedStatuses] = {}
         self._lock = threading.Lock()
         self._writer = ConfirmedWriter(
             settings, lambda: self._producer, self._topics, self._middleware, self._timeout_s
@@ -172,19 +168,23 @@ class Producer:
     ) -> PreparedTask | TaskHandle:
         """What :meth:`submit` writes, or the existing handle of a known ``task_id`` (then
         nothing is to be written). Blocks only when :meth:`prepare_blocks` says so."""
-        not_before_ms = None if delay is None and eta is None else _due_ms(delay, eta)
-        prepared = self._prepare(task, key, task_id, not_before_ms, max_attempts, announce=False)
+        not_before_ms = None if delay is None and eta is None else due_ms(delay, eta)
+        if self._closed:
+            raise StreamJobsError("producer is closed")
+        prepared = self._preparer.prepare(task, key, task_id, not_before_ms, max_attempts)
         if task_id is not None:  # before anything is written, the schema record included
             known = statusreads.latest(self.settings, task_id, timeout=self._timeout_s)
             if known is not None:
                 return existing_handle(self.settings, known, prepared.status_headers)
-        self._announce(self._task_type(task))
+        self._announce(self._preparer.task_type(task))
         return prepared
 
     def prepare_blocks(self, task: Task, task_id: str | None) -> bool:
         """Whether :meth:`prepare_submit` may block: an explicit id's status read, or the task
         type's first schema write. Otherwise it is pure CPU work (microseconds)."""
-        return task_id is not None or self._task_type(task).fingerprint not in self._announced
+        return (
+            task_id is not None or self._preparer.task_type(task).fingerprint not in self._announced
+        )
 
     def start_pipelining(self) -> None:
         """Serve delivery reports on a resident thread, for :meth:`write_pipelined`."""
@@ -207,10 +207,12 @@ class Producer:
         if len(key_list) != len(task_list):
             raise ConfigError("submit_many: keys and tasks differ in length")
         ids = new_ids(len(task_list))
-        prepared = [
-            self._prepare(t, k, i, None, None)
-            for t, k, i in zip(task_list, key_list, ids, strict=True)
-        ]
+        preparer, prepared = self._preparer, []
+        for task, key, task_id in zip(task_list, key_list, ids, strict=True):
+            if self._closed:
+                raise StreamJobsError("producer is closed")
+            prepared.append(preparer.prepare(task, key, task_id, None, None))
+            self._announce(preparer.task_type(task))
         self._writer.write(prepared)
         return [p.handle for p in prepared if p.handle is not None]
 
@@ -260,25 +262,10 @@ class Producer:
                 f"task {envelope.task_id} belongs to queue {envelope.queue!r}, "
                 f"this producer to {self.settings.queue!r}"
             )
-        submitted = status.now_ms()
-        again = replace(
-            envelope, attempt=1, not_before_ms=None, submitted_at_ms=submitted, origin=origin
+        prepared = self._preparer.resubmitted(
+            envelope, note=note, origin=origin, headers=headers, operation=operation
         )
-        key = again.key
-        value = self._encoded(again, again.task_id)
-        topic = self._topics.main
-        prepared = PreparedTask(
-            task=again.task,
-            task_id=again.task_id,
-            key=key,
-            topic=topic,
-            value=value,
-            status_value=status.encode_status(again, TaskState.QUEUED, topic=topic, note=note),
-            submitted_at_ms=submitted,
-            status_headers=status.submission_headers(again),
-            replay_of=(operation, list(headers or [])),
-        )
-        return Resubmission(prepared.task_id, key, prepared.status_value, prepared)
+        return Resubmission(prepared.task_id, prepared.key, prepared.status_value, prepared)
 
     def resubmit_many(self, batch: Sequence[Resubmission]) -> list[TaskHandle | SubmitError]:
         """Write prepared re-submissions in one confirmed two-phase write, in ``batch`` order
@@ -302,7 +289,10 @@ class Producer:
         """Validate, encode and size-check ``task`` for the main topic, under the submit hooks
         of the producer's middleware (their headers are on the result); produces nothing but
         its type's writer schema (confirmed, once)."""
-        prepared = self._prepare(task, key, task_id, None, None)
+        if self._closed:
+            raise StreamJobsError("producer is closed")
+        prepared = self._preparer.prepare(task, key, task_id, None, None)
+        self._announce(self._preparer.task_type(task))
         headers: list[tuple[str, bytes]] = []
         hooks = self._middleware.for_submit()
         if hooks is not None:
@@ -358,84 +348,6 @@ class Producer:
             raise StreamJobsError("producer is closed")
         return self._client
 
-    def _task_type(self, task: Task) -> TaskType:
-        cls = type(task)
-        found = self._types.get(cls)
-        if found is None:
-            if not isinstance(task, Task):
-                raise ConfigError(f"submit() takes a streamjobs.Task, got {cls.__name__}")
-            found = self._types.setdefault(cls, TaskType(cls, cls.task_name))
-        return found
-
-    def _prepare(
-        self,
-        task: Task,
-        key: str | None,
-        task_id: str | None,
-        not_before_ms: int | None,
-        max_attempts: int | None,
-        *,
-        announce: bool = True,
-    ) -> PreparedTask:
-        if self._closed:
-            raise StreamJobsError("producer is closed")
-        task_type = self._task_type(task)
-        task_id = task_id or new_id()
-        submitted = status.now_ms()
-        topic, state, remaining = self._topics.main, TaskState.QUEUED, None
-        if not_before_ms is not None and not_before_ms > submitted:
-            remaining = timedelta(milliseconds=not_before_ms - submitted)
-            topic = self._topics.delay[pick_tier(self.settings.delay_tiers, remaining)]
-            state = TaskState.SCHEDULED
-        envelope = Envelope(
-            task_id=task_id,
-            task=task_type.name,
-            queue=self.settings.queue,
-            key=key,
-            payload=task_type.encode(task),
-            payload_schema=task_type.fingerprint,
-            max_attempts=max_attempts,
-            not_before_ms=not_before_ms if state is TaskState.SCHEDULED else None,
-            submitted_at_ms=submitted,
-        )
-        value = self._encoded(envelope, task_type.name)
-        if announce:
-            self._announce(task_type)
-        return PreparedTask(
-            task=task_type.name,
-            task_id=task_id,
-            key=key,
-            topic=topic,
-            value=value,
-            status_value=self._submitted_status(task_type, topic, state).encode(envelope),
-            submitted_at_ms=submitted,
-            delay=remaining,
-            status_headers=status.submission_headers(envelope),
-        )
-
-    def _submitted_status(
-        self, task_type: TaskType, topic: str, state: TaskState
-    ) -> SubmittedStatuses:
-        """The prebuilt encoder of a new task's queued (or scheduled) record."""
-        shape = (task_type.name, topic, state)
-        found = self._statuses.get(shape)
-        if found is None:
-            found = SubmittedStatuses(task_type.name, self.settings.queue, state, topic)
-            self._statuses[shape] = found  # two threads may both build it: the same bytes
-        return found
-
-    def _encoded(self, envelope: Envelope, what: str) -> bytes:
-        """The envelope's bytes; PayloadTooLarge (naming task ``what``) if the record would
-        not fit."""
-        value = encode_envelope(envelope)
-        size = len(value) + len(envelope.record_key) + _RECORD_OVERHEAD
-        if size > self.settings.max_message_bytes:
-            raise PayloadTooLarge(
-                f"task {what} encodes to {size} bytes, over max_message_bytes="
-                f"{self.settings.max_message_bytes}"
-            )
-        return value
-
     def _announce(self, task_type: TaskType) -> None:
         """Publish the writer schema once per type, confirmed before its first task."""
         if task_type.fingerprint in self._announced:
@@ -451,20 +363,3 @@ class Producer:
             if error is not None:
                 raise error
             self._announced.add(task_type.fingerprint)
-
-
-def _new_ids(count: int) -> list[str]:
-    """Random task ids (:mod:`streamjobs.taskids`); the inline test mode draws its own here."""
-    return new_ids(count)
-
-
-def _due_ms(delay: timedelta | None, eta: datetime | None) -> int | None:
-    if delay is not None and eta is not None:
-        raise ConfigError("give delay or eta, not both")
-    if delay is not None:
-        return status.now_ms() + int(delay.total_seconds() * 1000)
-    if eta is not None:
-        if eta.tzinfo is None:
-            raise ConfigError("eta must be timezone-aware (e.g. datetime.now(UTC))")
-        return int(eta.astimezone(UTC).timestamp() * 1000)
-    return None

@@ -31,11 +31,12 @@ from streamjobs.envelope import Envelope, decode_envelope, encode_envelope
 from streamjobs.errors import ConfigError, PayloadTooLarge, TaskFailed, UnknownTask
 from streamjobs.middleware import error_type
 from streamjobs.models import Task, TaskState
-from streamjobs.producer import _due_ms, _new_ids
 from streamjobs.registry import Handler, TaskRegistry
 from streamjobs.retry import DeadLetter, RetryPolicy, decide
 from streamjobs.settings import Settings
+from streamjobs.submission import due_ms
 from streamjobs.taskcontext import CurrentTask, running
+from streamjobs.taskids import new_id
 from streamjobs.tasktypes import TaskType
 from streamjobs.worker.handler_call import result_json
 
@@ -118,14 +119,14 @@ class InlineProducer:
             raise ConfigError(f"submit() takes a streamjobs.Task, got {type(task).__name__}")
         task_type = self._types.setdefault(type(task), TaskType(type(task), task.task_name))
         envelope = Envelope(
-            task_id=task_id or _new_ids(1)[0],
+            task_id=task_id or new_id(),
             task=task_type.name,
             queue=self.settings.queue,
             key=key,
             payload=task_type.encode(task),
             payload_schema=task_type.fingerprint,
             max_attempts=max_attempts,
-            not_before_ms=_due_ms(delay, eta),
+            not_before_ms=due_ms(delay, eta),
             submitted_at_ms=status.now_ms(),
         )
         run = self._run(envelope, task_type)

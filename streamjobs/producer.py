@@ -171,12 +171,15 @@ class Producer:
         not_before_ms = None if delay is None and eta is None else due_ms(delay, eta)
         if self._closed:
             raise StreamJobsError("producer is closed")
-        prepared = self._preparer.prepare(task, key, task_id, not_before_ms, max_attempts)
+        task_type = self._preparer.task_type(task)
+        prepared = self._preparer.prepare(
+            task_type, task, key, task_id, not_before_ms, max_attempts
+        )
         if task_id is not None:  # before anything is written, the schema record included
             known = statusreads.latest(self.settings, task_id, timeout=self._timeout_s)
             if known is not None:
                 return existing_handle(self.settings, known, prepared.status_headers)
-        self._announce(self._preparer.task_type(task))
+        self._announce(task_type)
         return prepared
 
     def prepare_blocks(self, task: Task, task_id: str | None) -> bool:
@@ -211,8 +214,9 @@ class Producer:
         for task, key, task_id in zip(task_list, key_list, ids, strict=True):
             if self._closed:
                 raise StreamJobsError("producer is closed")
-            prepared.append(preparer.prepare(task, key, task_id, None, None))
-            self._announce(preparer.task_type(task))
+            task_type = preparer.task_type(task)
+            prepared.append(preparer.prepare(task_type, task, key, task_id, None, None))
+            self._announce(task_type)
         self._writer.write(prepared)
         return [p.handle for p in prepared if p.handle is not None]
 
@@ -291,8 +295,9 @@ class Producer:
         its type's writer schema (confirmed, once)."""
         if self._closed:
             raise StreamJobsError("producer is closed")
-        prepared = self._preparer.prepare(task, key, task_id, None, None)
-        self._announce(self._preparer.task_type(task))
+        task_type = self._preparer.task_type(task)
+        prepared = self._preparer.prepare(task_type, task, key, task_id, None, None)
+        self._announce(task_type)
         headers: list[tuple[str, bytes]] = []
         hooks = self._middleware.for_submit()
         if hooks is not None:

@@ -54,14 +54,15 @@ class Preparer:
 
     def prepare(
         self,
+        task_type: TaskType,
         task: Task,
         key: str | None,
         task_id: str | None,
         not_before_ms: int | None,
         max_attempts: int | None,
     ) -> PreparedTask:
-        """A new task, due at ``not_before_ms`` (None: now)."""
-        task_type = self.task_type(task)
+        """A new ``task`` of ``task_type`` (:meth:`task_type`), due at ``not_before_ms``
+        (None: now)."""
         task_id = task_id or new_id()
         submitted = status.now_ms()
         topic, state, remaining = self._topics.main, TaskState.QUEUED, None

@@ -36,6 +36,7 @@ def _log_crash(thread: str, exc: BaseException) -> None:
 class _Ready(Protocol):
     def put(self, entry: Entry | None) -> None: ...
     def get(self) -> Entry | None: ...
+    def empty(self) -> bool: ...
 
 
 class _Ranked:
@@ -56,6 +57,9 @@ class _Ranked:
         rank = -1 if entry is None else entry[2] if self._ordered else 0
         self._ranks[rank].append(entry)
         self._tokens.put(None)
+
+    def empty(self) -> bool:
+        return self._tokens.empty()
 
     def get(self) -> Entry | None:
         self._tokens.get()
@@ -90,6 +94,8 @@ class KeyedExecutor:
         self._waiting: dict[Hashable, deque[tuple[WorkItem, int]]] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when no key has work left
+        self._busy = 0  # threads running an item (under _lock)
+        self._started: threading.Event | None = None  # set when a thread takes an item
         self._threads = [
             threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
             for i in range(concurrency)
@@ -107,6 +113,28 @@ class KeyedExecutor:
                 return
             self._waiting[key] = deque()
         self._ready.put((key, item, rank))
+
+    def hand_off(self, timeout: float) -> None:
+        """After submitting: while a pool thread is idle and an item is ready, wait (up to
+        ``timeout``) until a thread has started one.
+
+        The submitting thread (the worker's poll thread) holds the GIL: a pool thread woken
+        by :meth:`submit` starts its item only once the submitter lets go of it, and the rest
+        of a poll-loop turn (producing outcomes, commits, pauses) lets go only in passing, so
+        on a lightly loaded worker a task used to start after that bookkeeping, one more
+        thread wake-up later. Waiting here, without the GIL, hands the idle thread the GIL
+        and the core at once. Returns at once when every thread is busy (they take the
+        items when they can; waiting would only hold up the submitter) or nothing is ready.
+        """
+        started = threading.Event()
+        with self._lock:
+            if self._busy >= len(self._threads) or self._ready.empty():
+                return
+            self._started = started
+        try:
+            started.wait(timeout)
+        finally:
+            self._started = None
 
     def waiting(self) -> list[int]:
         """Items submitted and not started yet, per rank (empty with a single rank)."""
@@ -132,14 +160,19 @@ class KeyedExecutor:
             if entry is None:
                 return
             key, item, rank = entry
-            if self._unstarted is not None:
-                with self._lock:
+            with self._lock:
+                self._busy += 1
+                if self._unstarted is not None:
                     self._unstarted[rank] -= 1
+                started = self._started
+            if started is not None:
+                started.set()
             try:
                 item()
             except BaseException as exc:  # a work item must not kill the pool
                 self._on_crash(threading.current_thread().name, exc)
             with self._lock:
+                self._busy -= 1
                 waiting = self._waiting[key]
                 if not waiting:
                     del self._waiting[key]

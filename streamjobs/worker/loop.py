@@ -61,6 +61,9 @@ _log = logging.getLogger(__name__)
 _BATCH = 500
 # how long an idle poll blocks; outcomes queued by handlers wait at most this long to be produced
 _POLL_TIMEOUT_S = 0.02
+# how long a turn waits for an idle executor thread to start what it was just given (the GIL's
+# switch interval: past it that thread would have taken the GIL by force anyway)
+_HAND_OFF_S = 0.005
 _PROGRESS_EVERY_S = 1.0  # how often the poll thread publishes partition progress in its stats
 
 
@@ -303,6 +306,8 @@ class Worker:
                 return
             for record in records:
                 self._on_message(record)
+            if records and self._executor is not None:
+                self._executor.hand_off(_HAND_OFF_S)  # the task starts before the bookkeeping
         else:
             # the executor is full: give it a moment rather than pausing (a pause makes
             # librdkafka drop and re-fetch its prefetched records)

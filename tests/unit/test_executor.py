@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -245,3 +246,55 @@ def test_shutdown_finishes_submitted_items_then_stops_its_threads() -> None:
     executor.shutdown(timeout=DEADLINE)
     assert sum(len(ran) for ran in probe.order.values()) == 30
     assert not [t for t in threading.enumerate() if t.name.startswith(name)]
+
+
+def test_hand_off_returns_once_an_idle_thread_has_started_the_item(
+    make_executor: Callable[[int], KeyedExecutor],
+) -> None:
+    executor = make_executor(1)
+    started, release = threading.Event(), threading.Event()
+
+    def block() -> None:
+        started.set()
+        release.wait(DEADLINE)
+
+    try:
+        executor.submit("a", block)
+        began = time.monotonic()
+        executor.hand_off(DEADLINE)  # returns when the thread takes the item, not at the timeout
+        assert time.monotonic() - began < DEADLINE / 2
+        assert started.wait(DEADLINE)
+    finally:
+        release.set()
+
+
+def test_hand_off_does_not_wait_while_every_thread_is_busy(
+    make_executor: Callable[[int], KeyedExecutor],
+) -> None:
+    executor = make_executor(1)
+    a_started, release, b_ran = threading.Event(), threading.Event(), threading.Event()
+
+    def block() -> None:
+        a_started.set()
+        release.wait(DEADLINE)
+
+    try:
+        executor.submit("a", block)
+        assert a_started.wait(DEADLINE)
+        executor.submit("b", b_ran.set)  # ready, but the only thread is busy
+        began = time.monotonic()
+        executor.hand_off(DEADLINE)
+        assert time.monotonic() - began < DEADLINE / 2
+        assert not b_ran.is_set()
+    finally:
+        release.set()
+    assert b_ran.wait(DEADLINE)
+
+
+def test_hand_off_does_not_wait_when_nothing_is_ready(
+    make_executor: Callable[[int], KeyedExecutor],
+) -> None:
+    executor = make_executor(2)
+    began = time.monotonic()
+    executor.hand_off(DEADLINE)
+    assert time.monotonic() - began < DEADLINE / 2

@@ -44,6 +44,7 @@ class Noop(Task):
 registry = TaskRegistry()
 _state: dict[str, object] = {}
 _finished = threading.Event()  # set by the handler that completes the expected count
+_counting = threading.Lock()
 
 
 @registry.handler(Noop)
@@ -54,12 +55,13 @@ def noop(task: Noop) -> None:
         lat = _state.setdefault("latencies", [])
         assert isinstance(lat, list)
         lat.append((time.time_ns() - task.sent_ns) / 1e6)
-    count = _state.get("count", 0)
-    assert isinstance(count, int)
-    if count == 0:
-        _state["first"] = time.time()
-    _state["count"] = count + 1
-    _state["last"] = time.time()
+    with _counting:  # several executor threads (concurrency > 1) count too
+        count = _state.get("count", 0)
+        assert isinstance(count, int)
+        if count == 0:
+            _state["first"] = time.time()
+        _state["count"] = count + 1
+        _state["last"] = time.time()
     if count + 1 == _state.get("expect"):
         _finished.set()
 

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=1000, ge=1)
     # key_ordered only: tasks held back behind a retry of their key. At this many the worker
     # pauses its main-topic partitions (tiers keep flowing) until half of them are released;
-    # parked tasks stay below max_parked + max_in_flight (see streamjobs.worker.loop)
+    # parked tasks stay below max_parked + max_in_flight (see streamjobs.worker.intake)
     max_parked: int = Field(default=1000, ge=1)
     # task starts per period over the whole group, all task types: "50/s", "100/m", "500/h"
     queue_rate_limit: str | None = None

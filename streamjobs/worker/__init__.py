@@ -1,7 +1,8 @@
 """The worker subsystem: everything between a consumed task record and its commit.
 
 ``Worker`` (:mod:`streamjobs.worker.loop`) is the public entry; the other modules are its parts:
-routing each consumed record (:mod:`~streamjobs.worker.routing`), running handlers
+routing each consumed record (:mod:`~streamjobs.worker.routing`), the tasks taken and not
+finished (:mod:`~streamjobs.worker.intake`), running handlers
 (:mod:`~streamjobs.worker.executor`, :mod:`~streamjobs.worker.handler_call`), the partitions it
 owns (:mod:`~streamjobs.worker.partitions`, :mod:`~streamjobs.worker.offsets`,
 :mod:`~streamjobs.worker.handover`), writing outcomes (:mod:`~streamjobs.worker.outcomes`), key

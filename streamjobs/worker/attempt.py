@@ -8,7 +8,7 @@ retried, for a task cancelled before it started or whose call ended in ``Cancell
 :class:`~streamjobs.worker.settle.Settler` to be written. Anything the handler raises,
 ``BaseException`` included, is the attempt's outcome. Does not route records
 (:mod:`streamjobs.worker.routing`), own partitions, queue tasks for their key or commit
-(:mod:`streamjobs.worker.loop`, :mod:`streamjobs.worker.handover`).
+(:mod:`streamjobs.worker.intake`, :mod:`streamjobs.worker.handover`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ that record their progress:
 
 Runs on the poll thread: librdkafka calls the rebalance and commit callbacks from ``consume``.
 Does not consume, route or run tasks (:mod:`streamjobs.worker.loop`,
-:mod:`streamjobs.worker.routing`), decide when partitions pause
+:mod:`streamjobs.worker.routing`, :mod:`streamjobs.worker.intake`), decide when partitions pause
 (:mod:`streamjobs.worker.partitions`) or write outcomes (:mod:`streamjobs.worker.outcomes`).
 """
 

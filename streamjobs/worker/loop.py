@@ -6,11 +6,12 @@ offset is committed only after the task's outcome (``succeeded`` status, or a re
 by Kafka. Each consumed record is routed on the poll thread by
 :mod:`streamjobs.worker.routing` (tier records that are not yet due pause their partition
 instead of sleeping the thread; bad input is dead-lettered with a reason and never stops the
-loop); the tasks it takes go to a per-key serial executor so the poll loop never blocks on one;
-``key_ordered`` tasks parked behind a retry are bounded by pausing main-topic intake; tasks over
-a rate limit wait, unstarted, until :mod:`streamjobs.worker.ratelimit` releases them; with
-several queues, :mod:`streamjobs.worker.priorities` pauses the queues held back. One
-attempt (executor thread) is :mod:`streamjobs.worker.attempt`'s, writing what settles a record
+loop); the tasks it takes are counted in flight and go to a per-key serial executor, so the poll
+loop never blocks on one (:mod:`streamjobs.worker.intake`: ``key_ordered`` tasks parked behind
+a retry are bounded by pausing main-topic intake; tasks over a rate limit wait, unstarted, until
+:mod:`streamjobs.worker.ratelimit` releases them); with several queues,
+:mod:`streamjobs.worker.priorities` pauses the queues held back. One attempt (executor thread)
+is :mod:`streamjobs.worker.attempt`'s, writing what settles a record
 :mod:`streamjobs.worker.settle`'s, rebalances and commits :mod:`streamjobs.worker.handover`'s.
 Does not parse command lines or install signal handlers (the CLI does), so a Worker runs fine
 in a test thread.
@@ -24,17 +25,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from streamjobs import client
-from streamjobs.envelope import Envelope
 from streamjobs.errors import KafkaUnavailable, StreamJobsError, WorkerCrashed
 from streamjobs.middleware import (
     Middleware,
     chain_of,
 )
-from streamjobs.registry import Handler, TaskRegistry
+from streamjobs.registry import TaskRegistry
 from streamjobs.schemastore import SchemaStore
 from streamjobs.settings import Settings
 from streamjobs.taskcontext import CurrentTask
@@ -45,12 +44,12 @@ from streamjobs.worker.cancels import CancelFollower
 from streamjobs.worker.executor import KeyedExecutor
 from streamjobs.worker.handler_call import HandlerRunner
 from streamjobs.worker.handover import Handover
+from streamjobs.worker.intake import Intake
 from streamjobs.worker.keyorder import KeyOrder
 from streamjobs.worker.outcomes import Builder, OutcomeWriter, TransactionalWriter
-from streamjobs.worker.partitions import Assigned, Partition
+from streamjobs.worker.partitions import Assigned
 from streamjobs.worker.priorities import QueueGate
 from streamjobs.worker.quarantine import StartLedger
-from streamjobs.worker.ratelimit import Decision
 from streamjobs.worker.ratelimited import RateLimits
 from streamjobs.worker.routing import Router
 from streamjobs.worker.settle import Settler
@@ -117,11 +116,8 @@ class Worker:
         self._router: Router | None = None  # while running
         self._cancels: CancelFollower | None = None  # while running
         self._executor: KeyedExecutor | None = None
-        # tasks handed to the executor and not finished yet (started or waiting for their key);
-        # tasks whose outcome awaits its ack are bounded by the producer queue instead, and
-        # parked ones (key_ordered) by max_parked
-        self._queued = 0
-        self._queued_lock = threading.Condition()
+        # tasks taken and not finished yet: counted, queued, parked and released there
+        self._intake = Intake(self._topics, self._parts, self._limits, self._order)
         self._progress_due = 0.0
         self._gate: QueueGate | None = None  # while running, with several queues
 
@@ -176,11 +172,12 @@ class Worker:
         if ranks > 1:
             self._gate = QueueGate(self.settings, self._topics, self._parts, self._executor.waiting)
         self._settler = Settler(
-            self._writer, self._build, self.stats, self._order, self._retry_ended
+            self._writer, self._build, self.stats, self._order, self._intake.retry_ended
         )
         self._attempts = Attempts(
             self.settings, self.middleware, self._runner, self._settler, self._ledger
         )
+        self._intake.start(self._executor, self._gate, self._attempts)
         self._router = Router(
             self.settings,
             self.registry,
@@ -224,7 +221,7 @@ class Worker:
     @property
     def in_flight(self) -> int:
         """Tasks taken from Kafka and not finished yet (queued for their key or running)."""
-        return self._queued
+        return self._intake.in_flight
 
     @property
     def paused_for_backpressure(self) -> bool:
@@ -297,7 +294,7 @@ class Worker:
         return self._handover_now
 
     def _poll_once(self, consumer: client.Consumer) -> None:
-        room = self.settings.max_in_flight - self._limit_parking(consumer)
+        room = self.settings.max_in_flight - self._intake.limit_parking(consumer)
         if room > 0 or self._parts.backpressure:
             try:
                 records = consumer.consume(max(1, min(_BATCH, room)), _POLL_TIMEOUT_S)
@@ -311,16 +308,15 @@ class Worker:
         else:
             # the executor is full: give it a moment rather than pausing (a pause makes
             # librdkafka drop and re-fetch its prefetched records)
-            with self._queued_lock:
-                self._queued_lock.wait(_POLL_TIMEOUT_S)
+            self._intake.wait(_POLL_TIMEOUT_S)
         self.writer.serve(0)
         crash = self._watchdog.check() if self._watchdog is not None else None
         if crash is not None:
             self.fail(crash)
         self._handover.commit_due(consumer)
         self._parts.resume_due(self.consumer)
-        self._release_held()
-        self._parts.apply_backpressure(self.consumer, self._queued)
+        self._intake.release_held(self.consumer)
+        self._parts.apply_backpressure(self.consumer, self._intake.in_flight)
         if self._gate is not None:
             self._gate.apply(consumer)
         self.settler.tell(self.middleware)  # the outcomes written this turn, all at once
@@ -332,24 +328,6 @@ class Worker:
         if now >= self._progress_due:
             self._progress_due = now + _PROGRESS_EVERY_S
             self.stats.partitions = self._parts.progress(consumer)
-
-    def _limit_parking(self, consumer: client.Consumer) -> int:
-        """``key_ordered``: pause the main-topic partitions while too many tasks are parked
-        (resume at half); returns the count of queued tasks the next consume is sized by.
-
-        Decided just before each consume, from one consistent snapshot of both counts: a park
-        adds to ``parked`` before it leaves ``_queued``, and a release moves tasks back under
-        ``_queued_lock``. Only tasks already taken can park, and a consume takes at most
-        ``max_in_flight - queued`` records, so parked tasks stay below
-        ``max_parked + max_in_flight``: at most one consume batch beyond ``max_parked - 1``,
-        counting the executor's queue as part of that batch.
-        """
-        if self._order is None:
-            return self._queued
-        with self._queued_lock:
-            queued, parked = self._queued, self._order.parked()
-        self._parts.limit_parking(consumer, parked)
-        return queued
 
     def _shutdown(self, consumer: client.Consumer) -> None:
         # a crashed worker does not wait for its tasks: the thread they need may be the dead one
@@ -369,6 +347,7 @@ class Worker:
         # release librdkafka clients now rather than at garbage collection
         self._writer = self._ledger = None
         self._settler = self._attempts = None
+        self._intake.stop()
         self._router = None
         self._handover_now = None
 
@@ -392,100 +371,13 @@ class Worker:
     def _on_commit(self, error: str | None, partitions: list[client.TopicPartition]) -> None:
         self._handover.committed(error, partitions)
 
-    # -- routing (poll thread; streamjobs.worker.routing) ------------------------------------
+    # -- routing and intake (poll thread; streamjobs.worker.routing, .intake) ----------------
 
     def _on_message(self, message: client.Record) -> None:
-        taken = self.router.route(self.consumer, message)
+        consumer = self.consumer
+        taken = self.router.route(consumer, message)
         if taken is not None:
-            self._dispatch(message, *taken)
-
-    def _dispatch(
-        self,
-        message: client.Record,
-        envelope: Envelope,
-        handler: Handler,
-        part: Partition,
-        decision: Decision = Decision.RUN,
-    ) -> None:
-        with self._queued_lock:
-            self._queued += 1
-        if self._gate is not None:
-            self._gate.took(self.consumer, part)
-        if decision is Decision.HOLD:  # counted as queued: it waits in memory, not started
-            self._limits.hold((message, envelope, handler, part))
-            return
-        self._submit(message, envelope, handler, part)
-
-    def _submit(
-        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
-    ) -> None:
-        """Hand an already counted task to the executor."""
-        assert self._executor is not None
-        self._executor.submit(
-            envelope.record_key,
-            _bind(self._execute, message, envelope, handler, part),
-            self._topics.rank(message.topic) if self._gate is not None else 0,
-        )
-
-    def _release_held(self) -> None:
-        """Start the held tasks that have their tokens now (streamjobs.worker.ratelimited);
-        those of partitions given up leave the queued count."""
-        started, dropped = self._limits.release(self.consumer)
-        if dropped:
-            with self._queued_lock:
-                self._queued -= dropped
-                self._queued_lock.notify()
-        for task in started:
-            self._submit(*task)
-
-    # -- execution (executor threads) ------------------------------------------------------
-
-    def _execute(
-        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
-    ) -> None:
-        try:
-            with part.lock:
-                if part.revoked:
-                    return  # never start (or park) a task for a partition we no longer own
-                # parked under the lock: a revoke's KeyOrder.forget (which follows it) clears it
-                if self._parked(message, envelope, handler, part):
-                    return
-                part.running += 1
-            try:
-                self.attempts.run(message, envelope, handler, part)
-            finally:
-                with part.lock:
-                    part.running -= 1
-        finally:
-            with self._queued_lock:
-                self._queued -= 1
-                self._queued_lock.notify()
-
-    def _parked(
-        self, message: client.Record, envelope: Envelope, handler: Handler, part: Partition
-    ) -> bool:
-        """key_ordered: a main-topic task waits while an earlier task of its key is in retry."""
-        # parked before it leaves _queued (the caller's finally): never missing from both counts
-        return self._order is not None and self._order.park(
-            message, lambda: self._submit(message, envelope, handler, part)
-        )
-
-    def _retry_ended(self, message: client.Record) -> None:
-        """key_ordered: a retry-tier task reached its final outcome; release its key's tasks."""
-        if self._order is None:
-            return
-        with self._queued_lock:  # queued again as they leave the parked count (_limit_parking)
-            releases = self._order.retry_ended(message)
-            self._queued += len(releases)
-        for release in releases:
-            release()
-
-
-def _bind(func: Callable[..., None], *args: Any) -> Callable[[], None]:
-    def item() -> None:
-        func(*args)
-
-    return item
+            self._intake.dispatch(consumer, message, *taken)
 
 
 __all__ = ["Worker", "WorkerStats"]

@@ -20,7 +20,8 @@ taken from yet). :class:`Priorities` decides (pure: no
 Kafka, no clock, unit-tested); :class:`QueueGate` measures and pauses (poll thread). The executor
 also starts waiting tasks of higher queues first under ``strict``
 (:mod:`streamjobs.worker.executor`), so a task taken just before a pause never jumps the line.
-Does not consume records or run tasks (:mod:`streamjobs.worker.loop`).
+Does not consume records or run tasks (:mod:`streamjobs.worker.loop`,
+:mod:`streamjobs.worker.intake`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ wait behind it (per-key order); other keys and task types keep flowing. Held tas
 
 Pure: no Kafka, no threads, the caller passes the time (``time.monotonic()``), and items are
 opaque. Used from the poll thread only. Does not pause partitions
-(:mod:`streamjobs.worker.partitions`) or run tasks (:mod:`streamjobs.worker.loop`).
+(:mod:`streamjobs.worker.partitions`) or run tasks (:mod:`streamjobs.worker.intake`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Owns :class:`RateLimits`, the glue between the poll loop and the pure
 start, pauses the task's partition when the worker already holds all the tasks it may, releases
 held tasks as tokens come (and drops those of partitions given up), and recomputes this
 worker's share of each limit after every assignment change (the README's "Rate limits"). Does
-not count or start tasks (the loop does, with what :meth:`RateLimits.release` returns) or
-decide token arithmetic (:mod:`streamjobs.worker.ratelimit`).
+not count or start tasks (:mod:`streamjobs.worker.intake` does, with what
+:meth:`RateLimits.release` returns) or decide token arithmetic (:mod:`streamjobs.worker.ratelimit`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ until it is due); a tier record whose head is not released yet holds its partiti
 the thread asleep), and one released but not due yet hops to the tier that fits the rest of its
 wait; a task over a rate limit is left to :mod:`streamjobs.worker.ratelimited`. A record taken
 has its offset tracked and covered by the crash ledger. Does not queue, park, hold or run tasks,
-nor count them in flight (:mod:`streamjobs.worker.loop`, with what :meth:`Router.route`
+nor count them in flight (:mod:`streamjobs.worker.intake`, with what :meth:`Router.route`
 returns), write records (:class:`~streamjobs.worker.settle.Settler`) or pause partitions
 itself (:mod:`streamjobs.worker.partitions`).
 """

@@ -88,22 +88,32 @@ def _admin(bootstrap: str) -> AdminClient:
 
 def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
     """The node id leading ``topic``'s ``partition`` now (node ids are 1..3)."""
-    metadata = _admin(bootstrap).list_topics(topic, timeout=10.0)
-    leader: int = metadata.topics[topic].partitions[partition].leader
+    leader = _leaders(bootstrap, topic)[partition]
     assert leader > 0, f"{topic}[{partition}] has no leader"
     return leader
 
 
-def _coordinator_of(bootstrap: str, internal_topic: str, key: str) -> int:
-    """The node coordinating ``key`` (a transactional id in ``__transaction_state``, a group in
-    ``__consumer_offsets``): the leader of its partition, ``abs(javaHashCode(key)) % partitions``
-    as Kafka's coordinators have it."""
+def _leaders(bootstrap: str, topic: str) -> list[int]:
+    """The node leading each partition of ``topic`` now, by partition (-1: none), from one
+    metadata request."""
+    partitions = _admin(bootstrap).list_topics(topic, timeout=10.0).topics[topic].partitions
+    return [partitions[p].leader for p in range(len(partitions))]
+
+
+def _coordinator_partition(key: str, partitions: int) -> int:
+    """The coordinator topic's partition of ``key`` (a transactional id in
+    ``__transaction_state``, a group in ``__consumer_offsets``): ``abs(javaHashCode(key)) %
+    partitions``, as Kafka's coordinators have it."""
     h = 0
     for unit in key.encode("utf-16-be").hex(" ", 2).split():
         h = (31 * h + int(unit, 16)) & 0xFFFFFFFF
-    metadata = _admin(bootstrap).list_topics(internal_topic, timeout=10.0)
-    count = len(metadata.topics[internal_topic].partitions)
-    return leader_of(bootstrap, internal_topic, (h & 0x7FFFFFFF) % count)
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def _coordinator_of(bootstrap: str, internal_topic: str, key: str) -> int:
+    """The node coordinating ``key`` now: the leader of its partition of ``internal_topic``."""
+    leaders = _leaders(bootstrap, internal_topic)
+    return leaders[_coordinator_partition(key, len(leaders))]
 
 
 def _coordinators_balanced(bootstrap: str) -> None:
@@ -114,34 +124,30 @@ def _coordinators_balanced(bootstrap: str) -> None:
         {"bootstrap.servers": bootstrap, "transactional.id": "test-probe", "log_level": 0}
     )
     producer.init_transactions(60.0)  # creates __transaction_state
-    # looking up a group's coordinator creates __consumer_offsets (the lookup may time out
-    # while its partitions load: asked again until they are there)
     wait_for(
-        lambda: _group_lookup(admin) and "__consumer_offsets" in admin.list_topics().topics,
+        lambda: _consumer_offsets_created(admin),
         60.0,
         interval=1.0,
         message="__consumer_offsets to be created",
     )
     topics = admin.list_topics(timeout=10.0).topics
-    partitions = [
-        TopicPartition(name, p)
-        for name in ("__consumer_offsets", "__transaction_state")
-        for p in topics[name].partitions
-    ]
+    internal = ("__consumer_offsets", "__transaction_state")
+    partitions = [TopicPartition(name, p) for name in internal for p in topics[name].partitions]
     admin.elect_leaders(ElectionType.PREFERRED, partitions).result(timeout=30.0)  # errors: done
     wait_for(
-        lambda: len({leader_of(bootstrap, tp.topic, tp.partition) for tp in partitions}) == 3,
+        lambda: {leader for name in internal for leader in _leaders(bootstrap, name)} == {1, 2, 3},
         30.0,
         interval=0.5,
         message="the coordinators' partitions to be led by every node",
     )
 
 
-def _group_lookup(admin: AdminClient) -> bool:
-    """Asks for a group's coordinator (whether the answer comes in time or not)."""
+def _consumer_offsets_created(admin: AdminClient) -> bool:
+    """Asks for a group's coordinator, which creates ``__consumer_offsets`` (the answer may time
+    out while its partitions load), and whether the topic is there now."""
     with contextlib.suppress(TimeoutError, KafkaException):
         admin.describe_consumer_groups(["test-probe"])["test-probe"].result(timeout=5.0)
-    return True
+    return "__consumer_offsets" in admin.list_topics(timeout=10.0).topics
 
 
 def _ids_sharing_the_group_coordinator(settings: Settings) -> list[str]:
@@ -150,11 +156,11 @@ def _ids_sharing_the_group_coordinator(settings: Settings) -> list[str]:
     librdkafka's send_offsets_to_transaction hangs (confluentinc/librdkafka#5456, #5511)."""
     _coordinators_balanced(settings.bootstrap_servers)
     group_node = _coordinator_of(settings.bootstrap_servers, "__consumer_offsets", settings.group)
+    leaders = _leaders(settings.bootstrap_servers, "__transaction_state")
     for n in range(1000):
         candidate = f"{settings.topic_prefix}-w0-{n}"
         transactional_id = f"{settings.group}.{candidate}"  # worker/loop.py: "<group>.<id>"
-        node = _coordinator_of(settings.bootstrap_servers, "__transaction_state", transactional_id)
-        if node == group_node:
+        if leaders[_coordinator_partition(transactional_id, len(leaders))] == group_node:
             return [candidate, f"{settings.topic_prefix}-w1"]
     raise AssertionError(f"no transactional id is coordinated by node {group_node}")
 

@@ -17,6 +17,17 @@ from streamjobs.worker.executor import KeyedExecutor, WorkItem
 DEADLINE = 10.0  # seconds; only reached when the behaviour under test is broken
 
 
+class Blocker:
+    """A work item that holds its thread from when it starts until :attr:`release` is set."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __call__(self) -> None:
+        self.started.set()
+        self.release.wait(DEADLINE)
+
+
 class Probe:
     """Records, per key, how many items run at once and in which order they ran."""
 
@@ -91,23 +102,17 @@ def test_other_keys_keep_running_while_one_key_is_blocked(
     make_executor: Callable[[int], KeyedExecutor],
 ) -> None:
     executor = make_executor(2)
-    release = threading.Event()
-    a_started, b_ran = threading.Event(), threading.Event()
-
-    def block() -> None:
-        a_started.set()
-        release.wait(DEADLINE)
-
+    block, b_ran = Blocker(), threading.Event()
     try:
         executor.submit("a", block)
-        assert a_started.wait(DEADLINE)
+        assert block.started.wait(DEADLINE)
         for _ in range(20):  # many items of another key, all through the one free thread
             executor.submit("b", lambda: None)
         executor.submit("b", b_ran.set)
         assert b_ran.wait(DEADLINE)
-        assert not release.is_set()
+        assert not block.release.is_set()
     finally:
-        release.set()
+        block.release.set()
 
 
 def test_same_key_item_waits_for_the_one_before_it(
@@ -189,21 +194,15 @@ def test_submit_never_blocks_while_every_thread_is_busy(
     make_executor: Callable[[int], KeyedExecutor],
 ) -> None:
     executor = make_executor(1)
-    release, started = threading.Event(), threading.Event()
-    finished = Countdown(1000)
-
-    def block() -> None:
-        started.set()
-        release.wait(DEADLINE)
-
+    block, finished = Blocker(), Countdown(1000)
     try:
         executor.submit("busy", block)
-        assert started.wait(DEADLINE)
+        assert block.started.wait(DEADLINE)
         for n in range(1000):  # returns at once although the only thread is taken
             executor.submit(n % 7, finished.tick)
         assert finished.left == 1000
     finally:
-        release.set()
+        block.release.set()
     assert finished.done.wait(DEADLINE)
 
 
@@ -252,42 +251,32 @@ def test_hand_off_returns_once_an_idle_thread_has_started_the_item(
     make_executor: Callable[[int], KeyedExecutor],
 ) -> None:
     executor = make_executor(1)
-    started, release = threading.Event(), threading.Event()
-
-    def block() -> None:
-        started.set()
-        release.wait(DEADLINE)
-
+    block = Blocker()
     try:
         executor.submit("a", block)
         began = time.monotonic()
         executor.hand_off(DEADLINE)  # returns when the thread takes the item, not at the timeout
         assert time.monotonic() - began < DEADLINE / 2
-        assert started.wait(DEADLINE)
+        assert block.started.wait(DEADLINE)
     finally:
-        release.set()
+        block.release.set()
 
 
 def test_hand_off_does_not_wait_while_every_thread_is_busy(
     make_executor: Callable[[int], KeyedExecutor],
 ) -> None:
     executor = make_executor(1)
-    a_started, release, b_ran = threading.Event(), threading.Event(), threading.Event()
-
-    def block() -> None:
-        a_started.set()
-        release.wait(DEADLINE)
-
+    block, b_ran = Blocker(), threading.Event()
     try:
         executor.submit("a", block)
-        assert a_started.wait(DEADLINE)
+        assert block.started.wait(DEADLINE)
         executor.submit("b", b_ran.set)  # ready, but the only thread is busy
         began = time.monotonic()
         executor.hand_off(DEADLINE)
         assert time.monotonic() - began < DEADLINE / 2
         assert not b_ran.is_set()
     finally:
-        release.set()
+        block.release.set()
     assert b_ran.wait(DEADLINE)
 
 

@@ -222,20 +222,28 @@ class Outcomes(Sequence[Heard]):
     :class:`AttemptOutcome` is built then); :meth:`successes` and :meth:`failures` read the two
     kinds apart, so a middleware counting thousands of successes a second builds no outcome for
     them, and one that logs failures only does not even look at the successes' contexts.
+
+    When no middleware wanted success contexts (:meth:`Middleware.wants_success_contexts`),
+    successes come only as durations by (queue, task type), ``counted``: they are in
+    :meth:`successes_by_task` and nowhere else (not in ``len``, the pairs or
+    :meth:`successes`).
     """
 
-    __slots__ = ("_contexts", "_failed", "_outcomes")
+    __slots__ = ("_contexts", "_counted", "_failed", "_outcomes")
 
     def __init__(
         self,
         contexts: Sequence[AttemptContext | KeptContext],
         outcomes: Sequence[AttemptOutcome | float],
+        counted: dict[tuple[str, str], list[float]] | None = None,
     ) -> None:
         """``outcomes[i]`` is what became of ``contexts[i]`` (a context, or what
         :meth:`AttemptContext.kept` kept of it): an AttemptOutcome, or a success's duration in
-        seconds."""
+        seconds. ``counted``: more successes, their durations in order by (queue, task type),
+        without contexts."""
         self._contexts = contexts
         self._outcomes = outcomes
+        self._counted = counted
         self._failed: list[int] | None = None  # where the failures are, once looked for
 
     @classmethod
@@ -279,8 +287,11 @@ class Outcomes(Sequence[Heard]):
 
     def successes_by_task(self) -> dict[tuple[str, str], list[float]]:
         """The succeeded attempts' durations in seconds, in order, by (queue, task type): what
-        counting them needs, read from the kept fields without making a context per success."""
-        grouped: dict[tuple[str, str], list[float]] = {}
+        counting them needs, read from the kept fields without making a context per success
+        (those counted without a context first)."""
+        grouped = {key: list(durations) for key, durations in (self._counted or {}).items()}
+        if not self._contexts:
+            return grouped
         succeeded = TaskState.SUCCEEDED
         queue = task = ""
         durations: list[float] = []

@@ -33,6 +33,12 @@ Hooks (override any; the defaults do nothing)::
                                     each): override it instead to count thousands a second
                                     (``Outcomes.successes()`` builds no outcome per success,
                                     ``successes_by_task()`` not even a context)
+    wants_success_contexts() -> bool
+                                 -> asked once per poll-loop turn; when every middleware that
+                                    hears outcomes says False, the next turn's successes reach
+                                    ``outcome_batch`` only as durations by task type
+                                    (``Outcomes.successes_by_task()``): the worker keeps no
+                                    context per success until Kafka has its outcome
     wants_submit() -> bool       -> asked once per submit call; False: no submit hook for
                                     its tasks (an idle middleware costs nothing per task)
 
@@ -140,6 +146,13 @@ class Middleware:
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         """Observe the attempt's outcome once it is written."""
 
+    def wants_success_contexts(self) -> bool:
+        """Asked once per poll-loop turn, on the poll thread: False when this middleware reads
+        successes only through :meth:`Outcomes.successes_by_task` (a counter), so that, when no
+        middleware wants them, the worker keeps no context per success until Kafka has its
+        outcome. The default, True, suits any middleware that reads each outcome."""
+        return True
+
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
         """Observe the outcomes written since the poll loop's last turn, in order (the chain
         passes an :class:`Outcomes`). The default calls :meth:`outcome` for each (one that
@@ -213,6 +226,22 @@ class MiddlewareChain:
     @property
     def observes_outcomes(self) -> bool:
         return bool(self._by_hook["outcome_batch"])
+
+    def wants_success_contexts(self) -> bool:
+        """Whether any middleware that hears outcomes wants each success with its context
+        (:meth:`Middleware.wants_success_contexts`; one that raises is taken to want them)."""
+        for middleware in self._by_hook["outcome_batch"]:
+            try:
+                if middleware.wants_success_contexts():
+                    return True
+            except Exception:
+                _log.warning(
+                    "middleware %s failed in wants_success_contexts; taken as True",
+                    _name(middleware),
+                    exc_info=True,
+                )
+                return True
+        return False
 
     def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
         """Tell every middleware of one outcome (:meth:`outcome_batch` of one)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -39,9 +38,8 @@ from prometheus_client.registry import Collector
 
 from streamjobs.errors import Cancelled, Discard, Retry
 from streamjobs.metrics import running
-from streamjobs.metrics.tally import OutcomeTally, StartTally
+from streamjobs.metrics.tally import OutcomeTally
 from streamjobs.middleware import (
-    NOTHING_TO_WRAP,
     AttemptContext,
     AttemptOutcome,
     Heard,
@@ -104,25 +102,23 @@ def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
 
 
 class WorkerMetrics(Middleware):
-    """Counts each handler attempt and times it. :meth:`watch` adds a worker's gauges (the
-    attempts running now among them, read from the worker's own table at scrape time)."""
+    """Counts each handler attempt's outcome and times it. :meth:`watch` adds what a worker
+    keeps itself, read at scrape time: the attempts it started (counted where they start, no
+    hook on the attempt's path), the attempts running now, its gauges."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
-        # plain counts, rendered at scrape time: starts by the executor threads, outcomes by
-        # the poll thread
-        self.starts = StartTally()
-        self._started = self.starts.started  # bound once: called on every attempt
+        # plain counts written by the poll thread (the outcome hooks run there), rendered at
+        # scrape time
         self.tally = OutcomeTally(DURATION_BUCKETS)
-        registry.register(_Outcomes(self.starts, self.tally))
+        registry.register(_Outcomes(self.tally))
 
     def watch(self, worker: Worker) -> None:
-        """Export ``worker``'s gauges (read from its stats at each scrape)."""
+        """Export ``worker``'s starts and gauges (read from its stats at each scrape)."""
         self.registry.register(_WorkerGauges(worker))
 
-    def attempt(self, ctx: AttemptContext) -> AbstractContextManager[object]:
-        self._started(ctx.queue, ctx.task)
-        return NOTHING_TO_WRAP  # the chain builds no guard
+    def wants_success_contexts(self) -> bool:
+        return False  # successes are counted by task type (Outcomes.successes_by_task)
 
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
         batch = Outcomes.of(heard)
@@ -151,19 +147,13 @@ class WorkerMetrics(Middleware):
 class _Outcomes(Collector):
     """The tallies' counters and histogram, as families at scrape time."""
 
-    def __init__(self, starts: StartTally, tally: OutcomeTally) -> None:
-        self._starts = starts
+    def __init__(self, tally: OutcomeTally) -> None:
         self._tally = tally
 
     def describe(self) -> Iterable[Metric]:
         return []  # unchecked: label values come and go with the task types seen
 
     def collect(self) -> Iterable[Metric]:
-        started = CounterMetricFamily(
-            "streamjobs_task_started", "Handler attempts started.", labels=_TASK
-        )
-        for (queue, task), count in self._starts.totals().items():
-            started.add_metric([queue, task], count)
         succeeded = CounterMetricFamily(
             "streamjobs_task_succeeded", "Attempts that succeeded (outcome written).", labels=_TASK
         )
@@ -204,7 +194,7 @@ class _Outcomes(Collector):
                     family.add_metric([queue, task, label], count)
             buckets = list(zip(les, tally.cumulative(), strict=True))
             duration.add_metric([queue, task], buckets, tally.duration_sum)
-        return [started, succeeded, cancelled, failed, retried, dead, duration]
+        return [succeeded, cancelled, failed, retried, dead, duration]
 
 
 class SubmitMetrics(Middleware):
@@ -257,6 +247,12 @@ class _WorkerGauges(Collector):
         )
         info.add_metric([queue, worker.worker_id, worker.settings.group], {})
         yield info
+        started = CounterMetricFamily(
+            "streamjobs_task_started", "Handler attempts started.", labels=_TASK
+        )
+        for (task_queue, task), count in list(stats.starts.items()):
+            started.add_metric([task_queue, task], count)
+        yield started
         yield _gauge("streamjobs_worker_tasks_in_flight", "Tasks taken and not finished yet"
                      " (running or waiting for their key).", queue, worker.in_flight)  # fmt: skip
         yield _gauge("streamjobs_worker_tasks_running", "Handler attempts running now.",

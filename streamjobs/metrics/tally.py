@@ -2,11 +2,11 @@
 
 Owns :class:`OutcomeTally`, plain integers and a duration histogram per (queue, task), written
 only by the worker's poll thread (the middleware outcome hooks run there), so an increment needs
-no lock; and :class:`StartTally`, attempts started, counted by the executor threads that start
-them, each in a table of its own (one writer per table: no lock either). Both are read by the
-scrape thread, which sees each number as of some moment (a histogram's count is taken from its
-own buckets, so they agree). Pure: no Prometheus, no Kafka, no clock. This is on every task's
-path: prometheus-client's locked counters and histogram cost about 2.5 us per task here; these
+no lock. It is read by the scrape thread, which sees each number as of some moment (a
+histogram's count is taken from its own buckets, so they agree); attempts started are the
+worker's own count (``WorkerStats.starts``). Pure: no Prometheus, no Kafka, no clock. This is
+on every task's path: prometheus-client's locked counters and histogram cost about 2.5 us per
+task here; these
 count a poll-loop turn's successes per task type at once (:meth:`OutcomeTally.succeeded_many`),
 well under 0.1 us apiece. Does not decide what an outcome is (:mod:`streamjobs.middleware`) or
 format anything (:mod:`streamjobs.metrics.prometheus`).
@@ -14,7 +14,6 @@ format anything (:mod:`streamjobs.metrics.prometheus`).
 
 from __future__ import annotations
 
-import threading
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -115,35 +114,3 @@ class OutcomeTally:
 
     def items(self) -> list[tuple[tuple[str, str], TaskTally]]:
         return list(self._tasks.items())
-
-
-class StartTally:
-    """Attempts started per (queue, task): each thread counts in its own table, and
-    :meth:`totals` sums them (copying a table is atomic under the GIL)."""
-
-    def __init__(self) -> None:
-        self._mine = threading.local()
-        self._tables: list[dict[tuple[str, str], int]] = []
-        self._lock = threading.Lock()  # taken once per thread, not per attempt
-
-    def started(self, queue: str, task: str) -> None:
-        try:
-            table: dict[tuple[str, str], int] = self._mine.table
-        except AttributeError:
-            table = self._mine.table = {}
-            with self._lock:
-                self._tables.append(table)
-        key = (queue, task)
-        try:
-            table[key] += 1
-        except KeyError:  # the first start of this task type on this thread
-            table[key] = 1
-
-    def totals(self) -> dict[tuple[str, str], int]:
-        with self._lock:
-            tables = list(self._tables)
-        totals: dict[tuple[str, str], int] = {}
-        for table in tables:
-            for key, count in table.copy().items():
-                totals[key] = totals.get(key, 0) + count
-        return totals

@@ -91,6 +91,11 @@ class TaskLog(Middleware):
         self._success_level = success_level
         self._failure_level = failure_level
 
+    def wants_success_contexts(self) -> bool:
+        """Only while success lines are logged (DEBUG by default): asked once per poll-loop
+        turn, so a level changed at run time takes effect from the next turn's successes."""
+        return self._log.isEnabledFor(self._success_level)
+
     def outcome_batch(self, heard: Sequence[Heard]) -> None:
         # successes below the logger's level (the default) are not even looked at: no line, no
         # outcome object built for them

@@ -66,7 +66,8 @@ class Attempts:
                 self.ledger.end(message.topic, message.partition, message.offset)
             return
         settler = self.settler
-        settler.stats.started += 1
+        stats = settler.stats
+        stats.started += 1
         where: dict[str, Any] = {
             "topic": message.topic,
             "partition": message.partition,
@@ -74,6 +75,14 @@ class Attempts:
             "worker_id": settler.build.worker_id,
         }
         ctx = self._context(message, envelope)
+        kind = (ctx.queue, ctx.task)
+        # no lock on every attempt's path: an item's += makes no call between its read and its
+        # write, so under the GIL no other thread runs in between (as for `started` above)
+        try:
+            stats.starts[kind] += 1
+        except KeyError:  # the first of its kind: two threads' first starts both count
+            stats.starts.setdefault(kind, 0)
+            stats.starts[kind] += 1
         started = time.monotonic()
         try:
             # a middleware cannot swallow the handler's exception: the chain re-raises it

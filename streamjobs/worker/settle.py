@@ -5,7 +5,10 @@ status; a retry record and ``retry_scheduled``; a dead letter and ``dead_lettere
 tier record released early, the same record on a shorter tier). They go to the outcome writer
 with the record's origin, and its offset completes, so the next commit may pass it, only once
 Kafka has them; then the attempt's outcome is collected, on the poll thread, and whoever listens
-(middleware) hears of the collected ones once per poll-loop turn (:meth:`Settler.tell`). Does not
+(middleware) hears of the collected ones once per poll-loop turn (:meth:`Settler.tell`). A
+success is collected with its context only when some middleware wants that
+(:meth:`~streamjobs.middleware.Middleware.wants_success_contexts`, asked at each tell); else as
+its duration under its (queue, task type), all a counter reads. Does not
 decide the outcome (:mod:`streamjobs.worker.attempt`, :mod:`streamjobs.retry`), build the
 records (:class:`~streamjobs.worker.outcomes.Builder`) or commit
 (:mod:`streamjobs.worker.handover`).
@@ -53,6 +56,11 @@ class Settler:
         self.order = order
         self.retry_ended = retry_ended
         self._heard: list[_Collect] = []  # outcomes written since the last tell (poll thread)
+        # successes written since the last tell, when no middleware wants their contexts
+        self._counted: dict[tuple[str, str], list[float]] = {}
+        # read by the executor threads, set by the poll thread at each tell: until the first,
+        # every success is kept with its context
+        self._keep_contexts = True
 
     def settle(
         self,
@@ -81,20 +89,31 @@ class Settler:
     ) -> None:
         """:meth:`settle` a succeeded attempt of ``ctx`` that took ``seconds``, and collect its
         outcome once written: an outcome waiting for Kafka's acknowledgement is one small
-        object (:class:`_Collect`), its context and AttemptOutcome made when they are read."""
+        object, holding its context (:class:`_Collect`; the context and AttemptOutcome made
+        when they are read) or, when no middleware wants success contexts, only its task type
+        (:class:`_Count`)."""
         origin = (message.topic, message.partition, message.offset)
-        self.writer.write(
-            records, origin, _Collect(part, message.offset, ctx.kept(), seconds, self._heard)
-        )
+        if self._keep_contexts:
+            done: Completion = _Collect(part, message.offset, ctx.kept(), seconds, self._heard)
+        else:
+            fields = ctx.kept()
+            kind = (fields["queue"], fields["task"])
+            done = _Count(part, message.offset, kind, seconds, self._counted)
+        self.writer.write(records, origin, done)
 
     def tell(self, middleware: MiddlewareChain) -> None:
         """Tell ``middleware`` the outcomes written since the last call, all at once (poll
-        thread: once per loop turn, and after the last outcomes are flushed)."""
-        if self._heard:
+        thread: once per loop turn, and after the last outcomes are flushed), and ask it
+        whether the next ones' successes are to keep their contexts."""
+        if self._heard or self._counted:
             collected = self._heard.copy()
             self._heard.clear()  # the same list: outcomes settled earlier collect into it
+            counted = self._counted.copy()
+            self._counted.clear()  # the same dict, as the list above
             contexts = [c.ctx for c in collected]
-            middleware.outcome_batch(Outcomes(contexts, [c.outcome for c in collected]))
+            outcomes = [c.outcome for c in collected]
+            middleware.outcome_batch(Outcomes(contexts, outcomes, counted))
+        self._keep_contexts = middleware.wants_success_contexts()
 
     def running(self, part: Partition, message: client.Record, running: OutRecord) -> None:
         """The ``running`` status. At least once: fire and forget (the outcome follows it on
@@ -152,4 +171,37 @@ class _Collect(Completion):
             return False
         part.tracker.completed(self.offset)
         self.into.append(self)
+        return True
+
+
+class _Count(Completion):
+    """A success's ``done`` when no middleware wants its context: once its offset completes,
+    its duration joins its task type's (one small object per attempt, nothing kept after)."""
+
+    __slots__ = ("into", "kind", "seconds")
+
+    def __init__(
+        self,
+        part: Partition,
+        offset: int,
+        kind: tuple[str, str],
+        seconds: float,
+        into: dict[tuple[str, str], list[float]],
+    ) -> None:
+        self.part = part  # as _Collect: no super() call on every task's path
+        self.offset = offset
+        self.kind = kind
+        self.seconds = seconds
+        self.into = into
+
+    def __call__(self) -> bool:
+        part = self.part
+        if part.lost:
+            return False
+        part.tracker.completed(self.offset)
+        durations = self.into.get(self.kind)
+        if durations is None:
+            self.into[self.kind] = [self.seconds]
+        else:
+            durations.append(self.seconds)
         return True

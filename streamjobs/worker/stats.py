@@ -16,6 +16,9 @@ class WorkerStats:
     """Counters of what this worker did; read them from any thread."""
 
     started: int = 0
+    # attempts started by (queue, task type), counted by the executor threads that start them
+    # (metrics export them as streamjobs_task_started)
+    starts: dict[tuple[str, str], int] = field(default_factory=dict)
     succeeded: int = 0
     retried: int = 0
     dead_lettered: int = 0

@@ -378,6 +378,47 @@ def test_a_batchs_success_durations_group_by_queue_and_task_in_order() -> None:
     }
 
 
+def test_successes_counted_without_contexts_are_read_only_by_task() -> None:
+    email, report = _attempt_ctx(task="Email", task_id="t1"), _attempt_ctx(task="Report")
+    retried = AttemptOutcome.failure(TaskState.RETRY_SCHEDULED, timedelta(0), OSError("x"))
+    counted = {("default", "Email"): [0.1, 0.2], ("bulk", "Email"): [3.0]}
+    batch = Outcomes([email.kept(), report.kept()], [0.5, retried], counted)
+    assert batch.successes_by_task() == {
+        ("default", "Email"): [0.1, 0.2, 0.5],  # the counted ones first
+        ("bulk", "Email"): [3.0],
+    }
+    assert len(batch) == 2  # the pairs are the outcomes told with their contexts
+    assert [(ctx.task_id, seconds) for ctx, seconds in batch.successes()] == [("t1", 0.5)]
+    assert [outcome for _, outcome in batch.failures()] == [retried]
+    assert counted == {("default", "Email"): [0.1, 0.2], ("bulk", "Email"): [3.0]}  # unchanged
+    assert Outcomes([], [], counted).successes_by_task() == counted
+
+
+def test_a_chain_wants_success_contexts_when_any_outcome_listener_does() -> None:
+    class Counting(Middleware):
+        def wants_success_contexts(self) -> bool:
+            return False
+
+        def outcome_batch(self, heard: Sequence[Heard]) -> None:
+            pass
+
+    class Reading(Middleware):
+        def outcome(self, ctx: AttemptContext, outcome: AttemptOutcome) -> None:
+            pass
+
+    class Broken(Counting):
+        def wants_success_contexts(self) -> bool:
+            raise RuntimeError("oops")
+
+    class NotListening(Middleware):
+        pass  # wants them (the default) but hears no outcome: not asked
+
+    assert not MiddlewareChain([Counting(), NotListening()]).wants_success_contexts()
+    assert not MiddlewareChain().wants_success_contexts()
+    assert MiddlewareChain([Counting(), Reading()]).wants_success_contexts()
+    assert MiddlewareChain([Counting(), Broken()]).wants_success_contexts()  # taken as True
+
+
 def test_a_chain_tells_every_middleware_one_outcomes_batch() -> None:
     batches: list[Sequence[Heard]] = []
 

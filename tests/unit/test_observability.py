@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 import urllib.request
 from datetime import timedelta
 from typing import Any
@@ -32,12 +31,13 @@ from streamjobs.metrics.prometheus import (
     new_registry,
 )
 from streamjobs.metrics.running import RunningTask
-from streamjobs.metrics.tally import OutcomeTally, StartTally
+from streamjobs.metrics.tally import OutcomeTally
 from streamjobs.metrics.tasklog import TaskLog, fields_of, line_of
 from streamjobs.middleware import (
     NOTHING_TO_WRAP,
     AttemptContext,
     AttemptOutcome,
+    Middleware,
     MiddlewareChain,
 )
 from streamjobs.models import TaskState
@@ -287,7 +287,6 @@ def test_worker_metrics_count_attempts_by_outcome_and_time_them() -> None:
         for s in family.samples
     }
     base = (("queue", "default"), ("task", "Email"))
-    assert found[("streamjobs_task_started_total", base)] == 3
     assert found[("streamjobs_task_succeeded_total", base)] == 1
     assert found[("streamjobs_task_failed_total", (("exception", "OSError"), *base))] == 2
     assert found[("streamjobs_task_retried_total", (*base, ("tier", "5s")))] == 1
@@ -348,24 +347,16 @@ def test_successes_counted_per_task_type_at_once_match_those_counted_one_by_one(
         assert got[key].duration_sum == tally.duration_sum  # the same additions in order
 
 
-def test_the_start_count_is_all_worker_metrics_do_around_an_attempt() -> None:
+def test_the_task_log_wants_success_contexts_only_while_it_logs_successes() -> None:
+    logger, _ = _records(logging.INFO)
+    log = TaskLog(logger)
+    assert not log.wants_success_contexts()
+    logger.setLevel(logging.DEBUG)
+    assert log.wants_success_contexts()
+    assert not WorkerMetrics(new_registry()).wants_success_contexts()
+
+
+def test_worker_metrics_put_nothing_on_an_attempts_path() -> None:
     metrics = WorkerMetrics(new_registry())
-    chain = MiddlewareChain([metrics])
-    assert chain.attempt(_ctx()) is NOTHING_TO_WRAP  # the chain builds no guard for it
-    assert metrics.starts.totals() == {("default", "Email"): 1}
-
-
-def test_attempts_started_on_several_threads_are_all_counted() -> None:
-    starts = StartTally()
-
-    def start_many() -> None:
-        for _ in range(1000):
-            starts.started("q", "T")
-
-    threads = [threading.Thread(target=start_many) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    starts.started("q", "U")
-    for thread in threads:
-        thread.join()
-    assert starts.totals() == {("q", "T"): 4000, ("q", "U"): 1}
+    assert type(metrics).attempt is Middleware.attempt  # starts are the worker's own count
+    assert MiddlewareChain([metrics]).attempt(_ctx()) is NOTHING_TO_WRAP  # no guard built

@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
 import pytest
@@ -20,9 +20,10 @@ from streamjobs import Settings, Task, TaskRegistry
 from streamjobs.client import TopicPartition
 from streamjobs.metrics import logs
 from streamjobs.metrics.monitor import Monitor
-from streamjobs.metrics.prometheus import exposition, new_registry
+from streamjobs.metrics.prometheus import WorkerMetrics, exposition, new_registry
 from streamjobs.metrics.running import RunningTask, oldest_by_task, snapshot
 from streamjobs.metrics.tasklog import LOGGER
+from streamjobs.middleware import Heard, Middleware, Outcomes
 from streamjobs.taskcontext import CurrentTask
 from streamjobs.topics import queue_topics
 from streamjobs.worker.loop import Worker
@@ -204,6 +205,66 @@ def test_outcomes_are_counted_and_a_failures_traceback_logged_from_its_outcome(
     [traceback] = [line for line in outcomes if "exception" in line]
     assert traceback["level"] == "WARNING"
     assert 'raise ValueError("boom")' in str(traceback["exception"])
+
+
+class _Counter(Middleware):
+    """Hears outcomes as a counter does, without success contexts, and keeps what it heard."""
+
+    def __init__(self) -> None:
+        self.pairs = 0  # outcomes told with their contexts
+        self.successes = 0  # successes told, with or without
+
+    def wants_success_contexts(self) -> bool:
+        return False
+
+    def outcome_batch(self, heard: Sequence[Heard]) -> None:  # the poll thread only
+        batch = Outcomes.of(heard)
+        self.pairs += len(batch)
+        self.successes += sum(map(len, batch.successes_by_task().values()))
+
+
+def test_a_worker_whose_outcome_listeners_only_count_keeps_no_context_per_success() -> None:
+    registry = TaskRegistry()
+
+    @registry.handler(Note)
+    def note(task: Note) -> None:
+        pass
+
+    kafka, counter, metrics = FakeKafka(), _Counter(), WorkerMetrics(new_registry())
+    worker = Worker(
+        SETTINGS, registry, worker_id="w-1", clients=kafka, middleware=[counter, metrics]
+    )
+    metrics.watch(worker)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        consumer = wait_for(lambda: kafka.consumer, 5.0, message="the worker's consumer")
+        consumer.rebalance("assign", (MAIN, 0), (MAIN, 1))
+        wait_for(worker.assigned.is_set, 5.0, message="the assignment")
+        assigned = time.monotonic()
+        # a whole poll-loop turn after the assignment: the chain was asked at its end
+        wait_for(lambda: worker.stats.polled_at > assigned, 5.0, message="a turn")
+        records = [
+            task_record(Note(text=str(i)), topic=MAIN, offset=i // 2, partition=i % 2)
+            for i in range(20)
+        ]
+        consumer.deliver(*records)
+        wait_for(lambda: counter.successes == 20, 5.0, message="every success told")
+        assert counter.pairs == 0  # none kept its context until Kafka had its outcome
+        base = (("queue", "default"), ("task", "Note"))
+        text = exposition(metrics.registry).decode()
+        found = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        assert found[("streamjobs_task_started_total", base)] == 20
+        assert found[("streamjobs_task_succeeded_total", base)] == 20
+        assert found[("streamjobs_task_duration_seconds_count", base)] == 20
+    finally:
+        kafka.release()
+        worker.stop()
+        thread.join(10.0)
 
 
 def test_running_tasks_are_listed_oldest_first_and_the_oldest_of_each_type_found() -> None:

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,6 +59,20 @@ def _leader(settings: Settings, procs: list[subprocess.Popen[bytes]]) -> subproc
     return proc
 
 
+@contextmanager
+def _logs_on_failure(procs: WorkerProcesses, lines: int = 60) -> Iterator[None]:
+    """A failed wait says what each worker logged last (the leader's claims and fires)."""
+    try:
+        yield
+    except AssertionError as exc:
+        tails = [
+            f"--- worker pid {proc.pid} (exit code {proc.poll()}):\n"
+            + "\n".join(procs.log_of(proc).splitlines()[-lines:])
+            for proc in procs.started()
+        ]
+        raise AssertionError(f"{exc}\n" + "\n".join(tails)) from exc
+
+
 def _fires_after(settings: Settings, fires: int, timeout: float) -> State:
     return wait_for(
         lambda: (s := _tick(settings)) is not None and s.fires > fires and s,
@@ -70,6 +85,11 @@ def test_each_due_time_fires_exactly_once_across_three_workers_and_two_leader_ki
     settings: Settings, worker_process: WorkerProcesses
 ) -> None:
     procs = [worker_process.start(settings, REGISTRY) for _ in range(3)]
+    with _logs_on_failure(worker_process):
+        _kill_two_leaders_in_turn(settings, procs)
+
+
+def _kill_two_leaders_in_turn(settings: Settings, procs: list[subprocess.Popen[bytes]]) -> None:
     _fires_after(settings, 2, 60.0)
 
     # kill the leader just after a fire: the fire is committed, the next one is not yet due

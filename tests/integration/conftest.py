@@ -370,6 +370,9 @@ class WorkerProcesses:
         self._procs.append((proc, log))
         return proc
 
+    def started(self) -> list[subprocess.Popen[bytes]]:
+        return [proc for proc, _ in self._procs]
+
     def log_of(self, proc: subprocess.Popen[bytes]) -> str:
         for candidate, log in self._procs:
             if candidate is proc:

@@ -61,9 +61,12 @@ def test_throughput_bench_prints_rates_ratio_and_latency_percentiles(kafka_boots
 def test_observability_bench_prints_both_variants_per_round_and_their_ratio(
     kafka_bootstrap: str,
 ) -> None:
-    out = _run_bench(kafka_bootstrap, "observability.py", "--tasks", "300", "--rounds", "2")
+    out = _run_bench(
+        kafka_bootstrap, "observability.py", *("--tasks", "300", "--rounds", "2", "--pin")
+    )
     gc = rf"gc {_NUMBER} us/task: (?:\d+x {_NUMBER}ms/?){{3}} by generation"
-    variant = rf"{_NUMBER}/s \({_NUMBER} us CPU/task, {gc}\)"
+    threads = rf"(?:(?:executor|librdkafka|other|poll) {_NUMBER}(?:, |; )){{1,4}}"
+    variant = rf"{_NUMBER}/s \({_NUMBER} us CPU/task, {threads}{gc}\)"
     for round_no in (1, 2):
         pattern = rf"^round {round_no}: plain {variant}, observed {variant}$"
         assert re.search(pattern, out, re.M), out

@@ -75,7 +75,7 @@ class Attempts:
             "worker_id": settler.build.worker_id,
         }
         ctx = self._context(message, envelope)
-        kind = (ctx.queue, ctx.task)
+        kind = (ctx.queue, ctx.task)  # counted here, and a success is collected under it
         # no lock on every attempt's path: an item's += makes no call between its read and its
         # write, so under the GIL no other thread runs in between (as for `started` above)
         try:
@@ -100,7 +100,7 @@ class Attempts:
             self._failed(message, part, envelope, handler, exc, where, ctx, _since(started))
         else:
             if self._heard:
-                settler.succeeded(part, message, [done], ctx, time.monotonic() - started)
+                settler.succeeded(part, message, [done], ctx, kind, time.monotonic() - started)
             else:
                 settler.settle(part, message, [done])
             settler.stats.succeeded += 1

@@ -85,19 +85,18 @@ class Settler:
         message: client.Record,
         records: list[OutRecord],
         ctx: AttemptContext,
+        kind: tuple[str, str],
         seconds: float,
     ) -> None:
-        """:meth:`settle` a succeeded attempt of ``ctx`` that took ``seconds``, and collect its
-        outcome once written: an outcome waiting for Kafka's acknowledgement is one small
-        object, holding its context (:class:`_Collect`; the context and AttemptOutcome made
-        when they are read) or, when no middleware wants success contexts, only its task type
-        (:class:`_Count`)."""
+        """:meth:`settle` a succeeded attempt of ``ctx`` (of ``kind``: its queue and task type)
+        that took ``seconds``, and collect its outcome once written: an outcome waiting for
+        Kafka's acknowledgement is one small object, holding its context (:class:`_Collect`;
+        the context and AttemptOutcome made when they are read) or, when no middleware wants
+        success contexts, only its ``kind`` (:class:`_Count`)."""
         origin = (message.topic, message.partition, message.offset)
         if self._keep_contexts:
             done: Completion = _Collect(part, message.offset, ctx.kept(), seconds, self._heard)
         else:
-            fields = ctx.kept()
-            kind = (fields["queue"], fields["task"])
             done = _Count(part, message.offset, kind, seconds, self._counted)
         self.writer.write(records, origin, done)
 

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -26,6 +27,18 @@ class Blocker:
     def __call__(self) -> None:
         self.started.set()
         self.release.wait(DEADLINE)
+
+
+@contextmanager
+def blocking(executor: KeyedExecutor, key: str) -> Iterator[Blocker]:
+    """A :class:`Blocker` submitted for ``key``, released when the block ends (whatever
+    happens in it, so a failed assertion never leaves a thread waiting)."""
+    block = Blocker()
+    executor.submit(key, block)
+    try:
+        yield block
+    finally:
+        block.release.set()
 
 
 class Probe:
@@ -102,17 +115,14 @@ def test_other_keys_keep_running_while_one_key_is_blocked(
     make_executor: Callable[[int], KeyedExecutor],
 ) -> None:
     executor = make_executor(2)
-    block, b_ran = Blocker(), threading.Event()
-    try:
-        executor.submit("a", block)
+    b_ran = threading.Event()
+    with blocking(executor, "a") as block:
         assert block.started.wait(DEADLINE)
         for _ in range(20):  # many items of another key, all through the one free thread
             executor.submit("b", lambda: None)
         executor.submit("b", b_ran.set)
         assert b_ran.wait(DEADLINE)
         assert not block.release.is_set()
-    finally:
-        block.release.set()
 
 
 def test_same_key_item_waits_for_the_one_before_it(
@@ -194,15 +204,12 @@ def test_submit_never_blocks_while_every_thread_is_busy(
     make_executor: Callable[[int], KeyedExecutor],
 ) -> None:
     executor = make_executor(1)
-    block, finished = Blocker(), Countdown(1000)
-    try:
-        executor.submit("busy", block)
+    finished = Countdown(1000)
+    with blocking(executor, "busy") as block:
         assert block.started.wait(DEADLINE)
         for n in range(1000):  # returns at once although the only thread is taken
             executor.submit(n % 7, finished.tick)
         assert finished.left == 1000
-    finally:
-        block.release.set()
     assert finished.done.wait(DEADLINE)
 
 
@@ -251,32 +258,25 @@ def test_hand_off_returns_once_an_idle_thread_has_started_the_item(
     make_executor: Callable[[int], KeyedExecutor],
 ) -> None:
     executor = make_executor(1)
-    block = Blocker()
-    try:
-        executor.submit("a", block)
+    with blocking(executor, "a") as block:
         began = time.monotonic()
         executor.hand_off(DEADLINE)  # returns when the thread takes the item, not at the timeout
         assert time.monotonic() - began < DEADLINE / 2
         assert block.started.wait(DEADLINE)
-    finally:
-        block.release.set()
 
 
 def test_hand_off_does_not_wait_while_every_thread_is_busy(
     make_executor: Callable[[int], KeyedExecutor],
 ) -> None:
     executor = make_executor(1)
-    block, b_ran = Blocker(), threading.Event()
-    try:
-        executor.submit("a", block)
+    b_ran = threading.Event()
+    with blocking(executor, "a") as block:
         assert block.started.wait(DEADLINE)
         executor.submit("b", b_ran.set)  # ready, but the only thread is busy
         began = time.monotonic()
         executor.hand_off(DEADLINE)
         assert time.monotonic() - began < DEADLINE / 2
         assert not b_ran.is_set()
-    finally:
-        block.release.set()
     assert b_ran.wait(DEADLINE)
 
 
